@@ -1,0 +1,1 @@
+"""Party side of fedhh: party agent, user report SDK, Flower ClientApp."""

@@ -1,0 +1,1 @@
+"""Coordinator side of fedhh: gRPC coordinator service, analyst API, storage, Flower ServerApp."""
