@@ -172,7 +172,9 @@ class IntCodec:
         out = np.empty(len(seq), dtype=np.uint64)
         for i, item in enumerate(seq):
             if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
-                raise CodecError(f"integer codec needs int items, got {type(item).__name__} {item!r}")
+                raise CodecError(
+                    f"integer codec needs int items, got {type(item).__name__} {item!r}"
+                )
             v = int(item)
             if v < 0:
                 raise CodecError(f"integer item must be non-negative, got {v}")
@@ -185,7 +187,9 @@ class IntCodec:
         return [int(c) for c in as_codes(codes, self.m)]
 
 
-def codec_for(item_bytes: int | None = None, item_bits: int | None = None) -> StringCodec | IntCodec:
+def codec_for(
+    item_bytes: int | None = None, item_bits: int | None = None
+) -> StringCodec | IntCodec:
     """The codec for a ``--item-bytes W`` (strings) or ``--item-bits B`` (integers) choice."""
     if (item_bytes is None) == (item_bits is None):
         raise ParameterError("give exactly one of item_bytes (strings) or item_bits (integers)")

@@ -1,0 +1,66 @@
+"""Vectorised ε-LDP frequency oracles: GRR, OUE, OLH and seed-pool OLH.
+
+Every oracle is an immutable value object built from ε that follows :class:`FrequencyOracle`:
+``perturb`` (user side, vectorised over users), ``support`` (mergeable server state), ``debias`` /
+``estimate`` (unbiased counts for the candidates only) and ``variance`` (the spec's formula).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedhh.errors import ParameterError
+from fedhh.oracles.base import FrequencyOracle, Reports, Support, check_epsilon
+from fedhh.oracles.grr import GRR
+from fedhh.oracles.olh import OLH, OLHPool, PoolSketch, optimal_g
+from fedhh.oracles.oue import OUE
+from fedhh.oracles.postprocess import clip_to_zero, norm_sub
+
+__all__ = [
+    "GRR",
+    "OLH",
+    "ORACLES",
+    "OUE",
+    "FrequencyOracle",
+    "OLHPool",
+    "PoolSketch",
+    "Reports",
+    "Support",
+    "choose_oracle",
+    "clip_to_zero",
+    "make_oracle",
+    "norm_sub",
+    "optimal_g",
+]
+
+ORACLES: dict[str, Callable[..., FrequencyOracle]] = {
+    "grr": GRR,
+    "oue": OUE,
+    "olh": OLH,
+    "olh-pool": OLHPool,
+}
+
+
+def choose_oracle(epsilon: float, domain_size: int) -> FrequencyOracle:
+    """``auto`` [choice]: the oracle with the smallest Var* for a domain of ``domain_size``
+    symbols (|C| + 1). GRR wins for small domains (d < 3e^ε + 2); otherwise OLH, whose variance
+    equals OUE's to within g's rounding while its reports are O(1) instead of O(d) bits (OUE is
+    taken only when it is more than 1% better)."""
+    eps = check_epsilon(epsilon)
+    grr, olh, oue = GRR(eps), OLH(eps), OUE(eps)
+    v_grr, v_olh, v_oue = (o.variance(1, domain_size) for o in (grr, olh, oue))
+    best: FrequencyOracle = grr if v_grr <= v_olh else olh
+    if v_oue < 0.99 * min(v_grr, v_olh):
+        best = oue
+    return best
+
+
+def make_oracle(name: str, epsilon: float, **params: int) -> FrequencyOracle:
+    """Build an oracle by name ("grr", "oue", "olh", "olh-pool") with its parameters."""
+    try:
+        factory = ORACLES[name]
+    except KeyError:
+        raise ParameterError(
+            f"unknown oracle {name!r}; choose one of {', '.join(ORACLES)} or 'auto'"
+        ) from None
+    return factory(epsilon, **params)

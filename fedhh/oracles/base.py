@@ -1,0 +1,283 @@
+"""The frequency-oracle contract shared by GRR, OUE and OLH, and the report/support containers.
+
+A frequency oracle (FO) is an immutable value object built from ε. Users perturb their values
+into reports (vectorised over a batch of users); the server aggregates reports into *support
+counts* C(v) over a candidate set and debiases them:
+
+    ĉ(v) = (C(v) − n·q) / (p − q),    Var[ĉ(v)] = (c·p(1−p) + (n−c)·q(1−q)) / (p − q)²,
+
+where p = P[a report supports v | the user holds v], q = P[... | the user holds another value],
+n is the number of reports and c the true count of v. ``variance(n, d)`` is the dominant term
+n·q(1−q)/(p−q)² (c = 0), as in Wang et al., USENIX Security 2017.
+
+Support counts are the mergeable server state: the support of two batches over the same candidate
+set adds up to the support of their union, so a party can aggregate its users in shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fedhh.errors import ParameterError, ReportError
+
+Codes = NDArray[np.uint64]
+
+_MAGIC = b"FHHR"
+_VERSION = 1
+_HEADER = struct.Struct("<4sBI")  # magic, format version, header length
+_ALLOWED_DTYPES = {"uint8", "uint32", "uint64"}
+
+
+def check_epsilon(epsilon: float) -> float:
+    """Validate a privacy budget: a finite float > 0."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)):
+        raise ParameterError(f"epsilon must be a number, got {epsilon!r}")
+    eps = float(epsilon)
+    if math.isnan(eps) or math.isinf(eps) or eps <= 0:
+        raise ParameterError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    if eps > 40:
+        raise ParameterError(f"epsilon must be at most 40 (e^ε overflows the oracles), got {eps}")
+    return eps
+
+
+def check_count(name: str, value: int, minimum: int = 0) -> int:
+    """Validate a non-negative integer parameter (a count or a size)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ParameterError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def as_candidates(candidates: ArrayLike | None) -> Codes:
+    """Validate a candidate set: a non-empty 1-D array of distinct non-negative integer codes."""
+    if candidates is None:
+        raise ParameterError("this oracle needs a candidate set (candidates=None given)")
+    arr = np.asarray(candidates)
+    if arr.ndim != 1:
+        raise ParameterError(f"candidates must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ParameterError("the candidate set is empty")
+    if arr.dtype.kind == "i":
+        if (arr < 0).any():
+            raise ParameterError(f"candidates must be non-negative, got {int(arr.min())}")
+    elif arr.dtype.kind != "u":
+        raise ParameterError(f"candidates must be integer codes, got dtype {arr.dtype}")
+    arr = arr.astype(np.uint64, copy=False)
+    srt = np.sort(arr)
+    dup = np.flatnonzero(srt[1:] == srt[:-1])
+    if dup.size:
+        raise ParameterError(f"candidates must be distinct, {int(srt[dup[0]])} appears twice")
+    return arr
+
+
+def as_values(values: ArrayLike) -> Codes:
+    """Validate the users' values: a 1-D array of non-negative integer codes (may be empty)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ParameterError(f"values must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if arr.dtype.kind == "i":
+        if (arr < 0).any():
+            raise ParameterError(f"values must be non-negative, got {int(arr.min())}")
+    elif arr.dtype.kind != "u":
+        raise ParameterError(f"values must be integer codes, got dtype {arr.dtype}")
+    return arr.astype(np.uint64, copy=False)
+
+
+def candidate_index(values: Codes, candidates: Codes) -> NDArray[np.int64]:
+    """Position of each value in ``candidates``, or ``len(candidates)`` (the ⊥ symbol) if absent."""
+    order = np.argsort(candidates, kind="stable")
+    srt = candidates[order]
+    pos = np.searchsorted(srt, values)
+    pos_c = np.minimum(pos, srt.size - 1)
+    found = srt[pos_c] == values
+    return np.where(found, order[pos_c], candidates.size).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Reports:
+    """A batch of ε-LDP reports of one oracle kind, as named arrays whose first axis is the user.
+
+    ``kind`` names the oracle ("grr", "oue", "olh", "olh-pool"); ``size`` is the oracle's output
+    domain (GRR/OUE: d = |C| + 1 including ⊥; OLH: g). Reports are plain arrays, serialise with
+    :meth:`to_bytes` / :meth:`from_bytes` (no pickle) and concatenate with :meth:`concat`.
+    """
+
+    kind: str
+    size: int
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lengths = {a.shape[0] for a in self.arrays.values()}
+        if len(lengths) > 1:
+            raise ReportError(f"report arrays of different lengths: {sorted(lengths)}")
+
+    @property
+    def n(self) -> int:
+        """Number of reports (users) in the batch."""
+        for a in self.arrays.values():
+            return int(a.shape[0])
+        return 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def take(self, idx: NDArray[np.integer] | NDArray[np.bool_] | slice) -> Reports:
+        """The sub-batch of the given users (an index array or a boolean mask)."""
+        return Reports(self.kind, self.size, {k: v[idx] for k, v in self.arrays.items()})
+
+    def concat(self, other: Reports) -> Reports:
+        """The batch of both: reports of the same oracle kind and size, self's users first."""
+        if (self.kind, self.size) != (other.kind, other.size):
+            raise ReportError(
+                f"cannot concatenate {self.kind} reports of size {self.size} with "
+                f"{other.kind} reports of size {other.size}"
+            )
+        if set(self.arrays) != set(other.arrays):
+            raise ReportError("cannot concatenate report batches with different fields")
+        return Reports(
+            self.kind,
+            self.size,
+            {k: np.concatenate([v, other.arrays[k]]) for k, v in self.arrays.items()},
+        )
+
+    def nbytes(self) -> int:
+        """Payload size in bytes (what the reports cost on the wire, without the header)."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def to_bytes(self) -> bytes:
+        """Serialise: magic, version, JSON header (kind, size, fields), raw little-endian data."""
+        fields = [[k, str(v.dtype), list(v.shape)] for k, v in self.arrays.items()]
+        header = json.dumps({"kind": self.kind, "size": self.size, "fields": fields}).encode()
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(_MAGIC, _VERSION, len(header)))
+        buf.write(header)
+        for v in self.arrays.values():
+            buf.write(np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<")).tobytes())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Reports:
+        """Inverse of :meth:`to_bytes`; malformed input raises :class:`ReportError`."""
+        if len(data) < _HEADER.size:
+            raise ReportError("report batch is truncated (no header)")
+        magic, version, hlen = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise ReportError("not a fedhh report batch (bad magic bytes)")
+        if version != _VERSION:
+            raise ReportError(f"unsupported report format version {version}")
+        end = _HEADER.size + hlen
+        if end > len(data):
+            raise ReportError("report batch is truncated (header)")
+        try:
+            header = json.loads(data[_HEADER.size : end].decode())
+            kind, size, fields = str(header["kind"]), int(header["size"]), header["fields"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"malformed report header: {exc}") from None
+        arrays: dict[str, np.ndarray] = {}
+        off = end
+        for name, dtype, shape in fields:
+            if dtype not in _ALLOWED_DTYPES or not all(
+                isinstance(s, int) and s >= 0 for s in shape
+            ):
+                raise ReportError(f"malformed report field {name!r}: {dtype} {shape}")
+            dt = np.dtype(dtype).newbyteorder("<")
+            nbytes = dt.itemsize * math.prod(shape)
+            if off + nbytes > len(data):
+                raise ReportError(f"report batch is truncated (field {name!r})")
+            arr = np.frombuffer(data, dtype=dt, count=math.prod(shape), offset=off)
+            arrays[str(name)] = arr.reshape(shape).astype(np.dtype(dtype), copy=True)
+            off += nbytes
+        if off != len(data):
+            raise ReportError(f"report batch has {len(data) - off} trailing bytes")
+        return cls(kind, size, arrays)
+
+
+@dataclass(frozen=True, eq=False)
+class Support:
+    """Mergeable server state: ``n`` reports and their support counts C(v) per candidate."""
+
+    n: int
+    counts: NDArray[np.int64]
+
+    def __add__(self, other: Support) -> Support:
+        if self.counts.shape != other.counts.shape:
+            raise ReportError(
+                f"cannot merge support over {self.counts.size} candidates with support over "
+                f"{other.counts.size} candidates"
+            )
+        return Support(self.n + other.n, self.counts + other.counts)
+
+    @classmethod
+    def zeros(cls, n_candidates: int) -> Support:
+        return cls(0, np.zeros(n_candidates, dtype=np.int64))
+
+
+class FrequencyOracle(ABC):
+    """The contract every ε-LDP frequency oracle implements (see the module docstring)."""
+
+    name: ClassVar[str]
+    epsilon: float
+
+    # --- probabilities and variance -------------------------------------------------------
+    @abstractmethod
+    def probabilities(self, domain_size: int) -> tuple[float, float]:
+        """(p, q) for a prefix domain of ``domain_size`` symbols (|C| + 1, including ⊥)."""
+
+    def variance(self, n: int, domain_size: int, true_count: float = 0.0) -> float:
+        """Variance of one debiased count: (c·p(1−p) + (n−c)·q(1−q)) / (p−q)².
+
+        With ``true_count`` c = 0 this is the dominant term Var* = n·q(1−q)/(p−q)² of the spec.
+        """
+        p, q = self.probabilities(domain_size)
+        c = float(true_count)
+        return (c * p * (1 - p) + (n - c) * q * (1 - q)) / (p - q) ** 2
+
+    # --- user side ------------------------------------------------------------------------
+    @abstractmethod
+    def perturb(
+        self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
+    ) -> Reports:
+        """One ε-LDP report per user for a batch of users holding ``values``."""
+
+    # --- server side ----------------------------------------------------------------------
+    @abstractmethod
+    def support(self, reports: Reports, candidates: ArrayLike) -> Support:
+        """Support counts of ``reports`` over ``candidates`` (mergeable by ``+``)."""
+
+    def debias(self, support: Support) -> NDArray[np.float64]:
+        """Unbiased counts from support counts: (C − n·q) / (p − q)."""
+        p, q = self.probabilities(support.counts.size + 1)
+        return (support.counts.astype(np.float64) - support.n * q) / (p - q)
+
+    def estimate(self, reports: Reports, candidates: ArrayLike) -> NDArray[np.float64]:
+        """Unbiased count estimates for ``candidates`` (only the candidates are scored)."""
+        return self.debias(self.support(reports, candidates))
+
+    def check_reports(self, reports: Reports, domain_size: int | None = None) -> None:
+        """Raise :class:`ReportError` if ``reports`` were not made by an oracle of this kind."""
+        if reports.kind != self.name:
+            raise ReportError(f"{self.name} oracle got {reports.kind} reports")
+        if domain_size is not None and reports.size != domain_size:
+            raise ReportError(
+                f"{self.name} reports are over a domain of {reports.size} symbols, "
+                f"but the candidate set gives {domain_size} (|C| + 1)"
+            )
+
+    def describe(self) -> str:
+        return f"{self.name}(ε={self.epsilon:g})"

@@ -1,0 +1,218 @@
+"""Optimised local hashing (OLH) and its seed-pool variant.
+
+Plain OLH: each user draws a 64-bit seed (keys of the strongly universal family of
+:mod:`fedhh.oracles.hashing`), hashes their value to H(v) ∈ [g] with g = round(e^ε) + 1 and
+reports (seed, GRR over [g] of H(v)): the bucket stays with probability p = e^ε/(e^ε+g−1) and
+moves to each other bucket with probability 1/(e^ε+g−1). ε-LDP: for every seed,
+P[y|x]/P[y|x'] ≤ e^ε. A report supports v when its bucket equals H_seed(v): p for the user's own
+value, q = Σ_y(|I_y|/2^32)² ≈ 1/g for any other value. Var* = n·q(1−q)/(p−q)² ≈ 4n·e^ε/(e^ε−1)².
+Users need no candidate set. Decoding costs n·|C| hash evaluations (vectorised, threaded).
+
+Seed-pool OLH [choice]: users draw their seed from a public pool of S seeds, so the server's
+sufficient statistic is an S×g count matrix that merges by addition and decodes in O(n + S·|C|).
+Same ε-LDP guarantee and the same mean; users sharing a seed and a value have correlated
+collisions, which adds (p−q')²·q(1−q)·Σ_{x≠v} n_x(n_x−1)/S to the support variance
+(q' = 1/(e^ε+g−1)); see :meth:`OLHPool.variance`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fedhh.errors import ParameterError, ReportError
+from fedhh.oracles.base import (
+    FrequencyOracle,
+    Reports,
+    Support,
+    as_candidates,
+    as_values,
+    check_count,
+    check_epsilon,
+)
+from fedhh.oracles.hashing import (
+    HashKeys,
+    bucket_of,
+    collision_probability,
+    count_matches,
+    hash32,
+    pool_support,
+    splitmix64,
+)
+
+MAX_G = 1 << 31
+
+
+def optimal_g(epsilon: float) -> int:
+    """OLH's hash range g = round(e^ε) + 1 (capped at 2^31)."""
+    return int(min(round(math.exp(epsilon)) + 1, MAX_G))
+
+
+def _grr_over_buckets(
+    true_bucket: NDArray[np.uint64], g: int, p: float, rng: np.random.Generator
+) -> NDArray[np.uint32]:
+    keep = rng.random(true_bucket.size) < p
+    other = rng.integers(0, g - 1, size=true_bucket.size, dtype=np.int64)
+    truth = true_bucket.astype(np.int64)
+    other += other >= truth
+    return np.where(keep, truth, other).astype(np.uint32)
+
+
+@dataclass(frozen=True)
+class OLH(FrequencyOracle):
+    """Optimised local hashing with a fresh 64-bit seed per user; reports are (seed, bucket).
+
+    ``g`` defaults to round(e^ε) + 1; ``threads`` bounds the decode threads (default: all cores).
+    """
+
+    epsilon: float
+    g: int = 0
+    threads: int | None = None
+    name: ClassVar[str] = "olh"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        g = optimal_g(self.epsilon) if self.g == 0 else check_count("g", self.g, 2)
+        if g > MAX_G:
+            raise ParameterError(f"g must be at most {MAX_G}, got {g}")
+        object.__setattr__(self, "g", g)
+
+    def probabilities(self, domain_size: int = 0) -> tuple[float, float]:
+        e = math.exp(self.epsilon)
+        return e / (e + self.g - 1), collision_probability(self.g)
+
+    @property
+    def keep_probability(self) -> float:
+        return self.probabilities()[0]
+
+    def perturb(
+        self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
+    ) -> Reports:
+        vals = as_values(values)
+        seeds = rng.integers(0, 2**64, size=vals.size, dtype=np.uint64, endpoint=False)
+        h = bucket_of(hash32(HashKeys.from_seeds(seeds), vals), self.g)
+        y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
+        return Reports(self.name, self.g, {"seed": seeds, "bucket": y})
+
+    def support(self, reports: Reports, candidates: ArrayLike) -> Support:
+        cand = as_candidates(candidates)
+        self.check_reports(reports, self.g)
+        keys = HashKeys.from_seeds(reports["seed"])
+        counts = count_matches(keys, reports["bucket"], self.g, cand, self.threads)
+        return Support(reports.n, counts)
+
+    def output_probability(self, seed: int, bucket: int, value: int) -> float:
+        """Exact P[bucket | seed, value] (the seed itself is independent of the value)."""
+        keys = HashKeys.from_seeds(np.array([seed], dtype=np.uint64))
+        h = int(bucket_of(hash32(keys, np.array([value], dtype=np.uint64)), self.g)[0])
+        p = self.keep_probability
+        return p if bucket == h else (1.0 - p) / (self.g - 1)
+
+    def describe(self) -> str:
+        return f"olh(ε={self.epsilon:g}, g={self.g})"
+
+
+@dataclass(frozen=True, eq=False)
+class PoolSketch:
+    """Seed-pool OLH server state: n reports and the S×g matrix of (seed index, bucket) counts."""
+
+    n: int
+    matrix: NDArray[np.int64]
+
+    def __add__(self, other: PoolSketch) -> PoolSketch:
+        if self.matrix.shape != other.matrix.shape:
+            raise ReportError(
+                f"cannot merge pool sketches of shapes {self.matrix.shape} and {other.matrix.shape}"
+            )
+        return PoolSketch(self.n + other.n, self.matrix + other.matrix)
+
+
+@dataclass(frozen=True)
+class OLHPool(FrequencyOracle):
+    """Seed-pool OLH [choice]: seeds come from a public pool of ``pool_size`` seeds.
+
+    The pool is derived from ``pool_seed`` (public, per run). Reports are (seed index, bucket).
+    """
+
+    epsilon: float
+    pool_size: int = 4096
+    pool_seed: int = 0
+    g: int = 0
+    threads: int | None = None
+    name: ClassVar[str] = "olh-pool"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        check_count("pool_size", self.pool_size, 1)
+        if self.pool_size > 1 << 24:
+            raise ParameterError(f"pool_size must be at most 2^24, got {self.pool_size}")
+        check_count("pool_seed", self.pool_seed, 0)
+        g = optimal_g(self.epsilon) if self.g == 0 else check_count("g", self.g, 2)
+        if g > MAX_G:
+            raise ParameterError(f"g must be at most {MAX_G}, got {g}")
+        object.__setattr__(self, "g", g)
+
+    def probabilities(self, domain_size: int = 0) -> tuple[float, float]:
+        e = math.exp(self.epsilon)
+        return e / (e + self.g - 1), collision_probability(self.g)
+
+    @property
+    def pool_keys(self) -> HashKeys:
+        """The public pool: keys of seeds splitmix64(pool_seed ⊕ index), index = 0..S−1."""
+        base = splitmix64(np.array([self.pool_seed % 2**64], dtype=np.uint64))[0]
+        return HashKeys.from_seeds(np.arange(self.pool_size, dtype=np.uint64) ^ base)
+
+    def variance(
+        self, n: int, domain_size: int, true_count: float = 0.0, collision_mass: float = 0.0
+    ) -> float:
+        """Variance of a debiased count. ``collision_mass`` = Σ_{x≠v} n_x(n_x−1) over the other
+        values' counts n_x (0 gives plain OLH's variance, the limit S → ∞):
+
+            [c·p(1−p) + (n−c)·q(1−q) + (p−q')²·q(1−q)·collision_mass/S] / (p−q)².
+        """
+        p, q = self.probabilities()
+        q_other = (1.0 - p) / (self.g - 1)
+        c = float(true_count)
+        extra = (p - q_other) ** 2 * q * (1 - q) * float(collision_mass) / self.pool_size
+        return (c * p * (1 - p) + (n - c) * q * (1 - q) + extra) / (p - q) ** 2
+
+    def perturb(
+        self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
+    ) -> Reports:
+        vals = as_values(values)
+        idx = rng.integers(0, self.pool_size, size=vals.size, dtype=np.uint32)
+        h = bucket_of(hash32(self.pool_keys.take(idx), vals), self.g)
+        p = self.probabilities()[0]
+        y = _grr_over_buckets(h, self.g, p, rng)
+        return Reports(self.name, self.g, {"seed_index": idx, "bucket": y})
+
+    def sketch(self, reports: Reports) -> PoolSketch:
+        """The mergeable S×g count matrix of a report batch (O(n))."""
+        self.check_reports(reports, self.g)
+        idx = reports["seed_index"].astype(np.int64)
+        if idx.size and int(idx.max()) >= self.pool_size:
+            raise ReportError(f"seed index {int(idx.max())} outside the pool of {self.pool_size}")
+        flat = idx * self.g + reports["bucket"].astype(np.int64)
+        counts = np.bincount(flat, minlength=self.pool_size * self.g)
+        return PoolSketch(reports.n, counts.reshape(self.pool_size, self.g).astype(np.int64))
+
+    def support_from_sketch(self, sketch: PoolSketch, candidates: ArrayLike) -> Support:
+        """Support counts Σ_s M[s, H_s(v)] for each candidate v (O(S·|C|), in blocks)."""
+        cand = as_candidates(candidates)
+        if sketch.matrix.shape != (self.pool_size, self.g):
+            raise ReportError(
+                f"pool sketch of shape {sketch.matrix.shape} does not fit pool "
+                f"{self.pool_size}×{self.g}"
+            )
+        counts = pool_support(self.pool_keys, sketch.matrix, self.g, cand, self.threads)
+        return Support(sketch.n, counts)
+
+    def support(self, reports: Reports, candidates: ArrayLike) -> Support:
+        return self.support_from_sketch(self.sketch(reports), candidates)
+
+    def describe(self) -> str:
+        return f"olh-pool(ε={self.epsilon:g}, g={self.g}, S={self.pool_size})"
