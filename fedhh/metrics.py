@@ -1,0 +1,265 @@
+"""Accuracy of a returned heavy-hitter set against the true global top-k (spec §8).
+
+Notation: T is the true global top-k (:func:`true_top_k`), Ĥ the returned set, |Ĥ| ≤ k.
+
+* precision = |Ĥ∩T| / |Ĥ|   (0 by convention when Ĥ is empty)
+* recall    = |Ĥ∩T| / k
+* F1        = 2·P·R / (P + R)   (0 when P + R = 0)
+* NCR       = Σ_{v∈Ĥ} score(v) / (k(k+1)/2), where the item of true rank r (1 ≤ r ≤ k) scores
+  k − r + 1 and every other item scores 0
+* ARE       = mean over v ∈ Ĥ∩T of |ĉ(v) − c(v)| / c(v)   (NaN when Ĥ∩T is empty: there is no
+  estimate to judge, and NaN keeps such runs visibly apart from perfect ones; use ``np.nanmean``
+  to average over repetitions)
+
+Ties: the true top-k orders items by count descending and breaks ties by code ascending, so T is
+deterministic; an item tied with the k-th item but with a larger code is not in T.
+
+Codes are m-bit item codes (any integer array-like, held as ``uint64``). Every function is
+vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or with more than
+k items raise :class:`~fedhh.errors.ParameterError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fedhh.codec import MAX_BITS, Codes, as_codes
+from fedhh.errors import CodecError, ParameterError
+
+__all__ = [
+    "CountTable",
+    "Scores",
+    "are",
+    "evaluate",
+    "f1",
+    "ncr",
+    "precision",
+    "recall",
+    "true_top_k",
+]
+
+#: Exact counts of items: a mapping code → count, or a pair (codes, counts) of equal-length arrays.
+CountTable = Mapping[int, int] | tuple[ArrayLike, ArrayLike]
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ParameterError(f"k must be an integer, got {k!r}")
+    if k < 1:
+        raise ParameterError(f"k must be at least 1, got {k}")
+    return int(k)
+
+
+def _codes(values: ArrayLike, what: str) -> Codes:
+    """``values`` as a 1-D uint64 code array; a wrong shape or kind raises ParameterError."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ParameterError(f"{what} must be a 1-D sequence of codes, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iuO":
+        raise ParameterError(f"{what} must hold integer codes, got dtype {arr.dtype}")
+    try:
+        return as_codes(arr, MAX_BITS)
+    except CodecError as exc:
+        raise ParameterError(f"{what}: {exc}") from None
+
+
+def _unique_codes(values: ArrayLike, what: str) -> Codes:
+    codes = _codes(values, what)
+    if np.unique(codes).size != codes.size:
+        raise ParameterError(f"{what} holds duplicate codes")
+    return codes
+
+
+def _returned(returned: ArrayLike, k: int | None) -> Codes:
+    codes = _unique_codes(returned, "returned set")
+    if k is not None and codes.size > k:
+        raise ParameterError(f"returned set has {codes.size} items, more than k={k}")
+    return codes
+
+
+def _truth(truth: ArrayLike, k: int, what: str = "true top-k") -> Codes:
+    codes = _unique_codes(truth, what)
+    if codes.size > k:
+        raise ParameterError(f"{what} has {codes.size} items, more than k={k}")
+    return codes
+
+
+def _count_table(counts: CountTable) -> tuple[Codes, NDArray[np.int64]]:
+    """Split a :data:`CountTable` into (codes, int64 counts), validated."""
+    if isinstance(counts, Mapping):
+        codes = _codes(np.fromiter(counts.keys(), dtype=object, count=len(counts)), "count codes")
+        values = np.asarray(list(counts.values()))
+    elif isinstance(counts, tuple) and len(counts) == 2:
+        codes = _unique_codes(counts[0], "count codes")
+        values = np.asarray(counts[1])
+    else:
+        raise ParameterError("counts must be a mapping code -> count or a pair (codes, counts)")
+    if values.ndim != 1 or values.size != codes.size:
+        raise ParameterError(
+            f"counts must be a 1-D array as long as the codes ({codes.size}), "
+            f"got shape {values.shape}"
+        )
+    if values.size and values.dtype.kind not in "iu":
+        raise ParameterError(f"true counts must be integers, got dtype {values.dtype}")
+    if values.size and values.dtype.kind == "i" and int(values.min()) < 0:
+        raise ParameterError(f"true counts must be non-negative, got {int(values.min())}")
+    return codes, values.astype(np.int64)
+
+
+def true_top_k(counts: CountTable, k: int) -> Codes:
+    """The true top-k codes, most frequent first (ties: smaller code first).
+
+    ``counts`` is a mapping code → count or a pair (codes, counts) of arrays with unique codes.
+    Items with count 0 are never returned; with fewer than k items of positive count, all of them
+    are returned. Runs in O(n + k log k) for n items (partition, then sort the few candidates).
+    """
+    k = _check_k(k)
+    codes, cnt = _count_table(counts)
+    keep = cnt > 0
+    codes, cnt = codes[keep], cnt[keep]
+    if codes.size > k:
+        kth = np.partition(cnt, codes.size - k)[codes.size - k]  # k-th largest count
+        cand = cnt >= kth
+        codes, cnt = codes[cand], cnt[cand]
+    order = np.lexsort((codes, -cnt))  # last key is primary: count descending, then code
+    return codes[order[:k]]
+
+
+def precision(returned: ArrayLike, truth: ArrayLike) -> float:
+    """|Ĥ∩T| / |Ĥ|; 0.0 for an empty returned set (by convention)."""
+    ret = _returned(returned, None)
+    tru = _unique_codes(truth, "true top-k")
+    if ret.size == 0:
+        return 0.0
+    return float(np.count_nonzero(np.isin(ret, tru))) / ret.size
+
+
+def recall(returned: ArrayLike, truth: ArrayLike, k: int) -> float:
+    """|Ĥ∩T| / k (with the spec's denominator k, even if fewer than k items exist)."""
+    k = _check_k(k)
+    ret = _returned(returned, k)
+    tru = _truth(truth, k)
+    return float(np.count_nonzero(np.isin(ret, tru))) / k
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
+
+
+def f1(returned: ArrayLike, truth: ArrayLike, k: int) -> float:
+    """Harmonic mean of :func:`precision` and :func:`recall` (0.0 when both are 0)."""
+    return _f1(precision(returned, truth), recall(returned, truth, k))
+
+
+def ncr(returned: ArrayLike, truth_ranked: ArrayLike, k: int) -> float:
+    """Normalised cumulative rank: Σ_{v∈Ĥ} score(v) / (k(k+1)/2).
+
+    ``truth_ranked`` lists T in rank order (rank 1 first, as :func:`true_top_k` returns it); the
+    item of rank r scores k − r + 1, items outside T score 0. The order of ``returned`` is ignored.
+    """
+    k = _check_k(k)
+    ret = _returned(returned, k)
+    tru = _truth(truth_ranked, k)
+    if ret.size == 0 or tru.size == 0:
+        return 0.0
+    sorter = np.argsort(tru)
+    pos = np.searchsorted(tru, ret, sorter=sorter)
+    pos = np.minimum(pos, tru.size - 1)
+    idx = sorter[pos]  # 0-based rank of the candidate match
+    hit = tru[idx] == ret
+    score = int(np.sum(k - idx[hit]))
+    return score / (k * (k + 1) / 2)
+
+
+def are(
+    returned: ArrayLike, estimates: ArrayLike, truth: ArrayLike, truth_counts: ArrayLike
+) -> float:
+    """Average relative error mean_{v∈Ĥ∩T} |ĉ(v) − c(v)| / c(v); NaN if Ĥ∩T is empty.
+
+    ``estimates`` are aligned with ``returned`` (ĉ of each returned item); ``truth_counts`` are
+    aligned with ``truth`` (the true count of each item of T, all positive).
+    """
+    ret = _returned(returned, None)
+    est = np.asarray(estimates, dtype=np.float64)
+    if est.shape != ret.shape:
+        raise ParameterError(
+            f"estimates must align with the returned set ({ret.size} items), got shape {est.shape}"
+        )
+    tru = _unique_codes(truth, "true top-k")
+    cnt = np.asarray(truth_counts)
+    if cnt.shape != tru.shape:
+        raise ParameterError(
+            f"true counts must align with the true top-k ({tru.size} items), got shape {cnt.shape}"
+        )
+    if cnt.size and (cnt.dtype.kind not in "iuf" or not np.all(cnt > 0)):
+        raise ParameterError("true counts of the true top-k must be positive numbers")
+    if ret.size == 0 or tru.size == 0:
+        return math.nan
+    sorter = np.argsort(tru)
+    pos = np.minimum(np.searchsorted(tru, ret, sorter=sorter), tru.size - 1)
+    idx = sorter[pos]
+    hit = tru[idx] == ret
+    if not np.any(hit):
+        return math.nan
+    c = cnt[idx[hit]].astype(np.float64)
+    return float(np.mean(np.abs(est[hit] - c) / c))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """All §8 metrics of one run (``are`` is NaN when Ĥ∩T is empty or no estimates were given)."""
+
+    precision: float
+    recall: float
+    f1: float
+    ncr: float
+    are: float
+    k: int
+    n_returned: int
+    hits: int  # |Ĥ∩T|
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def evaluate(
+    returned_codes: ArrayLike,
+    estimates: ArrayLike | None,
+    global_codes: ArrayLike,
+    global_counts: ArrayLike,
+    k: int,
+) -> Scores:
+    """Every metric of a returned set against the exact global counts.
+
+    ``global_codes``/``global_counts`` are the exact counts of every item (unique codes);
+    T = ``true_top_k((global_codes, global_counts), k)``. ``estimates`` align with
+    ``returned_codes``; pass None to skip ARE (then NaN).
+    """
+    k = _check_k(k)
+    ret = _returned(returned_codes, k)
+    codes, cnt = _count_table((global_codes, global_counts))
+    truth = true_top_k((codes, cnt), k)
+    hits = int(np.count_nonzero(np.isin(ret, truth)))
+    p = hits / ret.size if ret.size else 0.0
+    r = hits / k
+    if estimates is None:
+        a = math.nan
+    else:
+        sorter = np.argsort(codes)
+        pos = np.minimum(np.searchsorted(codes, truth, sorter=sorter), max(codes.size - 1, 0))
+        a = are(ret, estimates, truth, cnt[sorter[pos]])
+    return Scores(
+        precision=p,
+        recall=r,
+        f1=_f1(p, r),
+        ncr=ncr(ret, truth, k),
+        are=a,
+        k=k,
+        n_returned=int(ret.size),
+        hits=hits,
+    )
