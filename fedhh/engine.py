@@ -1,0 +1,125 @@
+"""The embedded engine: coordinator and parties in one process (``fedhh simulate``).
+
+It drives the protocol's state machines directly (no transport), measures wall time and returns
+the run's :class:`~fedhh.protocol.RunResult`. PEM (single population) pools every party's users
+into one party: it is the non-federated reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fedhh.codec import IntCodec, StringCodec
+from fedhh.errors import ParameterError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.plans import phase1_plan
+from fedhh.protocol import Coordinator, Party, Progress, RunResult, RunSpec, codec_name
+from fedhh.protocol.messages import Request
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def check_feasible(params: MechanismParams, party_ids: Sequence[str], sizes: Sequence[int]) -> None:
+    """Every party needs at least one user per level it takes part in (else a clear error)."""
+    p = params.resolved()
+    _, planned = phase1_plan(p)
+    if p.mechanism == "taps" and p.completion > 0:
+        planned += 1
+    for pid, n in zip(party_ids, sizes, strict=True):
+        if n < planned:
+            raise ParameterError(
+                f"party {pid} has {n} users, fewer than the {planned} levels of this "
+                f"{p.mechanism} run (m = {p.m}, η = {p.eta}); give it more users or a larger step"
+            )
+
+
+def build_run(
+    parties: Sequence[np.ndarray],
+    codec: StringCodec | IntCodec,
+    params: MechanismParams,
+    run_id: str = "run-1",
+    party_ids: Sequence[str] | None = None,
+) -> tuple[RunSpec, dict[str, Party]]:
+    """The run spec and one :class:`Party` per party for an in-process run."""
+    if params.m != codec.m:
+        raise ParameterError(f"the items have {codec.m} bits but the run asks for m = {params.m}")
+    arrays = [np.asarray(p, dtype=np.uint64) for p in parties]
+    if not arrays:
+        raise ParameterError("a run needs at least one party")
+    ids = list(party_ids) if party_ids is not None else [f"party-{i}" for i in range(len(arrays))]
+    if len(ids) != len(arrays):
+        raise ParameterError("one party id per party is needed")
+    if params.mechanism == "pem":  # the single-population reference pools all users
+        arrays, ids = [np.concatenate(arrays)], ["all-users"]
+    for pid, arr in zip(ids, arrays, strict=True):
+        if arr.size == 0:
+            raise ParameterError(f"party {pid} has no users")
+    sizes = tuple(int(a.size) for a in arrays)
+    check_feasible(params, ids, sizes)
+    spec = RunSpec(run_id, params, tuple(ids), sizes, codec_name(codec))
+    return spec, {pid: Party(spec, pid, arr) for pid, arr in zip(ids, arrays, strict=True)}
+
+
+def run_in_process(
+    spec: RunSpec,
+    parties: dict[str, Party],
+    progress: ProgressCallback | None = None,
+    policy: str = "continue",
+) -> RunResult:
+    """Drive a coordinator and its parties to the end of the run."""
+    t0 = time.perf_counter()
+    coord = Coordinator(spec, policy)
+    queue: list[Request] = coord.start()
+    while queue:
+        if progress is not None:
+            progress(coord.progress)
+        nxt: list[Request] = []
+        for req in queue:
+            nxt.extend(coord.step(parties[req.party_id].handle(req)))
+        queue = nxt
+    if coord.error is not None or coord.result is None:
+        raise ParameterError(f"run {spec.run_id} failed: {coord.error}")
+    result = coord.result
+    result.cost["wall_seconds"] = time.perf_counter() - t0
+    if progress is not None:
+        progress(coord.progress)
+    return result
+
+
+def simulate(
+    parties: Sequence[np.ndarray],
+    codec: StringCodec | IntCodec,
+    params: MechanismParams,
+    *,
+    run_id: str = "run-1",
+    party_ids: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """One in-process run over per-party code arrays."""
+    spec, party_objs = build_run(parties, codec, params, run_id, party_ids)
+    return run_in_process(spec, party_objs, progress)
+
+
+def expected_rounds(params: MechanismParams, n_parties: int) -> int:
+    """Coordinator rounds a run takes (for progress displays)."""
+    p = params.resolved()
+    shared, _ = phase1_plan(p)
+    if p.mechanism in ("pem", "pem-local"):
+        return 1
+    if p.mechanism == "pem-global" or (shared and shared[-1] >= p.m):
+        return len(shared)
+    if p.mechanism == "tap":
+        return len(shared) + 1
+    return len(shared) + n_parties + (1 if p.completion > 0 else 0)
+
+
+__all__ = [
+    "build_run",
+    "check_feasible",
+    "expected_rounds",
+    "run_in_process",
+    "simulate",
+]

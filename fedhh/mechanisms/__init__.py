@@ -1,0 +1,16 @@
+"""Mechanisms: PEM (single population), PEM-Local, PEM-Global, TAP and TAPS (spec §4–6).
+
+* Privacy: each user belongs to exactly one group and sends one ε-LDP report, so every
+  mechanism is ε-LDP per user; candidates, priors, thresholds and sums are post-processing.
+* Accuracy: a group of n_g users estimating |C| candidates has per-count variance
+  Var_FO(n_g, |C|+1) (see :mod:`fedhh.oracles`), scaled by (n_i/n_g)² to the party; summing
+  parties adds variances.
+
+Party side: :mod:`fedhh.mechanisms.local`; coordinator side: :mod:`fedhh.mechanisms.plans`;
+[choice] rules: :mod:`fedhh.mechanisms.strategies`; parameters: :mod:`fedhh.mechanisms.params`.
+"""
+
+from fedhh.mechanisms.params import MECHANISMS, MechanismParams
+from fedhh.mechanisms.plans import Combined, combine, run_plan
+
+__all__ = ["MECHANISMS", "Combined", "MechanismParams", "combine", "run_plan"]

@@ -1,0 +1,211 @@
+"""Party-side computations: user groups with a one-report ledger, level estimation and the local
+search shared by PEM (single population / PEM-Local) and TAP/TAPS Phase II.
+
+Privacy: every user is in at most one group and sends exactly one ε-LDP report (the ledger
+refuses a second), so each user is ε-LDP; candidate sets, priors, thresholds and sums are
+post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedhh.codec import prefix
+from fedhh.errors import DuplicateReportError, ParameterError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.strategies import StepContext, Strategies
+from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
+from fedhh.oracles import OLH, FrequencyOracle, OLHPool
+
+
+class UserLedger:
+    """A party's users in a seeded random order, handed out in disjoint groups.
+
+    ``take(n)`` returns the next n users and marks them as having reported; a user can never be
+    handed out twice (``mark`` refuses a repeat with :class:`DuplicateReportError`).
+    """
+
+    def __init__(self, n_users: int, rng: np.random.Generator, reserve_share: float = 0.0):
+        self.n_users = int(n_users)
+        self.order = rng.permutation(self.n_users)
+        self.reported = np.zeros(self.n_users, dtype=bool)
+        self.reserve = math.floor(reserve_share * self.n_users)
+        self._cursor = 0  # next user of the main pool
+        self._reserve_cursor = self.n_users - self.reserve
+
+    @property
+    def remaining(self) -> int:
+        """Users of the main pool (not the reserve) that have not reported yet."""
+        return self.n_users - self.reserve - self._cursor
+
+    @property
+    def reports(self) -> int:
+        return int(self.reported.sum())
+
+    def mark(self, users: NDArray[np.int64]) -> None:
+        if self.reported[users].any():
+            first = int(users[np.flatnonzero(self.reported[users])[0]])
+            raise DuplicateReportError(f"user {first} has already reported in this run")
+        self.reported[users] = True
+
+    def take(self, count: int) -> NDArray[np.int64]:
+        """The next ``count`` users of the main pool (fewer if fewer remain)."""
+        count = max(0, min(int(count), self.remaining))
+        users = self.order[self._cursor : self._cursor + count]
+        self.mark(users)
+        self._cursor += count
+        return users
+
+    def take_reserve(self) -> NDArray[np.int64]:
+        """All users of the completion reserve (once)."""
+        users = self.order[self._reserve_cursor :]
+        self.mark(users)
+        self._reserve_cursor = self.n_users
+        return users
+
+
+def estimate_level(
+    codes: Codes,
+    users: NDArray[np.int64],
+    m: int,
+    length: int,
+    candidates: Codes,
+    oracle: FrequencyOracle,
+    rng: np.random.Generator,
+    party_size: int,
+    step: int = 0,
+) -> EstimateResult:
+    """The group's ε-LDP reports on its length-``length`` prefixes, estimated for ``candidates``
+    and scaled to the party (× n_i / n_group).
+
+    Standard error² = scale²·Var_FO(n_g, |C|+1, ĉ_g) + the sampling variance of the group
+    (hypergeometric: scale²·n_g·f(1−f)·(n_i−n_g)/(n_i−1), f = ĉ/n_i).
+    """
+    n_g = int(users.size)
+    d = int(candidates.size) + 1
+    values = prefix(codes[users], m, length)
+    reports = oracle.perturb(values, rng, candidates)
+    raw = oracle.estimate(reports, candidates)
+    scale = party_size / n_g if n_g else 0.0
+    est = raw * scale
+    p, q = oracle.probabilities(d)
+    c = np.clip(raw, 0.0, n_g)
+    var_fo = (c * p * (1 - p) + (n_g - c) * q * (1 - q)) / (p - q) ** 2
+    f = np.clip(est / max(party_size, 1), 0.0, 1.0)
+    var_s = n_g * f * (1 - f) * (party_size - n_g) / max(party_size - 1, 1)
+    se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(candidates.size, np.inf)
+    if isinstance(oracle, OLH):
+        evals = n_g * int(candidates.size)
+    elif isinstance(oracle, OLHPool):
+        evals = oracle.pool_size * int(candidates.size)
+    else:
+        evals = 0
+    cost = LevelCost(length, step, int(candidates.size), n_g, oracle.name, evals, reports.nbytes())
+    return EstimateResult(est, se, cost)
+
+
+def children(prefixes: Codes, step: int) -> Codes:
+    """All extensions p·2^s + z (z < 2^s) of each prefix, in prefix order."""
+    z = np.arange(2**step, dtype=np.uint64)
+    return ((prefixes.astype(np.uint64)[:, None] << np.uint64(step)) | z[None, :]).reshape(-1)
+
+
+def top_indices(
+    values: Floats, count: int, mask: NDArray[np.bool_] | None = None
+) -> NDArray[np.int64]:
+    """Indices of the ``count`` largest values (descending, ties by index), within ``mask``."""
+    idx = np.arange(values.size) if mask is None else np.flatnonzero(mask)
+    if idx.size == 0 or count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((idx, -values[idx]))
+    return idx[order[:count]].astype(np.int64)
+
+
+@dataclass
+class SearchState:
+    """Working state of a local search (for inspection and tests)."""
+
+    length: int
+    prefixes: Codes
+    bar: float = math.inf
+
+
+def local_search(
+    codes: Codes,
+    ledger: UserLedger,
+    params: MechanismParams,
+    strategies: Strategies,
+    rng: np.random.Generator,
+    start_length: int,
+    start_prefixes: Codes,
+    prior_items: Codes | None = None,
+) -> SearchResult:
+    """PEM / TAP Phase II / TAPS Phase II inside one party (spec §4–6).
+
+    From P = ``start_prefixes`` at ℓ = ``start_length``: pick a step s (strategy), give the level
+    the users left / levels still needed, estimate C = P × {0,1}^s ∪ consensus prefixes, keep
+    consensus prefixes plus the top-κ of the candidates that pass the prune rule, repeat until
+    ℓ = m. Reports the top-k' of the last level plus every consensus item.
+    """
+    m = params.m
+    kappa = int(params.kappa or 2 * params.k)
+    report_k = int(params.report_k or 2 * params.k)
+    party_size = int(codes.size)
+    prior = (
+        np.unique(np.asarray(prior_items, dtype=np.uint64))
+        if prior_items is not None
+        else np.zeros(0, np.uint64)
+    )
+    state = SearchState(start_length, np.unique(np.asarray(start_prefixes, dtype=np.uint64)))
+    levels: list[LevelCost] = []
+    est = se = np.zeros(0)
+    cand: Codes = state.prefixes
+    is_cons = np.zeros(0, dtype=bool)
+    if state.length >= m:
+        raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
+    while state.length < m:
+        ctx = StepContext(
+            n_prefixes=max(1, int(state.prefixes.size)),
+            length=state.length,
+            m=m,
+            users_left=ledger.remaining,
+            party_size=party_size,
+            bar=state.bar,
+        )
+        s = strategies.step.step(ctx)
+        new_len = state.length + s
+        levels_needed = math.ceil((m - state.length) / s)
+        users = ledger.take(ledger.remaining // levels_needed)
+        cons = np.unique(prior >> np.uint64(m - new_len)) if prior.size else prior
+        cand = (
+            np.union1d(children(state.prefixes, s), cons)
+            if cons.size
+            else children(state.prefixes, s)
+        )
+        if users.size == 0:
+            raise ParameterError(
+                f"party has too few users for its levels (no users left at length {new_len})"
+            )
+        oracle = strategies.oracle_for(int(cand.size) + 1)
+        res = estimate_level(codes, users, m, new_len, cand, oracle, rng, party_size, s)
+        est, se = res.estimates, res.stderrs
+        levels.append(res.cost)
+        is_cons = np.isin(cand, cons) if cons.size else np.zeros(cand.size, dtype=bool)
+        passing = strategies.prune.keep(est, se)
+        top = top_indices(est, kappa, passing)
+        state.prefixes = np.sort(cand[top])
+        state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
+        state.length = new_len
+    # Report the top-k' of the last level plus every consensus item.
+    passing = strategies.prune.keep(est, se)
+    chosen = top_indices(est, report_k, passing)
+    keep = np.zeros(cand.size, dtype=bool)
+    keep[chosen] = True
+    keep |= is_cons
+    out = np.flatnonzero(keep)
+    out = out[np.lexsort((out, -est[out]))]
+    return SearchResult(cand[out], est[out], se[out], tuple(levels))

@@ -1,0 +1,158 @@
+"""Run parameters of the mechanisms (PEM, PEM-Local, PEM-Global, TAP, TAPS) and their defaults.
+
+Everything a run needs is in :class:`MechanismParams`: it travels in the run spec, so every
+party derives the same plan from it. Rules marked [choice] in the spec are named here and
+resolved to strategy objects by :mod:`fedhh.mechanisms.strategies`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from fedhh.codec import check_bits
+from fedhh.errors import ParameterError
+from fedhh.oracles import ORACLES
+from fedhh.oracles.base import check_epsilon
+
+MECHANISMS = ("pem", "pem-local", "pem-global", "tap", "taps")
+ORACLE_CHOICES = (*ORACLES, "auto")
+STEP_RULES = ("fixed", "adaptive", "variance")
+PARTY_ORDERS = ("size-desc", "size-asc", "given")
+COMPLETION_MODES = ("fill", "sum")
+
+
+@dataclass(frozen=True)
+class MechanismParams:
+    """Parameters of one run. ``None`` means "the spec's default for this mechanism"; call
+    :meth:`resolved` to fill them in. Field names and meanings are stable (they are on the wire).
+    """
+
+    mechanism: str = "taps"
+    epsilon: float = 4.0
+    k: int = 16
+    m: int = 32
+    oracle: str = "auto"  # [choice] per level: "auto" = lowest Var* for |C|+1
+    eta: int = 4  # PEM step and Phase I step η
+    gamma: int | None = None  # start length γ = ⌈log2 k⌉
+    phase1_levels: int | None = None  # t: Phase I rounds, so that L_s ≈ m/4 [choice]
+    kappa1: int | None = None  # κ₁: Phase I prefixes kept per level (2k) [choice]
+    kappa: int | None = None  # κ: Phase II prefixes kept per level (2k)
+    report_k: int | None = None  # k': items each party reports (2k)
+    step_rule: str = "adaptive"  # [choice] "fixed" | "adaptive" | "variance"
+    budget: int | None = None  # B: Phase II candidate budget (κ·2^η) [choice]
+    prune_z: float | None = None  # τ = z·SE [choice]: TAP 0 (τ = 0), TAPS 2
+    party_order: str = "size-desc"  # TAPS sequential order [choice]
+    prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
+    completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
+    completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
+    pool_size: int = 4096  # seed-pool OLH pool size S
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ParameterError(msg)
+
+        need(
+            self.mechanism in MECHANISMS,
+            f"unknown mechanism {self.mechanism!r}; choose one of {', '.join(MECHANISMS)}",
+        )
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        need(_is_int(self.k) and self.k >= 1, f"k must be an integer ≥ 1, got {self.k!r}")
+        object.__setattr__(self, "m", check_bits(self.m))
+        need(
+            self.oracle in ORACLE_CHOICES,
+            f"unknown oracle {self.oracle!r}; choose one of {', '.join(ORACLE_CHOICES)}",
+        )
+        need(_is_int(self.eta) and 1 <= self.eta <= 16, f"eta must be in 1..16, got {self.eta!r}")
+        for name in ("gamma", "phase1_levels", "kappa1", "kappa", "report_k", "budget"):
+            v = getattr(self, name)
+            need(
+                v is None or (_is_int(v) and v >= (0 if name == "gamma" else 1)),
+                f"{name} must be a positive integer, got {v!r}",
+            )
+        need(
+            self.step_rule in STEP_RULES,
+            f"unknown step rule {self.step_rule!r}; choose one of {', '.join(STEP_RULES)}",
+        )
+        need(
+            self.prune_z is None or (math.isfinite(self.prune_z) and self.prune_z >= 0),
+            f"prune_z must be a finite number ≥ 0, got {self.prune_z!r}",
+        )
+        need(
+            self.party_order in PARTY_ORDERS,
+            f"unknown party order {self.party_order!r}; choose one of {', '.join(PARTY_ORDERS)}",
+        )
+        need(self.prior_factor > 0, f"prior_factor must be > 0, got {self.prior_factor!r}")
+        need(0.0 <= self.completion < 0.5, f"completion must be in [0, 0.5), got {self.completion}")
+        need(
+            self.completion_mode in COMPLETION_MODES,
+            f"unknown completion mode {self.completion_mode!r}",
+        )
+        need(
+            _is_int(self.pool_size) and 1 <= self.pool_size <= 1 << 24,
+            f"pool_size must be in 1..2^24, got {self.pool_size!r}",
+        )
+        need(
+            _is_int(self.seed) and self.seed >= 0, f"seed must be an integer ≥ 0, got {self.seed!r}"
+        )
+        if self.gamma is not None:
+            need(self.gamma < self.m, f"gamma ({self.gamma}) must be below m ({self.m})")
+
+    # --- derived values (the spec's defaults) ---------------------------------------------
+    def resolved(self) -> MechanismParams:
+        """A copy with every ``None`` replaced by the spec's default for this mechanism."""
+        k = self.k
+        gamma = (
+            self.gamma
+            if self.gamma is not None
+            else min(max(0, math.ceil(math.log2(k))), self.m - 1)
+        )
+        kappa = self.kappa if self.kappa is not None else 2 * k
+        kappa1 = self.kappa1 if self.kappa1 is not None else 2 * k
+        report_k = self.report_k if self.report_k is not None else 2 * k
+        budget = self.budget if self.budget is not None else kappa * 2**self.eta
+        if self.phase1_levels is not None:
+            t = self.phase1_levels
+        else:
+            t = max(1, round((self.m / 4 - gamma) / self.eta))
+        t = max(1, min(t, math.ceil((self.m - gamma) / self.eta)))
+        if self.prune_z is not None:
+            z = self.prune_z
+        else:
+            z = 2.0 if self.mechanism == "taps" else 0.0
+        return replace(
+            self,
+            gamma=gamma,
+            kappa=kappa,
+            kappa1=kappa1,
+            report_k=report_k,
+            budget=budget,
+            phase1_levels=t,
+            prune_z=z,
+        )
+
+    def level_lengths(self, start: int, step: int) -> list[int]:
+        """Lengths start+step, start+2·step, ... capped at m (the last step may be short)."""
+        out, length = [], start
+        while length < self.m:
+            length = min(length + step, self.m)
+            out.append(length)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MechanismParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ParameterError(f"unknown run parameter(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

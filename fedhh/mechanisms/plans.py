@@ -1,0 +1,211 @@
+"""Coordinator-side logic of each mechanism as a plan: a generator that yields one round of tasks
+(party index → task) at a time and receives the parties' results. Plans are pure: no I/O, no
+clocks, no randomness, so a transport can replay a plan from stored replies to resume a run.
+
+Combination (spec §5): per item, the sum of the parties' scaled estimates (a party that did not
+report an item contributes 0) with standard error √Σ SE², and the answer is the top-k by sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedhh.mechanisms.local import children, top_indices
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.strategies import party_order
+from fedhh.mechanisms.tasks import (
+    Codes,
+    EstimateResult,
+    EstimateTask,
+    Floats,
+    SearchResult,
+    SearchTask,
+)
+
+Task = EstimateTask | SearchTask
+Result = EstimateResult | SearchResult
+Round = dict[int, Task]
+Replies = dict[int, Result]
+
+
+@dataclass(frozen=True, eq=False)
+class Combined:
+    """Items with summed estimates, standard errors and how many parties contributed."""
+
+    items: Codes
+    estimates: Floats
+    stderrs: Floats
+    contributors: np.ndarray
+
+    def top(self, k: int) -> Combined:
+        idx = top_indices(self.estimates, k)
+        return Combined(
+            self.items[idx], self.estimates[idx], self.stderrs[idx], self.contributors[idx]
+        )
+
+
+@dataclass
+class PlanOutcome:
+    """What a plan returns: the answer and a short record of how it got there."""
+
+    answer: Combined
+    phase1_lengths: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def combine(parts: list[tuple[Codes, Floats, Floats]]) -> Combined:
+    """Sum estimates per item over parties (missing = 0); SE = √Σ SE² over reporting parties."""
+    parts = [p for p in parts if p[0].size]
+    if not parts:
+        z = np.zeros(0, dtype=np.float64)
+        return Combined(np.zeros(0, np.uint64), z, z, np.zeros(0, np.int64))
+    items = np.concatenate([p[0] for p in parts])
+    uniq, inv = np.unique(items, return_inverse=True)
+    weights = np.concatenate([p[1] for p in parts])
+    est = np.bincount(inv, weights=weights, minlength=uniq.size).astype(np.float64)
+    sq = np.concatenate([p[2] for p in parts]) ** 2
+    var = np.bincount(inv, weights=sq, minlength=uniq.size).astype(np.float64)
+    contrib = np.bincount(inv, minlength=uniq.size)
+    return Combined(uniq, est, np.sqrt(var), contrib)
+
+
+def phase1_plan(params: MechanismParams) -> tuple[list[int], int]:
+    """Prefix lengths of the shared levels and the number of levels a party plans for at start.
+
+    PEM-Global: every level is shared. TAP/TAPS: t Phase I levels, then ⌈(m − L_s)/η⌉ planned
+    Phase II levels (equal group sizes over the planned levels; Phase II re-plans adaptively).
+    PEM-Local/PEM: no shared level; the local search plans its own.
+    """
+    assert params.gamma is not None and params.phase1_levels is not None
+    lengths = params.level_lengths(params.gamma, params.eta)
+    if params.mechanism == "pem-global":
+        return lengths, len(lengths)
+    if params.mechanism in ("tap", "taps"):
+        shared = lengths[: params.phase1_levels]
+        rest = params.m - shared[-1]
+        return shared, len(shared) + math.ceil(rest / params.eta)
+    return [], len(lengths)
+
+
+def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]:
+    est = np.zeros(candidates.size)
+    var = np.zeros(candidates.size)
+    for res in replies.values():
+        assert isinstance(res, EstimateResult)
+        est += res.estimates
+        var += res.stderrs**2
+    return est, np.sqrt(var)
+
+
+def _search_parts(replies: Replies) -> list[tuple[Codes, Floats, Floats]]:
+    parts = []
+    for res in replies.values():
+        assert isinstance(res, SearchResult)
+        parts.append((res.items, res.estimates, res.stderrs))
+    return parts
+
+
+def run_plan(
+    params: MechanismParams, party_sizes: list[int]
+) -> Generator[Round, Replies, PlanOutcome]:
+    """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes."""
+    parties = list(range(len(party_sizes)))
+    k = params.k
+    assert params.gamma is not None and params.kappa1 is not None
+    mech = params.mechanism
+    outcome = PlanOutcome(Combined(np.zeros(0, np.uint64), np.zeros(0), np.zeros(0), np.zeros(0)))
+
+    if mech in ("pem", "pem-local"):
+        start = np.arange(2**params.gamma, dtype=np.uint64)
+        task = SearchTask("pem", params.gamma, start)
+        replies = yield {i: task for i in parties}
+        outcome.answer = combine(_search_parts(replies)).top(k)
+        return outcome
+
+    shared, _ = phase1_plan(params)
+    outcome.phase1_lengths = shared
+    cand = np.arange(2 ** shared[0], dtype=np.uint64)
+    keep_n = k if mech == "pem-global" else params.kappa1
+    est = se = np.zeros(0)
+    for j, length in enumerate(shared):
+        replies = yield {i: EstimateTask(j, length, cand) for i in parties}
+        est, se = _sum_estimates(replies, cand)
+        if mech == "pem-global":
+            top = top_indices(est, keep_n)
+        else:  # Phase I keeps the top-κ₁ prefixes with a positive sum (all top-κ₁ if none is)
+            top = top_indices(est, keep_n, est > 0)
+            if top.size == 0:
+                top = top_indices(est, keep_n)
+                outcome.notes.append(f"phase I level {j}: no positive sum; kept top-κ₁ anyway")
+        if j + 1 < len(shared):
+            cand = children(np.sort(cand[top]), shared[j + 1] - length)
+        else:
+            cand, est, se = cand[top], est[top], se[top]
+
+    last = shared[-1]
+    if mech == "pem-global" or last >= params.m:
+        contrib = np.full(cand.size, len(parties), np.int64)
+        outcome.answer = Combined(cand, est, se, contrib).top(k)
+        return outcome
+
+    start = np.sort(cand)
+    if mech == "tap":
+        replies = yield {i: SearchTask("phase2", last, start) for i in parties}
+        outcome.answer = combine(_search_parts(replies)).top(k)
+        return outcome
+
+    # TAPS: sequential Phase II with the running prior F.
+    n_prior = max(1, math.ceil(params.prior_factor * k))
+    by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
+    for i in party_order(params.party_order, party_sizes):
+        prior = combine(list(by_party.values())).top(n_prior)
+        task = SearchTask("phase2", last, start, prior.items, prior.estimates)
+        replies = yield {i: task}
+        for idx, part in zip(replies, _search_parts(replies), strict=True):
+            by_party[idx] = part
+    combined = combine(list(by_party.values()))
+    if params.completion > 0:
+        final = combined.top(n_prior)
+        replies = yield {i: EstimateTask(-1, params.m, final.items, "reserve") for i in parties}
+        combined = complete(by_party, replies, final.items, params.completion_mode)
+        outcome.notes.append(f"completion round over {final.items.size} items")
+    outcome.answer = combined.top(k)
+    return outcome
+
+
+def complete(
+    by_party: dict[int, tuple[Codes, Floats, Floats]], replies: Replies, items: Codes, mode: str
+) -> Combined:
+    """Completion round [choice]: every party's estimate of every final item.
+
+    "fill": a party's Phase II estimate where it reported the item, its reserve estimate where
+    it did not. "sum": the reserve estimates alone (fresh users, so free of selection bias).
+    A party without a completion reply keeps its Phase II estimates (missing = 0).
+    """
+    est = np.zeros(items.size)
+    var = np.zeros(items.size)
+    contrib = np.zeros(items.size, np.int64)
+    for i in set(by_party) | set(replies):
+        p_est, p_var = np.zeros(items.size), np.zeros(items.size)
+        have = np.zeros(items.size, dtype=bool)
+        if i in by_party and (mode == "fill" or i not in replies):
+            p_items, p_e, p_s = by_party[i]
+            pos = np.searchsorted(p_items, items, sorter=np.argsort(p_items))
+            order = np.argsort(p_items)
+            pos = np.minimum(pos, max(p_items.size - 1, 0))
+            if p_items.size:
+                hit = p_items[order[pos]] == items
+                p_est[hit], p_var[hit] = p_e[order[pos[hit]]], p_s[order[pos[hit]]] ** 2
+                have |= hit
+        res = replies.get(i)
+        if isinstance(res, EstimateResult):
+            p_est[~have], p_var[~have] = res.estimates[~have], res.stderrs[~have] ** 2
+            have[:] = True
+        est += p_est
+        var += p_var
+        contrib += have
+    return Combined(items, est, np.sqrt(var), contrib)

@@ -1,0 +1,197 @@
+"""[choice] rules of the spec as strategy objects: Phase II step, pruning, TAPS party order and
+per-level oracle choice. :func:`build_strategies` turns a run's parameters into the objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import norm
+
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.oracles import FrequencyOracle, choose_oracle, make_oracle
+
+MAX_STEP_CANDIDATES = 1 << 17  # hard cap on |C| of one Phase II level (decode cost)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step rule may look at before a Phase II level."""
+
+    n_prefixes: int  # |P|: prefixes to extend
+    length: int  # current prefix length ℓ
+    m: int
+    users_left: int  # users still available to Phase II
+    party_size: int  # n_i (estimates are scaled to the party)
+    bar: float  # the κ-th largest estimate of the last level (scaled), or +inf if unknown
+
+
+class StepRule(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def step(self, ctx: StepContext) -> int:
+        """Bits s ∈ [1, m − ℓ] to extend by at the next level."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedStep:
+    """Always η bits (PEM's rule)."""
+
+    eta: int
+    name: str = "fixed"
+
+    def step(self, ctx: StepContext) -> int:
+        return max(1, min(self.eta, ctx.m - ctx.length))
+
+
+@dataclass(frozen=True)
+class AdaptiveStep:
+    """s = clamp(⌊log2(B/|P|)⌋, 1, m − ℓ): small candidate sets take larger steps (spec §5)."""
+
+    budget: int
+    name: str = "adaptive"
+
+    def step(self, ctx: StepContext) -> int:
+        raw = math.floor(math.log2(self.budget / max(1, ctx.n_prefixes)))
+        return max(1, min(raw, ctx.m - ctx.length))
+
+
+@dataclass(frozen=True)
+class VarianceAwareStep:
+    """The largest s for which the expected number of zero-count candidates whose noisy
+    estimate beats the last level's κ-th estimate stays below 1 (within the domain budget).
+
+    For a step s the level gets users_left / ⌈(m−ℓ)/s⌉ users; a zero-count candidate's scaled
+    estimate is ≈ N(0, σ_s²) with σ_s from the oracle's variance, so the expectation is
+    |P|·2^s·Φ̄(bar/σ_s).
+    """
+
+    budget: int
+    oracle_for: OracleChoice
+    name: str = "variance"
+
+    def step(self, ctx: StepContext) -> int:
+        best = 1
+        for s in range(1, ctx.m - ctx.length + 1):
+            n_cand = ctx.n_prefixes * 2**s
+            if n_cand > min(self.budget * 4, MAX_STEP_CANDIDATES):
+                break
+            levels = math.ceil((ctx.m - ctx.length) / s)
+            n_group = max(1, ctx.users_left // levels)
+            oracle = self.oracle_for(n_cand + 1)
+            sigma = math.sqrt(oracle.variance(n_group, n_cand + 1)) * ctx.party_size / n_group
+            expected_fp = n_cand * float(norm.sf(ctx.bar / sigma)) if sigma > 0 else 0.0
+            if expected_fp < 1.0:
+                best = s
+        return best
+
+
+class PruneRule(Protocol):
+    def keep(
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+    ) -> NDArray[np.bool_]:
+        """Which candidates may stay (before the top-κ cut)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NoPrune:
+    """PEM: keep the top-κ whatever their estimates."""
+
+    def keep(
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+    ) -> NDArray[np.bool_]:
+        return np.ones(estimates.shape, dtype=bool)
+
+
+@dataclass(frozen=True)
+class ThresholdPrune:
+    """Keep candidates whose estimate exceeds τ = z·SE (z = 0: τ = 0, positive estimates)."""
+
+    z: float
+
+    def keep(
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+    ) -> NDArray[np.bool_]:
+        return estimates > self.z * stderrs
+
+
+class OracleChoice(Protocol):
+    def __call__(self, domain_size: int) -> FrequencyOracle:
+        """The oracle for a level whose domain has ``domain_size`` symbols (|C| + 1)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedOracle:
+    """One oracle for every level."""
+
+    oracle: FrequencyOracle
+
+    def __call__(self, domain_size: int) -> FrequencyOracle:
+        return self.oracle
+
+
+@dataclass(frozen=True)
+class AutoOracle:
+    """Per level, the oracle with the smallest Var* for the level's |C| + 1 (spec §2)."""
+
+    epsilon: float
+
+    def __call__(self, domain_size: int) -> FrequencyOracle:
+        return choose_oracle(self.epsilon, domain_size)
+
+
+def party_order(rule: str, sizes: list[int]) -> list[int]:
+    """Order of the TAPS sequential pass over party indices [choice: by descending size]."""
+    idx = list(range(len(sizes)))
+    if rule == "size-desc":
+        return sorted(idx, key=lambda i: (-sizes[i], i))
+    if rule == "size-asc":
+        return sorted(idx, key=lambda i: (sizes[i], i))
+    return idx
+
+
+@dataclass(frozen=True)
+class Strategies:
+    """The strategy objects of one run (built from its parameters)."""
+
+    oracle_for: OracleChoice
+    step: StepRule
+    prune: PruneRule
+
+
+def oracle_choice(params: MechanismParams, pool_seed: int = 0) -> OracleChoice:
+    """The per-level oracle rule of a run (``auto`` or one fixed oracle)."""
+    if params.oracle == "auto":
+        return AutoOracle(params.epsilon)
+    if params.oracle == "olh-pool":
+        return FixedOracle(
+            make_oracle("olh-pool", params.epsilon, pool_size=params.pool_size, pool_seed=pool_seed)
+        )
+    return FixedOracle(make_oracle(params.oracle, params.epsilon))
+
+
+def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:
+    """Strategy objects for a run; ``params`` must be :meth:`MechanismParams.resolved`."""
+    oracle_for = oracle_choice(params, pool_seed)
+    assert params.budget is not None and params.prune_z is not None
+    step: StepRule
+    if params.mechanism in ("pem", "pem-local", "pem-global") or params.step_rule == "fixed":
+        step = FixedStep(params.eta)
+    elif params.step_rule == "adaptive":
+        step = AdaptiveStep(params.budget)
+    else:
+        step = VarianceAwareStep(params.budget, oracle_for)
+    prune: PruneRule
+    if params.mechanism in ("pem", "pem-local", "pem-global"):
+        prune = NoPrune()
+    else:
+        prune = ThresholdPrune(params.prune_z)
+    return Strategies(oracle_for, step, prune)

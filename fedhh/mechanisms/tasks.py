@@ -1,0 +1,86 @@
+"""The mechanism-level tasks a coordinator gives a party, and the party's results.
+
+These are the payloads of the protocol's request/reply envelopes (:mod:`fedhh.protocol`). Arrays
+are numpy arrays with fixed dtypes (uint64 codes, float64 estimates), so every transport can carry
+them as raw little-endian bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+Codes = NDArray[np.uint64]
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class EstimateTask:
+    """Estimate the count of each candidate prefix of length ``length`` with a fresh user group.
+
+    ``group`` is "level" (the group planned for Phase I / PEM-Global level ``level``) or
+    "reserve" (the TAPS completion reserve).
+    """
+
+    level: int
+    length: int
+    candidates: Codes
+    group: str = "level"
+
+
+@dataclass(frozen=True, eq=False)
+class SearchTask:
+    """Run a local search inside the party.
+
+    ``mode`` "pem": PEM over the party's own users from length γ (PEM-Local).
+    ``mode`` "phase2": TAP/TAPS Phase II from ``start_prefixes`` of length ``start_length``;
+    ``prior_items`` / ``prior_estimates`` are the TAPS consensus prior (empty for TAP).
+    """
+
+    mode: str
+    start_length: int
+    start_prefixes: Codes
+    prior_items: Codes = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    prior_estimates: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class LevelCost:
+    """Bookkeeping of one estimation level inside a party (spec §7)."""
+
+    length: int
+    step: int
+    candidates: int
+    reports: int
+    oracle: str
+    hash_evaluations: int
+    report_bytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class EstimateResult:
+    """Scaled estimates (× n_i / n_group) and standard errors, in the task's candidate order."""
+
+    estimates: Floats
+    stderrs: Floats
+    cost: LevelCost
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """A party's reported items (full m-bit codes) with scaled estimates and standard errors."""
+
+    items: Codes
+    estimates: Floats
+    stderrs: Floats
+    levels: tuple[LevelCost, ...]
+
+
+@dataclass(frozen=True)
+class ErrorResult:
+    """A party could not do the task (e.g. it has no users left); the reason is in ``message``."""
+
+    code: str
+    message: str

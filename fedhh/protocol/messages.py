@@ -1,0 +1,118 @@
+"""Typed, versioned protocol messages between the coordinator and the parties.
+
+Field layouts are stable: the gRPC and Flower transports carry exactly these fields.
+
+* :class:`RunSpec` — everything a party needs to plan its part of a run.
+* :class:`Request` — envelope of one task (estimate request, Phase II / TAPS search request).
+* :class:`Reply` — envelope of one result (estimates, a party's search result, or an error).
+* :class:`RunResult` — the final top-k with estimates, standard errors, cost and privacy figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedhh.codec import IntCodec, StringCodec
+from fedhh.errors import ParameterError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.tasks import (
+    Codes,
+    ErrorResult,
+    EstimateResult,
+    EstimateTask,
+    Floats,
+    SearchResult,
+    SearchTask,
+)
+
+PROTOCOL_VERSION = 1
+
+
+def codec_from_name(name: str) -> StringCodec | IntCodec:
+    """ "str:W" → StringCodec(W); "int:B" → IntCodec(B)."""
+    kind, _, width = name.partition(":")
+    if kind == "str" and width.isdigit():
+        return StringCodec(int(width))
+    if kind == "int" and width.isdigit():
+        return IntCodec(int(width))
+    raise ParameterError(f"bad item codec {name!r}: expected 'str:W' or 'int:B'")
+
+
+def codec_name(codec: StringCodec | IntCodec) -> str:
+    return f"str:{codec.width}" if isinstance(codec, StringCodec) else f"int:{codec.bits}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run: its id, the mechanism parameters, the parties (ids and user counts) and the codec."""
+
+    run_id: str
+    params: MechanismParams
+    party_ids: tuple[str, ...]
+    party_sizes: tuple[int, ...]
+    codec: str
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.party_ids:
+            raise ParameterError("a run needs at least one party")
+        if len(set(self.party_ids)) != len(self.party_ids):
+            raise ParameterError("party ids must be distinct")
+        if len(self.party_sizes) != len(self.party_ids):
+            raise ParameterError("one user count per party is needed")
+        codec = codec_from_name(self.codec)
+        if codec.m != self.params.m:
+            raise ParameterError(
+                f"the item codec has {codec.m} bits but the run asks for m = {self.params.m}"
+            )
+
+    def party_index(self, party_id: str) -> int:
+        try:
+            return self.party_ids.index(party_id)
+        except ValueError:
+            raise ParameterError(f"party {party_id!r} is not in run {self.run_id!r}") from None
+
+
+Task = EstimateTask | SearchTask
+Result = EstimateResult | SearchResult | ErrorResult
+
+
+@dataclass(frozen=True, eq=False)
+class Request:
+    """Coordinator → party: one task of one round."""
+
+    run_id: str
+    request_id: int
+    round: int
+    party_id: str
+    task: Task
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, eq=False)
+class Reply:
+    """Party → coordinator: the result of one request."""
+
+    run_id: str
+    request_id: int
+    party_id: str
+    result: Result
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(eq=False)
+class RunResult:
+    """The answer of a run with its cost and privacy bookkeeping (spec §7)."""
+
+    run_id: str
+    mechanism: str
+    items: Codes
+    estimates: Floats
+    stderrs: Floats
+    contributors: Any
+    params: dict[str, Any]
+    cost: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failed_parties: list[str] = field(default_factory=list)

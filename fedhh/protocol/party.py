@@ -1,0 +1,161 @@
+"""The party as a pure state machine: ``party.handle(request) -> reply``.
+
+A party holds its users' items (m-bit codes). For each task it hands out a fresh group of users
+from its one-report ledger, has them report under ε-LDP, and aggregates; replies carry only
+scaled estimates and standard errors. Replaying a request (same id) returns the same reply; any
+other request for users that already reported is refused, so no user ever reports twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedhh.codec import as_codes
+from fedhh.errors import FedHHError, ParameterError
+from fedhh.mechanisms.local import UserLedger, estimate_level, local_search
+from fedhh.mechanisms.plans import phase1_plan
+from fedhh.mechanisms.strategies import build_strategies
+from fedhh.mechanisms.tasks import (
+    Codes,
+    ErrorResult,
+    EstimateResult,
+    EstimateTask,
+    SearchResult,
+    SearchTask,
+)
+from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
+
+MAX_CANDIDATES = 1 << 20
+
+
+def pool_seed_for(seed: int) -> int:
+    """The public seed-pool of a run (derived from the run seed)."""
+    return int(np.random.SeedSequence([seed, 0x9001]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class _Progress:
+    levels_done: int = 0
+    searched: bool = False
+    reserve_used: bool = False
+
+
+class Party:
+    """One party of one run, over its users' codes."""
+
+    def __init__(self, spec: RunSpec, party_id: str, codes: Codes) -> None:
+        self.spec = spec
+        self.party_id = party_id
+        self.index = spec.party_index(party_id)
+        self.params = spec.params.resolved()
+        self.codes = as_codes(codes, self.params.m)
+        if self.codes.size != spec.party_sizes[self.index]:
+            raise ParameterError(
+                f"party {party_id!r} has {self.codes.size} users but the run spec says "
+                f"{spec.party_sizes[self.index]}"
+            )
+        self.rng = np.random.default_rng([self.params.seed, 0x5EED, self.index])
+        reserve = self.params.completion if self.params.mechanism == "taps" else 0.0
+        self.ledger = UserLedger(self.codes.size, self.rng, reserve)
+        self.strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
+        self.shared_lengths, self.planned_levels = phase1_plan(self.params)
+        self._progress = _Progress()
+        self._replies: dict[int, Reply] = {}
+
+    def handle(self, request: Request) -> Reply:
+        """Answer one request (errors become an :class:`ErrorResult` reply, never an exception)."""
+        if request.request_id in self._replies:
+            return self._replies[request.request_id]
+        result: Result
+        problem = self._check_envelope(request)
+        if problem:
+            result = ErrorResult("invalid-request", problem)
+        else:
+            try:
+                result = self._run(request.task)
+            except FedHHError as exc:
+                result = ErrorResult("failed", str(exc))
+        reply = Reply(self.spec.run_id, request.request_id, self.party_id, result)
+        self._replies[request.request_id] = reply
+        return reply
+
+    # --- internals -------------------------------------------------------------------------
+    def _check_envelope(self, request: Request) -> str:
+        if request.version != PROTOCOL_VERSION:
+            return f"protocol version {request.version} is not {PROTOCOL_VERSION}"
+        if request.run_id != self.spec.run_id:
+            return f"request for run {request.run_id!r}, this party serves {self.spec.run_id!r}"
+        if request.party_id != self.party_id:
+            return f"request addressed to {request.party_id!r}, this is {self.party_id!r}"
+        return ""
+
+    def _run(self, task: object) -> Result:
+        if isinstance(task, EstimateTask):
+            return self._estimate(task)
+        if isinstance(task, SearchTask):
+            return self._search(task)
+        raise ParameterError(f"unknown task type {type(task).__name__}")
+
+    def _check_candidates(self, candidates: np.ndarray, length: int) -> Codes:
+        cand = as_codes(candidates, max(length, 1)) if length > 0 else candidates
+        if cand.size == 0 or cand.size > MAX_CANDIDATES:
+            raise ParameterError(f"candidate set of {cand.size} prefixes (1..{MAX_CANDIDATES})")
+        return np.asarray(cand, dtype=np.uint64)
+
+    def _estimate(self, task: EstimateTask) -> EstimateResult:
+        p, prog = self.params, self._progress
+        cand = self._check_candidates(task.candidates, task.length)
+        if task.group == "reserve":
+            if self.ledger.reserve == 0 or prog.reserve_used:
+                raise ParameterError("no completion reserve left for this run")
+            if task.length != p.m:
+                raise ParameterError(f"completion estimates full items (length {p.m})")
+            users = self.ledger.take_reserve()
+            prog.reserve_used = True
+        elif task.group == "level":
+            if prog.searched or task.level != prog.levels_done:
+                raise ParameterError(
+                    f"level {task.level} requested, next shared level is {prog.levels_done}"
+                )
+            if task.level >= len(self.shared_lengths):
+                raise ParameterError(f"this run has {len(self.shared_lengths)} shared levels")
+            if task.length != self.shared_lengths[task.level]:
+                raise ParameterError(
+                    f"level {task.level} has length {self.shared_lengths[task.level]}, "
+                    f"not {task.length}"
+                )
+            users = self.ledger.take(self.ledger.remaining // (self.planned_levels - task.level))
+            prog.levels_done += 1
+        else:
+            raise ParameterError(f"unknown user group {task.group!r}")
+        if users.size == 0:
+            raise ParameterError("no users left for this level")
+        oracle = self.strategies.oracle_for(int(cand.size) + 1)
+        return estimate_level(
+            self.codes, users, p.m, task.length, cand, oracle, self.rng, self.codes.size
+        )
+
+    def _search(self, task: SearchTask) -> SearchResult:
+        p, prog = self.params, self._progress
+        if prog.searched:
+            raise ParameterError("this party has already run its local search")
+        if task.mode == "pem":
+            if p.mechanism not in ("pem", "pem-local"):
+                raise ParameterError(f"a PEM search is not part of {p.mechanism}")
+        elif task.mode == "phase2":
+            if p.mechanism not in ("tap", "taps"):
+                raise ParameterError(f"Phase II is not part of {p.mechanism}")
+            if not self.shared_lengths or task.start_length != self.shared_lengths[-1]:
+                raise ParameterError("Phase II must start at the end of the shared trie")
+            if prog.levels_done != len(self.shared_lengths):
+                raise ParameterError("Phase II requested before the shared levels are done")
+        else:
+            raise ParameterError(f"unknown search mode {task.mode!r}")
+        start = self._check_candidates(task.start_prefixes, task.start_length)
+        prior = as_codes(task.prior_items, p.m) if task.prior_items.size else None
+        prog.searched = True
+        return local_search(
+            self.codes, self.ledger, p, self.strategies, self.rng, task.start_length, start, prior
+        )
