@@ -23,7 +23,7 @@ install-dev: $(STAMP)
 
 ## Set up and run the main job on the embedded default.
 demo: $(VENV)/.installed
-	$(BIN)/fedhh demo
+	$(BIN)/fedhh simulate
 
 ## Set up and run the whole test suite (lint included).
 test: $(STAMP) lint

@@ -1,0 +1,108 @@
+"""Presenting a run: the machine-readable result document (``--output result.json``) and the
+terminal table. One place for both, used by the CLI and the transports' analyst APIs.
+
+Result document (``"format": "fedhh.result/1"``):
+
+* ``run_id``, ``mechanism``, ``params`` — the resolved run parameters;
+* ``top_k`` — list of ``{rank, item, code, estimate, stderr, parties}`` (``item`` decoded with the
+  run's codec, ``code`` the m-bit integer, ``parties`` how many parties contributed an estimate);
+* ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
+  ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
+  estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
+* ``privacy`` — ε, reports per user, the oracles used and a plain statement;
+* ``failed_parties``, ``notes``; and ``evaluation`` (precision, recall, F1, NCR, ARE) when the
+  ground truth is known (synthetic or AOL data, party files).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedhh.codec import IntCodec, StringCodec
+from fedhh.metrics import Scores
+from fedhh.protocol import RunResult
+
+RESULT_FORMAT = "fedhh.result/1"
+
+
+def result_document(
+    result: RunResult, codec: StringCodec | IntCodec, scores: Scores | None = None
+) -> dict[str, Any]:
+    """The JSON-serialisable document of a run."""
+    items = codec.decode(result.items) if result.items.size else []
+    top = [
+        {
+            "rank": i + 1,
+            "item": item,
+            "code": int(code),
+            "estimate": float(est),
+            "stderr": float(se),
+            "parties": int(n),
+        }
+        for i, (item, code, est, se, n) in enumerate(
+            zip(
+                items,
+                result.items,
+                result.estimates,
+                result.stderrs,
+                np.asarray(result.contributors),
+                strict=True,
+            )
+        )
+    ]
+    doc: dict[str, Any] = {
+        "format": RESULT_FORMAT,
+        "run_id": result.run_id,
+        "mechanism": result.mechanism,
+        "params": result.params,
+        "top_k": top,
+        "cost": result.cost,
+        "privacy": result.privacy,
+        "failed_parties": result.failed_parties,
+        "notes": result.notes,
+    }
+    if scores is not None:
+        doc["evaluation"] = {
+            k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in scores.as_dict().items()
+        }
+    return doc
+
+
+def format_table(doc: dict[str, Any], truth_counts: dict[int, int] | None = None) -> str:
+    """A readable table of the top-k (with true counts when known) and the cost summary."""
+    has_truth = truth_counts is not None
+    lines = [
+        f"{doc['mechanism'].upper()}  ε = {doc['params']['epsilon']:g}  "
+        f"k = {doc['params']['k']}  m = {doc['params']['m']}  oracle = {doc['params']['oracle']}",
+        "",
+        f"{'rank':>4}  {'item':<18}{'estimate':>12}{'± stderr':>11}"
+        + (f"{'true':>10}" if has_truth else "")
+        + f"{'parties':>9}",
+    ]
+    for row in doc["top_k"]:
+        item = repr(row["item"]) if isinstance(row["item"], str) else str(row["item"])
+        line = f"{row['rank']:>4}  {item[:18]:<18}{row['estimate']:>12,.0f}{row['stderr']:>11,.0f}"
+        if truth_counts is not None:
+            line += f"{truth_counts.get(row['code'], 0):>10,}"
+        lines.append(line + f"{row['parties']:>9}")
+    cost = doc["cost"]
+    lines += [
+        "",
+        f"rounds {cost['rounds']}   bytes to parties {cost['bytes_to_parties']:,}   "
+        f"to coordinator {cost['bytes_to_coordinator']:,}   user reports "
+        f"{doc['privacy']['users_reported']:,}   hash evaluations {cost['hash_evaluations']:,}"
+        + (f"   wall {cost['wall_seconds']:.2f} s" if "wall_seconds" in cost else ""),
+    ]
+    if "evaluation" in doc:
+        ev = doc["evaluation"]
+        lines.append(
+            f"precision {ev['precision']:.3f}   recall {ev['recall']:.3f}   F1 {ev['f1']:.3f}   "
+            f"NCR {ev['ncr']:.3f}   ARE " + ("n/a" if ev["are"] is None else f"{ev['are']:.3f}")
+        )
+    if doc["failed_parties"]:
+        lines.append(f"parties that failed: {', '.join(doc['failed_parties'])}")
+    lines.append(doc["privacy"]["statement"])
+    return "\n".join(lines)
