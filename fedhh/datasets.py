@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.codec import Codec, Codes, IntCodec, StringCodec, as_codes, check_bits
+from fedhh.codec import Codes, IntCodec, StringCodec, as_codes, check_bits
 from fedhh.errors import CodecError, DataError, ParameterError
 from fedhh.metrics import Scores, evaluate, true_top_k
 
@@ -107,7 +107,7 @@ class FederatedDataset:
     name: str
     m: int
     parties: list[Codes] = field(repr=False)
-    codec: Codec
+    codec: StringCodec | IntCodec
     params: Mapping[str, object] = field(default_factory=dict)
     precomputed: InitVar[tuple[ArrayLike, ArrayLike] | None] = None
     global_codes: Codes = field(init=False, repr=False)
