@@ -75,18 +75,20 @@ def bucket_of(h32: U64, g: int) -> U64:
     return (np.asarray(h32, dtype=np.uint64) * np.uint64(g)) >> _S32
 
 
-@lru_cache(maxsize=64)
-def bucket_starts(g: int) -> U64:
-    """A_y = ⌈y·2^32/g⌉ for y = 0..g (A_g = 2^32): bucket y holds h ∈ [A_y, A_{y+1})."""
-    scaled = np.arange(g + 1, dtype=np.uint64) << _S32  # y·2^32 < 2^64 since g < 2^32
+def bucket_starts(y: NDArray[np.integer], g: int) -> U64:
+    """A_y = ⌈y·2^32/g⌉ for y ∈ [0, g] (A_g = 2^32): bucket y holds h ∈ [A_y, A_{y+1})."""
+    scaled = np.asarray(y, dtype=np.uint64) << _S32  # y·2^32 < 2^64 since y ≤ g < 2^32
     return (scaled + np.uint64(g - 1)) // np.uint64(g)
 
 
 @lru_cache(maxsize=64)
 def collision_probability(g: int) -> float:
-    """P[bucket(x) = bucket(x')] for x ≠ x' under the strongly universal family: Σ (|I_y|/2^32)²."""
-    sizes = np.diff(bucket_starts(g)).astype(np.float64) / 2.0**32
-    return float(np.sum(sizes * sizes))
+    """P[bucket(x) = bucket(x')] for x ≠ x' under the strongly universal family: Σ (|I_y|/2^32)².
+
+    The g intervals have sizes ⌊2^32/g⌋ or ⌊2^32/g⌋ + 1, the larger ones r = 2^32 mod g times.
+    """
+    base, r = divmod(1 << 32, g)
+    return (r * (base + 1) ** 2 + (g - r) * base**2) / float(1 << 64)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -142,10 +144,10 @@ def count_matches(
     cand = np.asarray(candidates, dtype=np.uint64)
     if n == 0 or cand.size == 0:
         return np.zeros(cand.size, dtype=np.int64)
-    starts = bucket_starts(g)
-    y = np.asarray(buckets, dtype=np.int64)
-    lower = starts[y] << _S32
-    width = (starts[y + 1] - starts[y]) << _S32
+    y = np.asarray(buckets, dtype=np.uint64)
+    start, end = bucket_starts(y, g), bucket_starts(y + np.uint64(1), g)
+    lower = start << _S32
+    width = (end - start) << _S32
     offset = keys.b - lower  # wraps mod 2^64, as intended
     x_lo = cand & _LOW32
     hi = cand >> _S32

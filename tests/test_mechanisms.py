@@ -1,0 +1,248 @@
+"""Mechanisms: parameters, strategies, the one-report ledger, local search and every mechanism
+end to end through the protocol state machines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedhh.codec import IntCodec
+from fedhh.datasets import synthetic_zipf
+from fedhh.engine import build_run, run_in_process, simulate
+from fedhh.errors import DuplicateReportError, ParameterError
+from fedhh.mechanisms import MECHANISMS, MechanismParams, combine
+from fedhh.mechanisms.local import UserLedger, children, local_search, top_indices
+from fedhh.mechanisms.plans import phase1_plan
+from fedhh.mechanisms.strategies import (
+    AdaptiveStep,
+    AutoOracle,
+    FixedStep,
+    NoPrune,
+    StepContext,
+    ThresholdPrune,
+    VarianceAwareStep,
+    build_strategies,
+    party_order,
+)
+from fedhh.oracles import GRR, OLH
+
+
+def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> StepContext:
+    return StepContext(n_prefixes, length, m, users_left=100_000, party_size=200_000, bar=bar)
+
+
+# --- parameters ------------------------------------------------------------------------------
+def test_resolved_defaults_follow_the_spec() -> None:
+    p = MechanismParams(mechanism="tap", k=16, m=48, eta=4).resolved()
+    assert p.gamma == 4 and p.kappa == p.kappa1 == p.report_k == 32
+    assert p.budget == 32 * 2**4
+    assert p.phase1_levels == 2  # L_s = 4 + 2·4 = 12 = m/4
+    assert p.prune_z == 0.0
+    assert MechanismParams(mechanism="taps").resolved().prune_z == 2.0
+    shared, planned = phase1_plan(p)
+    assert shared == [8, 12] and planned == 2 + 9
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epsilon": 0},
+        {"epsilon": float("nan")},
+        {"k": 0},
+        {"m": 65},
+        {"mechanism": "pem-magic"},
+        {"oracle": "rappor"},
+        {"eta": 0},
+        {"step_rule": "greedy"},
+        {"completion": 0.7},
+        {"prune_z": -1.0},
+        {"party_order": "random"},
+        {"seed": -3},
+    ],
+)
+def test_bad_parameters_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ParameterError):
+        MechanismParams(**kwargs)
+
+
+def test_params_dict_round_trip_and_unknown_keys() -> None:
+    p = MechanismParams(mechanism="pem-global", epsilon=2.5, k=8, m=20, seed=7)
+    assert MechanismParams.from_dict(p.to_dict()) == p
+    with pytest.raises(ParameterError, match="unknown run parameter"):
+        MechanismParams.from_dict({"mechanism": "tap", "colour": "blue"})
+
+
+# --- strategies ------------------------------------------------------------------------------
+def test_fixed_and_adaptive_steps() -> None:
+    assert FixedStep(4).step(_ctx(32)) == 4
+    assert FixedStep(4).step(_ctx(32, length=30)) == 2  # capped at m − ℓ
+    rule = AdaptiveStep(budget=512)
+    assert rule.step(_ctx(32)) == 4  # log2(512/32)
+    assert rule.step(_ctx(2)) == 8  # small candidate sets take larger steps
+    assert rule.step(_ctx(1000)) == 1  # never below one bit
+    assert rule.step(_ctx(1, length=29)) == 3  # never beyond m
+
+
+def test_variance_aware_step_grows_with_the_bar() -> None:
+    rule = VarianceAwareStep(budget=1 << 14, oracle_for=AutoOracle(4.0))
+    low, high = rule.step(_ctx(16, bar=50.0)), rule.step(_ctx(16, bar=50_000.0))
+    assert 1 <= low <= high
+    assert high > 1
+    assert 16 * 2**high <= 4 * (1 << 14)
+
+
+def test_prune_rules_and_party_order() -> None:
+    est, se = np.array([5.0, -1.0, 3.0, 10.0]), np.array([2.0, 2.0, 2.0, 2.0])
+    assert NoPrune().keep(est, se).all()
+    np.testing.assert_array_equal(ThresholdPrune(0.0).keep(est, se), [True, False, True, True])
+    np.testing.assert_array_equal(ThresholdPrune(2.0).keep(est, se), [True, False, False, True])
+    assert party_order("size-desc", [5, 9, 9, 1]) == [1, 2, 0, 3]
+    assert party_order("size-asc", [5, 9, 9, 1]) == [3, 0, 1, 2]
+    assert party_order("given", [5, 9, 9, 1]) == [0, 1, 2, 3]
+
+
+def test_build_strategies_picks_rules_by_mechanism() -> None:
+    pem = build_strategies(MechanismParams(mechanism="pem-local").resolved())
+    assert isinstance(pem.step, FixedStep) and isinstance(pem.prune, NoPrune)
+    tap = build_strategies(MechanismParams(mechanism="tap", oracle="grr").resolved())
+    assert isinstance(tap.step, AdaptiveStep) and isinstance(tap.prune, ThresholdPrune)
+    assert tap.oracle_for(1000) == GRR(4.0)
+    auto = build_strategies(MechanismParams(mechanism="taps", epsilon=2.0).resolved())
+    assert isinstance(auto.oracle_for(5), GRR) and isinstance(auto.oracle_for(5000), OLH)
+
+
+# --- ledger and helpers ----------------------------------------------------------------------
+def test_ledger_hands_out_disjoint_groups_and_refuses_repeats() -> None:
+    ledger = UserLedger(1000, np.random.default_rng(0), reserve_share=0.1)
+    assert ledger.reserve == 100 and ledger.remaining == 900
+    a, b = ledger.take(400), ledger.take(600)
+    assert a.size == 400 and b.size == 500  # only 500 left outside the reserve
+    r = ledger.take_reserve()
+    assert r.size == 100
+    seen = np.concatenate([a, b, r])
+    assert np.unique(seen).size == 1000 and ledger.reports == 1000
+    with pytest.raises(DuplicateReportError, match="already reported"):
+        ledger.mark(a[:3])
+
+
+def test_children_and_top_indices() -> None:
+    np.testing.assert_array_equal(
+        children(np.array([1, 3], np.uint64), 2), [4, 5, 6, 7, 12, 13, 14, 15]
+    )
+    vals = np.array([3.0, 9.0, 9.0, 1.0, 5.0])
+    np.testing.assert_array_equal(top_indices(vals, 3), [1, 2, 4])
+    np.testing.assert_array_equal(top_indices(vals, 3, vals < 9), [4, 0, 3])
+
+
+def test_combine_sums_with_missing_as_zero() -> None:
+    a = (np.array([1, 2], np.uint64), np.array([10.0, 20.0]), np.array([3.0, 4.0]))
+    b = (np.array([2, 3], np.uint64), np.array([5.0, 7.0]), np.array([4.0, 1.0]))
+    c = combine([a, b])
+    np.testing.assert_array_equal(c.items, [1, 2, 3])
+    np.testing.assert_allclose(c.estimates, [10.0, 25.0, 7.0])
+    np.testing.assert_allclose(c.stderrs, [3.0, math.sqrt(32.0), 1.0])
+    np.testing.assert_array_equal(c.contributors, [1, 2, 1])
+
+
+# --- local search ----------------------------------------------------------------------------
+def _population(seed: int = 0, n: int = 40_000, m: int = 24) -> np.ndarray:
+    ds = synthetic_zipf(n, 1, m=m, n_items=300, s=1.2, split="iid", seed=seed)
+    return ds.parties[0]
+
+
+def test_local_search_exact_at_huge_epsilon() -> None:
+    codes = _population()
+    params = MechanismParams(mechanism="pem-local", epsilon=30.0, k=8, m=24).resolved()
+    ledger = UserLedger(codes.size, np.random.default_rng(1))
+    strat = build_strategies(params)
+    res = local_search(
+        codes, ledger, params, strat, np.random.default_rng(2), 3, np.arange(8, dtype=np.uint64)
+    )
+    vals, counts = np.unique(codes, return_counts=True)
+    truth = set(vals[np.argsort(-counts, kind="stable")[:8]].tolist())
+    assert truth <= set(res.items[:16].tolist())
+    assert ledger.reports == codes.size  # every user reported exactly once over the levels
+
+
+def test_candidate_sets_stay_within_budget_without_branching() -> None:
+    """All users hold one item: |P| stays tiny, the adaptive step grows, |C| ≤ B."""
+    codes = np.full(20_000, 0xABCDE1, dtype=np.uint64)
+    params = MechanismParams(mechanism="tap", epsilon=4.0, k=4, m=24, budget=256).resolved()
+    strat = build_strategies(params)
+    ledger = UserLedger(codes.size, np.random.default_rng(0))
+    res = local_search(
+        codes, ledger, params, strat, np.random.default_rng(1), 8, np.array([0xAB], np.uint64)
+    )
+    assert all(lv.candidates <= 256 for lv in res.levels)
+    assert len(res.levels) < 16  # larger steps than one bit
+    assert res.items[0] == 0xABCDE1
+
+
+# --- mechanisms end to end -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def federation():
+    # steep Zipf: the top-k are well separated, so group sampling cannot swap ranks
+    return synthetic_zipf(
+        200_000, 4, m=20, n_items=500, s=2.0, split="dirichlet", alpha=0.3, seed=5
+    )
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_every_mechanism_exact_at_huge_epsilon(federation, mechanism: str) -> None:
+    k = 8
+    params = MechanismParams(mechanism=mechanism, epsilon=30.0, k=k, m=20, eta=3, seed=1)
+    res = simulate(federation.parties, federation.codec, params)
+    truth = federation.top_k(k)
+    assert set(res.items.tolist()) == set(truth.tolist())
+    counts = federation.count_of(res.items)
+    # at ε = 30 the oracle is exact; the only error is the group sampling (scaled counts)
+    assert np.all(np.abs(res.estimates - counts) <= 6 * res.stderrs + 1e-6)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_no_user_reports_twice(federation, mechanism: str) -> None:
+    params = MechanismParams(
+        mechanism=mechanism, epsilon=2.0, k=8, m=20, completion=0.1 if mechanism == "taps" else 0.0
+    )
+    spec, parties = build_run(federation.parties, federation.codec, params)
+    res = run_in_process(spec, parties)
+    for pid, party in parties.items():
+        assert party.ledger.reports == res.cost["reports_per_party"][pid]
+        assert party.ledger.reports <= party.codes.size
+        assert party.ledger.reported.sum() == party.ledger.reports  # each user at most once
+    assert res.privacy["users_reported"] <= federation.n_users
+    assert res.privacy["reports_per_user"] == 1
+
+
+def test_same_seed_same_result(federation) -> None:
+    params = MechanismParams(mechanism="taps", epsilon=2.0, k=8, m=20, seed=11)
+    a = simulate(federation.parties, federation.codec, params)
+    b = simulate(federation.parties, federation.codec, params)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.estimates, b.estimates)
+    c = simulate(
+        federation.parties, federation.codec, MechanismParams(**{**params.to_dict(), "seed": 12})
+    )
+    assert not np.array_equal(a.estimates, c.estimates)
+
+
+def test_cost_bookkeeping(federation) -> None:
+    p = MechanismParams(mechanism="pem-global", epsilon=2.0, k=8, m=20, eta=4)
+    res = simulate(federation.parties, federation.codec, p)
+    shared, _ = phase1_plan(p.resolved())
+    assert res.cost["rounds"] == len(shared)
+    assert len(res.cost["levels"]) == len(shared) * federation.n_parties
+    assert res.cost["bytes_to_parties"] > 0 and res.cost["bytes_to_coordinator"] > 0
+    assert sum(res.cost["reports_per_party"].values()) == federation.n_users
+    taps = simulate(
+        federation.parties, federation.codec, MechanismParams(mechanism="taps", m=20, k=8)
+    )
+    assert taps.cost["rounds"] < res.cost["rounds"] + federation.n_parties
+
+
+def test_party_with_too_few_users_is_refused() -> None:
+    parties = [np.arange(100, dtype=np.uint64), np.arange(3, dtype=np.uint64)]
+    with pytest.raises(ParameterError, match="party-1 has 3 users"):
+        build_run(parties, IntCodec(20), MechanismParams(mechanism="tap", m=20, k=4))

@@ -1,0 +1,191 @@
+"""Protocol state machines: message serialisation, reply validation, refusals and failure policy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedhh.codec import IntCodec
+from fedhh.datasets import synthetic_zipf
+from fedhh.engine import build_run, run_in_process
+from fedhh.errors import ParameterError, ProtocolError
+from fedhh.mechanisms import MechanismParams
+from fedhh.mechanisms.tasks import ErrorResult, EstimateResult, EstimateTask, SearchTask
+from fedhh.protocol import Coordinator, Reply, Request, RunSpec, decode, encode
+
+
+@pytest.fixture(scope="module")
+def fed():
+    return synthetic_zipf(30_000, 3, m=16, n_items=200, s=1.3, split="dirichlet", alpha=0.5, seed=2)
+
+
+def _run(fed, mechanism: str = "taps", **kw):
+    params = MechanismParams(mechanism=mechanism, epsilon=3.0, k=4, m=16, seed=4, **kw)
+    return build_run(fed.parties, fed.codec, params)
+
+
+def test_serde_round_trips_every_message(fed) -> None:
+    spec, parties = _run(fed, completion=0.1)
+    assert decode(encode(spec)) == spec
+    coord = Coordinator(spec)
+    seen_kinds = set()
+    queue = coord.start()
+    while queue:
+        nxt = []
+        for req in queue:
+            back = decode(encode(req))
+            assert isinstance(back, Request) and back.request_id == req.request_id
+            assert type(back.task) is type(req.task)
+            for f in dataclasses.fields(req.task):
+                a, b = getattr(req.task, f.name), getattr(back.task, f.name)
+                assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+            reply = decode(encode(parties[req.party_id].handle(req)))
+            assert isinstance(reply, Reply)
+            seen_kinds.add(type(reply.result).__name__)
+            nxt.extend(coord.step(reply))
+        queue = nxt
+    assert coord.result is not None
+    assert seen_kinds == {"EstimateResult", "SearchResult"}
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"nope", b"FHHM\x01\xff\xff\xff\xff", b"FHHM\x02\x00\x00\x00\x00"]
+)
+def test_serde_rejects_malformed_bytes(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode(data)
+
+
+def test_serde_rejects_invalid_content() -> None:
+    spec_bytes = encode(RunSpec("r", MechanismParams(m=16), ("a",), (10,), "int:16")).replace(
+        b'"epsilon":4.0', b'"epsilon":0.0'
+    )
+    with pytest.raises(ProtocolError, match="epsilon"):
+        decode(spec_bytes)
+
+
+def _first_round(fed):
+    spec, parties = _run(fed)
+    coord = Coordinator(spec)
+    return spec, parties, coord, coord.start()
+
+
+def test_coordinator_rejects_bad_replies(fed) -> None:
+    _spec, parties, coord, reqs = _first_round(fed)
+    good = parties[reqs[0].party_id].handle(reqs[0])
+    wrong_run = dataclasses.replace(good, run_id="other")
+    with pytest.raises(ProtocolError, match="run"):
+        coord.step(wrong_run)
+    with pytest.raises(ProtocolError, match="never sent"):
+        coord.step(dataclasses.replace(good, request_id=999))
+    with pytest.raises(ProtocolError, match="went to"):
+        coord.step(dataclasses.replace(good, party_id=reqs[1].party_id))
+    assert isinstance(good.result, EstimateResult)
+    short = dataclasses.replace(
+        good.result, estimates=good.result.estimates[:-1], stderrs=good.result.stderrs[:-1]
+    )
+    with pytest.raises(ProtocolError, match="estimates"):
+        coord.step(dataclasses.replace(good, result=short))
+    nan = dataclasses.replace(good.result, estimates=np.full_like(good.result.estimates, np.nan))
+    with pytest.raises(ProtocolError, match="non-finite"):
+        coord.step(dataclasses.replace(good, result=nan))
+    assert coord.step(good) == []  # the good reply is still accepted afterwards
+    with pytest.raises(ProtocolError, match="already answered"):
+        coord.step(good)
+
+
+def test_party_refuses_a_second_group_and_replays_the_first(fed) -> None:
+    _spec, parties, _coord, reqs = _first_round(fed)
+    req = reqs[0]
+    party = parties[req.party_id]
+    first = party.handle(req)
+    assert party.handle(req) is first  # same request id: the same reply, no new reports
+    reported = party.ledger.reports
+    again = dataclasses.replace(req, request_id=req.request_id + 100)
+    second = party.handle(again)
+    assert isinstance(second.result, ErrorResult)
+    assert party.ledger.reports == reported
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        EstimateTask(5, 9, np.arange(4, dtype=np.uint64)),
+        EstimateTask(0, 3, np.arange(4, dtype=np.uint64)),
+        EstimateTask(0, 8, np.zeros(0, dtype=np.uint64)),
+        EstimateTask(0, 8, np.array([1, 1 << 20], dtype=np.uint64)),
+        EstimateTask(0, 8, np.arange(4, dtype=np.uint64), group="vip"),
+        SearchTask("pem", 2, np.arange(4, dtype=np.uint64)),
+        SearchTask("phase2", 8, np.arange(4, dtype=np.uint64)),
+    ],
+)
+def test_party_refuses_invalid_tasks(fed, task) -> None:
+    spec, parties = _run(fed)
+    party = parties[spec.party_ids[0]]
+    reply = party.handle(Request(spec.run_id, 0, 1, spec.party_ids[0], task))
+    assert isinstance(reply.result, ErrorResult)
+    assert party.ledger.reports == 0
+
+
+def test_party_refuses_requests_for_another_party_or_run(fed) -> None:
+    spec, parties = _run(fed)
+    party = parties[spec.party_ids[0]]
+    task = EstimateTask(0, 8, np.arange(4, dtype=np.uint64))
+    for req in (
+        Request("other-run", 0, 1, spec.party_ids[0], task),
+        Request(spec.run_id, 1, 1, spec.party_ids[1], task),
+    ):
+        assert isinstance(party.handle(req).result, ErrorResult)
+    assert party.ledger.reports == 0
+
+
+@pytest.mark.parametrize("policy", ["continue", "fail"])
+def test_failure_policy(fed, policy: str) -> None:
+    spec, parties = _run(fed, mechanism="tap")
+    coord = Coordinator(spec, policy)
+    queue = coord.start()
+    gone = spec.party_ids[2]
+    while queue and not coord.done:
+        nxt = []
+        for req in queue:
+            if req.party_id == gone:
+                nxt.extend(coord.fail_party(gone, "deadline missed"))
+            else:
+                nxt.extend(coord.step(parties[req.party_id].handle(req)))
+        queue = nxt
+    if policy == "continue":
+        assert coord.result is not None and coord.result.failed_parties == [gone]
+        assert coord.result.cost["reports_per_party"][gone] == 0
+    else:
+        assert coord.result is None and "deadline missed" in (coord.error or "")
+
+
+def test_run_spec_validation() -> None:
+    params = MechanismParams(m=16)
+    with pytest.raises(ParameterError, match="distinct"):
+        RunSpec("r", params, ("a", "a"), (1, 1), "int:16")
+    with pytest.raises(ParameterError, match="bits"):
+        RunSpec("r", params, ("a",), (1,), "int:20")
+    with pytest.raises(ParameterError, match="codec"):
+        RunSpec("r", params, ("a",), (1,), "float:16")
+
+
+def test_transport_independent_result(fed) -> None:
+    """Driving the machines through bytes gives the same result as passing objects."""
+    spec, parties = _run(fed)
+    direct = run_in_process(spec, parties)
+    spec2, parties2 = _run(fed)
+    coord = Coordinator(decode(encode(spec2)))
+    queue = coord.start()
+    while queue:
+        nxt = []
+        for req in queue:
+            wire_req = decode(encode(req))
+            nxt.extend(coord.step(decode(encode(parties2[wire_req.party_id].handle(wire_req)))))
+        queue = nxt
+    assert coord.result is not None
+    np.testing.assert_array_equal(direct.items, coord.result.items)
+    np.testing.assert_array_equal(direct.estimates, coord.result.estimates)
+    assert IntCodec(16).m == spec.params.m
