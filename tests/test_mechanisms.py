@@ -3,6 +3,7 @@ end to end through the protocol state machines."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> 
 
 # --- parameters ------------------------------------------------------------------------------
 def test_resolved_defaults_follow_the_spec() -> None:
-    p = MechanismParams(mechanism="tap", k=16, m=48, eta=4).resolved()
+    p = MechanismParams(mechanism="tap", k=16, m=48, eta=4, adaptive_depth=False).resolved()
     assert p.gamma == 4 and p.kappa == p.kappa1 == p.report_k == 32
     assert p.budget == 32 * 2**4
     assert p.phase1_levels == 2  # L_s = 4 + 2·4 = 12 = m/4
@@ -43,6 +44,9 @@ def test_resolved_defaults_follow_the_spec() -> None:
     assert MechanismParams(mechanism="taps").resolved().prune_z == 2.0
     shared, planned = phase1_plan(p)
     assert shared == [8, 12] and planned == 2 + 9
+    # with adaptive depth every η-level may be shared; the party plans the same group sizes
+    deep, planned_deep = phase1_plan(dataclasses.replace(p, adaptive_depth=True))
+    assert deep == [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48] and planned_deep == planned
 
 
 @pytest.mark.parametrize(
@@ -246,3 +250,30 @@ def test_party_with_too_few_users_is_refused() -> None:
     parties = [np.arange(100, dtype=np.uint64), np.arange(3, dtype=np.uint64)]
     with pytest.raises(ParameterError, match="party-1 has 3 users"):
         build_run(parties, IntCodec(20), MechanismParams(mechanism="tap", m=20, k=4))
+
+
+def test_adaptive_depth_stays_global_on_iid_and_goes_local_on_non_iid() -> None:
+    iid = synthetic_zipf(200_000, 8, m=32, split="iid", seed=3)
+    skew = synthetic_zipf(200_000, 8, m=32, split="dirichlet", alpha=0.1, seed=3)
+    p = MechanismParams(mechanism="tap", epsilon=4.0, k=16, m=32)
+    r_iid = simulate(iid.parties, iid.codec, p)
+    r_skew = simulate(skew.parties, skew.codec, p)
+    shared = lambda r: sum(1 for lv in r.cost["levels"] if lv["phase"] == "shared") // 8  # noqa: E731
+    assert shared(r_iid) > shared(r_skew) == 1
+    assert r_iid.cost["rounds"] == shared(r_iid) + (0 if shared(r_iid) == 7 else 1)
+
+
+def test_party_search_tree_is_inspectable(federation) -> None:
+    params = MechanismParams(mechanism="taps", epsilon=3.0, k=8, m=20, seed=2)
+    spec, parties = build_run(federation.parties, federation.codec, params)
+    res = run_in_process(spec, parties)
+    trie = parties[spec.party_ids[0]].trie
+    assert len(trie) > 0
+    leaves = trie.frontier(20)
+    assert leaves.size > 0 and np.isfinite(trie.get_stat("estimate", leaves)).all()
+    reported = set(res.items.tolist())
+    assert reported & set(trie.label[leaves].tolist())
+    for node in leaves[:5]:  # every alive leaf hangs under alive ancestors with estimates
+        anc = trie.ancestors(int(node))
+        assert trie.alive[anc].all()
+    assert trie.export()["label"]

@@ -20,6 +20,7 @@ from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.strategies import StepContext, Strategies
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
 from fedhh.oracles import OLH, FrequencyOracle, OLHPool
+from fedhh.trie import PrefixTrie
 
 
 class UserLedger:
@@ -125,6 +126,23 @@ def top_indices(
     return idx[order[:count]].astype(np.int64)
 
 
+def _level_nodes(
+    tree: PrefixTrie, p_ids: NDArray[np.int64], step: int, cons: Codes, length: int
+) -> NDArray[np.int64]:
+    """Node ids of one level's candidates: the children of P, plus every consensus prefix that
+    is not among them (hung under its parent node at the previous length when it exists)."""
+    ids = tree.extend(p_ids, step)
+    if cons.size == 0:
+        return ids
+    have = np.isin(cons, tree.label[ids])
+    missing = cons[~have]
+    if missing.size == 0:
+        return ids
+    parents = tree.find(missing >> np.uint64(step), length, alive_only=True)
+    extra = tree.add_nodes(missing, parents, length + step)
+    return np.concatenate([ids, extra])
+
+
 @dataclass
 class SearchState:
     """Working state of a local search (for inspection and tests)."""
@@ -143,6 +161,7 @@ def local_search(
     start_length: int,
     start_prefixes: Codes,
     prior_items: Codes | None = None,
+    trie: PrefixTrie | None = None,
 ) -> SearchResult:
     """PEM / TAP Phase II / TAPS Phase II inside one party (spec §4–6).
 
@@ -150,6 +169,10 @@ def local_search(
     the users left / levels still needed, estimate C = P × {0,1}^s ∪ consensus prefixes, keep
     consensus prefixes plus the top-κ of the candidates that pass the prune rule, repeat until
     ℓ = m. Reports the top-k' of the last level plus every consensus item.
+
+    The candidate tree lives in a :class:`~fedhh.trie.PrefixTrie` (``trie``, or a fresh one):
+    each level's candidates are nodes with their ``estimate`` and ``stderr``; candidates that
+    were neither kept nor consensus are pruned, so the alive nodes are the search's frontier.
     """
     m = params.m
     kappa = int(params.kappa or 2 * params.k)
@@ -161,6 +184,8 @@ def local_search(
         else np.zeros(0, np.uint64)
     )
     state = SearchState(start_length, np.unique(np.asarray(start_prefixes, dtype=np.uint64)))
+    tree = trie if trie is not None else PrefixTrie()
+    p_ids = tree.add_nodes(state.prefixes, -1, state.length)
     levels: list[LevelCost] = []
     est = se = np.zeros(0)
     cand: Codes = state.prefixes
@@ -181,11 +206,10 @@ def local_search(
         levels_needed = math.ceil((m - state.length) / s)
         users = ledger.take(ledger.remaining // levels_needed)
         cons = np.unique(prior >> np.uint64(m - new_len)) if prior.size else prior
-        cand = (
-            np.union1d(children(state.prefixes, s), cons)
-            if cons.size
-            else children(state.prefixes, s)
-        )
+        ids = _level_nodes(tree, p_ids, s, cons, state.length)
+        order = np.argsort(tree.label[ids], kind="stable")
+        ids = ids[order]
+        cand = tree.label[ids]
         if users.size == 0:
             raise ParameterError(
                 f"party has too few users for its levels (no users left at length {new_len})"
@@ -194,10 +218,17 @@ def local_search(
         res = estimate_level(codes, users, m, new_len, cand, oracle, rng, party_size, s)
         est, se = res.estimates, res.stderrs
         levels.append(res.cost)
+        tree.set_stat("estimate", ids, est)
+        tree.set_stat("stderr", ids, se)
         is_cons = np.isin(cand, cons) if cons.size else np.zeros(cand.size, dtype=bool)
         passing = strategies.prune.keep(est, se)
         top = top_indices(est, kappa, passing)
-        state.prefixes = np.sort(cand[top])
+        kept = is_cons.copy()
+        kept[top] = True
+        tree.prune(ids, kept)
+        top_sorted = np.sort(top)  # candidates are sorted by label, so this sorts by label
+        p_ids = ids[top_sorted]
+        state.prefixes = cand[top_sorted]
         state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
         state.length = new_len
     # Report the top-k' of the last level plus every consensus item.

@@ -21,6 +21,7 @@ ORACLE_CHOICES = (*ORACLES, "auto")
 STEP_RULES = ("fixed", "adaptive", "variance")
 PARTY_ORDERS = ("size-desc", "size-asc", "given")
 COMPLETION_MODES = ("fill", "sum")
+PHASE1_KEEP = ("top", "confidence")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class MechanismParams:
     step_rule: str = "adaptive"  # [choice] "fixed" | "adaptive" | "variance"
     budget: int | None = None  # B: Phase II candidate budget (κ·2^η) [choice]
     prune_z: float | None = None  # τ = z·SE [choice]: TAP 0 (τ = 0), TAPS 2
+    phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
+    local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
+    adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
+    heterogeneity: float = 3.0  # adaptive depth: stop Phase I when χ²/df is this many σ above 1
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
@@ -70,7 +75,7 @@ class MechanismParams:
         for name in ("gamma", "phase1_levels", "kappa1", "kappa", "report_k", "budget"):
             v = getattr(self, name)
             need(
-                v is None or (_is_int(v) and v >= (0 if name == "gamma" else 1)),
+                v is None or (_is_int(v) and v >= (0 if name in ("gamma", "phase1_levels") else 1)),
                 f"{name} must be a positive integer, got {v!r}",
             )
         need(
@@ -87,6 +92,18 @@ class MechanismParams:
         )
         need(self.prior_factor > 0, f"prior_factor must be > 0, got {self.prior_factor!r}")
         need(0.0 <= self.completion < 0.5, f"completion must be in [0, 0.5), got {self.completion}")
+        need(
+            self.phase1_keep in PHASE1_KEEP,
+            f"unknown phase1_keep {self.phase1_keep!r}; choose one of {', '.join(PHASE1_KEEP)}",
+        )
+        need(
+            isinstance(self.local_start, bool) and isinstance(self.adaptive_depth, bool),
+            "local_start and adaptive_depth must be true or false",
+        )
+        need(
+            math.isfinite(self.heterogeneity) and self.heterogeneity > 0,
+            f"heterogeneity must be a finite number > 0, got {self.heterogeneity!r}",
+        )
         need(
             self.completion_mode in COMPLETION_MODES,
             f"unknown completion mode {self.completion_mode!r}",
@@ -114,11 +131,11 @@ class MechanismParams:
         kappa1 = self.kappa1 if self.kappa1 is not None else 2 * k
         report_k = self.report_k if self.report_k is not None else 2 * k
         budget = self.budget if self.budget is not None else kappa * 2**self.eta
-        if self.phase1_levels is not None:
+        if self.phase1_levels is not None:  # 0: no shared trie (the "without Phase I" ablation)
             t = self.phase1_levels
         else:
             t = max(1, round((self.m / 4 - gamma) / self.eta))
-        t = max(1, min(t, math.ceil((self.m - gamma) / self.eta)))
+        t = max(0, min(t, math.ceil((self.m - gamma) / self.eta)))
         if self.prune_z is not None:
             z = self.prune_z
         else:

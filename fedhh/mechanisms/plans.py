@@ -85,10 +85,49 @@ def phase1_plan(params: MechanismParams) -> tuple[list[int], int]:
     if params.mechanism == "pem-global":
         return lengths, len(lengths)
     if params.mechanism in ("tap", "taps"):
-        shared = lengths[: params.phase1_levels]
-        rest = params.m - shared[-1]
+        # With adaptive depth every η-level may be shared; the plan decides when to stop.
+        shared = lengths if params.adaptive_depth else lengths[: params.phase1_levels]
+        rest = params.m - (shared[-1] if shared else params.gamma)
         return shared, len(shared) + math.ceil(rest / params.eta)
     return [], len(lengths)
+
+
+def _phase1_keep(
+    params: MechanismParams, est: Floats, se: Floats, notes: list[str], level: int
+) -> np.ndarray:
+    """Phase I selection [choice]. "top": the top-κ₁ prefixes with a positive sum (all top-κ₁
+    if none is). "confidence": also every prefix that may still be in the top-k, i.e. whose
+    F + 2·SE reaches the k-th largest F − 2·SE (at most 4κ₁ prefixes)."""
+    kappa1 = int(params.kappa1 or 2 * params.k)
+    top = top_indices(est, kappa1, est > 0)
+    if top.size == 0:
+        notes.append(f"phase I level {level}: no positive sum; kept top-κ₁ anyway")
+        return top_indices(est, kappa1)
+    if params.phase1_keep == "confidence":
+        order = top_indices(est, params.k)
+        bar = est[order[-1]] - 2.0 * se[order[-1]]
+        plausible = top_indices(est, 4 * kappa1, est + 2.0 * se >= bar)
+        top = np.union1d(top, plausible)
+        top = top[np.lexsort((top, -est[top]))]
+    return top
+
+
+def _heterogeneity(replies: Replies, top: np.ndarray, est: Floats, sizes: list[int]) -> float:
+    """z-score of χ²/df for the parties' estimates of the kept prefixes against the homogeneous
+    model c_i(v) = (n_i/N)·F(v): (χ²/df − 1)/√(2/df). Near 0 when the parties' data look alike
+    (IID); large when they differ more than their noise explains."""
+    if len(replies) < 2 or top.size == 0:
+        return float("inf")
+    total = float(sum(sizes[i] for i in replies))
+    stat, df = 0.0, 0
+    for i, res in replies.items():
+        assert isinstance(res, EstimateResult)
+        w = sizes[i] / total
+        resid = (res.estimates[top] - w * est[top]) / np.maximum(res.stderrs[top], 1e-9)
+        stat += float(np.sum(resid**2))
+        df += top.size
+    df = max(df - top.size, 1)  # F is estimated from the same data
+    return (stat / df - 1.0) / math.sqrt(2.0 / df)
 
 
 def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]:
@@ -127,26 +166,33 @@ def run_plan(
         return outcome
 
     shared, _ = phase1_plan(params)
-    outcome.phase1_lengths = shared
-    cand = np.arange(2 ** shared[0], dtype=np.uint64)
+    # Without Phase I (t = 0) the parties start Phase II from all prefixes of length γ.
+    cand = np.arange(2 ** (shared[0] if shared else params.gamma), dtype=np.uint64)
     keep_n = k if mech == "pem-global" else params.kappa1
     est = se = np.zeros(0)
+    last = params.gamma
     for j, length in enumerate(shared):
         replies = yield {i: EstimateTask(j, length, cand) for i in parties}
         est, se = _sum_estimates(replies, cand)
+        outcome.phase1_lengths.append(length)
+        last = length
         if mech == "pem-global":
             top = top_indices(est, keep_n)
-        else:  # Phase I keeps the top-κ₁ prefixes with a positive sum (all top-κ₁ if none is)
-            top = top_indices(est, keep_n, est > 0)
-            if top.size == 0:
-                top = top_indices(est, keep_n)
-                outcome.notes.append(f"phase I level {j}: no positive sum; kept top-κ₁ anyway")
-        if j + 1 < len(shared):
-            cand = children(np.sort(cand[top]), shared[j + 1] - length)
         else:
+            top = _phase1_keep(params, est, se, outcome.notes, j)
+        stop = j + 1 == len(shared) or (
+            mech != "pem-global"
+            and j + 1 >= (params.phase1_levels or 0)
+            and (
+                not params.adaptive_depth
+                or _heterogeneity(replies, top, est, party_sizes) >= params.heterogeneity
+            )
+        )
+        if stop:
             cand, est, se = cand[top], est[top], se[top]
+            break
+        cand = children(np.sort(cand[top]), shared[j + 1] - length)
 
-    last = shared[-1]
     if mech == "pem-global" or last >= params.m:
         contrib = np.full(cand.size, len(parties), np.int64)
         outcome.answer = Combined(cand, est, se, contrib).top(k)

@@ -102,8 +102,10 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def default_threads() -> int:
-    """Threads used by the decode kernel: every core (numpy releases the GIL in the kernel)."""
-    return os.cpu_count() or 1
+    """Threads of the decode kernel: ``FEDHH_THREADS`` if set, else every core (numpy releases
+    the GIL in the kernel)."""
+    env = os.environ.get("FEDHH_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
 
 
 def _count_block_range(

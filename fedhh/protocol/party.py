@@ -14,7 +14,7 @@ import numpy as np
 
 from fedhh.codec import as_codes
 from fedhh.errors import FedHHError, ParameterError
-from fedhh.mechanisms.local import UserLedger, estimate_level, local_search
+from fedhh.mechanisms.local import UserLedger, estimate_level, local_search, top_indices
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import build_strategies
 from fedhh.mechanisms.tasks import (
@@ -26,6 +26,7 @@ from fedhh.mechanisms.tasks import (
     SearchTask,
 )
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
+from fedhh.trie import PrefixTrie
 
 MAX_CANDIDATES = 1 << 20
 
@@ -62,6 +63,8 @@ class Party:
         self.strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
         self.shared_lengths, self.planned_levels = phase1_plan(self.params)
         self._progress = _Progress()
+        self._last_shared: tuple[Codes, np.ndarray] | None = None
+        self.trie = PrefixTrie()  # the party's local-search candidate tree, for inspection
         self._replies: dict[int, Reply] = {}
 
     def handle(self, request: Request) -> Reply:
@@ -133,9 +136,12 @@ class Party:
         if users.size == 0:
             raise ParameterError("no users left for this level")
         oracle = self.strategies.oracle_for(int(cand.size) + 1)
-        return estimate_level(
+        res = estimate_level(
             self.codes, users, p.m, task.length, cand, oracle, self.rng, self.codes.size
         )
+        if task.group == "level":
+            self._last_shared = (cand, res.estimates)
+        return res
 
     def _search(self, task: SearchTask) -> SearchResult:
         p, prog = self.params, self._progress
@@ -147,15 +153,30 @@ class Party:
         elif task.mode == "phase2":
             if p.mechanism not in ("tap", "taps"):
                 raise ParameterError(f"Phase II is not part of {p.mechanism}")
-            if not self.shared_lengths or task.start_length != self.shared_lengths[-1]:
-                raise ParameterError("Phase II must start at the end of the shared trie")
-            if prog.levels_done != len(self.shared_lengths):
-                raise ParameterError("Phase II requested before the shared levels are done")
+            done = prog.levels_done
+            start_length = self.shared_lengths[done - 1] if done else p.gamma
+            if task.start_length != start_length or done < (p.phase1_levels or 0):
+                raise ParameterError(
+                    "Phase II must start at the end of the shared trie "
+                    f"(length {start_length} after {done} shared levels)"
+                )
         else:
             raise ParameterError(f"unknown search mode {task.mode!r}")
         start = self._check_candidates(task.start_prefixes, task.start_length)
+        if task.mode == "phase2" and p.local_start and self._last_shared is not None:
+            cand, est = self._last_shared  # the party's own view of the last shared level
+            mine = cand[top_indices(est, int(p.kappa or 2 * p.k), est > 0)]
+            start = np.union1d(start, mine)
         prior = as_codes(task.prior_items, p.m) if task.prior_items.size else None
         prog.searched = True
         return local_search(
-            self.codes, self.ledger, p, self.strategies, self.rng, task.start_length, start, prior
+            self.codes,
+            self.ledger,
+            p,
+            self.strategies,
+            self.rng,
+            task.start_length,
+            start,
+            prior,
+            trie=self.trie,
         )
