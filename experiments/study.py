@@ -287,7 +287,8 @@ def main() -> None:
             _progress(i + 1, len(jobs), t0)
     else:
         with ProcessPoolExecutor(args.jobs, initializer=_worker_init) as ex:
-            chunks = [jobs[i :: args.jobs] for i in range(args.jobs)]
+            # Chunks of consecutive jobs share a dataset (the worker's cache) and report progress.
+            chunks = [jobs[i : i + 24] for i in range(0, len(jobs), 24)]
             futs = [ex.submit(_run_many, chunk, cfg) for chunk in chunks]
             for fut in as_completed(futs):
                 rows.extend(fut.result())
