@@ -16,10 +16,7 @@ set adds up to the support of their union, so a party can aggregate its users in
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,13 +26,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fedhh.errors import ParameterError, ReportError
+from fedhh.framing import ArrayWriter, pack, read_array, unpack
 
 Codes = NDArray[np.uint64]
 
 _MAGIC = b"FHHR"
-_VERSION = 1
-_HEADER = struct.Struct("<4sBI")  # magic, format version, header length
-_ALLOWED_DTYPES = {"uint8", "uint32", "uint64"}
+_VERSION = 2
+_ALLOWED_DTYPES = frozenset({"uint8", "uint32", "uint64"})
 
 
 def check_epsilon(epsilon: float) -> float:
@@ -161,50 +158,29 @@ class Reports:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
     def to_bytes(self) -> bytes:
-        """Serialise: magic, version, JSON header (kind, size, fields), raw little-endian data."""
-        fields = [[k, str(v.dtype), list(v.shape)] for k, v in self.arrays.items()]
-        header = json.dumps({"kind": self.kind, "size": self.size, "fields": fields}).encode()
-        buf = io.BytesIO()
-        buf.write(_HEADER.pack(_MAGIC, _VERSION, len(header)))
-        buf.write(header)
-        for v in self.arrays.values():
-            buf.write(np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<")).tobytes())
-        return buf.getvalue()
+        """Serialise (see :mod:`fedhh.framing`): a JSON header (kind, size, fields) and the raw
+        little-endian arrays."""
+        writer = ArrayWriter(_ALLOWED_DTYPES, ReportError)
+        fields = {k: writer.add(v) for k, v in self.arrays.items()}
+        return pack(
+            _MAGIC, _VERSION, {"kind": self.kind, "size": self.size, "fields": fields}, writer
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Reports:
         """Inverse of :meth:`to_bytes`; malformed input raises :class:`ReportError`."""
-        if len(data) < _HEADER.size:
-            raise ReportError("report batch is truncated (no header)")
-        magic, version, hlen = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise ReportError("not a fedhh report batch (bad magic bytes)")
-        if version != _VERSION:
-            raise ReportError(f"unsupported report format version {version}")
-        end = _HEADER.size + hlen
-        if end > len(data):
-            raise ReportError("report batch is truncated (header)")
+        header, body = unpack(data, _MAGIC, _VERSION, "report batch", ReportError)
         try:
-            header = json.loads(data[_HEADER.size : end].decode())
-            kind, size, fields = str(header["kind"]), int(header["size"]), header["fields"]
+            kind, size, fields = str(header["kind"]), int(header["size"]), dict(header["fields"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ReportError(f"malformed report header: {exc}") from None
-        arrays: dict[str, np.ndarray] = {}
-        off = end
-        for name, dtype, shape in fields:
-            if dtype not in _ALLOWED_DTYPES or not all(
-                isinstance(s, int) and s >= 0 for s in shape
-            ):
-                raise ReportError(f"malformed report field {name!r}: {dtype} {shape}")
-            dt = np.dtype(dtype).newbyteorder("<")
-            nbytes = dt.itemsize * math.prod(shape)
-            if off + nbytes > len(data):
-                raise ReportError(f"report batch is truncated (field {name!r})")
-            arr = np.frombuffer(data, dtype=dt, count=math.prod(shape), offset=off)
-            arrays[str(name)] = arr.reshape(shape).astype(np.dtype(dtype), copy=True)
-            off += nbytes
-        if off != len(data):
-            raise ReportError(f"report batch has {len(data) - off} trailing bytes")
+        arrays = {
+            str(name): read_array(body, ref, _ALLOWED_DTYPES, ReportError)
+            for name, ref in fields.items()
+        }
+        used = sum(a.nbytes for a in arrays.values())
+        if used != len(body):
+            raise ReportError(f"report batch has {len(body) - used} unaccounted bytes")
         return cls(kind, size, arrays)
 
 
