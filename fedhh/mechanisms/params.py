@@ -47,7 +47,7 @@ class MechanismParams:
     phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
     local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
     adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
-    heterogeneity: float = 3.0  # adaptive depth: stop Phase I when χ²/df is this many σ above 1
+    local_ratio: float = 0.6  # adaptive depth: go local once √M / N_eff reaches this
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
@@ -101,8 +101,8 @@ class MechanismParams:
             "local_start and adaptive_depth must be true or false",
         )
         need(
-            math.isfinite(self.heterogeneity) and self.heterogeneity > 0,
-            f"heterogeneity must be a finite number > 0, got {self.heterogeneity!r}",
+            math.isfinite(self.local_ratio) and self.local_ratio > 0,
+            f"local_ratio must be a finite number > 0, got {self.local_ratio!r}",
         )
         need(
             self.completion_mode in COMPLETION_MODES,

@@ -112,22 +112,26 @@ def _phase1_keep(
     return top
 
 
-def _heterogeneity(replies: Replies, top: np.ndarray, est: Floats, sizes: list[int]) -> float:
-    """z-score of χ²/df for the parties' estimates of the kept prefixes against the homogeneous
-    model c_i(v) = (n_i/N)·F(v): (χ²/df − 1)/√(2/df). Near 0 when the parties' data look alike
-    (IID); large when they differ more than their noise explains."""
-    if len(replies) < 2 or top.size == 0:
-        return float("inf")
-    total = float(sum(sizes[i] for i in replies))
-    stat, df = 0.0, 0
-    for i, res in replies.items():
+def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) -> float:
+    """√M / N_eff for the kept prefixes: how much better one party sees an item than the sum does.
+
+    N_eff = Σ_v (F_v² − SE_v²) / Σ_v Σ_i (ĉ_i,v² − SE_i,v²) is the effective number of parties
+    holding the prefixes' users (noise-corrected participation ratio; M for IID data, 1 when every
+    item lives in one party). With equal noise per party, a party holding 1/N_eff of an item sees
+    it with z-score (c/N_eff)/σ, the sum with c/(√M·σ): their ratio is √M / N_eff. Only prefixes
+    with F > 2·SE take part; 0 when none does (stay global).
+    """
+    strong = top[est[top] > 2.0 * se[top]]
+    if len(replies) < 2 or strong.size == 0:
+        return 0.0
+    num = float(np.sum(est[strong] ** 2 - se[strong] ** 2))
+    den = 0.0
+    for res in replies.values():
         assert isinstance(res, EstimateResult)
-        w = sizes[i] / total
-        resid = (res.estimates[top] - w * est[top]) / np.maximum(res.stderrs[top], 1e-9)
-        stat += float(np.sum(resid**2))
-        df += top.size
-    df = max(df - top.size, 1)  # F is estimated from the same data
-    return (stat / df - 1.0) / math.sqrt(2.0 / df)
+        den += float(np.sum(res.estimates[strong] ** 2 - res.stderrs[strong] ** 2))
+    if num <= 0.0 or den <= 0.0:
+        return 0.0
+    return math.sqrt(len(replies)) * den / num
 
 
 def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]:
@@ -185,7 +189,7 @@ def run_plan(
             and j + 1 >= (params.phase1_levels or 0)
             and (
                 not params.adaptive_depth
-                or _heterogeneity(replies, top, est, party_sizes) >= params.heterogeneity
+                or local_advantage(replies, top, est, se) >= params.local_ratio
             )
         )
         if stop:
