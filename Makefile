@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint install install-dev clean proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+## Regenerate the gRPC code of protos/fedhh/v1 into fedhh/wire/v1 (checked in).
+proto: $(STAMP)
+	$(BIN)/python -m fedhh.wire.codegen

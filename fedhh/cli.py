@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(sim)
     _add_run_args(sim)
     sim.set_defaults(func=cmd_simulate)
+    from fedhh.clients.cli import add_party_parser  # deployment over gRPC
+    from fedhh.server.cli import add_coordinator_parser, add_query_parser
+
+    add_coordinator_parser(sub)
+    add_party_parser(sub)
+    add_query_parser(sub)
     return parser
 
 

@@ -29,3 +29,12 @@ class DuplicateReportError(FedHHError):
 
 class ProtocolError(FedHHError):
     """A protocol message arrived out of order, for an unknown request, or with bad content."""
+
+
+class TransportError(FedHHError):
+    """A remote call failed (gRPC): ``code`` is the status name, the message the server's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,234 @@
+"""The user SDK: what runs on a user's device.
+
+A device fetches its party's current report task (:class:`ReportTask`: run, prefix length, oracle
+and its parameters, and the candidate set for GRR/OUE), turns its one item into an ε-LDP report
+with :func:`make_report` (the item is encoded, cut to the task's prefix and perturbed on the
+device; only the perturbed report leaves it) and submits it once per run. :class:`ReporterClient`
+does the three steps against a party agent's report endpoint::
+
+    client = ReporterClient("party.example.org:7800", token=device_token, ca_cert=Path("ca.pem"))
+    outcome = client.report("user-123", "apple")   # fetch task, perturb locally, submit
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fedhh.codec import prefix
+from fedhh.errors import ParameterError
+from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
+from fedhh.protocol.messages import codec_from_name
+from fedhh.wire import convert
+from fedhh.wire.security import open_channel
+from fedhh.wire.v1 import report_pb2, report_pb2_grpc
+
+NEEDS_CANDIDATES = ("grr", "oue")
+
+
+@dataclass(frozen=True, eq=False)
+class ReportTask:
+    """One report task of a run, as a device sees it."""
+
+    run_id: str
+    task_id: int
+    m: int
+    length: int
+    codec: str
+    oracle: str
+    epsilon: float
+    g: int = 0
+    pool_size: int = 0
+    pool_seed: int = 0
+    candidates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.length <= self.m:
+            raise ParameterError(f"prefix length {self.length} outside 0..{self.m}")
+        if codec_from_name(self.codec).m != self.m:
+            raise ParameterError(f"codec {self.codec} does not have m = {self.m} bits")
+        if self.oracle in NEEDS_CANDIDATES and self.candidates.size == 0:
+            raise ParameterError(f"a {self.oracle} task needs its candidate set")
+        self.build_oracle()
+
+    def build_oracle(self) -> FrequencyOracle:
+        """The task's frequency oracle (the same object the party aggregates with)."""
+        if self.oracle == "grr":
+            return GRR(self.epsilon)
+        if self.oracle == "oue":
+            return OUE(self.epsilon)
+        if self.oracle == "olh":
+            return OLH(self.epsilon, g=self.g)
+        if self.oracle == "olh-pool":
+            return OLHPool(
+                self.epsilon, pool_size=self.pool_size, pool_seed=self.pool_seed, g=self.g
+            )
+        raise ParameterError(f"unknown oracle {self.oracle!r}")
+
+    @classmethod
+    def for_oracle(
+        cls,
+        run_id: str,
+        task_id: int,
+        m: int,
+        length: int,
+        codec: str,
+        oracle: FrequencyOracle,
+        candidates: np.ndarray,
+    ) -> ReportTask:
+        """The task for reports made by ``oracle`` (party side)."""
+        g = int(getattr(oracle, "g", 0))
+        pool_size = int(getattr(oracle, "pool_size", 0))
+        pool_seed = int(getattr(oracle, "pool_seed", 0))
+        cand = candidates if oracle.name in NEEDS_CANDIDATES else np.zeros(0, dtype=np.uint64)
+        return cls(
+            run_id,
+            task_id,
+            m,
+            length,
+            codec,
+            oracle.name,
+            oracle.epsilon,
+            g,
+            pool_size,
+            pool_seed,
+            np.asarray(cand, dtype=np.uint64),
+        )
+
+    def to_pb(self) -> Any:
+        return report_pb2.ReportTask(
+            run_id=self.run_id,
+            task_id=self.task_id,
+            m=self.m,
+            length=self.length,
+            codec=self.codec,
+            oracle=self.oracle,
+            epsilon=self.epsilon,
+            g=self.g,
+            pool_size=self.pool_size,
+            pool_seed=self.pool_seed,
+            candidates=convert.array_to_pb(self.candidates),
+        )
+
+    @classmethod
+    def from_pb(cls, msg: Any) -> ReportTask:
+        cand = (
+            convert.array_from_pb(msg.candidates, "candidates", "uint64")
+            if msg.candidates.dtype
+            else np.zeros(0, dtype=np.uint64)
+        )
+        return cls(
+            msg.run_id,
+            msg.task_id,
+            msg.m,
+            msg.length,
+            msg.codec,
+            msg.oracle,
+            msg.epsilon,
+            msg.g,
+            msg.pool_size,
+            msg.pool_seed,
+            cand,
+        )
+
+
+def make_report(task: ReportTask, item: object, rng: np.random.Generator | None = None) -> bytes:
+    """The ε-LDP report of a user holding ``item`` (a string or an integer, as the run's codec
+    wants): encode, cut to the task's prefix, perturb. Returns ``Reports.to_bytes()`` of one
+    report; the item itself never leaves this function."""
+    codec = codec_from_name(task.codec)
+    code = codec.encode([item])
+    value = prefix(code, task.m, task.length)
+    gen = rng if rng is not None else np.random.default_rng()
+    cand = task.candidates if task.oracle in NEEDS_CANDIDATES else None
+    return task.build_oracle().perturb(value, gen, cand).to_bytes()
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What happened to a device's report."""
+
+    accepted: bool
+    status: str  # "accepted", "already-reported", "no-task"
+    run_id: str = ""
+    task_id: int = -1
+
+
+class ReporterClient:
+    """A device's client of a party agent's report endpoint."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None,
+        ca_cert: Path | None = None,
+        insecure: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
+        self._stub = report_pb2_grpc.ReportServiceStub(self._channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ReporterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch_task(self, user_id: str) -> ReportTask:
+        msg = self._stub.GetTask(report_pb2.GetTaskRequest(user_id=user_id), timeout=self.timeout)
+        return ReportTask.from_pb(msg)
+
+    def submit(self, user_id: str, task: ReportTask, report: bytes) -> int:
+        """Submit a report; returns the task's report count. gRPC errors propagate
+        (ALREADY_EXISTS: this user has reported in this run)."""
+        resp = self._stub.SubmitReport(
+            report_pb2.SubmitReportRequest(
+                user_id=user_id, run_id=task.run_id, task_id=task.task_id, report=report
+            ),
+            timeout=self.timeout,
+        )
+        return int(resp.reports_in_task)
+
+    def status(self, run_id: str = "") -> Any:
+        return self._stub.GetReportStatus(
+            report_pb2.ReportStatusRequest(run_id=run_id), timeout=self.timeout
+        )
+
+    def report(
+        self,
+        user_id: str,
+        item: object,
+        rng: np.random.Generator | None = None,
+        *,
+        wait: float = 30.0,
+    ) -> SubmitOutcome:
+        """Fetch the open task, make the report on this device and submit it once. While no
+        task is open (or the fetched one closes before the submit) retry for up to ``wait``
+        seconds."""
+        end = time.monotonic() + wait
+        delay = 0.05
+        while True:
+            try:
+                task = self.fetch_task(user_id)
+                self.submit(user_id, task, make_report(task, item, rng))
+                return SubmitOutcome(True, "accepted", task.run_id, task.task_id)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.ALREADY_EXISTS:
+                    return SubmitOutcome(False, "already-reported")
+                if code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                    raise
+            if time.monotonic() + delay > end:
+                return SubmitOutcome(False, "no-task")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)

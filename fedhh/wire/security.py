@@ -1,0 +1,290 @@
+"""Transport security shared by the coordinator and the party agent: bearer tokens bound to an
+identity, TLS credentials and channel set-up, and the server interceptor that refuses every call
+without a valid token (except health checking).
+
+Tokens file (JSON)::
+
+    {"tokens": [{"sha256": "<hex of the token>", "role": "party", "name": "party-0"},
+                {"sha256": "...", "role": "analyst", "name": "alice"}]}
+
+Only hashes are stored; ``fedhh coordinator add-token`` creates a token, writes it (mode 600) to a
+file for its holder and appends its hash. Roles: ``party`` (the name is the party id the token is
+bound to), ``analyst``, ``device`` (user devices at a party's report endpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedhh.errors import ParameterError
+
+ROLES = ("party", "analyst", "device")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+log = logging.getLogger("fedhh.security")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token belongs to."""
+
+    role: str
+    name: str
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ParameterError(
+            f"{kind} {name!r} is not valid: 1-64 characters of letters, digits, '.', '_', '-'"
+        )
+    return name
+
+
+class TokenStore:
+    """Token hashes → identities (loaded from a tokens file)."""
+
+    def __init__(self, entries: dict[str, Identity]) -> None:
+        self._entries = dict(entries)
+
+    @classmethod
+    def load(cls, path: Path) -> TokenStore:
+        try:
+            doc = json.loads(Path(path).read_text())
+            rows = doc["tokens"]
+            entries = {}
+            for row in rows:
+                role, name, digest = str(row["role"]), str(row["name"]), str(row["sha256"])
+                if role not in ROLES:
+                    raise ParameterError(f"unknown role {role!r} (choose {', '.join(ROLES)})")
+                if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                    raise ParameterError(f"bad sha256 for {role} {name!r}")
+                entries[digest] = Identity(role, check_name(role, name))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ParameterError(f"malformed tokens file {path}: {exc}") from None
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def identify(self, token: str) -> Identity | None:
+        digest = token_hash(token)
+        for known, ident in self._entries.items():  # constant time per entry
+            if hmac.compare_digest(known, digest):
+                return ident
+        return None
+
+    def identity_of(self, metadata: Sequence[Any] | None) -> Identity | None:
+        token = bearer_token(metadata)
+        return self.identify(token) if token else None
+
+
+def bearer_token(metadata: Sequence[Any] | None) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :].strip()
+    return ""
+
+
+def add_token(tokens_file: Path, role: str, name: str, out: Path) -> str:
+    """Create a token for (role, name), write it to ``out`` (mode 600), append its hash."""
+    if role not in ROLES:
+        raise ParameterError(f"unknown role {role!r} (choose {', '.join(ROLES)})")
+    check_name(role, name)
+    token = secrets.token_urlsafe(32)
+    path = Path(tokens_file)
+    doc: dict[str, Any] = {"tokens": []}
+    if path.exists():
+        TokenStore.load(path)  # refuse to extend a malformed file
+        doc = json.loads(path.read_text())
+    doc["tokens"].append({"sha256": token_hash(token), "role": role, "name": name})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def read_token_file(path: Path) -> str:
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ParameterError(f"token file {path} is empty")
+    return token
+
+
+# --- server side ---------------------------------------------------------------------------------
+def _deny_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, method: str):
+    def deny(_request: Any, context: grpc.ServicerContext) -> Any:
+        log.warning("refused %s from %s: %s %s", method, context.peer(), code.name, message)
+        context.abort(code, message)
+
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny, **kw)
+    return grpc.unary_unary_rpc_method_handler(deny, **kw)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Every method needs a valid bearer token except health checking; ``roles`` maps a service
+    prefix (``/fedhh.v1.PartyService/``) to the role allowed to call it. Other services (server
+    reflection) accept any valid token."""
+
+    def __init__(self, store: TokenStore, roles: dict[str, str]) -> None:
+        self.store = store
+        self.roles = roles
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = continuation(handler_call_details)
+        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+            return handler
+        ident = self.store.identity_of(handler_call_details.invocation_metadata)
+        if ident is None:
+            return _deny_handler(
+                handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token", method
+            )
+        for prefix, role in self.roles.items():
+            if method.startswith(prefix) and ident.role != role:
+                return _deny_handler(
+                    handler,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"a {ident.role} token may not call {method} (needs a {role} token)",
+                    method,
+                )
+        return handler
+
+
+def identity(store: TokenStore, context: grpc.ServicerContext) -> Identity:
+    """The caller's identity (the interceptor has already checked the token)."""
+    ident = store.identity_of(context.invocation_metadata())
+    if ident is None:  # pragma: no cover - the interceptor refuses these first
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    assert ident is not None
+    return ident
+
+
+def bind_port(
+    server: grpc.Server,
+    address: str,
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+) -> int:
+    """Listen on ``address`` with TLS (cert + key) or, only with ``insecure``, in plaintext."""
+    if insecure:
+        if tls_cert or tls_key:
+            raise ParameterError("--insecure and --tls-cert/--tls-key exclude each other")
+        port = server.add_insecure_port(address)
+    else:
+        if not (tls_cert and tls_key):
+            raise ParameterError(
+                "TLS needs --tls-cert and --tls-key (plaintext only with an explicit --insecure)"
+            )
+        creds = grpc.ssl_server_credentials(
+            [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
+        )
+        port = server.add_secure_port(address, creds)
+    if port == 0:
+        raise ParameterError(f"cannot listen on {address}")
+    return port
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ParameterError(f"bad address {address!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+# --- client side ---------------------------------------------------------------------------------
+class _TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    def __init__(self, token: str) -> None:
+        self._md = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        md = [*(details.metadata or ()), self._md]
+        return _CallDetails(
+            details.method, details.timeout, md, details.credentials, details.wait_for_ready
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+
+
+def open_channel(
+    target: str,
+    *,
+    token: str | None,
+    ca_cert: Path | None = None,
+    insecure: bool = False,
+    max_message_bytes: int = 16 << 20,
+) -> grpc.Channel:
+    """A channel to ``target`` with TLS (server verified against ``ca_cert``, or the system roots)
+    or, only with ``insecure``, in plaintext; every call carries ``token`` as a bearer token."""
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if insecure:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        root = Path(ca_cert).read_bytes() if ca_cert else None
+        channel = grpc.secure_channel(
+            target, grpc.ssl_channel_credentials(root_certificates=root), options=options
+        )
+    if token:
+        channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
+    return channel

@@ -1,0 +1,1 @@
+"""Generated from protos/fedhh/v1 by fedhh.wire.codegen (make proto). Do not edit."""

@@ -1,0 +1,195 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NDArray(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class MechanismParams(_message.Message):
+    __slots__ = ("mechanism", "epsilon", "k", "m", "oracle", "eta", "gamma", "phase1_levels", "kappa1", "kappa", "report_k", "step_rule", "budget", "prune_z", "phase1_keep", "local_start", "adaptive_depth", "local_ratio", "party_order", "prior_factor", "completion", "completion_mode", "pool_size", "seed")
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    ORACLE_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    PHASE1_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    KAPPA1_FIELD_NUMBER: _ClassVar[int]
+    KAPPA_FIELD_NUMBER: _ClassVar[int]
+    REPORT_K_FIELD_NUMBER: _ClassVar[int]
+    STEP_RULE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    PRUNE_Z_FIELD_NUMBER: _ClassVar[int]
+    PHASE1_KEEP_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_START_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ORDER_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_MODE_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    mechanism: str
+    epsilon: float
+    k: int
+    m: int
+    oracle: str
+    eta: int
+    gamma: int
+    phase1_levels: int
+    kappa1: int
+    kappa: int
+    report_k: int
+    step_rule: str
+    budget: int
+    prune_z: float
+    phase1_keep: str
+    local_start: bool
+    adaptive_depth: bool
+    local_ratio: float
+    party_order: str
+    prior_factor: float
+    completion: float
+    completion_mode: str
+    pool_size: int
+    seed: int
+    def __init__(self, mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., oracle: _Optional[str] = ..., eta: _Optional[int] = ..., gamma: _Optional[int] = ..., phase1_levels: _Optional[int] = ..., kappa1: _Optional[int] = ..., kappa: _Optional[int] = ..., report_k: _Optional[int] = ..., step_rule: _Optional[str] = ..., budget: _Optional[int] = ..., prune_z: _Optional[float] = ..., phase1_keep: _Optional[str] = ..., local_start: _Optional[bool] = ..., adaptive_depth: _Optional[bool] = ..., local_ratio: _Optional[float] = ..., party_order: _Optional[str] = ..., prior_factor: _Optional[float] = ..., completion: _Optional[float] = ..., completion_mode: _Optional[str] = ..., pool_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class RunSpec(_message.Message):
+    __slots__ = ("run_id", "params", "party_ids", "party_sizes", "codec", "version")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_IDS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_SIZES_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    params: MechanismParams
+    party_ids: _containers.RepeatedScalarFieldContainer[str]
+    party_sizes: _containers.RepeatedScalarFieldContainer[int]
+    codec: str
+    version: int
+    def __init__(self, run_id: _Optional[str] = ..., params: _Optional[_Union[MechanismParams, _Mapping]] = ..., party_ids: _Optional[_Iterable[str]] = ..., party_sizes: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class EstimateTask(_message.Message):
+    __slots__ = ("level", "length", "candidates", "group")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    level: int
+    length: int
+    candidates: NDArray
+    group: str
+    def __init__(self, level: _Optional[int] = ..., length: _Optional[int] = ..., candidates: _Optional[_Union[NDArray, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
+
+class SearchTask(_message.Message):
+    __slots__ = ("mode", "start_length", "start_prefixes", "prior_items", "prior_estimates")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    START_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    START_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    start_length: int
+    start_prefixes: NDArray
+    prior_items: NDArray
+    prior_estimates: NDArray
+    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., start_prefixes: _Optional[_Union[NDArray, _Mapping]] = ..., prior_items: _Optional[_Union[NDArray, _Mapping]] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ...) -> None: ...
+
+class LevelCost(_message.Message):
+    __slots__ = ("length", "step", "candidates", "reports", "oracle", "hash_evaluations", "report_bytes")
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    ORACLE_FIELD_NUMBER: _ClassVar[int]
+    HASH_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    length: int
+    step: int
+    candidates: int
+    reports: int
+    oracle: str
+    hash_evaluations: int
+    report_bytes: int
+    def __init__(self, length: _Optional[int] = ..., step: _Optional[int] = ..., candidates: _Optional[int] = ..., reports: _Optional[int] = ..., oracle: _Optional[str] = ..., hash_evaluations: _Optional[int] = ..., report_bytes: _Optional[int] = ...) -> None: ...
+
+class EstimateResult(_message.Message):
+    __slots__ = ("estimates", "stderrs", "cost")
+    ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    STDERRS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    estimates: NDArray
+    stderrs: NDArray
+    cost: LevelCost
+    def __init__(self, estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., cost: _Optional[_Union[LevelCost, _Mapping]] = ...) -> None: ...
+
+class SearchResult(_message.Message):
+    __slots__ = ("items", "estimates", "stderrs", "levels")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    STDERRS_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    items: NDArray
+    estimates: NDArray
+    stderrs: NDArray
+    levels: _containers.RepeatedCompositeFieldContainer[LevelCost]
+    def __init__(self, items: _Optional[_Union[NDArray, _Mapping]] = ..., estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., levels: _Optional[_Iterable[_Union[LevelCost, _Mapping]]] = ...) -> None: ...
+
+class ErrorResult(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Request(_message.Message):
+    __slots__ = ("run_id", "request_id", "round", "party_id", "version", "estimate", "search")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    request_id: int
+    round: int
+    party_id: str
+    version: int
+    estimate: EstimateTask
+    search: SearchTask
+    def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[int] = ..., round: _Optional[int] = ..., party_id: _Optional[str] = ..., version: _Optional[int] = ..., estimate: _Optional[_Union[EstimateTask, _Mapping]] = ..., search: _Optional[_Union[SearchTask, _Mapping]] = ...) -> None: ...
+
+class Reply(_message.Message):
+    __slots__ = ("run_id", "request_id", "party_id", "version", "estimate", "search", "error")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    request_id: int
+    party_id: str
+    version: int
+    estimate: EstimateResult
+    search: SearchResult
+    error: ErrorResult
+    def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[int] = ..., party_id: _Optional[str] = ..., version: _Optional[int] = ..., estimate: _Optional[_Union[EstimateResult, _Mapping]] = ..., search: _Optional[_Union[SearchResult, _Mapping]] = ..., error: _Optional[_Union[ErrorResult, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,77 @@
+from fedhh.wire.v1 import protocol_pb2 as _protocol_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetTaskRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ReportTask(_message.Message):
+    __slots__ = ("run_id", "task_id", "m", "length", "codec", "oracle", "epsilon", "g", "pool_size", "pool_seed", "candidates")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    ORACLE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    G_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    POOL_SEED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    task_id: int
+    m: int
+    length: int
+    codec: str
+    oracle: str
+    epsilon: float
+    g: int
+    pool_size: int
+    pool_seed: int
+    candidates: _protocol_pb2.NDArray
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., m: _Optional[int] = ..., length: _Optional[int] = ..., codec: _Optional[str] = ..., oracle: _Optional[str] = ..., epsilon: _Optional[float] = ..., g: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_seed: _Optional[int] = ..., candidates: _Optional[_Union[_protocol_pb2.NDArray, _Mapping]] = ...) -> None: ...
+
+class SubmitReportRequest(_message.Message):
+    __slots__ = ("user_id", "run_id", "task_id", "report")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    run_id: str
+    task_id: int
+    report: bytes
+    def __init__(self, user_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., report: _Optional[bytes] = ...) -> None: ...
+
+class SubmitReportResponse(_message.Message):
+    __slots__ = ("accepted", "reports_in_task")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_IN_TASK_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reports_in_task: int
+    def __init__(self, accepted: _Optional[bool] = ..., reports_in_task: _Optional[int] = ...) -> None: ...
+
+class ReportStatusRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ReportStatus(_message.Message):
+    __slots__ = ("accepted", "open_task_id", "open_run_id", "reports_in_open_task")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_IN_OPEN_TASK_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    open_task_id: int
+    open_run_id: str
+    reports_in_open_task: int
+    def __init__(self, accepted: _Optional[int] = ..., open_task_id: _Optional[int] = ..., open_run_id: _Optional[str] = ..., reports_in_open_task: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,201 @@
+"""``fedhh coordinator ...`` and ``fedhh query ...``: argparse set-up and handlers (wired into
+:func:`fedhh.cli.build_parser`). gRPC is imported only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedhh.errors import ParameterError
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transport security")
+    g.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    g.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    g.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    p.add_argument("--token-file", type=Path, required=True, help="file holding your token")
+    p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
+    p.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
+
+
+def add_coordinator_parser(sub: Any) -> None:
+    coord = sub.add_parser("coordinator", help="the coordinator service (gRPC)")
+    csub = coord.add_subparsers(dest="coordinator_command", required=True)
+    serve = csub.add_parser(
+        "serve",
+        help="serve parties and analysts",
+        description="Run the coordinator: parties connect to it, analysts start and read runs.",
+    )
+    serve.add_argument("--listen", default="127.0.0.1:7700", metavar="HOST:PORT")
+    serve.add_argument("--db", type=Path, default=Path("fedhh-coordinator.sqlite"))
+    serve.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON)")
+    _tls_args(serve)
+    serve.add_argument(
+        "--deadline", type=float, default=300.0, help="default seconds a party has per request"
+    )
+    serve.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    serve.add_argument("--port-file", type=Path, help="write the bound port here")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_coordinator_serve)
+
+    tok = csub.add_parser(
+        "add-token",
+        help="create a bearer token",
+        description="Create a token for a party (bound to its id), an analyst or user devices; "
+        "write it to --out (mode 600) and append its hash to the tokens file.",
+    )
+    tok.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON) to extend")
+    tok.add_argument("--role", choices=["party", "analyst", "device"], required=True)
+    tok.add_argument("--name", required=True, help="party id, analyst name or device group")
+    tok.add_argument("--out", type=Path, required=True, help="file to write the token to")
+    tok.set_defaults(func=cmd_add_token)
+
+
+def cmd_coordinator_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    from fedhh.server.coordinator import serve
+
+    return serve(
+        args.listen,
+        args.db,
+        args.tokens,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        deadline=args.deadline,
+        max_message_bytes=args.max_message_bytes,
+        port_file=args.port_file,
+    )
+
+
+def cmd_add_token(args: argparse.Namespace) -> int:
+    from fedhh.wire.security import add_token
+
+    add_token(args.tokens, args.role, args.name, args.out)
+    print(f"{args.role} token for {args.name} written to {args.out}")
+    return 0
+
+
+# --- fedhh query ---------------------------------------------------------------------------------
+def add_query_parser(sub: Any) -> None:
+    q = sub.add_parser(
+        "query",
+        help="ask the coordinator (analyst API)",
+        description="Start, list, follow, read and cancel runs at a coordinator.",
+    )
+    _client_args(q)
+    q.add_argument("--json", action="store_true", help="JSON output instead of a table")
+    qs = q.add_subparsers(dest="query_command", required=True)
+    qs.add_parser("runs", help="list runs")
+    st = qs.add_parser("status", help="a run's state and progress")
+    st.add_argument("run_id")
+    top = qs.add_parser("top", help="a finished run's top-k with estimates and standard errors")
+    top.add_argument("run_id")
+    top.add_argument("-k", type=int, default=0, help="only the first K (default: all)")
+    fr = qs.add_parser("freq", help="estimates of given items")
+    fr.add_argument("run_id")
+    fr.add_argument("items", nargs="+")
+    co = qs.add_parser("cost", help="cost and privacy figures of a finished run")
+    co.add_argument("run_id")
+    sp = qs.add_parser("start", help="start a run from a run spec file (TOML)")
+    sp.add_argument("spec", type=Path)
+    sp.add_argument("--wait", action="store_true", help="wait until the run ends")
+    ca = qs.add_parser("cancel", help="cancel a run")
+    ca.add_argument("run_id")
+    q.set_defaults(func=cmd_query)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    text = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in text]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v) or "-"
+    return "" if v is None else str(v)
+
+
+RUN_COLS = ["run_id", "state", "mechanism", "round", "phase", "outstanding", "failed_parties"]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from fedhh.server.client import AnalystClient
+
+    from fedhh.wire.security import read_token_file
+
+    if args.insecure and args.ca_cert:
+        raise ParameterError("--insecure and --ca-cert exclude each other")
+    token = read_token_file(args.token_file)
+    out: Any
+    with AnalystClient(
+        args.coordinator, token=token, ca_cert=args.ca_cert, insecure=args.insecure
+    ) as c:
+        cmd = args.query_command
+        if cmd == "runs":
+            out, table = c.runs(), None
+            table = _table(out, RUN_COLS)
+        elif cmd == "status":
+            out = c.status(args.run_id)
+            table = _table([out], [*RUN_COLS, "error"])
+        elif cmd == "top":
+            if args.k < 0:
+                raise ParameterError("-k must be ≥ 0")
+            out = c.top(args.run_id, args.k)
+            table = _table(out, ["rank", "item", "estimate", "stderr", "parties"])
+        elif cmd == "freq":
+            out = c.freq(args.run_id, args.items)
+            table = _table(out, ["item", "found", "estimate", "stderr", "rank"])
+        elif cmd == "cost":
+            out = c.cost(args.run_id)
+            cost = out["cost"]
+            table = (
+                "\n".join(
+                    f"{k}: {cost[k]}"
+                    for k in (
+                        "rounds",
+                        "bytes_to_parties",
+                        "bytes_to_coordinator",
+                        "reports_per_party",
+                        "user_report_bytes",
+                        "hash_evaluations",
+                    )
+                    if k in cost
+                )
+                + "\n"
+                + out["privacy"].get("statement", "")
+            )
+        elif cmd == "start":
+            out = c.start_file(args.spec)
+            if args.wait:
+                out = c.wait(out["run_id"])
+            table = _table([out], [*RUN_COLS, "error"])
+        else:
+            out = c.cancel(args.run_id)
+            table = _table([out], RUN_COLS)
+    print(json.dumps(out, indent=2) if args.json else table)
+    return 0

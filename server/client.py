@@ -1,0 +1,190 @@
+"""The analyst's Python client of the coordinator (the same operations as ``fedhh query``)::
+
+    with AnalystClient("coord.example.org:7700", token=token, ca_cert=Path("ca.pem")) as c:
+        run = c.start(MechanismParams(mechanism="taps", k=16, m=32), ["party-0", "party-1"])
+        c.wait(run["run_id"])
+        for row in c.top(run["run_id"], k=10):
+            print(row["rank"], row["item"], row["estimate"], row["stderr"])
+
+Every method returns plain dicts/lists (JSON-ready); gRPC errors become
+:class:`~fedhh.errors.TransportError` with the status code name and the server's message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from fedhh.errors import ParameterError, TransportError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.wire import convert
+from fedhh.wire.security import open_channel
+from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
+
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+def _info(msg: Any) -> dict[str, Any]:
+    return {
+        "run_id": msg.run_id,
+        "state": msg.state,
+        "mechanism": msg.mechanism,
+        "party_ids": list(msg.party_ids),
+        "round": msg.round,
+        "phase": msg.phase,
+        "outstanding": msg.outstanding,
+        "failed_parties": list(msg.failed_parties),
+        "error": msg.error,
+        "policy": msg.policy,
+        "deadline_seconds": msg.deadline_seconds,
+        "created": msg.created,
+        "updated": msg.updated,
+    }
+
+
+def load_run_spec(path: Path) -> dict[str, Any]:
+    """A run spec file (TOML): ``parties = [...]``, optional ``run_id``, ``policy``,
+    ``deadline_seconds`` and a ``[params]`` table of MechanismParams fields."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"{path}: {exc}") from None
+    known = {"run_id", "parties", "policy", "deadline_seconds", "params"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ParameterError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    parties = doc.get("parties")
+    if not isinstance(parties, list) or not parties or not all(isinstance(p, str) for p in parties):
+        raise ParameterError(f"{path}: 'parties' must be a non-empty list of party ids")
+    params = doc.get("params", {})
+    if not isinstance(params, dict):
+        raise ParameterError(f"{path}: [params] must be a table")
+    return {
+        "params": MechanismParams.from_dict(params),
+        "party_ids": parties,
+        "run_id": str(doc.get("run_id", "")),
+        "policy": str(doc.get("policy", "continue")),
+        "deadline_seconds": float(doc.get("deadline_seconds", 0.0)),
+    }
+
+
+class AnalystClient:
+    """Start, follow and read runs at a coordinator."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str,
+        ca_cert: Path | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
+        self._stub = analyst_pb2_grpc.AnalystServiceStub(self._channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AnalystClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise TransportError(exc.code().name, exc.details() or "") from None
+
+    def start(
+        self,
+        params: MechanismParams,
+        party_ids: Sequence[str],
+        *,
+        run_id: str = "",
+        policy: str = "continue",
+        deadline_seconds: float = 0.0,
+    ) -> dict[str, Any]:
+        req = analyst_pb2.StartRunRequest(
+            run_id=run_id,
+            params=convert.params_to_pb(params),
+            party_ids=list(party_ids),
+            policy=policy,
+            deadline_seconds=deadline_seconds,
+        )
+        return _info(self._call("StartRun", req))
+
+    def start_file(self, path: Path) -> dict[str, Any]:
+        spec = load_run_spec(path)
+        return self.start(
+            spec["params"],
+            spec["party_ids"],
+            run_id=spec["run_id"],
+            policy=spec["policy"],
+            deadline_seconds=spec["deadline_seconds"],
+        )
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [_info(r) for r in self._call("ListRuns", analyst_pb2.ListRunsRequest()).runs]
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return _info(self._call("GetStatus", analyst_pb2.RunRef(run_id=run_id)))
+
+    def top(self, run_id: str, k: int = 0) -> list[dict[str, Any]]:
+        resp = self._call("GetTop", analyst_pb2.TopRequest(run_id=run_id, k=k))
+        return [
+            {
+                "rank": r.rank,
+                "item": r.item,
+                "code": r.code,
+                "estimate": r.estimate,
+                "stderr": r.stderr,
+                "parties": r.parties,
+            }
+            for r in resp.rows
+        ]
+
+    def document(self, run_id: str) -> dict[str, Any]:
+        """The full result document (``fedhh.result/1``)."""
+        resp = self._call("GetTop", analyst_pb2.TopRequest(run_id=run_id, k=0))
+        doc: dict[str, Any] = json.loads(resp.document_json)
+        return doc
+
+    def freq(self, run_id: str, items: Sequence[str]) -> list[dict[str, Any]]:
+        resp = self._call(
+            "GetFrequency", analyst_pb2.FrequencyRequest(run_id=run_id, items=list(items))
+        )
+        return [
+            MessageToDict(
+                r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for r in resp.rows
+        ]
+
+    def cost(self, run_id: str) -> dict[str, Any]:
+        resp = self._call("GetCost", analyst_pb2.RunRef(run_id=run_id))
+        return {"cost": json.loads(resp.cost_json), "privacy": json.loads(resp.privacy_json)}
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return _info(self._call("CancelRun", analyst_pb2.RunRef(run_id=run_id)))
+
+    def wait(self, run_id: str, timeout: float = 600.0, interval: float = 0.2) -> dict[str, Any]:
+        """Poll the run's status until it is done, failed or cancelled."""
+        end = time.monotonic() + timeout
+        while True:
+            info = self.status(run_id)
+            if info["state"] in FINAL_STATES:
+                return info
+            if time.monotonic() > end:
+                raise TransportError("DEADLINE_EXCEEDED", f"run {run_id} still {info['state']}")
+            time.sleep(interval)

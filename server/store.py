@@ -1,0 +1,298 @@
+"""The coordinator's state in SQLite: runs, registered parties, every round's requests and
+replies, failures (deadlines), final results and an audit log.
+
+Rows are only ever inserted or moved forward (a run's state, a party's last-seen time): a
+refused input never changes what is stored. Requests and replies are stored as protocol
+messages serialised by :mod:`fedhh.protocol.serde`, so a restarted coordinator can replay them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    params TEXT NOT NULL,
+    party_ids TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    spec BLOB,
+    result TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    round INTEGER NOT NULL DEFAULT 0,
+    phase TEXT NOT NULL DEFAULT '',
+    outstanding INTEGER NOT NULL DEFAULT 0,
+    failed TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parties (
+    party_id TEXT PRIMARY KEY,
+    n_users INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    source TEXT NOT NULL,
+    registered REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    run_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    party_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS replies (
+    run_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    party_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (run_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    party_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (run_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    run_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+ACTIVE_STATES = ("waiting", "running")
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    state: str
+    params: dict[str, Any]
+    party_ids: list[str]
+    policy: str
+    deadline: float
+    spec: bytes | None
+    result: dict[str, Any] | None
+    error: str
+    round: int
+    phase: str
+    outstanding: int
+    failed: list[str]
+    created: float
+    updated: float
+
+
+class Store:
+    """Thread-safe access to one SQLite file (one connection, one lock, WAL journal)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # --- parties -------------------------------------------------------------------------------
+    def register_party(self, party_id: str, n_users: int, codec: str, source: str) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO parties VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(party_id) DO UPDATE "
+                "SET n_users=excluded.n_users, codec=excluded.codec, source=excluded.source, "
+                "last_seen=excluded.last_seen",
+                (party_id, n_users, codec, source, now, now),
+            )
+
+    def touch_party(self, party_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE parties SET last_seen=? WHERE party_id=?", (time.time(), party_id))
+
+    def parties(self) -> dict[str, tuple[int, str, str]]:
+        rows = self._query("SELECT party_id, n_users, codec, source FROM parties")
+        return {r[0]: (int(r[1]), str(r[2]), str(r[3])) for r in rows}
+
+    # --- runs ----------------------------------------------------------------------------------
+    def insert_run(
+        self,
+        run_id: str,
+        params: dict[str, Any],
+        party_ids: list[str],
+        policy: str,
+        deadline: float,
+    ) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, state, params, party_ids, policy, deadline, created, "
+                "updated) VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?)",
+                (run_id, json.dumps(params), json.dumps(party_ids), policy, deadline, now, now),
+            )
+
+    def run_exists(self, run_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM runs WHERE run_id=?", (run_id,)))
+
+    def runs(self, states: tuple[str, ...] | None = None) -> list[RunRow]:
+        rows = self._query(
+            "SELECT run_id, state, params, party_ids, policy, deadline, spec, result, error, "
+            "round, phase, outstanding, failed, created, updated FROM runs ORDER BY created, run_id"
+        )
+        out = [
+            RunRow(
+                r[0],
+                r[1],
+                json.loads(r[2]),
+                json.loads(r[3]),
+                r[4],
+                float(r[5]),
+                r[6],
+                json.loads(r[7]) if r[7] else None,
+                r[8],
+                int(r[9]),
+                r[10],
+                int(r[11]),
+                json.loads(r[12]),
+                float(r[13]),
+                float(r[14]),
+            )
+            for r in rows
+        ]
+        return [r for r in out if states is None or r.state in states]
+
+    def run(self, run_id: str) -> RunRow | None:
+        for r in self.runs():
+            if r.run_id == run_id:
+                return r
+        return None
+
+    @staticmethod
+    def update_run(db: sqlite3.Connection, run_id: str, **fields: Any) -> None:
+        cols = []
+        vals: list[Any] = []
+        for key, value in fields.items():
+            if key in ("result", "failed"):
+                value = json.dumps(value, default=_json_default)
+            cols.append(f"{key}=?")
+            vals.append(value)
+        cols.append("updated=?")
+        vals.append(time.time())
+        db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE run_id=?", (*vals, run_id))
+
+    # --- requests, replies, failures -----------------------------------------------------------
+    @staticmethod
+    def insert_request(
+        db: sqlite3.Connection, run_id: str, request_id: int, rnd: int, party: str, msg: bytes
+    ) -> None:
+        db.execute(
+            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, request_id, rnd, party, msg, time.time()),
+        )
+
+    @staticmethod
+    def insert_reply(
+        db: sqlite3.Connection, run_id: str, request_id: int, party: str, msg: bytes
+    ) -> None:
+        db.execute(
+            "INSERT INTO replies VALUES (?, ?, ?, ?, ?)",
+            (run_id, request_id, party, msg, time.time()),
+        )
+
+    @staticmethod
+    def insert_failure(
+        db: sqlite3.Connection, run_id: str, request_id: int, party: str, reason: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
+            (run_id, request_id, party, reason, time.time()),
+        )
+
+    def requests(self, run_id: str) -> dict[int, bytes]:
+        rows = self._query("SELECT request_id, message FROM requests WHERE run_id=?", (run_id,))
+        return {int(r[0]): bytes(r[1]) for r in rows}
+
+    def replies(self, run_id: str) -> dict[int, bytes]:
+        rows = self._query("SELECT request_id, message FROM replies WHERE run_id=?", (run_id,))
+        return {int(r[0]): bytes(r[1]) for r in rows}
+
+    def failures(self, run_id: str) -> dict[int, tuple[str, str]]:
+        rows = self._query(
+            "SELECT request_id, party_id, reason FROM failures WHERE run_id=?", (run_id,)
+        )
+        return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for checks that nothing was lost)."""
+        return {
+            t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0])
+            for t in ("runs", "parties", "requests", "replies", "failures", "audit")
+        }
+
+    # --- audit ---------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, run_id: str = "", detail: str = "") -> None:
+        with self.transaction() as db:
+            self.audit_in(db, actor, action, run_id, detail)
+
+    @staticmethod
+    def audit_in(
+        db: sqlite3.Connection, actor: str, action: str, run_id: str = "", detail: str = ""
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit (at, actor, action, run_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, run_id, detail[:2000]),
+        )
+
+    def audit_log(self, run_id: str | None = None) -> list[tuple[float, str, str, str, str]]:
+        if run_id is None:
+            rows = self._query("SELECT at, actor, action, run_id, detail FROM audit ORDER BY id")
+        else:
+            rows = self._query(
+                "SELECT at, actor, action, run_id, detail FROM audit WHERE run_id=? ORDER BY id",
+                (run_id,),
+            )
+        return [(float(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,259 @@
+"""Helpers of the gRPC integration tests: a throwaway CA, tokens, and real processes on 127.0.0.1
+(each in its own session, stopped by killing its process group by PID)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fedhh.codec import IntCodec
+from fedhh.datasets import synthetic_zipf
+from fedhh.wire.security import add_token
+
+FEDHH = [sys.executable, "-m", "fedhh.cli"]
+M = 16
+
+
+@dataclass
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certs(d: Path) -> Certs:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it."""
+    d.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedhh test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = Certs(d / "ca.pem", d / "server.pem", d / "server.key")
+    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return out
+
+
+@dataclass
+class Proc:
+    """A process in its own session; ``stop`` kills its whole process group by PID."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=20)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    """Processes of one test (stopped at teardown) and the files they share."""
+
+    root: Path
+    certs: Certs
+    tokens: Path
+    procs: list[Proc] = field(default_factory=list)
+    coordinator_port: int = 0
+
+    def start(self, name: str, *args: str) -> Proc:
+        log = self.root / f"{name}-{len(self.procs)}.log"
+        fh = open(log, "wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        popen = subprocess.Popen(
+            [*FEDHH, *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.root,
+            env=env,
+        )
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+    def token(self, role: str, name: str) -> Path:
+        out = self.root / f"{role}-{name}.token"
+        if not out.exists():
+            add_token(self.tokens, role, name, out)
+        return out
+
+    def start_coordinator(self, *extra: str, db: str = "coord.sqlite") -> Proc:
+        port_file = self.root / "coord.port"
+        port_file.unlink(missing_ok=True)
+        listen = f"127.0.0.1:{self.coordinator_port}"
+        proc = self.start(
+            "coordinator",
+            "coordinator",
+            "serve",
+            "--listen",
+            listen,
+            "--db",
+            str(self.root / db),
+            "--tokens",
+            str(self.tokens),
+            "--tls-cert",
+            str(self.certs.cert),
+            "--tls-key",
+            str(self.certs.key),
+            "--port-file",
+            str(port_file),
+            *extra,
+        )
+        self.coordinator_port = int(wait_file(port_file, proc))
+        return proc
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.coordinator_port}"
+
+    def start_party(self, party_id: str, data: Path, *extra: str) -> Proc:
+        return self.start(
+            party_id,
+            "party",
+            "serve",
+            "--party-id",
+            party_id,
+            "--coordinator",
+            self.target,
+            "--token-file",
+            str(self.token("party", party_id)),
+            "--ca-cert",
+            str(self.certs.ca),
+            "--db",
+            str(self.root / f"{party_id}.sqlite"),
+            "--data",
+            str(data),
+            "--item-bits",
+            str(M),
+            "--poll-seconds",
+            "2",
+            *extra,
+        )
+
+    def query(self, *args: str, json_out: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            *FEDHH,
+            "query",
+            "--coordinator",
+            self.target,
+            "--token-file",
+            str(self.token("analyst", "alice")),
+            "--ca-cert",
+            str(self.certs.ca),
+            *(["--json"] if json_out else []),
+            *args,
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.root)
+
+
+def wait_file(path: Path, proc: Proc, timeout: float = 60.0) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{proc.name} did not write {path}:\n{proc.output()}")
+
+
+def wait_until(cond, timeout: float = 120.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def party_data(root: Path, users: int = 7500, parties: int = 3) -> list[Path]:
+    """Non-IID party files of M-bit integer items (one per line), of different sizes."""
+    ds = synthetic_zipf(
+        users,
+        parties,
+        m=M,
+        n_items=400,
+        s=1.1,
+        split="dirichlet",
+        alpha=0.5,
+        sizes="skewed",
+        seed=7,
+    )
+    files = []
+    for i, part in enumerate(ds.parties):
+        path = root / f"party-{i}.txt"
+        path.write_text("".join(f"{int(c)}\n" for c in part))
+        files.append(path)
+    return files
+
+
+def codec() -> IntCodec:
+    return IntCodec(M)

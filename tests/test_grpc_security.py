@@ -1,0 +1,279 @@
+"""The coordinator refuses bad input with precise gRPC statuses and keeps what it stored: wrong or
+missing tokens, another party's token, plaintext against TLS, oversized and malformed messages,
+out-of-range values, replies never asked for, duplicates. The test process plays party-0 (with
+the protocol's Party) so it can send both good and bad replies; the run completes afterwards
+with the same result as `fedhh simulate`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_harness import Cluster, make_certs
+
+from fedhh.codec import IntCodec
+from fedhh.engine import simulate
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.protocol import Party
+from fedhh.wire import convert
+from fedhh.wire.security import open_channel, read_token_file
+from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc, party_pb2, party_pb2_grpc
+
+PARAMS = MechanismParams(mechanism="pem-global", k=4, m=16, seed=5)
+CODES = np.random.default_rng(2).zipf(1.3, 3000).clip(max=60000).astype(np.uint64)
+
+
+def code_of(call, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, timeout=10, **kw)
+    return err.value.code()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
+    for role, name in (("analyst", "alice"), ("party", "party-0"), ("party", "party-1")):
+        c.token(role, name)
+    try:
+        c.start_coordinator("--max-message-bytes", str(1 << 20))
+        yield c
+    finally:
+        c.stop_all()
+
+
+def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
+    ca = cluster.certs.ca
+    tok = {
+        n: read_token_file(cluster.token(r, n))
+        for r, n in (("analyst", "alice"), ("party", "party-0"), ("party", "party-1"))
+    }
+    analyst = analyst_pb2_grpc.AnalystServiceStub(
+        open_channel(cluster.target, token=tok["alice"], ca_cert=ca)
+    )
+    p0 = party_pb2_grpc.PartyServiceStub(
+        open_channel(cluster.target, token=tok["party-0"], ca_cert=ca)
+    )
+    list_runs = analyst_pb2.ListRunsRequest()
+
+    # --- authentication and transport ---------------------------------------------------------
+    for token in (None, "not-a-token"):
+        stub = analyst_pb2_grpc.AnalystServiceStub(
+            open_channel(cluster.target, token=token, ca_cert=ca)
+        )
+        assert code_of(stub.ListRuns, list_runs) == grpc.StatusCode.UNAUTHENTICATED
+    as_party = analyst_pb2_grpc.AnalystServiceStub(
+        open_channel(cluster.target, token=tok["party-0"], ca_cert=ca)
+    )
+    assert code_of(as_party.ListRuns, list_runs) == grpc.StatusCode.PERMISSION_DENIED
+    plain = analyst_pb2_grpc.AnalystServiceStub(
+        open_channel(cluster.target, token=tok["alice"], insecure=True)
+    )
+    assert code_of(plain.ListRuns, list_runs) == grpc.StatusCode.UNAVAILABLE
+    as_analyst = party_pb2_grpc.PartyServiceStub(
+        open_channel(cluster.target, token=tok["alice"], ca_cert=ca)
+    )
+    reg = party_pb2.RegisterRequest(
+        party_id="party-0", n_users=CODES.size, codec="int:16", source="data"
+    )
+    assert code_of(as_analyst.Register, reg) == grpc.StatusCode.PERMISSION_DENIED
+
+    # --- registration ---------------------------------------------------------------------------
+    other = party_pb2.RegisterRequest(party_id="party-1", n_users=10, codec="int:16", source="data")
+    assert code_of(p0.Register, other) == grpc.StatusCode.PERMISSION_DENIED
+    for bad in (
+        party_pb2.RegisterRequest(party_id="party-0", n_users=0, codec="int:16", source="data"),
+        party_pb2.RegisterRequest(party_id="party-0", n_users=5, codec="int:99", source="data"),
+        party_pb2.RegisterRequest(party_id="party-0", n_users=5, codec="int:16", source="x"),
+    ):
+        assert code_of(p0.Register, bad) == grpc.StatusCode.INVALID_ARGUMENT
+    poll = party_pb2.PollRequest(party_id="party-0", wait_seconds=0)
+    assert code_of(p0.Poll, poll) == grpc.StatusCode.FAILED_PRECONDITION  # not registered yet
+    p0.Register(reg, timeout=10)
+
+    # --- run parameters -------------------------------------------------------------------------
+    def start(**kw) -> analyst_pb2.StartRunRequest:  # type: ignore[no-untyped-def]
+        fields = {
+            "mechanism": "pem-global",
+            "epsilon": 4.0,
+            "k": 4,
+            "m": 16,
+            "eta": 4,
+            "seed": 5,
+            **kw.pop("params", {}),
+        }
+        msg = convert.params_to_pb(PARAMS)
+        for key, value in fields.items():
+            setattr(msg, key, value)
+        return analyst_pb2.StartRunRequest(
+            params=msg, party_ids=kw.pop("parties", ["party-0"]), **kw
+        )
+
+    for bad in (
+        start(params={"epsilon": 0.0}),
+        start(params={"epsilon": float("nan")}),
+        start(params={"k": 0}),
+        start(params={"m": 65}),
+        start(params={"eta": 40}),
+        start(params={"mechanism": "nope"}),
+        start(parties=[]),
+        start(parties=["../etc"]),
+        start(parties=["party-0", "party-0"]),
+        start(policy="maybe"),
+        start(deadline_seconds=-1.0),
+        start(run_id="bad id!"),
+    ):
+        assert code_of(analyst.StartRun, bad) == grpc.StatusCode.INVALID_ARGUMENT
+    analyst.StartRun(start(run_id="sec-1", deadline_seconds=120.0), timeout=10)
+    assert code_of(analyst.StartRun, start(run_id="sec-1")) == grpc.StatusCode.ALREADY_EXISTS
+    top = analyst_pb2.TopRequest(run_id="sec-1")
+    assert code_of(analyst.GetTop, top) == grpc.StatusCode.FAILED_PRECONDITION  # still running
+    assert code_of(analyst.GetTop, analyst_pb2.TopRequest(run_id="nope")) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert code_of(analyst.GetTop, analyst_pb2.TopRequest(run_id="sec-1", k=-1)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+    # --- polling and replies --------------------------------------------------------------------
+    other_poll = party_pb2.PollRequest(party_id="party-1", wait_seconds=0)
+    assert code_of(p0.Poll, other_poll) == grpc.StatusCode.PERMISSION_DENIED
+    resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=10), timeout=20)
+    spec = convert.spec_from_pb(resp.spec)
+    req = convert.request_from_pb(resp.request)
+    party = Party(spec, "party-0", CODES)
+    good = convert.reply_to_pb(party.handle(req))
+    db = sqlite3.connect(cluster.root / "coord.sqlite")
+
+    def counts() -> tuple[int, int]:
+        return tuple(
+            db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # type: ignore[return-value]
+            for t in ("requests", "replies")
+        )
+
+    before = counts()
+
+    def variant(**change) -> party_pb2.SubmitReplyResponse:  # type: ignore[no-untyped-def]
+        msg = type(good)()
+        msg.CopyFrom(good)
+        for path, value in change.items():
+            target = msg
+            *parents, last = path.split("__")
+            for name in parents:
+                target = getattr(target, name)
+            if hasattr(value, "CopyFrom"):
+                getattr(target, last).CopyFrom(value)
+            else:
+                setattr(target, last, value)
+        return msg
+
+    n = req.task.candidates.size
+    short = convert.array_to_pb(np.zeros(n - 1))
+    nan = convert.array_to_pb(np.full(n, np.nan))
+    checks = {
+        grpc.StatusCode.NOT_FOUND: [variant(request_id=999)],
+        grpc.StatusCode.PERMISSION_DENIED: [variant(party_id="party-1")],
+        grpc.StatusCode.INVALID_ARGUMENT: [
+            variant(estimate__estimates__data=b"\x00\x01\x02"),  # malformed array
+            variant(estimate__estimates__dtype="complex128"),
+            variant(estimate__estimates=short),  # wrong length
+            variant(estimate__stderrs=nan),  # non-finite
+            variant(version=7),
+            type(good)(run_id="sec-1", request_id=0, party_id="party-0"),  # no result
+        ],
+    }
+    for status, msgs in checks.items():
+        for msg in msgs:
+            assert code_of(p0.SubmitReply, msg) == status, msg
+    huge = variant(estimate__estimates__data=b"\x00" * (2 << 20))
+    assert code_of(p0.SubmitReply, huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert counts() == before  # nothing stored, nothing lost
+
+    assert p0.SubmitReply(good, timeout=10).accepted
+    assert code_of(p0.SubmitReply, good) == grpc.StatusCode.ALREADY_EXISTS
+    assert counts()[1] == before[1] + 1
+
+    # --- the run is intact: finish it and compare with the in-process engine -----------------
+    while True:
+        resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=2), timeout=20)
+        if not resp.HasField("request"):
+            info = analyst.GetStatus(analyst_pb2.RunRef(run_id="sec-1"), timeout=10)
+            if info.state != "running":
+                break
+            continue
+        reply = party.handle(convert.request_from_pb(resp.request))
+        p0.SubmitReply(convert.reply_to_pb(reply), timeout=10)
+    assert info.state == "done", info.error
+    assert code_of(p0.SubmitReply, good) == grpc.StatusCode.FAILED_PRECONDITION  # run over
+    rows = analyst.GetTop(analyst_pb2.TopRequest(run_id="sec-1"), timeout=10).rows
+    want = simulate([CODES], IntCodec(16), PARAMS, party_ids=["party-0"])
+    assert [r.code for r in rows] == want.items.tolist()
+    np.testing.assert_array_equal([r.estimate for r in rows], want.estimates)
+    refused = db.execute("SELECT COUNT(*) FROM audit WHERE action LIKE 'refused:%'").fetchone()[0]
+    assert refused >= 20
+
+
+@pytest.mark.parametrize("policy", ["continue", "fail"])
+def test_party_missing_its_deadline(cluster: Cluster, policy: str) -> None:
+    """party-1 registers but never answers: after the deadline the run goes on without it
+    (recorded in the result) or fails with the reason, by policy."""
+    ca = cluster.certs.ca
+    stubs = {
+        pid: party_pb2_grpc.PartyServiceStub(
+            open_channel(
+                cluster.target, token=read_token_file(cluster.token("party", pid)), ca_cert=ca
+            )
+        )
+        for pid in ("party-0", "party-1")
+    }
+    for pid, stub in stubs.items():
+        stub.Register(
+            party_pb2.RegisterRequest(
+                party_id=pid, n_users=CODES.size, codec="int:16", source="data"
+            ),
+            timeout=10,
+        )
+    analyst = analyst_pb2_grpc.AnalystServiceStub(
+        open_channel(
+            cluster.target, token=read_token_file(cluster.token("analyst", "alice")), ca_cert=ca
+        )
+    )
+    analyst.StartRun(
+        analyst_pb2.StartRunRequest(
+            run_id="late",
+            params=convert.params_to_pb(PARAMS),
+            party_ids=["party-0", "party-1"],
+            policy=policy,
+            deadline_seconds=1.0,
+        ),
+        timeout=10,
+    )
+    party = None
+    while True:
+        resp = stubs["party-0"].Poll(
+            party_pb2.PollRequest(party_id="party-0", wait_seconds=1), timeout=20
+        )
+        info = analyst.GetStatus(analyst_pb2.RunRef(run_id="late"), timeout=10)
+        if info.state != "running":
+            break
+        if resp.HasField("request"):
+            if party is None:
+                party = Party(convert.spec_from_pb(resp.spec), "party-0", CODES)
+            reply = party.handle(convert.request_from_pb(resp.request))
+            try:
+                stubs["party-0"].SubmitReply(convert.reply_to_pb(reply), timeout=10)
+            except grpc.RpcError as exc:  # the run may have failed meanwhile
+                assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert list(info.failed_parties) == ["party-1"]
+    if policy == "continue":
+        assert info.state == "done"
+        doc = analyst.GetTop(analyst_pb2.TopRequest(run_id="late"), timeout=10)
+        result = json.loads(doc.document_json)
+        assert result["failed_parties"] == ["party-1"] and len(doc.rows) == PARAMS.k
+        assert result["cost"]["reports_per_party"]["party-1"] == 0
+    else:
+        assert info.state == "failed"
+        assert "party party-1 failed: no reply to request 1 within 1 s" in info.error
