@@ -215,6 +215,47 @@ def markdown(summary: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
                     cells.append(_fmt(hit[0]["f1_mean"], hit[0]["f1_std"], 2) if hit else "")
                 lines.append(f"| {x:g} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines.append(standing(summary, cfg))
+    return "\n".join(lines) + "\n"
+
+
+def standing(summary: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
+    """Where TAP and TAPS stand against the better baseline at every point (F1 difference)."""
+    ours = [lab for lab in cfg["mechanisms"] if lab in ("TAP", "TAPS")]
+    base = [lab for lab in cfg["mechanisms"] if lab.startswith("PEM")]
+    if not ours or not base:
+        return ""
+    idx = {(s["dataset"], s["sweep"], s["x"], s["label"]): s for s in summary}
+    points = sorted({(s["dataset"], s["sweep"], s["x"]) for s in summary})
+    lines = [
+        "## TAP and TAPS against the better baseline",
+        "",
+        "F1 difference to the better of PEM-Local and PEM-Global at each point; a point counts as "
+        "a win or a loss when the difference exceeds twice its standard error over the repeats.",
+        "",
+        "| mechanism | points | wins | ties | losses | mean ΔF1 | worst ΔF1 (where) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for lab in ours:
+        diffs = []
+        for p in points:
+            rows_b = [idx[(*p, b)] for b in base if (*p, b) in idx]
+            if (*p, lab) not in idx or not rows_b:
+                continue
+            best = max(rows_b, key=lambda r: r["f1_mean"])
+            me = idx[(*p, lab)]
+            se = math.sqrt((me["f1_std"] ** 2 + best["f1_std"] ** 2) / max(me["n"], 1))
+            diffs.append((me["f1_mean"] - best["f1_mean"], se, p))
+        if not diffs:
+            continue
+        wins = sum(d > 2 * se for d, se, _ in diffs)
+        losses = sum(d < -2 * se for d, se, _ in diffs)
+        worst = min(diffs, key=lambda t: t[0])
+        where = f"{worst[2][0]}, {worst[2][1]} = {worst[2][2]:g}"
+        lines.append(
+            f"| {lab} | {len(diffs)} | {wins} | {len(diffs) - wins - losses} | {losses} | "
+            f"{np.mean([d for d, _, _ in diffs]):+.3f} | {worst[0]:+.3f} ({where}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -265,12 +306,23 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, help="override the config's repeats")
     ap.add_argument("--out", type=Path, help="override the config's output folder")
+    ap.add_argument(
+        "--summarise-only", action="store_true", help="rebuild tables and plots from runs.csv"
+    )
     args = ap.parse_args()
     cfg = load_config(args.config)
     if args.repeats is not None:
         cfg["study"]["repeats"] = args.repeats
     out = args.out or Path(cfg["study"].get("out", f"experiments/results/{cfg['study']['name']}"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.summarise_only:
+        with (out / "runs.csv").open() as fh:
+            rows = [_typed(r) for r in csv.DictReader(fh)]
+        summary = summarise(rows)
+        write_csv(out / "summary.csv", summary)
+        (out / "summary.md").write_text(markdown(summary, cfg))
+        print(f"rebuilt summary and {len(plot(summary, cfg, out))} plots in {out}")
+        return
     planned = plan_jobs(cfg)
     # A sweep's default value is the default point: run each distinct configuration once.
     unique: dict[tuple, Job] = {}
@@ -307,6 +359,15 @@ def main() -> None:
         file=sys.stderr,
     )
     print(f"reproduce: .venv/bin/python experiments/study.py {args.config}", file=sys.stderr)
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(row)
+    for key in ("x", "epsilon", *METRICS, *COSTS):
+        out[key] = float(row[key]) if row[key] not in ("", "nan") else math.nan
+    for key in ("rep", "k", "parties"):
+        out[key] = int(row[key])
+    return out
 
 
 def _config_key(j: Job) -> tuple:
