@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from fedhh.storage import open_database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handled (
     run_id TEXT NOT NULL,
@@ -41,10 +43,7 @@ class AgentStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.path, _SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

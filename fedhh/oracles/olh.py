@@ -62,19 +62,12 @@ def _grr_over_buckets(
     return np.where(keep, truth, other).astype(np.uint32)
 
 
-@dataclass(frozen=True)
-class OLH(FrequencyOracle):
-    """Optimised local hashing with a fresh 64-bit seed per user; reports are (seed, bucket).
+class _LocalHashing(FrequencyOracle):
+    """What plain and seed-pool OLH share: the hash range g and the GRR over buckets."""
 
-    ``g`` defaults to round(e^ε) + 1; ``threads`` bounds the decode threads (default: all cores).
-    """
+    g: int
 
-    epsilon: float
-    g: int = 0
-    threads: int | None = None
-    name: ClassVar[str] = "olh"
-
-    def __post_init__(self) -> None:
+    def _init_g(self) -> None:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         g = optimal_g(self.epsilon) if self.g == 0 else check_count("g", self.g, 2)
         if g > MAX_G:
@@ -88,6 +81,22 @@ class OLH(FrequencyOracle):
     @property
     def keep_probability(self) -> float:
         return self.probabilities()[0]
+
+
+@dataclass(frozen=True)
+class OLH(_LocalHashing):
+    """Optimised local hashing with a fresh 64-bit seed per user; reports are (seed, bucket).
+
+    ``g`` defaults to round(e^ε) + 1; ``threads`` bounds the decode threads (default: all cores).
+    """
+
+    epsilon: float
+    g: int = 0
+    threads: int | None = None
+    name: ClassVar[str] = "olh"
+
+    def __post_init__(self) -> None:
+        self._init_g()
 
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
@@ -132,7 +141,7 @@ class PoolSketch:
 
 
 @dataclass(frozen=True)
-class OLHPool(FrequencyOracle):
+class OLHPool(_LocalHashing):
     """Seed-pool OLH [choice]: seeds come from a public pool of ``pool_size`` seeds.
 
     The pool is derived from ``pool_seed`` (public, per run). Reports are (seed index, bucket).
@@ -146,19 +155,11 @@ class OLHPool(FrequencyOracle):
     name: ClassVar[str] = "olh-pool"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        self._init_g()
         check_count("pool_size", self.pool_size, 1)
         if self.pool_size > 1 << 24:
             raise ParameterError(f"pool_size must be at most 2^24, got {self.pool_size}")
         check_count("pool_seed", self.pool_seed, 0)
-        g = optimal_g(self.epsilon) if self.g == 0 else check_count("g", self.g, 2)
-        if g > MAX_G:
-            raise ParameterError(f"g must be at most {MAX_G}, got {g}")
-        object.__setattr__(self, "g", g)
-
-    def probabilities(self, domain_size: int = 0) -> tuple[float, float]:
-        e = math.exp(self.epsilon)
-        return e / (e + self.g - 1), collision_probability(self.g)
 
     @property
     def pool_keys(self) -> HashKeys:
@@ -186,8 +187,7 @@ class OLHPool(FrequencyOracle):
         vals = as_values(values)
         idx = rng.integers(0, self.pool_size, size=vals.size, dtype=np.uint32)
         h = bucket_of(hash32(self.pool_keys.take(idx), vals), self.g)
-        p = self.probabilities()[0]
-        y = _grr_over_buckets(h, self.g, p, rng)
+        y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed_index": idx, "bucket": y})
 
     def sketch(self, reports: Reports) -> PoolSketch:
