@@ -22,6 +22,7 @@ STEP_RULES = ("fixed", "adaptive", "variance")
 PARTY_ORDERS = ("size-desc", "size-asc", "given")
 COMPLETION_MODES = ("fill", "sum")
 PHASE1_KEEP = ("top", "confidence")
+DEPTH_RULES = ("chi2", "ratio")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class MechanismParams:
     phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
     local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
     adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
-    local_ratio: float = 0.6  # adaptive depth: go local once √M / N_eff reaches this
+    depth_rule: str = "chi2"  # [choice] adaptive depth: "chi2" (heterogeneity) or "ratio"
+    heterogeneity: float = 3.0  # "chi2": go local once χ²/df is this many σ above 1
+    local_ratio: float = 0.6  # "ratio": go local once √M / N_eff reaches this
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
@@ -99,6 +102,14 @@ class MechanismParams:
         need(
             isinstance(self.local_start, bool) and isinstance(self.adaptive_depth, bool),
             "local_start and adaptive_depth must be true or false",
+        )
+        need(
+            self.depth_rule in DEPTH_RULES,
+            f"unknown depth rule {self.depth_rule!r}; choose one of {', '.join(DEPTH_RULES)}",
+        )
+        need(
+            math.isfinite(self.heterogeneity) and self.heterogeneity > 0,
+            f"heterogeneity must be a finite number > 0, got {self.heterogeneity!r}",
         )
         need(
             math.isfinite(self.local_ratio) and self.local_ratio > 0,

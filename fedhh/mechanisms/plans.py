@@ -112,6 +112,39 @@ def _phase1_keep(
     return top
 
 
+def heterogeneity_z(replies: Replies, top: np.ndarray, est: Floats, sizes: list[int]) -> float:
+    """z-score of χ²/df for the parties' estimates of the kept prefixes against the homogeneous
+    model c_i(v) = (n_i/N)·F(v): (χ²/df − 1)/√(2/df). Near 0 when the parties' data look alike
+    (IID); large when they differ more than their noise explains."""
+    if len(replies) < 2 or top.size == 0:
+        return math.inf
+    total = float(sum(sizes[i] for i in replies))
+    stat, df = 0.0, 0
+    for i, res in replies.items():
+        assert isinstance(res, EstimateResult)
+        resid = (res.estimates[top] - sizes[i] / total * est[top]) / np.maximum(
+            res.stderrs[top], 1e-9
+        )
+        stat += float(np.sum(resid**2))
+        df += top.size
+    df = max(df - top.size, 1)  # F is estimated from the same data
+    return (stat / df - 1.0) / math.sqrt(2.0 / df)
+
+
+def go_local(
+    params: MechanismParams,
+    replies: Replies,
+    top: np.ndarray,
+    est: Floats,
+    se: Floats,
+    sizes: list[int],
+) -> bool:
+    """Adaptive depth [choice]: whether Phase II should start after this shared level."""
+    if params.depth_rule == "ratio":
+        return local_advantage(replies, top, est, se) >= params.local_ratio
+    return heterogeneity_z(replies, top, est, sizes) >= params.heterogeneity
+
+
 def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) -> float:
     """√M / N_eff for the kept prefixes: how much better one party sees an item than the sum does.
 
@@ -187,10 +220,7 @@ def run_plan(
         stop = j + 1 == len(shared) or (
             mech != "pem-global"
             and j + 1 >= (params.phase1_levels or 0)
-            and (
-                not params.adaptive_depth
-                or local_advantage(replies, top, est, se) >= params.local_ratio
-            )
+            and (not params.adaptive_depth or go_local(params, replies, top, est, se, party_sizes))
         )
         if stop:
             cand, est, se = cand[top], est[top], se[top]

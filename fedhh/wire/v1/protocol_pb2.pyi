@@ -17,7 +17,7 @@ class NDArray(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MechanismParams(_message.Message):
-    __slots__ = ("mechanism", "epsilon", "k", "m", "oracle", "eta", "gamma", "phase1_levels", "kappa1", "kappa", "report_k", "step_rule", "budget", "prune_z", "phase1_keep", "local_start", "adaptive_depth", "local_ratio", "party_order", "prior_factor", "completion", "completion_mode", "pool_size", "seed")
+    __slots__ = ("mechanism", "epsilon", "k", "m", "oracle", "eta", "gamma", "phase1_levels", "kappa1", "kappa", "report_k", "step_rule", "budget", "prune_z", "phase1_keep", "local_start", "adaptive_depth", "local_ratio", "party_order", "prior_factor", "completion", "completion_mode", "pool_size", "seed", "depth_rule", "heterogeneity")
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class MechanismParams(_message.Message):
     COMPLETION_MODE_FIELD_NUMBER: _ClassVar[int]
     POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_RULE_FIELD_NUMBER: _ClassVar[int]
+    HETEROGENEITY_FIELD_NUMBER: _ClassVar[int]
     mechanism: str
     epsilon: float
     k: int
@@ -66,7 +68,9 @@ class MechanismParams(_message.Message):
     completion_mode: str
     pool_size: int
     seed: int
-    def __init__(self, mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., oracle: _Optional[str] = ..., eta: _Optional[int] = ..., gamma: _Optional[int] = ..., phase1_levels: _Optional[int] = ..., kappa1: _Optional[int] = ..., kappa: _Optional[int] = ..., report_k: _Optional[int] = ..., step_rule: _Optional[str] = ..., budget: _Optional[int] = ..., prune_z: _Optional[float] = ..., phase1_keep: _Optional[str] = ..., local_start: _Optional[bool] = ..., adaptive_depth: _Optional[bool] = ..., local_ratio: _Optional[float] = ..., party_order: _Optional[str] = ..., prior_factor: _Optional[float] = ..., completion: _Optional[float] = ..., completion_mode: _Optional[str] = ..., pool_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    depth_rule: str
+    heterogeneity: float
+    def __init__(self, mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., oracle: _Optional[str] = ..., eta: _Optional[int] = ..., gamma: _Optional[int] = ..., phase1_levels: _Optional[int] = ..., kappa1: _Optional[int] = ..., kappa: _Optional[int] = ..., report_k: _Optional[int] = ..., step_rule: _Optional[str] = ..., budget: _Optional[int] = ..., prune_z: _Optional[float] = ..., phase1_keep: _Optional[str] = ..., local_start: _Optional[bool] = ..., adaptive_depth: _Optional[bool] = ..., local_ratio: _Optional[float] = ..., party_order: _Optional[str] = ..., prior_factor: _Optional[float] = ..., completion: _Optional[float] = ..., completion_mode: _Optional[str] = ..., pool_size: _Optional[int] = ..., seed: _Optional[int] = ..., depth_rule: _Optional[str] = ..., heterogeneity: _Optional[float] = ...) -> None: ...
 
 class RunSpec(_message.Message):
     __slots__ = ("run_id", "params", "party_ids", "party_sizes", "codec", "version")
