@@ -35,7 +35,8 @@ _SALT_HI = np.uint64(0xD1B54A32D192ED03)
 _SALT_B = np.uint64(0x8CB92BA72F3D8DD7)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
-_BLOCK_ELEMENTS = 1 << 16  # users × candidates per block: a few hundred KiB, cache-resident
+_BLOCK_ELEMENTS = 1 << 16  # seeds × candidates per pool-decode block (cache-resident)
+_DECODE_BLOCK_ELEMENTS = 1 << 20  # candidates × users per OLH decode block (8 MiB per thread)
 
 
 def splitmix64(x: U64) -> U64:
@@ -111,23 +112,25 @@ def default_threads() -> int:
 def _count_block_range(
     keys: HashKeys, offset: U64, width: U64, x_lo: U64, x_hi: U64 | None, lo: int, hi: int
 ) -> NDArray[np.int64]:
+    # Candidates × users blocks: the count runs along contiguous rows (measured ~12% faster than
+    # users × candidates at n = 100k, |C| = 1024).
     n_cand = x_lo.size
-    block = max(1, _BLOCK_ELEMENTS // n_cand)
+    block = max(64, _DECODE_BLOCK_ELEMENTS // n_cand)
     counts = np.zeros(n_cand, dtype=np.int64)
-    t_buf = np.empty((block, n_cand), dtype=np.uint64)
-    u_buf = np.empty((block, n_cand), dtype=np.uint64) if x_hi is not None else None
-    m_buf = np.empty((block, n_cand), dtype=bool)
+    t_buf = np.empty((n_cand, block), dtype=np.uint64)
+    u_buf = np.empty((n_cand, block), dtype=np.uint64) if x_hi is not None else None
+    m_buf = np.empty((n_cand, block), dtype=bool)
     for s in range(lo, hi, block):
         e = min(s + block, hi)
-        t, m = t_buf[: e - s], m_buf[: e - s]
-        np.multiply(keys.a_lo[s:e, None], x_lo[None, :], out=t)
+        t, m = t_buf[:, : e - s], m_buf[:, : e - s]
+        np.multiply(x_lo[:, None], keys.a_lo[None, s:e], out=t)
         if x_hi is not None and u_buf is not None:
-            u = u_buf[: e - s]
-            np.multiply(keys.a_hi[s:e, None], x_hi[None, :], out=u)
+            u = u_buf[:, : e - s]
+            np.multiply(x_hi[:, None], keys.a_hi[None, s:e], out=u)
             t += u
-        t += offset[s:e, None]
-        np.less(t, width[s:e, None], out=m)
-        counts += np.count_nonzero(m, axis=0)
+        t += offset[None, s:e]
+        np.less(t, width[None, s:e], out=m)
+        counts += np.count_nonzero(m, axis=1)
     return counts
 
 
