@@ -189,3 +189,31 @@ def test_transport_independent_result(fed) -> None:
     np.testing.assert_array_equal(direct.items, coord.result.items)
     np.testing.assert_array_equal(direct.estimates, coord.result.estimates)
     assert IntCodec(16).m == spec.params.m
+
+
+@pytest.mark.parametrize("mechanism", ["taps", "tap", "pem-global", "pem-local"])
+def test_continue_policy_survives_a_failed_party_in_every_mechanism(fed, mechanism: str) -> None:
+    """A TAPS turn addresses one party: if it fails, the sequential pass goes on without it."""
+    spec, parties = _run(fed, mechanism=mechanism, completion=0.1 if mechanism == "taps" else 0.0)
+    coord = Coordinator(spec, "continue")
+    gone = spec.party_ids[1]
+    queue = coord.start()
+    while queue:
+        nxt = []
+        for req in queue:
+            if req.party_id == gone:
+                nxt.extend(coord.fail_party(gone, "node gone"))
+            else:
+                nxt.extend(coord.step(parties[req.party_id].handle(req)))
+        queue = nxt
+    assert coord.error is None and coord.result is not None
+    assert coord.result.failed_parties == [gone] and coord.result.items.size > 0
+
+
+def test_run_fails_when_every_party_fails(fed) -> None:
+    spec, _ = _run(fed, mechanism="taps")
+    coord = Coordinator(spec, "continue")
+    queue = coord.start()
+    for pid in spec.party_ids:
+        queue = coord.fail_party(pid, "node gone") or queue
+    assert coord.result is None and "no party answered" in (coord.error or "")

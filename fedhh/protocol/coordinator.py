@@ -168,11 +168,12 @@ class Coordinator:
             self.progress.outstanding = len(self._pending)
             return []
         replies, self._replies = self._replies, {}
-        if not replies:
+        if not replies and len(self.failed) == len(self.spec.party_ids):
             self.error = (
                 f"round {self.round}: no party answered ({'; '.join(self.failed.values())})"
             )
             return []
+        # A round whose addressed parties all failed (a TAPS turn) goes on without them.
         return self._advance(replies)
 
     def _advance(self, replies: Replies | None) -> list[Request]:
@@ -196,7 +197,7 @@ class Coordinator:
             requests.append(req)
         first = next(iter(rnd.values()))
         self.progress = Progress(self.round, _phase_of(first), len(requests), False)
-        if not requests:  # every addressed party has failed before
+        if not requests:  # every addressed party has failed before: the round is empty
             return self._maybe_next()
         return requests
 
