@@ -153,8 +153,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(ds.describe(), file=sys.stderr)
-    progress = ProgressLine(expected_rounds(params, ds.n_parties), not args.quiet)
-    result = simulate(ds.parties, ds.codec, params, progress=progress)
+    if args.engine == "flower":
+        from fedhh.server.flower_sim import simulate_flower_args  # Flower simulation (Ray)
+
+        result = simulate_flower_args(args, params, ds.n_parties)
+    else:
+        progress = ProgressLine(expected_rounds(params, ds.n_parties), not args.quiet)
+        result = simulate(ds.parties, ds.codec, params, progress=progress)
     scores = ds.evaluate(result.items, result.estimates, params.k)
     doc = result_document(result, ds.codec, scores)
     if args.output is not None:
@@ -178,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dataset_args(sim)
     _add_run_args(sim)
+    sim.add_argument(
+        "--engine",
+        choices=["inprocess", "flower"],
+        default="inprocess",
+        help="inprocess (default) or flower: Flower's simulation engine (Ray, 1 CPU per party)",
+    )
     sim.set_defaults(func=cmd_simulate)
     from fedhh.clients.cli import add_party_parser  # deployment over gRPC
     from fedhh.server.cli import add_coordinator_parser, add_query_parser

@@ -1,0 +1,331 @@
+"""A Flower deployment on one machine: ``flower-superlink`` and one ``flower-supernode`` per party
+on 127.0.0.1, and the app started on it with ``flwr run`` (integration tests, benchmarks).
+
+Every process gets its own port and runs in its own session; :meth:`LocalDeployment.stop` kills
+each process group by PID (children included: the SuperExec and app processes Flower spawns).
+``FLWR_HOME`` is a private directory with a Flower config that names the SuperLink connection,
+and telemetry is off. The run's outcome is read from the run's output file and its status from
+``flwr ls`` (``flwr run --stream`` can exit 0 after a ServerApp crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedhh.errors import FedHHError
+
+CONNECTION = "fedhh-local"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config_value(value: Any) -> str:
+    """A run-/node-config value in Flower's ``key=value`` syntax (TOML values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def config_args(cfg: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={config_value(v)}" for k, v in cfg.items())
+
+
+def _tool(name: str) -> str:
+    """A Flower command from this interpreter's environment (falls back to PATH)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise FedHHError(f"{name} not found: install flwr==1.42.0")
+    return found
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state letter) of a process from /proc, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), fields[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid`` (Flower's SuperExec starts its own sessions)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def is_running(pid: int) -> bool:
+    """True if the process exists and is not a zombie (an exited, unreaped process)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[1] != "Z"
+
+
+def _kill(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    pids: set[int] = field(default_factory=set)  # every process of this tree ever seen
+
+    def stop(self) -> None:
+        """Stop the process, its process group and every descendant (by PID)."""
+        tree = descendants(self.popen.pid) if self.popen.poll() is None else []
+        self.pids.update([self.popen.pid, *tree])
+        _kill(self.popen.pid, signal.SIGTERM, group=True)
+        for pid in tree:
+            _kill(pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill(self.popen.pid, signal.SIGKILL, group=True)  # what is left of the group
+        for pid in tree:
+            _kill(pid, signal.SIGKILL)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
+            pass
+
+
+@dataclass
+class LocalDeployment:
+    """SuperLink + SuperNodes on 127.0.0.1 under ``root`` (FLWR_HOME is ``root/flwr-home``)."""
+
+    root: Path
+    procs: list[_Proc] = field(default_factory=list)
+    superlink_port: int = 0
+    stopped_pids: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.home = self.root / "flwr-home"
+        self.home.mkdir(exist_ok=True)
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(self.home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    # --- processes -------------------------------------------------------------------------
+    def _start(self, name: str, argv: Sequence[str]) -> _Proc:
+        log = self.root / f"{name}.log"
+        with open(log, "wb") as fh:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
+                env=self.env,
+            )
+        proc = _Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def start_superlink(self) -> None:
+        self.superlink_port = free_port()
+        self._start(
+            "superlink",
+            [
+                _tool("flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.superlink_port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f"[superlink.{CONNECTION}]\n"
+            f'address = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
+        )
+        self._wait_port(self.superlink_port, "superlink")
+
+    def start_supernode(self, name: str, node_config: Mapping[str, Any]) -> None:
+        self._start(
+            name,
+            [
+                _tool("flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.superlink_port}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                config_args(node_config),
+            ],
+        )
+
+    def _wait_port(self, port: int, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.procs[-1]
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise FedHHError(f"{name} exited: {self.log_tail(name)}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise FedHHError(f"{name} did not listen on port {port} within {timeout:g} s")
+
+    def stop(self) -> None:
+        """Stop every process this deployment started, children included."""
+        for proc in reversed(self.procs):
+            proc.stop()
+            self.stopped_pids.update(proc.pids)
+        self.procs.clear()
+
+    def leftovers(self, wait: float = 10.0) -> list[int]:
+        """Processes of the stopped deployment still running (should be none)."""
+        deadline = time.monotonic() + wait
+        while True:
+            alive = sorted(p for p in self.stopped_pids if is_running(p))
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            time.sleep(0.1)
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        for p in self.procs:
+            if p.name == name and p.log.exists():
+                return p.log.read_text(errors="replace")[-chars:]
+        return ""
+
+    def logs(self, chars: int = 2000) -> str:
+        return "\n".join(f"--- {p.name}\n{self.log_tail(p.name, chars)}" for p in self.procs)
+
+    # --- runs ------------------------------------------------------------------------------
+    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_tool("flwr"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> int:
+        """``flwr run`` the app (without streaming) and return the run id."""
+        args = ["run", str(app_dir), CONNECTION, "--format", "json"]
+        for key, value in run_config.items():
+            args += ["--run-config", f"{key}={config_value(value)}"]
+        out = self.flwr(*args)
+        try:
+            payload = json.loads(out.stdout)
+            return int(payload["run-id"])
+        except (ValueError, KeyError, TypeError):
+            raise FedHHError(
+                f"flwr run failed ({out.returncode}): {out.stdout}{out.stderr}"
+            ) from None
+
+    def status(self, run_id: int) -> str:
+        """The run's status text from ``flwr ls`` (e.g. ``finished:completed``)."""
+        out = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+        try:
+            runs = json.loads(out.stdout)["runs"]
+            return str(runs[0]["status"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise FedHHError(
+                f"flwr ls failed ({out.returncode}): {out.stdout}{out.stderr}"
+            ) from None
+
+    def wait(self, run_id: int, timeout: float = 300.0) -> str:
+        """Wait for the run to finish; returns its final status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if status.startswith("finished"):
+                return status
+            time.sleep(0.5)
+        raise FedHHError(f"run {run_id} did not finish within {timeout:g} s")
+
+    def run_app(
+        self, app_dir: Path, run_config: Mapping[str, Any], output: Path, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        """Run the app, wait for it and return the result document from ``output``."""
+        output.unlink(missing_ok=True)
+        run_id = self.submit(app_dir, {**run_config, "output": str(output)})
+        status = self.wait(run_id, timeout)
+        if status != "finished:completed":
+            raise FedHHError(f"run {run_id} ended {status}\n{self.logs()}")
+        if not output.exists():
+            raise FedHHError(f"run {run_id} completed but wrote no {output}\n{self.logs()}")
+        doc: dict[str, Any] = json.loads(output.read_text())
+        return doc
+
+
+def start_local(
+    root: Path, node_configs: Sequence[Mapping[str, Any]], timeout: float = 60.0
+) -> LocalDeployment:
+    """A SuperLink and one SuperNode per node config, all connected (or an error)."""
+    dep = LocalDeployment(root)
+    try:
+        dep.start_superlink()
+        for i, cfg in enumerate(node_configs):
+            dep.start_supernode(f"supernode-{i}", cfg)
+    except BaseException:
+        dep.stop()
+        raise
+    return dep
+
+
+__all__ = [
+    "LocalDeployment",
+    "config_args",
+    "config_value",
+    "descendants",
+    "free_port",
+    "is_running",
+    "start_local",
+]
