@@ -277,3 +277,25 @@ def test_party_search_tree_is_inspectable(federation) -> None:
         anc = trie.ancestors(int(node))
         assert trie.alive[anc].all()
     assert trie.export()["label"]
+
+
+def test_completion_fills_only_the_items_a_party_did_not_report() -> None:
+    from fedhh.mechanisms.plans import complete
+    from fedhh.mechanisms.tasks import EstimateResult, LevelCost
+
+    items = np.array([5, 7, 9], np.uint64)
+    by_party = {
+        0: (np.array([9, 5], np.uint64), np.array([90.0, 50.0]), np.array([3.0, 4.0])),
+        1: (np.zeros(0, np.uint64), np.zeros(0), np.zeros(0)),
+    }
+    cost = LevelCost(32, 0, 3, 10, "grr", 0, 10)
+    replies = {
+        0: EstimateResult(np.array([1.0, 2.0, 3.0]), np.ones(3), cost),
+        1: EstimateResult(np.array([10.0, 20.0, 30.0]), np.full(3, 2.0), cost),
+    }
+    fill = complete(by_party, replies, items, "fill")
+    np.testing.assert_allclose(fill.estimates, [60.0, 22.0, 120.0])
+    np.testing.assert_allclose(fill.stderrs**2, [20.0, 5.0, 13.0])
+    np.testing.assert_array_equal(fill.contributors, [2, 2, 2])
+    fresh = complete(by_party, replies, items, "sum")  # reserve estimates only
+    np.testing.assert_allclose(fresh.estimates, [11.0, 22.0, 33.0])

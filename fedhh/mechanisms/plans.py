@@ -25,6 +25,7 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
+from fedhh.oracles.base import candidate_index
 
 Task = EstimateTask | SearchTask
 Result = EstimateResult | SearchResult
@@ -274,12 +275,10 @@ def complete(
         have = np.zeros(items.size, dtype=bool)
         if i in by_party and (mode == "fill" or i not in replies):
             p_items, p_e, p_s = by_party[i]
-            pos = np.searchsorted(p_items, items, sorter=np.argsort(p_items))
-            order = np.argsort(p_items)
-            pos = np.minimum(pos, max(p_items.size - 1, 0))
             if p_items.size:
-                hit = p_items[order[pos]] == items
-                p_est[hit], p_var[hit] = p_e[order[pos[hit]]], p_s[order[pos[hit]]] ** 2
+                idx = candidate_index(items, p_items)  # len(p_items) where not reported
+                hit = idx < p_items.size
+                p_est[hit], p_var[hit] = p_e[idx[hit]], p_s[idx[hit]] ** 2
                 have |= hit
         res = replies.get(i)
         if isinstance(res, EstimateResult):
