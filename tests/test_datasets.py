@@ -407,7 +407,7 @@ def test_aol_not_found_lists_places(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     proj = tmp_path / "proj"
     work = tmp_path / "work"
     work.mkdir()
-    monkeypatch.setattr(datasets, "_project_root", lambda: proj)
+    monkeypatch.setattr(datasets.common, "_project_root", lambda: proj)
     monkeypatch.chdir(work)
     monkeypatch.setenv("FEDHH_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as info:
