@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
     forest = build_prefix_tree(
-        batch["responses"], mask, batch["index"], batch["token_level_rewards"]
+        batch["responses"], mask, batch["index"], rewards=batch["token_level_rewards"]
     )
     branch_depths = forest.depths[forest.branching]
     mean_depth = f"{branch_depths.mean():.0f}" if branch_depths.size else "-"
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_tree = best_time(
         lambda: build_prefix_tree(
-            batch["responses"], mask, batch["index"], batch["token_level_rewards"]
+            batch["responses"], mask, batch["index"], rewards=batch["token_level_rewards"]
         ),
         args.repeats,
     )

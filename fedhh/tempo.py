@@ -566,6 +566,7 @@ def build_prefix_tree(
     responses: Any,
     response_mask: Any,
     index: Any,
+    *,
     rewards: Any | None = None,
 ) -> PrefixForest:
     """Build the compressed prefix tree (P2T) of every group, for inspection.
@@ -625,6 +626,7 @@ def grpo_advantages(
     token_level_rewards: Any,
     response_mask: Any,
     index: Any,
+    *,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
 ) -> tuple[Any, Any]:
@@ -652,6 +654,7 @@ def tempo_advantages(
     response_mask: Any,
     index: Any,
     responses: Any,
+    *,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
     td_coef: float = 1.0,
@@ -659,7 +662,9 @@ def tempo_advantages(
     """TEMPO advantages (spec/tempo.md §2): ``(advantages, returns)``, both [bs, L].
 
     Same arguments as verl's ``compute_grpo_outcome_advantage`` plus ``responses`` [bs, L] (token
-    ids; only positions where the mask is nonzero are read) and ``td_coef`` (0 gives GRPO).
+    ids; only positions where the mask is nonzero are read) and ``td_coef`` (0 gives GRPO). The
+    options are keyword-only, so an ``epsilon`` given in verl's position cannot land in
+    ``responses``.
     """
     eps = _check_eps(epsilon)
     td = _check_td(td_coef)

@@ -209,7 +209,7 @@ def test_golden_example() -> None:
     assert ret is a
     a, _ = tempo_advantages(rewards, mask, index, resp)
     np.testing.assert_allclose(a, GOLDEN_UNNORM / (0.5 + 1e-6), rtol=1e-12)
-    forest = build_prefix_tree(resp, mask, index, rewards)
+    forest = build_prefix_tree(resp, mask, index, rewards=rewards)
     rec = forest.trie.to_records()
     assert [r["depth"] for r in rec] == [0, 1, 2, 4, 4, 4]
     assert [r["label"] for r in rec] == [0, 5, 7, 1, 2, 8]
@@ -245,7 +245,8 @@ def test_golden_rows_in_any_order_and_mixed_groups() -> None:
 )
 def test_matches_reference(b: Batch, norm: bool, eps: float, td: float) -> None:
     ref = reference_tempo(b.rewards, b.mask, b.index, b.responses, eps, norm, td)
-    got, _ = tempo_advantages(b.rewards, b.mask, b.index, b.responses, eps, norm, td)
+    opts = {"epsilon": eps, "norm_adv_by_std_in_grpo": norm, "td_coef": td}
+    got, _ = tempo_advantages(b.rewards, b.mask, b.index, b.responses, **opts)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
 
 
@@ -442,7 +443,7 @@ def test_grpo_matches_verl_semantics(b: Batch, norm: bool) -> None:
 @SETTINGS
 @given(b=batches())
 def test_forest_structure(b: Batch) -> None:
-    f = build_prefix_tree(b.responses, b.mask, b.index, b.rewards)
+    f = build_prefix_tree(b.responses, b.mask, b.index, rewards=b.rewards)
     trie = f.trie
     par, depth = trie.parent, trie.depth
     assert (par[par >= 0] < np.flatnonzero(par >= 0)).all()
@@ -594,6 +595,15 @@ def test_errors() -> None:
         tempo_advantages(rewards, mask, index, resp.astype(float))
     with pytest.raises(DataError):
         grpo_advantages(rewards[0], mask, index)
+    # the options are keyword-only: verl's positional epsilon cannot land in responses
+    with pytest.raises(TypeError):
+        tempo_advantages(rewards, mask, index, resp, 1e-6)  # type: ignore[misc]
+    with pytest.raises(DataError, match="responses"):
+        tempo_advantages(rewards, mask, index, 1e-6)
+    with pytest.raises(TypeError):
+        grpo_advantages(rewards, mask, index, 1e-6)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        build_prefix_tree(resp, mask, index, rewards)  # type: ignore[misc]
     with pytest.raises(ParameterError):
         tempo_advantages(rewards, mask, index, resp, epsilon=-1.0)
     with pytest.raises(ParameterError):
