@@ -253,3 +253,16 @@ def test_make_oracle() -> None:
 def test_bad_epsilon(eps: float, factory: type[FrequencyOracle]) -> None:
     with pytest.raises(ParameterError, match="epsilon"):
         factory(eps)  # type: ignore[call-arg]
+
+
+def test_decode_evaluations() -> None:
+    """The decode cost a level planner compares: hash evaluations for the OLH family (reports or
+    pool seeds × candidates), one step per report and candidate for GRR, per report bit for OUE."""
+    n, c = 10_000, 300
+    assert OLH(2.0).decode_evaluations(n, c) == n * c
+    assert OLHPool(2.0, pool_size=512).decode_evaluations(n, c) == 512 * c
+    assert GRR(2.0).decode_evaluations(n, c) == n + c
+    assert OUE(2.0).decode_evaluations(n, c) == n * (c + 1)
+    for o in (GRR(1.0), OUE(1.0), OLH(1.0), OLHPool(1.0)):
+        assert isinstance(o.decode_evaluations(np.int64(5), 3), int)  # type: ignore[arg-type]
+        assert o.decode_evaluations(0, 0) == 0

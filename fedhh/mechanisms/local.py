@@ -19,7 +19,7 @@ from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.strategies import StepContext, Strategies
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
-from fedhh.oracles import OLH, FrequencyOracle, OLHPool
+from fedhh.oracles import FrequencyOracle
 from fedhh.trie import PrefixTrie
 
 
@@ -99,12 +99,7 @@ def estimate_level(
     f = np.clip(est / max(party_size, 1), 0.0, 1.0)
     var_s = n_g * f * (1 - f) * (party_size - n_g) / max(party_size - 1, 1)
     se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(candidates.size, np.inf)
-    if isinstance(oracle, OLH):
-        evals = n_g * int(candidates.size)
-    elif isinstance(oracle, OLHPool):
-        evals = oracle.pool_size * int(candidates.size)
-    else:
-        evals = 0
+    evals = oracle.decode_evaluations(n_g, int(candidates.size))
     cost = LevelCost(length, step, int(candidates.size), n_g, oracle.name, evals, reports.nbytes())
     return EstimateResult(est, se, cost)
 

@@ -232,6 +232,16 @@ class FrequencyOracle(ABC):
         """One ε-LDP report per user for a batch of users holding ``values``."""
 
     # --- server side ----------------------------------------------------------------------
+    def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
+        """Elementary steps of one decode (``support``) of ``n_reports`` reports over
+        ``n_candidates`` candidates, for a planner choosing the cheaper oracle of a level.
+
+        Here (GRR) n + |C|: each report's symbol is counted once, each candidate read once.
+        OUE sums n·(|C| + 1) report bits; the OLH family counts hash evaluations: n·|C| for
+        plain OLH, S·|C| for the seed pool (whose O(n) sketch is not counted).
+        """
+        return int(n_reports) + int(n_candidates)
+
     @abstractmethod
     def support(self, reports: Reports, candidates: ArrayLike) -> Support:
         """Support counts of ``reports`` over ``candidates`` (mergeable by ``+``)."""

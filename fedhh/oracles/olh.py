@@ -107,6 +107,10 @@ class OLH(_LocalHashing):
         y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed": seeds, "bucket": y})
 
+    def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
+        """n·|C| hash evaluations: every report's hash of every candidate."""
+        return int(n_reports) * int(n_candidates)
+
     def support(self, reports: Reports, candidates: ArrayLike) -> Support:
         cand = as_candidates(candidates)
         self.check_reports(reports, self.g)
@@ -189,6 +193,12 @@ class OLHPool(_LocalHashing):
         h = bucket_of(hash32(self.pool_keys.take(idx), vals), self.g)
         y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed_index": idx, "bucket": y})
+
+    def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
+        """S·|C| hash evaluations, whatever n: every pool seed's hash of every candidate (the
+        sketch's O(n) counting is not included). With the compiled kernel one such evaluation
+        costs a few plain-OLH ones (it ends in a table look-up), see the README."""
+        return self.pool_size * int(n_candidates)
 
     def sketch(self, reports: Reports) -> PoolSketch:
         """The mergeable S×g count matrix of a report batch (O(n))."""

@@ -67,6 +67,10 @@ class OUE(FrequencyOracle):
             out[lo:hi] = np.packbits(bits, axis=1)
         return Reports(self.name, d, {"bits": out})
 
+    def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
+        """n·(|C| + 1): every bit of every report is summed."""
+        return int(n_reports) * (int(n_candidates) + 1)
+
     def support(self, reports: Reports, candidates: ArrayLike) -> Support:
         cand = as_candidates(candidates)
         d = cand.size + 1
