@@ -17,13 +17,18 @@ deterministic; an item tied with the k-th item but with a larger code is not in 
 Codes are m-bit item codes (any integer array-like, held as ``uint64``). Every function is
 vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or with more than
 k items raise :class:`~fedhh.errors.ParameterError`.
+
+**The known-domain reference** (spec §11, :func:`known_domain_reference`): the scores an analyst
+would get if the item domain were known and all N users answered one round of the best frequency
+oracle over it. A yardstick for mechanisms that must also discover the items, not a bound.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,15 +36,22 @@ from numpy.typing import ArrayLike, NDArray
 from fedhh.codec import MAX_BITS, Codes, as_codes
 from fedhh.errors import CodecError, ParameterError
 
+if TYPE_CHECKING:
+    from fedhh.oracles import FrequencyOracle
+
 __all__ = [
     "CountTable",
     "Scores",
     "are",
     "evaluate",
     "f1",
+    "known_domain_estimates",
+    "known_domain_reference",
+    "mean_scores",
     "ncr",
     "precision",
     "recall",
+    "reference_oracle",
     "true_top_k",
 ]
 
@@ -263,3 +275,100 @@ def evaluate(
         n_returned=int(ret.size),
         hits=hits,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The known-domain reference (spec §11)
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_oracle(epsilon: float, n_items: int) -> FrequencyOracle:
+    """The oracle of the known-domain reference: the lowest-variance one among GRR, OLH and OUE
+    for a domain of the ``n_items`` distinct items plus ⊥ (d = D + 1) at ε
+    (:func:`fedhh.oracles.choose_oracle`)."""
+    from fedhh.oracles import choose_oracle  # lazy: the oracles' kernels are not a metrics need
+
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
+        raise ParameterError(f"the reference needs at least one item, got {n_items!r}")
+    return choose_oracle(epsilon, int(n_items) + 1)
+
+
+def known_domain_estimates(
+    global_counts: ArrayLike, epsilon: float, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """One draw of the known-domain estimates ĉ(v) of every item (aligned with ``global_counts``).
+
+    All N = Σ c(v) users report once with :func:`reference_oracle` over the D items; the support
+    count of item v is drawn from its exact marginal Binomial(c(v), p) + Binomial(N − c(v), q)
+    (the oracle's p and q for d = D + 1) and debiased with the oracle's own
+    (C − N·q) / (p − q), so E[ĉ(v)] = c(v) and Var ĉ(v) = ``oracle.variance(N, D + 1, c(v))``.
+    Assumption: the items' support counts are drawn independently. That is exact for OUE (each
+    bit is perturbed on its own); under GRR one report supports exactly one symbol (the counts
+    are multinomial, slightly negatively correlated) and under OLH one report supports every
+    item hashed to its bucket (slightly correlated too). The marginals stay exact. Cost O(D),
+    not O(N·D).
+    """
+    cnt = np.asarray(global_counts)
+    if cnt.ndim != 1 or cnt.size == 0 or cnt.dtype.kind not in "iu" or int(cnt.min()) < 0:
+        raise ParameterError("global counts must be a non-empty 1-D array of non-negative integers")
+    cnt = cnt.astype(np.int64)
+    n = int(cnt.sum())
+    oracle = reference_oracle(epsilon, cnt.size)
+    p, q = oracle.probabilities(cnt.size + 1)
+    support = rng.binomial(cnt, p) + rng.binomial(n - cnt, q)
+    from fedhh.oracles import Support
+
+    return oracle.debias(Support(n, support.astype(np.int64)))
+
+
+def known_domain_reference(
+    global_codes: ArrayLike,
+    global_counts: ArrayLike,
+    epsilon: float,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    repeats: int = 1,
+) -> list[Scores]:
+    """Draws of the known-domain reference (spec §11): for each of ``repeats`` independent draws
+    of :func:`known_domain_estimates`, the §8 scores of the top-k estimates over every item with
+    a positive count (the domain is all distinct items; ties among estimates broken arbitrarily).
+
+    It tells what an analyst who knew the domain would get from one round of the best oracle,
+    so how much a mechanism that must also discover the items has left. It is not an upper
+    bound: on strongly non-IID data local selection can beat it, as a party-specific item is
+    seen with that party's noise only. Summarise the draws with :func:`mean_scores`.
+    """
+    k = _check_k(k)
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ParameterError(f"repeats must be a positive integer, got {repeats!r}")
+    codes, cnt = _count_table((global_codes, global_counts))
+    keep = cnt > 0
+    codes, cnt = codes[keep], cnt[keep]
+    # Only items counted at least as often as the k-th can be in T: scoring against them alone
+    # gives the same T (and the same ARE) at a fraction of the cost of the whole table.
+    truth = true_top_k((codes, cnt), k)
+    kth = int(cnt[codes == truth[-1]][0]) if truth.size else 0
+    sure = cnt >= kth
+    out = []
+    for _ in range(int(repeats)):
+        est = known_domain_estimates(cnt, epsilon, rng)
+        top = np.argpartition(-est, k - 1)[:k] if codes.size > k else np.arange(codes.size)
+        top = top[np.argsort(-est[top], kind="stable")]
+        out.append(evaluate(codes[top], est[top], codes[sure], cnt[sure], k))
+    return out
+
+
+def mean_scores(scores: Sequence[Scores]) -> dict[str, float]:
+    """Mean and standard deviation (ddof 0) of every metric over runs: ``f1``, ``f1_std``, ...
+    (ARE averaged over the runs where it is defined; NaN if none)."""
+    if not scores:
+        raise ParameterError("mean_scores needs at least one Scores")
+    out: dict[str, float] = {}
+    for f in fields(Scores):
+        vals = np.array([float(getattr(s, f.name)) for s in scores])
+        ok = vals[~np.isnan(vals)]
+        out[f.name] = float(ok.mean()) if ok.size else math.nan
+        out[f"{f.name}_std"] = float(ok.std()) if ok.size else math.nan
+    out["runs"] = float(len(scores))
+    return out

@@ -10,7 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedhh.errors import ParameterError
-from fedhh.metrics import Scores, are, evaluate, f1, ncr, precision, recall, true_top_k
+from fedhh.metrics import (
+    Scores,
+    are,
+    evaluate,
+    f1,
+    known_domain_estimates,
+    known_domain_reference,
+    mean_scores,
+    ncr,
+    precision,
+    recall,
+    reference_oracle,
+    true_top_k,
+)
+from fedhh.oracles import choose_oracle
 
 # --- true_top_k -------------------------------------------------------------------------------
 
@@ -230,3 +244,98 @@ def test_metric_properties(counts_list: list[int], k: int, data: st.DataObject) 
     if truth.size == k:
         assert best.ncr == pytest.approx(1.0)
         assert best.f1 == pytest.approx(1.0)
+
+
+# --- the known-domain reference (spec §11) ----------------------------------------------------
+
+
+def zipf_counts(n_items: int, n_users: int, s: float) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.arange(n_items, dtype=np.uint64) * np.uint64(7919) + np.uint64(3)
+    p = np.arange(1, n_items + 1, dtype=np.float64) ** -s
+    cnt = np.maximum(1, np.round(n_users * p / p.sum())).astype(np.int64)
+    return codes, cnt
+
+
+def direct_reference(
+    codes: np.ndarray, cnt: np.ndarray, eps: float, k: int, rng: np.random.Generator
+) -> Scores:
+    """The reference by brute force: every user perturbs with the real oracle over the domain."""
+    oracle = choose_oracle(eps, codes.size + 1)
+    users = np.repeat(codes, cnt)
+    est = oracle.estimate(oracle.perturb(users, rng, candidates=codes), codes)
+    top = np.argsort(-est, kind="stable")[:k]
+    return evaluate(codes[top], est[top], codes, cnt, k)
+
+
+@pytest.mark.parametrize(
+    ("eps", "n_users", "oracle"), [(0.9, 20_000, "oue"), (2.0, 4_000, "olh"), (3.0, 2_000, "grr")]
+)
+def test_reference_matches_a_direct_simulation(eps: float, n_users: int, oracle: str) -> None:
+    codes, cnt = zipf_counts(40, n_users, 0.6)
+    assert reference_oracle(eps, codes.size).name == oracle  # each oracle family is exercised
+    reps, k = 200, 8
+    rng = np.random.default_rng(1)
+    ref = np.array([s.f1 for s in known_domain_reference(codes, cnt, eps, k, rng, repeats=reps)])
+    sim = np.array([direct_reference(codes, cnt, eps, k, rng).f1 for _ in range(reps)])
+    # F1 is neither 0 nor 1 here (the test is not vacuous), and the means agree within 5 SE
+    assert 0.3 < sim.mean() < 0.9
+    se = math.sqrt(ref.var(ddof=1) / reps + sim.var(ddof=1) / reps)
+    assert abs(ref.mean() - sim.mean()) < 5 * se
+    assert 5 * se < 0.08
+
+
+@pytest.mark.parametrize("eps", [0.9, 2.0, 3.0])
+def test_reference_estimates_are_unbiased_with_the_oracles_variance(eps: float) -> None:
+    _, cnt = zipf_counts(40, 5_000, 0.8)
+    reps = 4000
+    rng = np.random.default_rng(2)
+    est = np.stack([known_domain_estimates(cnt, eps, rng) for _ in range(reps)])
+    oracle = reference_oracle(eps, cnt.size)
+    var = np.array([oracle.variance(int(cnt.sum()), cnt.size + 1, c) for c in cnt])
+    z_mean = (est.mean(axis=0) - cnt) / np.sqrt(var / reps)
+    assert np.all(np.abs(z_mean) < 5)
+    # sample variance / true variance ≈ 1 ± sqrt(2 / (reps − 1)) (normal approximation)
+    ratio = est.var(axis=0, ddof=1) / var
+    assert np.all(np.abs(ratio - 1) < 5 * math.sqrt(2 / (reps - 1)))
+
+
+def test_reference_rises_with_epsilon_and_is_reproducible() -> None:
+    codes, cnt = zipf_counts(2000, 100_000, 1.1)
+    means, ses = [], []
+    for eps in (0.5, 1.0, 2.0, 4.0):
+        f = [
+            s.f1
+            for s in known_domain_reference(
+                codes, cnt, eps, 16, np.random.default_rng(0), repeats=100
+            )
+        ]
+        means.append(np.mean(f))
+        ses.append(np.std(f, ddof=1) / 10)
+    for i in range(3):
+        assert means[i + 1] - means[i] > 3 * math.hypot(ses[i], ses[i + 1])
+    a = known_domain_reference(codes, cnt, 2.0, 16, np.random.default_rng(5), repeats=3)
+    b = known_domain_reference(codes, cnt, 2.0, 16, np.random.default_rng(5), repeats=3)
+    assert a == b
+
+
+def test_reference_perfect_when_the_noise_is_negligible_and_mean_scores() -> None:
+    codes, cnt = zipf_counts(50, 10**7, 1.0)
+    draws = known_domain_reference(codes, cnt, 10.0, 5, np.random.default_rng(0), repeats=4)
+    m = mean_scores(draws)
+    assert m["f1"] == 1.0 and m["ncr"] == 1.0 and m["f1_std"] == 0.0 and m["runs"] == 4
+    assert 0 < m["are"] < 0.01
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: known_domain_reference([1, 2], [3, 4], 1.0, 0, np.random.default_rng(0)),
+        lambda: known_domain_reference([1, 2], [3, 4], 1.0, 1, np.random.default_rng(0), repeats=0),
+        lambda: known_domain_reference([1, 2], [3, 4], -1.0, 1, np.random.default_rng(0)),
+        lambda: known_domain_estimates(np.array([1.5]), 1.0, np.random.default_rng(0)),
+        lambda: mean_scores([]),
+    ],
+)
+def test_reference_bad_arguments(call: object) -> None:
+    with pytest.raises(ParameterError):
+        call()  # type: ignore[operator]
