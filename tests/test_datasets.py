@@ -18,6 +18,7 @@ from fedhh.datasets import (
     apportion,
     find_data_file,
     load_aol,
+    load_babynames,
     load_csv_column,
     load_party_files,
     partition,
@@ -557,3 +558,108 @@ def test_csv_column_errors(tmp_path: Path) -> None:
         load_csv_column(a, "query", codec=StringCodec(4), header=False)
     with pytest.raises(ParameterError):
         load_csv_column(a, -1, codec=StringCodec(4))
+
+
+# --- the baby-names federation ----------------------------------------------------------------
+
+BABY_HEADER = b"sector\tsex\tyear\tname\tcount\n"
+
+
+def write_babynames(path: Path, rows: list[tuple[str, str, int, str, int]]) -> Path:
+    lines = [BABY_HEADER] + [f"{s}\t{x}\t{y}\t{n}\t{c}\n".encode() for s, x, y, n, c in rows]
+    return write_gz(path / datasets.BABYNAMES_FILE, lines)
+
+
+# 'אבגדה' is 10 bytes (5 Hebrew letters), 'אב-גד' 9 bytes (a '-' shifts the letters by one byte)
+BABY_ROWS = [
+    ("Jewish", "F", 1990, "נועה", 5),
+    ("Jewish", "F", 2001, "אבגדה", 7),
+    ("Jewish", "M", 1995, "אבגדו", 2),
+    ("Jewish", "M", 2003, "דוד", 9),
+    ("Muslim", "M", 2003, "אב-גד", 3),
+    ("Muslim", "F", 1999, "Lea", 4),
+    ("Muslim", "F", 2001, "נועה", 1),
+]
+
+
+def test_babynames_parties_truncation_and_counts(tmp_path: Path) -> None:
+    write_babynames(tmp_path, BABY_ROWS)
+    ds = load_babynames(tmp_path, seed=0)  # a directory holding the file
+    assert_consistent(ds)
+    assert ds.name == "babynames" and ds.m == 64 and ds.n_users == 31
+    assert ds.party_names == ("Jewish-F", "Jewish-M", "Muslim-F", "Muslim-M")
+    assert ds.party_sizes.tolist() == [12, 11, 5, 3]
+    # 'אבגדה' and 'אבגדו' both cut to 'אבגד' (8 bytes) and merge; 'אב-גד' (9 bytes) is cut at the
+    # character boundary before the last letter: 'אב-ג' (7 bytes), never half a letter
+    items = dict(zip(ds.decode(ds.global_codes), ds.global_counts.tolist(), strict=True))
+    assert items == {"נועה": 6, "אבגד": 9, "דוד": 9, "אב-ג": 3, "Lea": 4}
+    assert ds.params["truncated_names"] == 3 and ds.params["truncated_users"] == 12
+    assert ds.params["names"] == 6
+    note = ds.truncation_note()
+    assert "3 of 6 distinct names" in note and "12 of 31 users" in note
+    assert note in ds.describe() and "Jewish-F 12" in ds.describe()
+    summary = ds.summary()
+    assert summary["party_names"][0] == "Jewish-F" and summary["params"]["truncated_users"] == 12
+
+
+def test_babynames_options(tmp_path: Path) -> None:
+    write_babynames(tmp_path, BABY_ROWS)
+    by_decade = load_babynames(tmp_path, party_by="sector-decade", seed=0)
+    assert by_decade.party_names == ("Jewish-1990s", "Jewish-2000s", "Muslim-1990s", "Muslim-2000s")
+    assert by_decade.party_sizes.tolist() == [7, 16, 4, 4]
+    recent = load_babynames(tmp_path, years=(2000, 2024), item_bytes=4, seed=0)
+    assert recent.n_users == 20 and recent.m == 32
+    assert recent.party_names == ("Jewish-F", "Jewish-M", "Muslim-F", "Muslim-M")
+    assert sorted(recent.decode(recent.global_codes)) == sorted(["אב", "דו", "נו"])
+    sub = load_babynames(tmp_path, max_users=10, seed=3)
+    assert sub.n_users == 10
+    assert_consistent(sub)
+    again = load_babynames(tmp_path, max_users=10, seed=3)
+    for a, b in zip(sub.parties, again.parties, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"party_by": "sex"}, "party_by"),
+        ({"item_bytes": 9}, "at most 8"),
+        ({"years": (2010, 2000)}, "after"),
+        ({"years": (1800, 1801)}, "no births in the years 1800-1801"),
+        ({"max_users": 0}, "max_users"),
+    ],
+)
+def test_babynames_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
+    write_babynames(tmp_path, BABY_ROWS)
+    with pytest.raises((ParameterError, DataError), match=match):
+        load_babynames(tmp_path, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        ([b"name\tcount\n"], "expected the header"),
+        ([BABY_HEADER], "no rows"),
+        ([BABY_HEADER, b"Jewish\tF\t1990\tx\t1\n", b"Jewish\tF\t1990\t2\n"], "line 3.*5 tab"),
+        ([BABY_HEADER, b"Jewish\tF\t19x0\tx\t1\n"], "line 2.*year"),
+        ([BABY_HEADER, b"Jewish\tF\t1990\tx\t-1\n"], "line 2.*count"),
+        ([BABY_HEADER, b"Jewish\tF\t1990\t\t1\n"], "line 2.*empty name"),
+    ],
+)
+def test_babynames_bad_files(tmp_path: Path, lines: list[bytes], match: str) -> None:
+    write_gz(tmp_path / datasets.BABYNAMES_FILE, lines)
+    with pytest.raises(DataError, match=match):
+        load_babynames(tmp_path, seed=0)
+
+
+def test_babynames_real_file() -> None:
+    ds = load_babynames(seed=0)
+    assert_consistent(ds)
+    assert ds.n_parties == 8 and ds.n_users == 8_969_719  # the sum of the file's counts
+    assert int(ds.party_sizes.min()) == 33_336 and int(ds.party_sizes.max()) == 3_658_626
+    assert ds.party_names[5] == "Jewish-M"
+    top = ds.decode(ds.top_k(3))
+    assert top[1:] == ["יוסף", "אורי"]  # 'מוחמ' (Muhammad, truncated) is first
+    assert 0 < ds.params["truncated_names"] < ds.params["names"]  # type: ignore[operator]
+    ref = ds.reference(2.0, 16, 0, repeats=5)
+    assert ref["oracle"].startswith("olh") and 0.8 < ref["f1"] <= 1.0

@@ -1,4 +1,5 @@
-"""Federated datasets: synthetic non-IID Zipf populations, the AOL query log, user files (spec §9).
+"""Federated datasets: synthetic non-IID Zipf populations, the AOL query log, the baby-names
+federation, user files (spec §9).
 
 A :class:`FederatedDataset` holds one ``uint64`` code array per party (one entry per user, users
 in random order), the codec that decodes codes back to items, and the exact global counts.
@@ -11,6 +12,7 @@ The package, by job:
   :func:`partition` of a fixed population;
 * :mod:`~fedhh.datasets.synthetic` — :func:`synthetic_zipf` and its Zipf helpers;
 * :mod:`~fedhh.datasets.aol` — the AOL query log and ``value<TAB>count`` files;
+* :mod:`~fedhh.datasets.babynames` — the Israeli baby-names federation (sector × sex parties);
 * :mod:`~fedhh.datasets.files` — one file (or CSV column) per party;
 * :mod:`~fedhh.datasets.common` — the seeded RNG, argument checks, finding the shared data files.
 
@@ -21,6 +23,7 @@ All randomness comes from a ``numpy.random.Generator`` passed as ``rng`` (or an 
 from __future__ import annotations
 
 from fedhh.datasets.aol import AOL_WIDTH, load_aol, read_value_counts
+from fedhh.datasets.babynames import BABYNAMES_FILE, load_babynames
 from fedhh.datasets.common import AOL_FILE, find_data_file, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.files import load_csv_column, load_party_files
@@ -30,11 +33,13 @@ from fedhh.datasets.synthetic import synthetic_zipf, zipf_labels, zipf_pmf
 __all__ = [
     "AOL_FILE",
     "AOL_WIDTH",
+    "BABYNAMES_FILE",
     "SPLITS",
     "FederatedDataset",
     "apportion",
     "find_data_file",
     "load_aol",
+    "load_babynames",
     "load_csv_column",
     "load_party_files",
     "make_rng",

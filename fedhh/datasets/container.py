@@ -10,10 +10,25 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fedhh.codec import Codes, IntCodec, StringCodec, as_codes, check_bits
+from fedhh.datasets.common import RngLike, make_rng
 from fedhh.errors import CodecError, DataError, ParameterError
-from fedhh.metrics import Scores, evaluate, true_top_k
+from fedhh.metrics import (
+    Scores,
+    evaluate,
+    known_domain_reference,
+    mean_scores,
+    reference_oracle,
+    true_top_k,
+)
 
 __all__ = ["FederatedDataset"]
+
+_TRUNCATION = ("names", "truncated_names", "truncated_users")  # shown by truncation_note()
+
+
+def _count(value: object) -> int:
+    """An integer parameter (0 when absent or not an integer)."""
+    return int(value) if isinstance(value, (int, np.integer)) else 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,7 +39,8 @@ class FederatedDataset:
     ``global_codes`` (sorted, unique) and ``global_counts`` (int64, aligned, all ≥ 1) are the
     exact counts over all parties, computed once at construction (or passed in as
     ``precomputed=(codes, counts)`` by the generators, which know them already; checked only
-    cheaply: sorted, unique, aligned, summing to the number of users).
+    cheaply: sorted, unique, aligned, summing to the number of users). ``party_names`` optionally
+    names the parties (real federations); ``params`` records how the data was made.
     """
 
     name: str
@@ -33,6 +49,7 @@ class FederatedDataset:
     codec: StringCodec | IntCodec
     params: Mapping[str, object] = field(default_factory=dict)
     precomputed: InitVar[tuple[ArrayLike, ArrayLike] | None] = None
+    party_names: Sequence[str] = ()
     global_codes: Codes = field(init=False, repr=False)
     global_counts: NDArray[np.int64] = field(init=False, repr=False)
 
@@ -57,6 +74,10 @@ class FederatedDataset:
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "parties", parties)
         object.__setattr__(self, "params", dict(self.params))
+        names = tuple(str(x) for x in self.party_names)
+        if names and len(names) != len(parties):
+            raise ParameterError(f"{len(names)} party names for {len(parties)} parties")
+        object.__setattr__(self, "party_names", names)
         n = sum(p.size for p in parties)
         if precomputed is None:
             codes, counts = np.unique(np.concatenate(parties), return_counts=True)
@@ -123,6 +144,62 @@ class FederatedDataset:
         """All §8 metrics of a returned set (see :func:`fedhh.metrics.evaluate`)."""
         return evaluate(returned, estimates, self.global_codes, self.global_counts, k)
 
+    def reference(
+        self, epsilon: float, k: int, rng: RngLike = None, *, repeats: int = 20
+    ) -> dict[str, Any]:
+        """The known-domain reference (spec §11) of this dataset at ε and k.
+
+        The scores an analyst would get if the item domain (all distinct items) were known and
+        all N users answered one round of the best oracle over it
+        (:func:`fedhh.metrics.known_domain_reference`: exact marginals, items drawn
+        independently), averaged over ``repeats`` draws: ``f1``, ``f1_std``, ``ncr``, ``ncr_std``,
+        ... (:func:`fedhh.metrics.mean_scores`), plus ``oracle`` and ``draws``.
+        """
+        draws = known_domain_reference(
+            self.global_codes, self.global_counts, epsilon, k, make_rng(rng), repeats=repeats
+        )
+        out: dict[str, Any] = {
+            "oracle": reference_oracle(epsilon, self.n_distinct).describe(),
+            "domain": self.n_distinct,
+            "draws": len(draws),
+        }
+        means = mean_scores(draws)
+        for key in ("f1", "ncr", "precision", "recall", "are"):
+            out[key], out[f"{key}_std"] = means[key], means[f"{key}_std"]
+        return out
+
+    def truncation_note(self) -> str:
+        """One line on the items cut to the item width ("" if the loader cut none or says
+        nothing): how many distinct items and how many users were affected."""
+        p = self.params
+        names, cut, users = (_count(p.get(key)) for key in _TRUNCATION)
+        if not cut:
+            return ""
+        return (
+            f"truncated to {_count(p.get('item_bytes')) or self.m // 8} bytes: {cut:,} of "
+            f"{names:,} distinct names ({users:,} of {self.n_users:,} users); "
+            f"{self.n_distinct:,} distinct items remain"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The dataset block of the result document (JSON-serialisable): name, users, parties and
+        their sizes (and names), distinct items, m, how it was made, truncation counts."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "users": self.n_users,
+            "parties": self.n_parties,
+            "party_sizes": self.party_sizes.tolist(),
+        }
+        if self.party_names:
+            out["party_names"] = list(self.party_names)
+        out["distinct_items"] = self.n_distinct
+        out["m"] = self.m
+        out["params"] = {
+            k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+            for k, v in self.params.items()
+        }
+        return out
+
     def describe(self, top: int = 5) -> str:
         """A short human-readable summary: sizes, distinct items, parameters, top items."""
         sizes = self.party_sizes
@@ -131,8 +208,21 @@ class FederatedDataset:
             f"(sizes {int(sizes.min()):,}..{int(sizes.max()):,}), m={self.m} bits, "
             f"{self.n_distinct:,} distinct items"
         ]
-        if self.params:
-            lines.append("  " + ", ".join(f"{k}={v}" for k, v in self.params.items()))
+        shown = {k: v for k, v in self.params.items() if k not in _TRUNCATION}
+        if shown:
+            lines.append("  " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if self.party_names:
+            line = "  parties:"
+            for n, s in zip(self.party_names, sizes, strict=True):  # ≤ 100 characters a line
+                entry = f" {n} {int(s):,},"
+                if len(line) + len(entry) > 100:
+                    lines.append(line)
+                    line = "   "
+                line += entry
+            lines.append(line.rstrip(","))
+        note = self.truncation_note()
+        if note:
+            lines.append("  " + note)
         if top > 0 and self.n_distinct:
             codes = self.top_k(top)
             items = self.decode(codes)
