@@ -16,7 +16,14 @@ from typing import NoReturn
 
 from fedhh import __version__
 from fedhh.codec import codec_for
-from fedhh.datasets import FederatedDataset, load_aol, load_party_files, synthetic_zipf
+from fedhh.datasets import (
+    FederatedDataset,
+    load_aol,
+    load_babynames,
+    load_party_files,
+    synthetic_zipf,
+)
+from fedhh.datasets.babynames import PARTY_RULES as BABYNAME_PARTIES
 from fedhh.engine import expected_rounds, simulate
 from fedhh.errors import FedHHError
 from fedhh.mechanisms.params import MECHANISMS, ORACLE_CHOICES, STEP_RULES, MechanismParams
@@ -24,6 +31,7 @@ from fedhh.protocol import Progress
 from fedhh.report import format_table, result_document
 
 EXIT_USAGE = 2
+DEFAULT_PARTIES = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,24 +47,51 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _years(text: str) -> tuple[int, int]:
+    first, dash, last = text.partition("-")
+    try:
+        pair = (int(first), int(last) if dash else int(first))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YEAR or FIRST-LAST, got {text!r}") from None
+    return pair
+
+
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (default: a non-IID synthetic federation)")
-    g.add_argument("--dataset", choices=["zipf", "aol"], default="zipf")
+    g = p.add_argument_group(
+        "data (default: a non-IID synthetic federation)",
+        "zipf: synthetic Zipf users split by --split; aol: the AOL queries (657,427 users, m = 48) "
+        "split by --split; babynames: the Israeli baby-names federation (8,969,719 births, parties "
+        "= sector × sex, names truncated to 8 bytes). The data files are read from --data-path, "
+        "$FEDHH_DATA_DIR or ../shared/data/ beside the project.",
+    )
+    g.add_argument("--dataset", choices=["zipf", "aol", "babynames"], default="zipf")
     g.add_argument("--users", type=_positive_int, default=200_000, help="synthetic: users N")
-    g.add_argument("--parties", type=_positive_int, default=8, help="number of parties M")
+    g.add_argument(
+        "--parties",
+        type=_positive_int,
+        help="zipf/aol: number of parties M (default 8); babynames: see --party-by",
+    )
     g.add_argument(
         "--split",
         choices=["dirichlet", "permutation", "iid"],
         default="dirichlet",
-        help="non-IID rule for splitting users into parties",
+        help="zipf/aol: non-IID rule for splitting users into parties",
     )
     g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration α")
     g.add_argument("--sizes", choices=["equal", "skewed"], default="equal")
     g.add_argument("--items", type=_positive_int, default=10_000, help="synthetic: distinct items")
     g.add_argument("--zipf-s", type=float, default=1.1, help="synthetic: Zipf exponent")
     g.add_argument("--bits", type=_positive_int, default=32, help="synthetic: bits per item m")
-    g.add_argument("--data-path", type=Path, help="AOL: path to aol_queries_6bytes.txt.gz")
-    g.add_argument("--max-users", type=_positive_int, help="AOL: subsample this many users")
+    g.add_argument("--data-path", type=Path, help="aol/babynames: the data file or its folder")
+    g.add_argument("--max-users", type=_positive_int, help="aol/babynames: keep this many users")
+    g.add_argument(
+        "--party-by",
+        choices=list(BABYNAME_PARTIES),
+        help="babynames: parties are sector × sex (default, 8 parties) or sector × decade",
+    )
+    g.add_argument(
+        "--years", type=_years, metavar="FIRST-LAST", help="babynames: keep these birth years"
+    )
     g.add_argument(
         "--party-file",
         action="append",
@@ -64,7 +99,12 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="one file per party, one item per line (repeat for each party)",
     )
-    g.add_argument("--item-bytes", type=_positive_int, help="party files: items are strings")
+    g.add_argument(
+        "--item-bytes",
+        type=_positive_int,
+        help="party files: items are strings of this many bytes; babynames: item width "
+        "(≤ 8, default 8; longer names are truncated)",
+    )
     g.add_argument("--item-bits", type=_positive_int, help="party files: items are integers")
     g.add_argument("--data-seed", type=_positive_int, default=0, help="seed of the data split")
 
@@ -81,22 +121,50 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--completion", type=float, default=0.0, help="TAPS completion reserve ρ")
     g.add_argument("--pool-size", type=_positive_int, default=4096, help="olh-pool seeds S")
     g.add_argument("--seed", type=_positive_int, default=0, help="run seed")
+    g.add_argument(
+        "--reference-draws",
+        type=_positive_int,
+        default=20,
+        metavar="R",
+        help="draws of the known-domain reference F1 shown with the evaluation (0: none)",
+    )
     g.add_argument("--output", type=Path, help="write the result document (JSON) here")
     g.add_argument("--quiet", action="store_true", help="no progress display and no table")
 
 
 def load_dataset(args: argparse.Namespace) -> FederatedDataset:
-    """The dataset the options describe (party files, AOL or synthetic)."""
+    """The dataset the options describe (party files, AOL, baby names or synthetic)."""
     if args.party_file:
         codec = codec_for(args.item_bytes, args.item_bits)
         return load_party_files(args.party_file, codec=codec)
+    if args.dataset != "babynames":
+        for flag, value in (("--party-by", args.party_by), ("--years", args.years)):
+            if value is not None:
+                raise FedHHError(f"{flag} applies to --dataset babynames only")
+    if args.dataset == "babynames":
+        if args.parties is not None:
+            raise FedHHError(
+                "--parties does not apply to --dataset babynames: its parties are sector × sex "
+                "(or sector × decade with --party-by sector-decade)"
+            )
+        if args.item_bits is not None:
+            raise FedHHError("--item-bits applies to --party-file data only")
+        return load_babynames(
+            args.data_path,
+            party_by=args.party_by or "sector-sex",
+            years=args.years,
+            item_bytes=8 if args.item_bytes is None else args.item_bytes,
+            max_users=args.max_users,
+            seed=args.data_seed,
+        )
     if args.item_bytes is not None or args.item_bits is not None:
         raise FedHHError("--item-bytes/--item-bits apply to --party-file data only")
     split = "iid" if args.split == "iid" else args.split
+    parties = DEFAULT_PARTIES if args.parties is None else args.parties
     if args.dataset == "aol":
         return load_aol(
             args.data_path,
-            n_parties=args.parties,
+            n_parties=parties,
             split=split,
             alpha=args.alpha,
             sizes=args.sizes,
@@ -105,7 +173,7 @@ def load_dataset(args: argparse.Namespace) -> FederatedDataset:
         )
     return synthetic_zipf(
         args.users,
-        args.parties,
+        parties,
         m=args.bits,
         n_items=args.items,
         s=args.zipf_s,
@@ -154,6 +222,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(ds.describe(), file=sys.stderr)
     if args.engine == "flower":
+        if args.dataset == "babynames" and not args.party_file:
+            raise FedHHError("--dataset babynames runs with --engine inprocess only (for now)")
         from fedhh.server.flower_sim import simulate_flower_args  # Flower simulation (Ray)
 
         result = simulate_flower_args(args, params, ds.n_parties)
@@ -161,7 +231,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         progress = ProgressLine(expected_rounds(params, ds.n_parties), not args.quiet)
         result = simulate(ds.parties, ds.codec, params, progress=progress)
     scores = ds.evaluate(result.items, result.estimates, params.k)
-    doc = result_document(result, ds.codec, scores)
+    reference = (
+        ds.reference(params.epsilon, params.k, args.seed, repeats=args.reference_draws)
+        if args.reference_draws > 0
+        else None
+    )
+    doc = result_document(result, ds.codec, scores, dataset=ds.summary(), reference=reference)
     if args.output is not None:
         args.output.write_text(json.dumps(doc, indent=2) + "\n")
     if not args.quiet:

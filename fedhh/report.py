@@ -11,11 +11,19 @@ Result document (``"format": "fedhh.result/1"``):
   estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
 * ``privacy`` — ε, reports per user, the oracles used and a plain statement;
 * ``failed_parties``, ``notes``; and ``evaluation`` (precision, recall, F1, NCR, ARE) when the
-  ground truth is known (synthetic or AOL data, party files).
+  ground truth is known (synthetic, AOL or baby-names data, party files), with ``reference``:
+  the known-domain reference (spec §11; ``oracle``, ``domain``, ``draws``, mean ``f1``, ``ncr``,
+  ... and their ``*_std`` over the draws) when the caller computed it;
+* ``dataset`` (when the caller knows it): ``name``, ``users``, ``parties``, ``party_sizes``,
+  ``party_names`` (real federations), ``distinct_items``, ``m`` and ``params`` — how the data
+  was made, including ``truncated_names`` / ``truncated_users`` when items longer than the item
+  width were truncated (baby names).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,10 +35,21 @@ from fedhh.protocol import RunResult
 RESULT_FORMAT = "fedhh.result/1"
 
 
+def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN floats as None (JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
 def result_document(
-    result: RunResult, codec: StringCodec | IntCodec, scores: Scores | None = None
+    result: RunResult,
+    codec: StringCodec | IntCodec,
+    scores: Scores | None = None,
+    *,
+    dataset: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-serialisable document of a run."""
+    """The JSON-serialisable document of a run (``dataset``: the dataset's ``summary()``;
+    ``reference``: its known-domain reference, ``FederatedDataset.reference``)."""
     items = codec.decode(result.items) if result.items.size else []
     top = [
         {
@@ -63,11 +82,12 @@ def result_document(
         "failed_parties": result.failed_parties,
         "notes": result.notes,
     }
+    if dataset is not None:
+        doc["dataset"] = dict(dataset)
     if scores is not None:
-        doc["evaluation"] = {
-            k: (None if isinstance(v, float) and np.isnan(v) else v)
-            for k, v in scores.as_dict().items()
-        }
+        doc["evaluation"] = _json_safe(scores.as_dict())
+    if reference is not None:
+        doc.setdefault("evaluation", {})["reference"] = _json_safe(reference)
     return doc
 
 
@@ -101,6 +121,13 @@ def format_table(doc: dict[str, Any], truth_counts: dict[int, int] | None = None
         lines.append(
             f"precision {ev['precision']:.3f}   recall {ev['recall']:.3f}   F1 {ev['f1']:.3f}   "
             f"NCR {ev['ncr']:.3f}   ARE " + ("n/a" if ev["are"] is None else f"{ev['are']:.3f}")
+        )
+    ref = doc.get("evaluation", {}).get("reference")
+    if ref:
+        lines.append(
+            f"known-domain reference: F1 {ref['f1']:.3f} ± {ref['f1_std']:.3f}   "
+            f"NCR {ref['ncr']:.3f} ± {ref['ncr_std']:.3f}   ({ref['oracle']} over all "
+            f"{ref['domain']:,} items, every user once; mean ± std of {ref['draws']} draws)"
         )
     if doc["failed_parties"]:
         lines.append(f"parties that failed: {', '.join(doc['failed_parties'])}")

@@ -61,6 +61,10 @@ def test_simulate_party_files_end_to_end(party_files: list[Path], tmp_path: Path
     assert doc["cost"]["rounds"] >= 1 and doc["privacy"]["epsilon"] == 6.0
     assert sum(doc["cost"]["reports_per_party"].values()) <= 3 * 8000
     assert "rank" in proc.stdout and returned[0] in proc.stdout  # the terminal table
+    ref = doc["evaluation"]["reference"]  # the known-domain reference, 20 draws by default
+    assert ref["draws"] == 20 and ref["domain"] == len(counts) and 0.8 <= ref["f1"] <= 1.0
+    assert "known-domain reference: F1" in proc.stdout
+    assert doc["dataset"]["parties"] == 3 and doc["dataset"]["users"] == 3 * 8000
 
 
 def test_simulate_default_runs(tmp_path: Path) -> None:
@@ -69,6 +73,22 @@ def test_simulate_default_runs(tmp_path: Path) -> None:
     )
     doc = json.loads((tmp_path / "r.json").read_text())
     assert 1 <= len(doc["top_k"]) <= 16 and doc["params"]["mechanism"] == "taps"
+
+
+def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    argv = ["simulate", "--dataset", "babynames", "--max-users", "60000", "--epsilon", "4"]
+    assert main([*argv, "-k", "8", "--reference-draws", "3", "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    ds = doc["dataset"]
+    assert ds["name"] == "babynames" and ds["users"] == 60_000 and ds["parties"] == 8
+    assert ds["party_names"][0] == "Christian-Arab-F" and ds["m"] == 64
+    assert 0 < ds["params"]["truncated_names"] < ds["params"]["names"]
+    assert 0 < ds["params"]["truncated_users"] < 60_000
+    assert doc["evaluation"]["reference"]["draws"] == 3
+    assert all(isinstance(row["item"], str) and row["item"] for row in doc["top_k"])
+    err = capsys.readouterr().err
+    assert "truncated to 8 bytes:" in err and "Jewish-M" in err  # the dataset description
 
 
 @pytest.mark.parametrize(
@@ -83,6 +103,12 @@ def test_simulate_default_runs(tmp_path: Path) -> None:
         (["--party-file", "/nonexistent/file.txt", "--item-bytes", "4"], "nonexistent"),
         (["--party-file", "EMPTY", "--item-bytes", "4"], "empty"),
         (["--party-file", "GOOD", "--item-bytes", "40"], "between 1 and 8"),
+        (["--dataset", "babynames", "--parties", "4"], "--parties does not apply"),
+        (["--dataset", "babynames", "--years", "2010-2000"], "after the last"),
+        (["--dataset", "babynames", "--years", "soon"], "FIRST-LAST"),
+        (["--dataset", "babynames", "--item-bytes", "9"], "at most 8"),
+        (["--dataset", "babynames", "--engine", "flower"], "inprocess only"),
+        (["--party-by", "sector-decade"], "babynames only"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
