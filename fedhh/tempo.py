@@ -691,23 +691,24 @@ def tempo_advantages_trl(
     """TEMPO advantages [B, L] for TRL's layout: groups are contiguous blocks of num_generations.
 
     ``rewards`` is the per-completion reward [B] (as TRL's GRPOTrainer computes it) or token-level
-    rewards [B, L]. ``epsilon`` defaults to TRL's 1e-4; ``scale_rewards`` True / "group" divides
-    by the group std, False / "none" does not. The result has the type, dtype and device of
-    ``rewards`` (float32 for integer rewards given as torch tensors).
+    rewards [B, L]. ``epsilon`` defaults to TRL's 1e-4. ``scale_rewards`` as in TRL: True / "group"
+    divides by the group std, "batch" by the std of all B rewards (both Bessel-corrected), False /
+    "none" does not divide. A NaN reward marks an unscorable completion (TRL's convention): it is
+    left out of its group (statistics and tree) and its advantage is 0. The result has the type,
+    dtype and device of ``rewards`` (float32 for integer rewards given as torch tensors).
     """
     if isinstance(num_generations, bool) or not isinstance(num_generations, (int, np.integer)):
         raise ParameterError(f"num_generations must be an integer, got {num_generations!r}")
     k = int(num_generations)
     if k < 1:
         raise ParameterError(f"num_generations must be ≥ 1, got {k}")
-    if isinstance(scale_rewards, str):
-        if scale_rewards not in ("group", "none"):
-            raise ParameterError(
-                f"scale_rewards must be True/False, 'group' or 'none', got {scale_rewards!r}"
-            )
-        norm = scale_rewards == "group"
-    else:
-        norm = bool(scale_rewards)
+    scale = scale_rewards
+    if isinstance(scale_rewards, bool):
+        scale = "group" if scale_rewards else "none"
+    if scale not in ("group", "batch", "none"):
+        raise ParameterError(
+            f"scale_rewards must be True/False, 'group', 'batch' or 'none', got {scale_rewards!r}"
+        )
     eps = _check_eps(epsilon)
     td = _check_td(td_coef)
     ids = _as_2d(completion_ids, "completion_ids")
@@ -715,9 +716,24 @@ def tempo_advantages_trl(
     if n % k:
         raise DataError(f"batch of {n} completions is not a multiple of num_generations={k}")
     index = np.arange(n, dtype=np.int64) // k
-    batch, tokens = _prepare(rewards, completion_mask, index, ids)
+    raw = _to_numpy(rewards)
+    if raw.dtype.kind not in "biuf":
+        raise DataError(f"rewards must be numbers, got dtype {raw.dtype}")
+    scores = _scores(raw, n)
+    unscorable = np.isnan(scores)
+    if unscorable.any():  # each in a group of its own, advantage 0
+        index[unscorable] = -1 - np.flatnonzero(unscorable)
+        scores = np.where(unscorable, 0.0, scores)
+    batch, tokens = _prepare(scores, completion_mask, index, ids)
     if batch.mask.shape != ids.shape:
         raise DataError(f"completion_mask has shape {batch.mask.shape}, ids {ids.shape}")
     dtype = _float_dtype(rewards)
-    out = _advantages(batch, tokens, _numpy_float(dtype), eps, norm, td)
-    return _like(out, rewards, dtype)
+    if scale == "batch":
+        out = _advantages(batch, tokens, np.dtype(np.float64), eps, False, td)
+        valid = scores[~unscorable]
+        std = float(np.std(valid, ddof=1)) if valid.size > 1 else 0.0
+        out = out / (std + eps)
+    else:
+        out = _advantages(batch, tokens, np.dtype(np.float64), eps, scale == "group", td)
+    out[unscorable] = 0.0
+    return _like(out.astype(_numpy_float(dtype), copy=False), rewards, dtype)

@@ -533,6 +533,31 @@ def test_trl_helper_matches_verl_layout(b: Batch, one_d: bool) -> None:
     )
 
 
+@SETTINGS
+@given(b=batches(holes=False), data=st.data())
+def test_trl_helper_batch_scaling_and_unscorable(b: Batch, data: Any) -> None:
+    """TRL's scale_rewards="batch" and its NaN reward for an unscorable completion."""
+    n = len(b.seqs)
+    index = np.zeros(n, dtype=np.int64)
+    got = tempo_advantages_trl(b.scores, b.mask, b.responses, n, scale_rewards="batch")
+    raw, _ = tempo_advantages(b.rewards, b.mask, index, b.responses, norm_adv_by_std_in_grpo=False)
+    std = np.std(b.scores, ddof=1) if n > 1 else 0.0
+    np.testing.assert_allclose(got, raw / (std + 1e-4), rtol=1e-12, atol=1e-12)
+    if n < 2:
+        return
+    drop = data.draw(st.integers(0, n - 1))
+    scores = b.scores.copy()
+    scores[drop] = np.nan
+    keep = np.arange(n) != drop
+    for scale in ("group", "batch", "none"):
+        got = tempo_advantages_trl(scores, b.mask, b.responses, n, scale_rewards=scale)
+        assert (got[drop] == 0).all()
+        ref = tempo_advantages_trl(
+            b.scores[keep], b.mask[keep], b.responses[keep], n - 1, scale_rewards=scale
+        )
+        np.testing.assert_allclose(got[keep], ref, rtol=1e-12, atol=1e-12)
+
+
 def test_inputs_not_mutated_and_dtypes() -> None:
     rewards, mask, index, resp = golden_inputs()
     copies = [x.copy() for x in (rewards, mask, index, resp)]
@@ -613,7 +638,7 @@ def test_errors() -> None:
     with pytest.raises(ParameterError):
         tempo_advantages_trl(rewards, mask, resp, 0)
     with pytest.raises(ParameterError):
-        tempo_advantages_trl(rewards, mask, resp, 2, scale_rewards="batch")
+        tempo_advantages_trl(rewards, mask, resp, 2, scale_rewards="batchwise")
 
 
 # ---------------------------------------------------------------- torch
