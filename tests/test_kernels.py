@@ -243,14 +243,38 @@ def test_kernel_blocks_cover_every_report() -> None:
         out = np.zeros(cand.size, dtype=np.int64)
         kernels.olh_support(*words, width, x_lo, x_hi, out, block)
         np.testing.assert_array_equal(out, ref)
-    matrix = rng.integers(0, 9, size=(1001, 8), dtype=np.int64)
-    pref = _reference_pool(keys, matrix, 8, cand)
-    for block in (1, 7, 1001, 5000):
-        out = np.zeros(cand.size, dtype=np.int64)
-        kernels.pool_support(
-            keys.a_lo, keys.a_hi, keys.b, matrix.reshape(-1), 8, x_lo, x_hi, out, block
+    for g in (8, 55):  # the select loop (g ≤ 8) and the gather loop in seed blocks
+        keys_g = HashKeys.from_seeds(np.arange(1001, dtype=np.uint64))
+        matrix = rng.integers(0, 9, size=(1001, g), dtype=np.int64)
+        pref = _reference_pool(keys_g, matrix, g, cand)
+        for block in (1, 7, 1001, 5000):
+            out = np.zeros(cand.size, dtype=np.int64)
+            flat = matrix.reshape(-1)
+            kernels.pool_support(
+                keys_g.a_lo, keys_g.a_hi, keys_g.b, flat, g, x_lo, x_hi, out, block
+            )
+            np.testing.assert_array_equal(out, pref)
+
+
+@pytest.mark.parametrize("g", [3, 8, 55])
+def test_wide_candidate_sets(g: int) -> None:
+    """Thousands of candidates (several candidate blocks), sorted so that some blocks are all
+    below 2^32 and one mixes both halves."""
+    rng = np.random.default_rng(g)
+    cand = np.sort(
+        np.concatenate(
+            [
+                rng.choice(2**32, size=4000, replace=False).astype(np.uint64),
+                rng.choice(2**20, size=1500, replace=False).astype(np.uint64) + np.uint64(2**32),
+            ]
         )
-        np.testing.assert_array_equal(out, pref)
+    )
+    keys, y = _reports(rng, 300, g, cand)
+    np.testing.assert_array_equal(_both_olh(keys, y, g, cand), _reference_counts(keys, y, g, cand))
+    matrix = rng.integers(0, 1000, size=(300, g), dtype=np.int64)
+    np.testing.assert_array_equal(
+        _both_pool(keys, matrix, g, cand), _reference_pool(keys, matrix, g, cand)
+    )
 
 
 # --- oracles end to end and the switch --------------------------------------------------------
