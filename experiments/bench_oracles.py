@@ -2,24 +2,31 @@
 
 n = 100,000 users, d = 1,024 candidates, ε = 2, Zipf(1.1) data: perturb and estimate times for
 each oracle, OLH decode throughput (hash evaluations per second), and the empirical MSE against
-the variance formula. A per-user, per-candidate Python loop in the style of today's Python LDP
-libraries (one xxhash call per user × candidate) is timed side by side on a subsample and
-scaled to n, so the speed-up is measured in the same run.
+the variance formula. The two decode kernels (compiled numba, numpy fallback) are timed side by
+side on the same reports, after a warm-up whose JIT time (compile, or load from numba's on-disk
+cache) is printed apart. Wide candidate sets (10^5 and 10^6 prefixes) are then decoded with the
+compiled kernel: seed-pool OLH with S = 4,096 and 65,536, plain OLH at |C| = 10^5. A
+per-user, per-candidate Python loop in the style of today's Python LDP libraries (one xxhash
+call per user × candidate) is timed on a subsample and scaled to n, so that speed-up is
+measured in the same run too.
 
-Reproduce:  .venv/bin/python experiments/bench_oracles.py  [--users N] [--candidates D]
+Reproduce:  .venv/bin/python experiments/bench_oracles.py  [--users N] [--candidates D] [--no-wide]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 import xxhash
 
-from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
+from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports, Support
+from fedhh.oracles.hashing import active_kernel, compiled_kernels
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
@@ -29,6 +36,83 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def with_kernel(kernel: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the decode kernel ``kernel`` selected (FEDHH_KERNEL)."""
+
+    def run() -> object:
+        before = os.environ.get("FEDHH_KERNEL")
+        os.environ["FEDHH_KERNEL"] = kernel
+        try:
+            return fn()
+        finally:
+            if before is None:
+                del os.environ["FEDHH_KERNEL"]
+            else:
+                os.environ["FEDHH_KERNEL"] = before
+
+    return run
+
+
+def distinct_labels(rng: np.random.Generator, count: int, bits: int) -> np.ndarray:
+    """``count`` distinct random labels below 2^bits, in random order."""
+    labels = np.zeros(0, dtype=np.uint64)
+    while labels.size < count:
+        more = rng.integers(0, 2**bits, size=count + count // 8 + 16, dtype=np.uint64)
+        labels = np.unique(np.concatenate([labels, more]))
+    return rng.permutation(labels)[:count]
+
+
+def kernels_side_by_side(
+    olh: OLH, olh_reports: Reports, pool: OLHPool, pool_reports: Reports, labels: np.ndarray
+) -> None:
+    """Both decode kernels on the same reports (whole ``support`` calls), best of 5 each."""
+    n, d = olh_reports.n, labels.size
+    print(f"\ndecode kernels side by side (n = {n:,}, |C| = {d:,}), whole support() calls")
+    sketch = pool.sketch(pool_reports)
+    jobs = {
+        "plain OLH": (lambda: olh.support(olh_reports, labels), n * d),
+        f"seed-pool OLH (S = {pool.pool_size:,})": (
+            lambda: pool.support_from_sketch(sketch, labels),
+            pool.pool_size * d,
+        ),
+    }
+    print(f"{'decode':<28}{'numpy s':>10}{'numba s':>10}{'ratio':>8}", end="")
+    print(f"{'numpy G/s':>11}{'numba G/s':>11}")
+    for name, (fn, evals) in jobs.items():
+        t_np, c_np = best_of(with_kernel("numpy", fn), 5)
+        t_nb, c_nb = best_of(with_kernel("numba", fn), 5)
+        assert isinstance(c_np, Support) and isinstance(c_nb, Support)
+        assert np.array_equal(c_np.counts, c_nb.counts), "the kernels disagree"
+        print(
+            f"{name:<28}{t_np:>10.4f}{t_nb:>10.4f}{t_np / t_nb:>7.1f}×"
+            f"{evals / t_np / 1e9:>11.2f}{evals / t_nb / 1e9:>11.2f}"
+        )
+
+
+def wide_sets(olh: OLH, values: np.ndarray, seed: int, bits: int) -> None:
+    """Decode times of wide candidate sets with the active kernel (bounded memory: no array of
+    reports × candidates is made)."""
+    rng = np.random.default_rng(seed + 1)
+    wide = distinct_labels(rng, 1_000_000, bits)
+    print(f"\nwide candidate sets ({active_kernel()} kernel, n = {values.size:,} reports)")
+    print(f"{'decode':<30}{'|C|':>11}{'evaluations':>13}{'s':>9}{'G evals/s':>11}{'peak MiB':>10}")
+    runs: list[tuple[str, FrequencyOracle, Reports, int]] = []
+    for size in (4096, 65536):
+        pool = OLHPool(olh.epsilon, pool_size=size)
+        reports = pool.perturb(values, np.random.default_rng(2))
+        runs += [(f"seed-pool OLH, S = {size:,}", pool, reports, d) for d in (100_000, 1_000_000)]
+    runs.append(("plain OLH", olh, olh.perturb(values, np.random.default_rng(3)), 100_000))
+    for name, oracle, reports, d in runs:
+        cand = wide[:d]
+        evals = oracle.decode_evaluations(reports.n, d)
+        tracemalloc.start()  # traces the (few, large) arrays the decode allocates
+        t, _ = best_of(lambda o=oracle, r=reports, c=cand: o.support(r, c), 1)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(f"{name:<30}{d:>11,}{evals:>13.2e}{t:>9.2f}{evals / t / 1e9:>11.2f}{peak:>10.1f}")
+    print("peak MiB: memory the decode allocates (the counts, the reports' hash keys), traced")
 
 
 def library_style_decode(seeds: np.ndarray, buckets: np.ndarray, d: int, g: int) -> np.ndarray:
@@ -49,6 +133,7 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=32, help="label width of the candidates")
     ap.add_argument("--reference-users", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-wide", action="store_true", help="skip the wide candidate sets")
     args = ap.parse_args()
     n, d, eps = args.users, args.candidates, args.epsilon
 
@@ -62,9 +147,14 @@ def main() -> None:
 
     oracles: list[FrequencyOracle] = [GRR(eps), OUE(eps), OLH(eps), OLHPool(eps)]
     print(f"n = {n:,} users, d = {d:,} candidates ({args.bits}-bit labels), ε = {eps}, Zipf(1.1)")
+    print(f"decode kernel: {active_kernel()} (FEDHH_KERNEL=numpy|numba selects it)")
+    if active_kernel() == "numba":  # compile before any timing; the figures never include it
+        seconds, cached = compiled_kernels().warm_up()
+        how = "loaded from numba's on-disk cache" if cached else "compiled, then cached on disk"
+        print(f"JIT of the compiled kernels: {seconds:.2f} s ({how})")
     print(f"{'oracle':<28}{'perturb s':>11}{'estimate s':>12}{'Mevals/s':>10}{'MSE/Var':>9}")
     olh_time = pool_time = math.nan
-    olh_reports = None
+    olh_reports = pool_reports = None
     for o in oracles:
         t_p, reports = best_of(lambda o=o: o.perturb(values, np.random.default_rng(1), labels))
         t_e, est = best_of(lambda o=o, r=reports: o.estimate(r, labels))
@@ -73,7 +163,7 @@ def main() -> None:
             _, ucounts = np.unique(values, return_counts=True)
             mass = float(np.sum(ucounts * (ucounts - 1.0))) - truth * (truth - 1.0)
             var = np.array([o.variance(n, d + 1, c, m) for c, m in zip(truth, mass, strict=True)])
-            pool_time = t_e
+            pool_time, pool_reports = t_e, reports
         else:
             var = np.array([o.variance(n, d + 1, c) for c in truth])
         evals = ""
@@ -85,8 +175,12 @@ def main() -> None:
             f"{np.mean(err**2) / var.mean():>9.3f}"
         )
 
+    assert olh_reports is not None and pool_reports is not None
+    kernels_side_by_side(OLH(eps), olh_reports, OLHPool(eps), pool_reports, labels)
+    if not args.no_wide:
+        wide_sets(OLH(eps), values, args.seed, args.bits)
+
     m = args.reference_users
-    assert olh_reports is not None
     g = OLH(eps).g
     sub_seeds = (olh_reports["seed"][:m] & np.uint64(0xFFFFFFFF)).astype(np.uint64)
     t0 = time.perf_counter()

@@ -9,11 +9,12 @@ over threads (the functions release the GIL), so no array larger than the candid
 Plain OLH: ``counts[k] += #{j : (a_lo[j]·x_lo[k] + a_hi[j]·x_hi[k] + offset[j]) mod 2^64 <
 width[j]}``. Measured choices (n = 100k, |C| = 1024, one core): candidates in tiles of 8 held in
 registers while the reports stream (LLVM vectorises the report loop into 8-lane AVX-512
-multiply-add-compare with 8 running sums, ≈ 2.5× a loop over one candidate at a time);
-reports in blocks of ``USER_BLOCK`` so a block's words stay in L2 while every tile passes over
-them; a separate tile loop without the high-half multiply when the 8 candidates are < 2^32.
-Loops index slices from 0 (a loop over ``range(lo, hi)`` keeps numba's negative-index check and
-runs ≈ 4× slower).
+multiply-add-compare with 8 running sums, ≈ 2.5× a loop over one candidate at a time); a
+separate tile loop without the high-half multiply when the 8 candidates are < 2^32; reports in
+blocks of ``USER_BLOCK`` so a block's words stay in L2 while every tile passes over them (no
+measurable gain up to n = 10^6 here, where L3 holds them, but large n need not rely on L3).
+Loops index slices from 0: a loop over ``range(lo, hi)`` keeps numba's negative-index check,
+does not vectorise and ran several times slower.
 
 Seed pool: ``counts[k] += Σ_s M[s, ((((a_lo[s]·x_lo[k] + a_hi[s]·x_hi[k] + b[s]) mod 2^64) >> 32)
 · g) >> 32]`` over a flattened S×g matrix ``M``. For g ≤ 8 (ε ≤ 2) a seed's row of M sits in
