@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install install-dev clean proto
+.PHONY: demo test lint install install-dev integration clean proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# verl and TransferQueue without their dependencies: the `integrations` extra (in `dev`) installs
+# the few that the TEMPO integration tests need (see pyproject.toml).
+NODEPS := verl==0.9.1 TransferQueue==0.1.11
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -28,6 +33,10 @@ demo: $(VENV)/.installed
 ## Set up and run the whole test suite (lint included).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+## TEMPO in the real verl 0.9.1 and TRL 1.16.0 (also part of `make test`).
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -243,3 +243,37 @@ def test_rejects_what_tempo_cannot_do(tmp_path: Path, monkeypatch: pytest.Monkey
             train_dataset=Dataset.from_dict({"prompt": ["a b"] * 4}),
             processing_class=tiny_tokenizer(),
         )
+
+
+def test_readme_snippet_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's TRL snippet, run as written, with a small run's GRPOConfig settings added."""
+    from datasets import Dataset
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### TRL\n", 1)[1].split("\n### ", 1)[0]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "TempoGRPOTrainer(" in snippet and "trainer.train()" in snippet
+    real_config = trl.GRPOConfig
+    small_run = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 6,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "seed": 0,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    }
+    monkeypatch.setattr(trl, "GRPOConfig", lambda **kw: real_config(**{**kw, **small_run}))
+    namespace: dict[str, Any] = {
+        "model": tiny_model(),
+        "tokenizer": tiny_tokenizer(),
+        "reward_funcs": [reward_a],
+        "dataset": Dataset.from_dict({"prompt": ["a b", "c d", "e f", "b a"] * 4}),
+    }
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert isinstance(trainer, TempoGRPOTrainer) and trainer.state.global_step == 2
+    assert any("tempo/td_token_frac" in h for h in trainer.state.log_history)

@@ -11,8 +11,10 @@ overrides.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +30,18 @@ from fedhh.tempo import build_prefix_tree, tempo_advantages  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-# The README's lines for a verl run (tests/test_readme.py checks that the README shows them).
-README_OVERRIDES = [
-    "algorithm.adv_estimator=tempo",
-    "+algorithm.tempo.td_coef=0.5",
-    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=fedhh.integrations.verl",
-]
+
+def readme_overrides() -> list[str]:
+    """The config lines of the README's verl command (``key=value``, one a line)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### verl\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    found = [m.group(1) for m in re.finditer(r"^\s+(\+?[\w.]+=\S+)\s*\\?$", block, re.M)]
+    assert "verl.trainer.main_ppo" in block and found
+    return found
+
+
+README_OVERRIDES = readme_overrides()
 
 
 def verl_config(*overrides: str) -> Any:
@@ -154,7 +162,8 @@ def test_td_coef_zero_equals_verls_grpo() -> None:
 def test_td_coef_uses_the_tree_of_each_prompt() -> None:
     data = verl_batch(seed=2)
     config = verl_config(*README_OVERRIDES).algorithm
-    assert tempo_verl.tempo_options(config)["td_coef"] == 0.5
+    td = tempo_verl.tempo_options(config)["td_coef"]
+    assert td > 0 and README_OVERRIDES[0] == "algorithm.adv_estimator=tempo"
     got = advantages(data, "tempo", config).double().numpy()
     grpo = advantages(data, "grpo", config).double().numpy()
     b = data.batch
@@ -162,7 +171,7 @@ def test_td_coef_uses_the_tree_of_each_prompt() -> None:
     index = data.non_tensor_batch["uid"]
     resp = b["responses"].numpy()
     ref, _ = tempo_advantages(
-        b["token_level_rewards"].double().numpy(), mask, index, resp, td_coef=0.5
+        b["token_level_rewards"].double().numpy(), mask, index, resp, td_coef=td
     )
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
@@ -192,7 +201,7 @@ def test_td_coef_uses_the_tree_of_each_prompt() -> None:
     np.testing.assert_array_equal(advantages(split, "grpo", config).double().numpy(), grpo)
     assert not np.allclose(other, got)
     np.testing.assert_allclose(other[:, 1:], grpo[:, 1:], rtol=0, atol=1e-6)
-    scale = 1 + 0.5  # δ at the root's child of one response = r − μ, weighted by td_coef
+    scale = 1 + td  # δ at the root's child of one response = r − μ, weighted by td_coef
     np.testing.assert_allclose(other[:, 0], grpo[:, 0] * scale, rtol=1e-5, atol=1e-6)
 
 
@@ -330,7 +339,11 @@ def test_v1_trainer_reads_the_responses_from_transfer_queue() -> None:
         got = v1_advantages(*README_OVERRIDES)
         assert got.shape == (len(data), width)
         expected, _ = tempo_advantages(
-            b["token_level_rewards"], mask, index, b["responses"], td_coef=0.5
+            b["token_level_rewards"],
+            mask,
+            index,
+            b["responses"],
+            **tempo_verl.tempo_options(verl_config(*README_OVERRIDES).algorithm),
         )
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         grpo = v1_advantages("algorithm.adv_estimator=grpo")  # verl's v1 GRPO
