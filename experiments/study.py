@@ -1,104 +1,250 @@
-"""The study: PEM-Local, PEM-Global, TAP, TAPS and ablations over datasets and sweeps.
+"""The study: TAP, TAPS, the baselines at their defaults and at their best η, ablations and the
+known-domain reference, over datasets × ε × k (× M), with seeded repeats.
 
-Config (TOML) in, CSV tables and PNG plots out. Every run is seeded: repeat r uses data seed r
-and run seed r, so a point is reproducible on its own.
+Config (TOML) in; ``runs.csv``, ``summary.csv``, ``summary.md`` and PNG plots out. Repeat r uses
+data seed r and run seed r, so every run is reproducible on its own.
 
-Reproduce:
+Reproduce (from the project root):
     .venv/bin/python experiments/study.py experiments/configs/study.toml --jobs 2
-    .venv/bin/python experiments/study.py experiments/configs/quick.toml   # a small check
+    .venv/bin/python experiments/study.py experiments/configs/quick.toml --jobs 2  # minutes
+    .venv/bin/python experiments/study.py CONFIG --summarise-only    # tables and plots again
 
-Outputs in the config's ``out`` folder: ``runs.csv`` (one row per run), ``summary.csv`` (mean
-and standard deviation per point), ``summary.md`` (the tables quoted in the README) and
-``<dataset>_<sweep>.png`` plots (F1 and NCR against the swept value, one line per mechanism).
+The runner is **resumable**: every finished run is appended to ``runs.csv`` at once, and a
+restart skips the runs already there (same dataset, label, ε, k, M, repeat and parameters), so
+an interrupted study continues where it stopped. Jobs are grouped by (dataset, M, repeat): a
+worker loads each dataset once and runs every point and mechanism on it. ``--jobs N`` runs N
+worker processes with ``FEDHH_THREADS=1`` each. A progress line with the ETA goes to stderr.
+
+Config tables (see ``experiments/configs/study.toml``):
+
+* ``[study]``: ``name``, ``title``, ``repeats``, ``users`` (synthetic users), ``out``;
+* ``[grid]``: ``epsilon``, ``k``, ``parties`` lists; every combination is a point. (Or the older
+  ``[defaults]`` + ``[sweeps]``: a default point and one-at-a-time sweeps around it.)
+* ``[mechanisms]``: label → ``MechanismParams`` fields, run at every point;
+* ``[tuning]``: ``labels`` (baselines of ``[mechanisms]``) and ``eta`` (the sweep): each baseline
+  also runs as ``"<label> η=<e>"`` for every e, and the summary's ``"<label> tuned"`` is the η
+  with the best mean F1 at each point (which η won is recorded);
+* ``[compare]``: ``ours`` (default ``["TAPS", "TAP"]``): compared with the better tuned baseline;
+* ``[reference]``: ``draws`` (default 20): the known-domain reference's draws per repeat
+  (0: none);
+* ``[ablations]``: ``points`` (``epsilon`` and ``k`` lists: where ablations run) and ``runs``
+  (label → ``MechanismParams`` fields);
+* ``[datasets.<name>]``: ``kind`` = ``zipf`` (``users``, ``items``, ``s``, ``m``, ``split``,
+  ``alpha``, ``sizes``), ``aol`` (``split``, ``alpha``, ``sizes``, ``max_users``, ``path``) or
+  ``babynames`` (``party_by``, ``years``, ``max_users``, ``item_bytes``, ``path``; its parties
+  are its own: the grid's M does not apply).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import functools
-import math
+import itertools
+import json
+import multiprocessing as mp
 import os
+import queue
 import sys
 import time
 import tomllib
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-METRICS = ("f1", "precision", "recall", "ncr", "are")
-COSTS = ("rounds", "bytes_to_parties", "bytes_to_coordinator", "hash_evaluations", "wall_seconds")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_io import COSTS, METRICS, REFERENCE, Progress, RunsFile, read_runs
+from study_report import summarise, write_outputs
 
 
 @dataclass(frozen=True)
-class Job:
-    dataset: str
-    sweep: str
-    x: float
+class Run:
+    """One row of runs.csv to produce: a mechanism (or the reference) at one point."""
+
     label: str
-    rep: int
+    family: str
     epsilon: float
     k: int
+    params: str  # JSON of the MechanismParams overrides ("" for the reference)
+    eta: int | None = None
+
+
+@dataclass
+class Group:
+    """The runs that share one dataset instance (a worker loads it once)."""
+
+    dataset: str
     parties: int
+    rep: int
+    runs: list[Run] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and plan
+# ---------------------------------------------------------------------------------------------
 
 
 def load_config(path: Path) -> dict[str, Any]:
+    """The study config; a missing table or an unknown key stops with a clear message."""
     with path.open("rb") as fh:
         cfg = tomllib.load(fh)
-    for key in ("study", "defaults", "mechanisms", "datasets"):
+    for key in ("study", "mechanisms", "datasets"):
         if key not in cfg:
             raise SystemExit(f"study config {path}: missing [{key}] table")
+    if ("grid" in cfg) == ("sweeps" in cfg or "defaults" in cfg):
+        raise SystemExit(f"study config {path}: give [grid], or [defaults] with [sweeps]")
+    known = {"study", "grid", "defaults", "sweeps", "mechanisms", "tuning", "compare"}
+    unknown = set(cfg) - known - {"reference", "ablations", "datasets", "params"}
+    if unknown:
+        raise SystemExit(f"study config {path}: unknown tables {sorted(unknown)}")
+    for name, spec in cfg["datasets"].items():
+        if spec.get("kind") not in ("zipf", "aol", "babynames"):
+            raise SystemExit(f"dataset {name!r}: kind must be zipf, aol or babynames")
+    for label in cfg.get("tuning", {}).get("labels", []):
+        if label not in cfg["mechanisms"]:
+            raise SystemExit(f"[tuning] label {label!r} is not in [mechanisms]")
     return cfg
 
 
-def plan_jobs(cfg: dict[str, Any]) -> list[Job]:
-    """Every (dataset, sweep point, mechanism, repeat), the default point shared by the sweeps;
-    ablations run at the default point only."""
+def points(cfg: dict[str, Any]) -> list[tuple[float, int, int]]:
+    """Every (ε, k, M) point: the grid's product, or the default point and the sweeps."""
+    if "grid" in cfg:
+        g = cfg["grid"]
+        return [
+            (float(e), int(k), int(m))
+            for e, k, m in itertools.product(g["epsilon"], g["k"], g.get("parties", [8]))
+        ]
     d = cfg["defaults"]
-    reps = int(cfg["study"]["repeats"])
-    jobs: dict[tuple, Job] = {}
-    for ds in cfg["datasets"]:
-        points = [("default", 0.0, d["epsilon"], d["k"], d["parties"])]
-        for var, values in cfg.get("sweeps", {}).items():
-            for v in values:
-                eps, k, m = d["epsilon"], d["k"], d["parties"]
-                if var == "epsilon":
-                    eps = float(v)
-                elif var == "k":
-                    k = int(v)
-                elif var == "parties":
-                    m = int(v)
-                else:
-                    raise SystemExit(f"unknown sweep {var!r} (epsilon, k, parties)")
-                points.append((var, float(v), eps, k, m))
-        labels = list(cfg["mechanisms"])
-        for sweep, x, eps, k, m in points:
-            for label in labels + (list(cfg.get("ablations", {})) if sweep == "default" else []):
-                for rep in range(reps):
-                    job = Job(ds, sweep, x, label, rep, float(eps), int(k), int(m))
-                    jobs[(ds, sweep, x, label, rep)] = job
-    return sorted(jobs.values(), key=lambda j: (j.dataset, j.parties, j.rep, j.sweep, j.x, j.label))
+    base = (float(d["epsilon"]), int(d["k"]), int(d["parties"]))
+    out = [base]
+    for var, values in cfg.get("sweeps", {}).items():
+        if var not in ("epsilon", "k", "parties"):
+            raise SystemExit(f"unknown sweep {var!r} (epsilon, k, parties)")
+        for v in values:
+            e, k, m = base
+            pt = (float(v), k, m) if var == "epsilon" else (e, int(v), m)
+            if var == "parties":
+                pt = (e, k, int(v))
+            if pt not in out:
+                out.append(pt)
+    return out
 
 
-@functools.lru_cache(maxsize=4)
-def _dataset(name: str, spec_items: tuple, parties: int, rep: int, users: int) -> Any:
-    from fedhh.datasets import load_aol, synthetic_zipf
+def _params_json(overrides: dict[str, Any]) -> str:
+    return json.dumps(overrides, sort_keys=True)
 
-    spec = dict(spec_items)
+
+def runs_at(cfg: dict[str, Any], epsilon: float, k: int) -> list[Run]:
+    """The runs of one point: reference, mechanisms, tuned-baseline sweeps, ablations."""
+    out: list[Run] = []
+    if int(cfg.get("reference", {}).get("draws", 20)) > 0:
+        out.append(Run(REFERENCE, REFERENCE, epsilon, k, ""))
+    for label, over in cfg["mechanisms"].items():
+        out.append(Run(label, label, epsilon, k, _params_json(over), over.get("eta")))
+    tuning = cfg.get("tuning", {})
+    for label in tuning.get("labels", []):
+        for eta in tuning.get("eta", []):
+            over = {**cfg["mechanisms"][label], "eta": int(eta)}
+            out.append(Run(f"{label} η={eta}", label, epsilon, k, _params_json(over), int(eta)))
+    abl = cfg.get("ablations", {})
+    where = abl.get("points", {})
+    if epsilon in [float(e) for e in where.get("epsilon", [])] and k in where.get("k", []):
+        for label, over in abl.get("runs", {}).items():
+            out.append(Run(label, label, epsilon, k, _params_json(over), over.get("eta")))
+    return out
+
+
+def _size(spec: dict[str, Any], cfg: dict[str, Any]) -> int:
+    """Users of a dataset, roughly: the cost of its runs grows with it."""
+    full = {"babynames": 8_969_719, "aol": 657_427}.get(spec["kind"])
+    if full is None:
+        return int(spec.get("users", cfg["study"].get("users", 200_000)))
+    return int(spec.get("max_users") or full)
+
+
+def plan(cfg: dict[str, Any], only: Sequence[str] = ()) -> list[Group]:
+    """All groups, repeat-major (a partial study covers every dataset); within a repeat the
+    largest datasets first (their groups take longest: the small ones then fill the other
+    workers); runs ordered by point."""
+    groups = []
+    by_size = sorted(cfg["datasets"].items(), key=lambda kv: -_size(kv[1], cfg))
+    for rep in range(int(cfg["study"]["repeats"])):
+        for name, spec in by_size:
+            if only and name not in only:
+                continue
+            pts = points(cfg)
+            ms = sorted({m for _, _, m in pts})
+            if spec["kind"] == "babynames":
+                ms = ms[:1]  # its parties are its own
+            for m in ms:
+                g = Group(name, m, rep)
+                for e, k, mm in pts:
+                    if mm == m or spec["kind"] == "babynames":
+                        g.runs.extend(r for r in runs_at(cfg, e, k) if r not in g.runs)
+                groups.append(g)
+    return groups
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    return (
+        row["dataset"],
+        row["label"],
+        float(row["epsilon"]),
+        int(row["k"]),
+        int(row["parties"]),
+        int(row["rep"]),
+        row.get("params", "") or "",
+    )
+
+
+def pending(groups: list[Group], done: set[tuple]) -> list[Group]:
+    """The groups with their runs not yet in runs.csv (empty groups dropped)."""
+    out = []
+    for g in groups:
+        todo = [
+            r
+            for r in g.runs
+            if (g.dataset, r.label, r.epsilon, r.k, g.parties, g.rep, r.params) not in done
+        ]
+        if todo:
+            out.append(Group(g.dataset, g.parties, g.rep, todo))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _dataset(name: str, spec_json: str, parties: int, rep: int, users: int) -> Any:
+    from fedhh.datasets import load_aol, load_babynames, synthetic_zipf
+
+    spec = json.loads(spec_json)
     kind = spec.pop("kind")
     if kind == "aol":
         return load_aol(
             spec.get("path"),
             n_parties=parties,
             split=spec.get("split", "dirichlet"),
-            alpha=spec.get("alpha", 0.5),
+            alpha=float(spec.get("alpha", 0.5)),
             sizes=spec.get("sizes", "equal"),
             seed=rep,
             max_users=spec.get("max_users"),
+        )
+    if kind == "babynames":
+        years = spec.get("years")
+        return load_babynames(
+            spec.get("path"),
+            party_by=spec.get("party_by", "sector-sex"),
+            years=tuple(years) if years else None,
+            item_bytes=int(spec.get("item_bytes", 8)),
+            max_users=spec.get("max_users"),
+            seed=rep,
         )
     return synthetic_zipf(
         int(spec.get("users", users)),
@@ -113,276 +259,222 @@ def _dataset(name: str, spec_items: tuple, parties: int, rep: int, users: int) -
     )
 
 
-def run_job(job: Job, cfg: dict[str, Any]) -> dict[str, Any]:
+def _resolved(params_json: str) -> str:
+    """The run's parameters with every default filled in (runs with equal ones are one run)."""
+    from fedhh.mechanisms import MechanismParams
+
+    fields = {f.name: f.default for f in dataclasses.fields(MechanismParams)}
+    fields.update(json.loads(params_json))
+    for f in ("epsilon", "k", "m", "seed"):
+        fields.pop(f, None)
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
+    """Run every run of a group on one dataset instance; emit one message per run."""
     from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
 
-    ds_spec = cfg["datasets"][job.dataset]
+    spec = cfg["datasets"][group.dataset]
     ds = _dataset(
-        job.dataset,
-        tuple(sorted(ds_spec.items())),
-        job.parties,
-        job.rep,
-        int(cfg["study"]["users"]),
+        group.dataset,
+        json.dumps(spec, sort_keys=True),
+        group.parties,
+        group.rep,
+        int(cfg["study"].get("users", 200_000)),
     )
-    overrides = dict(cfg["mechanisms"].get(job.label) or cfg["ablations"][job.label])
-    params = MechanismParams(
-        epsilon=job.epsilon, k=job.k, m=ds.m, seed=job.rep, **{**cfg.get("params", {}), **overrides}
-    )
-    t0 = time.perf_counter()
-    res = simulate(ds.parties, ds.codec, params)
-    wall = time.perf_counter() - t0
-    sc = ds.evaluate(res.items, res.estimates, job.k)
-    row: dict[str, Any] = {**job.__dict__}
-    row.update({m: getattr(sc, m) for m in METRICS})
-    row.update({c: res.cost[c] for c in COSTS if c != "wall_seconds"})
-    row["wall_seconds"] = wall
-    return row
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["dataset"], r["sweep"], float(r["x"]), r["label"])].append(r)
-    out = []
-    for (ds, sweep, x, label), rs in sorted(groups.items()):
-        s: dict[str, Any] = {"dataset": ds, "sweep": sweep, "x": x, "label": label, "n": len(rs)}
-        for key in METRICS + COSTS:
-            vals = np.array([float(r[key]) for r in rs], dtype=float)
-            s[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-            s[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else math.nan
-        out.append(s)
-    return out
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _fmt(mean: float, std: float, digits: int = 3) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def markdown(summary: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
-    d = cfg["defaults"]
-    lines = [
-        f"# Study results ({cfg['study'].get('title', cfg['study']['name'])})",
-        "",
-        f"Default point: ε = {d['epsilon']}, k = {d['k']}, M = {d['parties']} parties, "
-        f"{cfg['study']['repeats']} seeded repeats per point (mean ± std).",
-        "",
-    ]
-    by_ds: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in summary:
-        by_ds[s["dataset"]].append(s)
-    for ds, rows in by_ds.items():
-        lines += [
-            f"## {ds}",
-            "",
-            "| mechanism | F1 | NCR | ARE | rounds | KB to parties | KB to coordinator | wall s |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for s in [r for r in rows if r["sweep"] == "default"]:
-            lines.append(
-                f"| {s['label']} | {_fmt(s['f1_mean'], s['f1_std'])} | "
-                f"{_fmt(s['ncr_mean'], s['ncr_std'])} | {_fmt(s['are_mean'], s['are_std'])} | "
-                f"{s['rounds_mean']:.0f} | {s['bytes_to_parties_mean'] / 1e3:.1f} | "
-                f"{s['bytes_to_coordinator_mean'] / 1e3:.1f} | {s['wall_seconds_mean']:.2f} |"
-            )
-        for sweep in sorted({r["sweep"] for r in rows} - {"default"}):
-            pts = sorted({r["x"] for r in rows if r["sweep"] == sweep})
-            labels = list(cfg["mechanisms"])
-            lines += [
-                "",
-                f"F1 against {sweep}:",
-                "",
-                f"| {sweep} | " + " | ".join(labels) + " |",
-                "|---|" + "---|" * len(labels),
-            ]
-            for x in pts:
-                cells = []
-                for lab in labels:
-                    hit = [
-                        r for r in rows if r["sweep"] == sweep and r["x"] == x and r["label"] == lab
-                    ]
-                    cells.append(_fmt(hit[0]["f1_mean"], hit[0]["f1_std"], 2) if hit else "")
-                lines.append(f"| {x:g} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append(standing(summary, cfg))
-    return "\n".join(lines) + "\n"
-
-
-def standing(summary: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
-    """Where TAP and TAPS stand against the better baseline at every point (F1 difference)."""
-    ours = [lab for lab in cfg["mechanisms"] if lab in ("TAP", "TAPS")]
-    base = [lab for lab in cfg["mechanisms"] if lab.startswith("PEM")]
-    if not ours or not base:
-        return ""
-    idx = {(s["dataset"], s["sweep"], s["x"], s["label"]): s for s in summary}
-    points = sorted({(s["dataset"], s["sweep"], s["x"]) for s in summary})
-    lines = [
-        "## TAP and TAPS against the better baseline",
-        "",
-        "F1 difference to the better of PEM-Local and PEM-Global at each point; a point counts as "
-        "a win or a loss when the difference exceeds twice its standard error over the repeats.",
-        "",
-        "| mechanism | points | wins | ties | losses | mean ΔF1 | worst ΔF1 (where) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for lab in ours:
-        diffs = []
-        for p in points:
-            rows_b = [idx[(*p, b)] for b in base if (*p, b) in idx]
-            if (*p, lab) not in idx or not rows_b:
-                continue
-            best = max(rows_b, key=lambda r: r["f1_mean"])
-            me = idx[(*p, lab)]
-            se = math.sqrt((me["f1_std"] ** 2 + best["f1_std"] ** 2) / max(me["n"], 1))
-            diffs.append((me["f1_mean"] - best["f1_mean"], se, p))
-        if not diffs:
-            continue
-        wins = sum(d > 2 * se for d, se, _ in diffs)
-        losses = sum(d < -2 * se for d, se, _ in diffs)
-        worst = min(diffs, key=lambda t: t[0])
-        where = f"{worst[2][0]}, {worst[2][1]} = {worst[2][2]:g}"
-        lines.append(
-            f"| {lab} | {len(diffs)} | {wins} | {len(diffs) - wins - losses} | {losses} | "
-            f"{np.mean([d for d, _, _ in diffs]):+.3f} | {worst[0]:+.3f} ({where}) |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(summary: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    labels = list(cfg["mechanisms"])
-    for ds in sorted({s["dataset"] for s in summary}):
-        for sweep in sorted({s["sweep"] for s in summary if s["dataset"] == ds} - {"default"}):
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-            for ax, metric in zip(axes, ("f1", "ncr"), strict=True):
-                for lab in labels:
-                    pts = sorted(
-                        (s["x"], s[f"{metric}_mean"], s[f"{metric}_std"])
-                        for s in summary
-                        if s["dataset"] == ds and s["sweep"] == sweep and s["label"] == lab
+    draws = int(cfg.get("reference", {}).get("draws", 20))
+    base = {"dataset": group.dataset, "parties": group.parties, "rep": group.rep}
+    shared: dict[tuple, dict[str, Any]] = {}
+    sent = 0
+    for run in group.runs:
+        row: dict[str, Any] = {
+            **base,
+            "label": run.label,
+            "family": run.family,
+            "eta": run.eta if run.eta is not None else "",
+            "epsilon": run.epsilon,
+            "k": run.k,
+            "n_parties": ds.n_parties,
+            "users": ds.n_users,
+            "params": run.params,
+        }
+        t0 = time.perf_counter()
+        try:
+            if run.label == REFERENCE:
+                seed = [group.rep, round(run.epsilon * 1000), run.k]
+                ref = ds.reference(run.epsilon, run.k, np.random.default_rng(seed), repeats=draws)
+                row.update({m: ref[m] for m in METRICS})
+                row["params"] = ""
+            else:
+                over = json.loads(run.params)
+                same = (run.epsilon, run.k, _resolved(run.params))
+                if same in shared:  # e.g. a baseline's default η is also in its η sweep
+                    result = shared[same]
+                else:
+                    params = MechanismParams(
+                        epsilon=run.epsilon,
+                        k=run.k,
+                        m=ds.m,
+                        seed=group.rep,
+                        **{**cfg.get("params", {}), **over},
                     )
-                    if pts:
-                        xs, ys, es = zip(*pts, strict=True)
-                        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=lab)
-                ax.set_xlabel(sweep)
-                ax.set_ylabel(metric.upper())
-                ax.set_ylim(-0.02, 1.02)
-                if sweep in ("parties", "k"):
-                    ax.set_xscale("log", base=2)
-                ax.grid(alpha=0.3)
-            axes[0].legend(fontsize=8)
-            fig.suptitle(f"{ds}: F1 and NCR against {sweep}")
-            fig.tight_layout()
-            path = out / f"{ds}_{sweep}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            made.append(path)
-    return made
+                    res = simulate(ds.parties, ds.codec, params)
+                    sc = ds.evaluate(res.items, res.estimates, run.k)
+                    result = {m: getattr(sc, m) for m in METRICS}
+                    result.update({c: res.cost[c] for c in COSTS})
+                    result["wall_seconds"] = time.perf_counter() - t0
+                    result["eta"] = params.eta
+                    shared[same] = result
+                row.update(result)
+            row.setdefault("wall_seconds", time.perf_counter() - t0)
+            row["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            emit({"kind": "row", "row": row})
+        except Exception as exc:  # one failing rule must not end a study of hours
+            emit({"kind": "error", "row": row, "error": f"{type(exc).__name__}: {exc}"})
+        sent += 1
+    return sent
 
 
-def _worker_init() -> None:
+_QUEUE: Any = None
+
+
+def _init_worker(q: Any) -> None:
+    global _QUEUE
+    _QUEUE = q
     os.environ["FEDHH_THREADS"] = "1"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Run the fedhh study from a config file.")
+def _run_group_in_worker(group: Group, cfg: dict[str, Any]) -> int:
+    return run_group(group, cfg, _QUEUE.put)
+
+
+def execute(groups: list[Group], cfg: dict[str, Any], out: Path, jobs: int) -> int:
+    """Run the groups (in ``jobs`` processes), appending each finished run to runs.csv.
+    Returns the number of failed runs (they are not written, so a restart retries them)."""
+    total = sum(len(g.runs) for g in groups)
+    runs = RunsFile(out / "runs.csv")
+    progress = Progress(total)
+    failures = 0
+
+    def handle(msg: dict[str, Any]) -> None:
+        nonlocal failures
+        if msg["kind"] == "row":
+            runs.write(msg["row"])
+        else:
+            failures += 1
+            r = msg["row"]
+            text = (
+                f"{r['dataset']} {r['label']} ε={r['epsilon']:g} k={r['k']} M={r['parties']} "
+                f"rep {r['rep']}: {msg['error']}"
+            )
+            with (out / "errors.log").open("a") as fh:
+                fh.write(text + "\n")
+            sys.stderr.write(f"\nrun failed: {text}\n")
+        progress.step(msg["row"])
+
+    try:
+        if jobs <= 1:
+            os.environ["FEDHH_THREADS"] = "1"
+            for g in groups:
+                run_group(g, cfg, handle)
+        else:
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            expected = 0
+            received = 0
+            with ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=_init_worker, initargs=(q,)
+            ) as ex:
+                futs: list[Future[int]] = [ex.submit(_run_group_in_worker, g, cfg) for g in groups]
+                live = set(futs)
+                while live or received < expected:
+                    try:
+                        handle(q.get(timeout=0.5))
+                        received += 1
+                    except queue.Empty:
+                        pass
+                    for f in [f for f in live if f.done()]:
+                        live.discard(f)
+                        exc = f.exception()
+                        if exc is not None:  # a worker died: what it finished is written
+                            raise SystemExit(f"\na worker failed: {exc!r}; rerun to resume")
+                        expected += f.result()
+    finally:
+        runs.close()
+        if progress.done:
+            sys.stderr.write("\n")
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Run the fedhh study from a config file (resumable; see the module doc)."
+    )
     ap.add_argument("config", type=Path)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--repeats", type=int, help="override the config's repeats")
     ap.add_argument("--out", type=Path, help="override the config's output folder")
+    ap.add_argument("--datasets", help="only these datasets (comma-separated names)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument(
         "--summarise-only", action="store_true", help="rebuild tables and plots from runs.csv"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.repeats is not None:
         cfg["study"]["repeats"] = args.repeats
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
     out = args.out or Path(cfg["study"].get("out", f"experiments/results/{cfg['study']['name']}"))
-    out.mkdir(parents=True, exist_ok=True)
-    if args.summarise_only:
-        with (out / "runs.csv").open() as fh:
-            rows = [_typed(r) for r in csv.DictReader(fh)]
-        summary = summarise(rows)
-        write_csv(out / "summary.csv", summary)
-        (out / "summary.md").write_text(markdown(summary, cfg))
-        print(f"rebuilt summary and {len(plot(summary, cfg, out))} plots in {out}")
-        return
-    planned = plan_jobs(cfg)
-    # A sweep's default value is the default point: run each distinct configuration once.
-    unique: dict[tuple, Job] = {}
-    for j in planned:
-        unique.setdefault(_config_key(j), j)
-    jobs = list(unique.values())
-    print(f"{len(jobs)} runs, {args.jobs} worker(s) → {out}", file=sys.stderr)
-    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if args.jobs <= 1:
-        _worker_init()
-        for i, job in enumerate(jobs):
-            rows.append(run_job(job, cfg))
-            _progress(i + 1, len(jobs), t0)
-    else:
-        with ProcessPoolExecutor(args.jobs, initializer=_worker_init) as ex:
-            # Chunks of consecutive jobs share a dataset (the worker's cache) and report progress.
-            chunks = [jobs[i : i + 24] for i in range(0, len(jobs), 24)]
-            futs = [ex.submit(_run_many, chunk, cfg) for chunk in chunks]
-            for fut in as_completed(futs):
-                rows.extend(fut.result())
-                _progress(len(rows), len(jobs), t0)
-    by_key = {_config_key(Job(**{f: r[f] for f in Job.__dataclass_fields__})): r for r in rows}
-    rows = [{**by_key[_config_key(j)], **j.__dict__} for j in planned]
-    rows.sort(key=lambda r: (r["dataset"], r["sweep"], r["x"], r["label"], r["rep"]))
-    summary = summarise(rows)
-    write_csv(out / "runs.csv", rows)
-    write_csv(out / "summary.csv", summary)
-    (out / "summary.md").write_text(markdown(summary, cfg))
-    plots = plot(summary, cfg, out)
+    if not args.summarise_only:
+        only = [s.strip() for s in args.datasets.split(",")] if args.datasets else []
+        unknown = set(only) - set(cfg["datasets"])
+        if unknown:
+            raise SystemExit(
+                f"unknown datasets {sorted(unknown)}; the config has {list(cfg['datasets'])}"
+            )
+        groups = plan(cfg, only)
+        done = {row_key(r) for r in read_runs(out / "runs.csv")}
+        todo = pending(groups, done)
+        n_all = sum(len(g.runs) for g in groups)
+        n_todo = sum(len(g.runs) for g in todo)
+        print(
+            f"{n_all} runs planned, {n_all - n_todo} already in {out / 'runs.csv'}, "
+            f"{n_todo} to run in {len(todo)} groups with {args.jobs} worker(s)",
+            file=sys.stderr,
+        )
+        if args.dry_run:
+            for g in todo:
+                print(
+                    f"  {g.dataset} M={g.parties} rep {g.rep}: {len(g.runs)} runs", file=sys.stderr
+                )
+            return 0
+        out.mkdir(parents=True, exist_ok=True)
+        failures = execute(todo, cfg, out, args.jobs)
+        if failures:
+            print(
+                f"{failures} runs failed (see {out / 'errors.log'}); rerun to retry them",
+                file=sys.stderr,
+            )
+    rows = read_runs(out / "runs.csv")
+    if not rows:
+        raise SystemExit(f"no runs in {out / 'runs.csv'}")
+    made = write_outputs(summarise(rows, cfg), rows, cfg, out)
     print(
-        f"\nwrote {out / 'runs.csv'}, summary.csv, summary.md and {len(plots)} plots "
-        f"in {time.perf_counter() - t0:.0f} s",
+        f"wrote summary.csv, summary.md and {len(made)} plots to {out} "
+        f"({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr,
     )
     print(f"reproduce: .venv/bin/python experiments/study.py {args.config}", file=sys.stderr)
-
-
-def _typed(row: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(row)
-    for key in ("x", "epsilon", *METRICS, *COSTS):
-        out[key] = float(row[key]) if row[key] not in ("", "nan") else math.nan
-    for key in ("rep", "k", "parties"):
-        out[key] = int(row[key])
-    return out
-
-
-def _config_key(j: Job) -> tuple:
-    return (j.dataset, j.epsilon, j.k, j.parties, j.label, j.rep)
-
-
-def _run_many(jobs: list[Job], cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    return [run_job(j, cfg) for j in jobs]
-
-
-def _progress(done: int, total: int, t0: float) -> None:
-    el = time.perf_counter() - t0
-    eta = el / done * (total - done) if done else 0
-    print(f"\r{done}/{total} runs, {el:.0f} s elapsed, ~{eta:.0f} s left", end="", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The study's runs file and progress line (``experiments/study.py``).
+
+``runs.csv`` has one row per finished run (columns ``FIELDS``); the runner appends and flushes a
+row as soon as a run finishes, so an interrupted study loses nothing it finished, and reads the
+file back to skip those runs on restart.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS = ("f1", "precision", "recall", "ncr", "are")
+COSTS = ("rounds", "bytes_to_parties", "bytes_to_coordinator", "hash_evaluations")
+FIELDS = (
+    "dataset",
+    "label",
+    "family",
+    "eta",
+    "epsilon",
+    "k",
+    "parties",
+    "rep",
+    "n_parties",
+    "users",
+    *METRICS,
+    *COSTS,
+    "wall_seconds",
+    "params",
+    "finished",
+)
+REFERENCE = "reference"  # the label of the known-domain reference rows
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The rows of runs.csv (typed), [] if it does not exist yet."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"dataset", "label", "epsilon", "k", "rep", "f1"} - set(reader.fieldnames or [])
+        if missing:
+            raise SystemExit(f"{path}: not a runs file of this runner (no {sorted(missing)})")
+        return [_typed(r) for r in reader]
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(row)
+    for key in ("epsilon", *METRICS, *COSTS, "wall_seconds"):
+        v = row.get(key, "")
+        out[key] = float(v) if v not in ("", "nan", None) else math.nan
+    for key in ("k", "rep"):
+        out[key] = int(row[key])
+    out["parties"] = int(row.get("parties") or 8)
+    out["eta"] = int(float(row["eta"])) if row.get("eta") not in ("", None) else None
+    out.setdefault("family", row["label"])
+    out["family"] = out["family"] or row["label"]
+    out.setdefault("params", "")
+    return out
+
+
+class RunsFile:
+    """runs.csv opened for appending: one flushed line per finished run."""
+
+    def __init__(self, path: Path) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            with path.open(newline="") as fh:
+                header = next(csv.reader(fh), [])
+            if tuple(header) != FIELDS:
+                raise SystemExit(
+                    f"{path} has other columns than this runner writes; move it away or use --out"
+                )
+        self.fh = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self.fh.flush()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Progress:
+    """``done/total runs, elapsed, ETA`` on stderr: one rewritten line on a terminal, else a
+    line every ``every`` seconds (for logs)."""
+
+    def __init__(self, total: int, every: float = 30.0) -> None:
+        self.total, self.done, self.every = total, 0, every
+        self.t0 = self.last = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if not self.tty and now - self.last < self.every and self.done < self.total:
+            return
+        self.last = now
+        el = now - self.t0
+        eta = el / self.done * (self.total - self.done)
+        msg = (
+            f"{self.done}/{self.total} runs ({100 * self.done / max(self.total, 1):.1f}%), "
+            f"{_hms(el)} elapsed, ETA {_hms(eta)} · last: {row['dataset']} {row['label']} "
+            f"ε={row['epsilon']:g} k={row['k']} rep {row['rep']} "
+            f"({float(row.get('wall_seconds', 0.0)):.1f} s)"
+        )
+        if self.tty:
+            sys.stderr.write("\r\033[K" + msg[:160])
+        else:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,172 @@
+"""The study runner (experiments/study.py) end to end on a tiny config, and its summary rules."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "experiments" / "study.py"
+sys.path.insert(0, str(STUDY.parent))
+
+from study_report import compare, summarise  # noqa: E402
+
+CONFIG = """
+[study]
+name = "smoke"
+repeats = 1
+users = 3000
+
+[grid]
+epsilon = [2.0, 4.0]
+k = [4]
+
+[mechanisms]
+"TAPS" = { mechanism = "taps" }
+"TAP" = { mechanism = "tap" }
+"PEM-Local" = { mechanism = "pem-local" }
+"PEM-Global" = { mechanism = "pem-global" }
+
+[tuning]
+labels = ["PEM-Local", "PEM-Global"]
+eta = [2, 4]
+
+[reference]
+draws = 3
+
+[ablations.points]
+epsilon = [4.0]
+k = [4]
+
+[ablations.runs]
+"TAPS + completion" = { mechanism = "taps", completion = 0.1 }
+
+[datasets.dir]
+kind = "zipf"
+items = 200
+m = 16
+alpha = 0.1
+
+[datasets.iid]
+kind = "zipf"
+items = 200
+m = 16
+split = "iid"
+"""
+# per dataset: 2 points × (reference + 4 mechanisms + 2 baselines × 2 η) + 1 ablation
+EXPECTED_ROWS = 2 * (2 * (1 + 4 + 4) + 1)
+
+
+def _study(cfg: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(STUDY), str(cfg), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_study_runs_summarises_and_resumes(tmp_path: Path) -> None:
+    cfg = tmp_path / "smoke.toml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    first = _study(cfg, out, "--jobs", "2")
+    assert f"{EXPECTED_ROWS} to run" in first.stderr
+    rows = _rows(out / "runs.csv")
+    assert len(rows) == EXPECTED_ROWS
+    assert {r["dataset"] for r in rows} == {"dir", "iid"}
+    assert all(float(r["wall_seconds"]) >= 0 for r in rows)
+    assert {r["label"] for r in rows if r["family"] == "PEM-Local"} == {
+        "PEM-Local",
+        "PEM-Local η=2",
+        "PEM-Local η=4",
+    }
+    md = (out / "summary.md").read_text()
+    for part in ("## (a) F1 per dataset", "### dir", "PEM-Local tuned", "(η=", "reference"):
+        assert part in md
+    assert "## (b) Against the better tuned baseline" in md and "## (c) Wins" in md
+    for ds in ("dir", "iid"):
+        assert (out / f"{ds}_f1_eps_k4.png").stat().st_size > 0
+    summary = _rows(out / "summary.csv")
+    tuned = [s for s in summary if s["label"] == "PEM-Global tuned"]
+    assert len(tuned) == 4 and all(s["tuned_from"].startswith("PEM-Global η=") for s in tuned)
+
+    # an interrupted study: the last runs are missing; a restart runs exactly those again
+    lost = rows[-3:]
+    with (out / "runs.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:-3])
+    second = _study(cfg, out, "--jobs", "1")
+    assert f"{EXPECTED_ROWS - 3} already in" in second.stderr and "3 to run" in second.stderr
+    again = _rows(out / "runs.csv")
+    assert again[:-3] == rows[:-3]
+    key = ("dataset", "label", "epsilon", "k", "rep")
+    redone = {tuple(r[c] for c in key): r for r in again[-3:]}
+    for r in lost:  # seeded: the same results
+        assert redone[tuple(r[c] for c in key)]["f1"] == r["f1"]
+    third = _study(cfg, out)
+    assert "0 to run" in third.stderr
+    assert len(_rows(out / "runs.csv")) == EXPECTED_ROWS
+
+    (out / "summary.md").unlink()
+    _study(cfg, out, "--summarise-only")
+    assert (out / "summary.md").read_text() == md
+
+
+def _summary(label: str, mean: float, std: float, n: int = 5) -> dict[str, object]:
+    return {"label": label, "f1_mean": mean, "f1_std": std, "n": n}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "verdict"),
+    [
+        ((0.90, 0.02), (0.80, 0.02), "win"),  # 0.10 > 2 · 0.0126
+        ((0.80, 0.02), (0.90, 0.02), "loss"),
+        ((0.82, 0.05), (0.80, 0.05), "tie"),  # 0.02 < 2 · 0.0316
+        ((0.75, 0.0), (0.75, 0.0), "tie"),
+    ],
+)
+def test_compare_at_two_standard_errors(
+    a: tuple[float, float], b: tuple[float, float], verdict: str
+) -> None:
+    mean, se, got = compare(_summary("x", *a), _summary("y", *b))
+    assert got == verdict
+    assert mean == pytest.approx(a[0] - b[0])
+    assert se == pytest.approx(((a[1] ** 2 + b[1] ** 2) / 5) ** 0.5)
+
+
+def test_tuned_baseline_takes_the_best_mean_f1() -> None:
+    rows = []
+    for eta, f1s in ((4, (0.5, 0.6)), (8, (0.8, 0.7)), (12, (0.75, 0.75))):
+        for rep, f in enumerate(f1s):
+            rows.append(
+                {
+                    "dataset": "d",
+                    "parties": 8,
+                    "k": 16,
+                    "epsilon": 2.0,
+                    "label": f"B η={eta}",
+                    "family": "B",
+                    "eta": eta,
+                    "rep": rep,
+                    "f1": f,
+                }
+            )
+    cfg = {"tuning": {"labels": ["B"]}}
+    summary = summarise(rows, cfg)
+    tuned = [s for s in summary if s["label"] == "B tuned"]
+    assert len(tuned) == 1 and tuned[0]["eta"] == 8 and tuned[0]["tuned_from"] == "B η=8"
+    assert tuned[0]["f1_mean"] == pytest.approx(0.75) and tuned[0]["n"] == 2
