@@ -3,17 +3,17 @@ for one party and keeps its state in its own SQLite file.
 
 Sources of the party's reports:
 
-* ``data``: a file of the party's items (one per line); the agent perturbs them itself with the
-  protocol's :class:`~fedhh.protocol.Party` (simulation-style deployments; the same result as
-  ``fedhh simulate`` for the same data and seed).
-* ``devices``: real user devices submit reports through the agent's report endpoint
+* ``data``: a file of the party's items (one per line); the protocol's
+  :class:`~fedhh.protocol.Party` perturbs them (the same result as ``fedhh simulate`` for the
+  same data and seed).
+* ``devices``: the same party, with its users' reports from their devices
   (:mod:`fedhh.clients.devices`).
 
-Robustness: every answered request is stored (run spec, request, reply) before the reply is sent.
-A re-delivered request gets the stored reply; after a restart the agent rebuilds a run's party
-state by replaying its stored requests (the party is deterministic given them), so no user
-reports twice. Lost connections are retried with exponential backoff (and jitter); the agent
-re-registers after every reconnect.
+Robustness: the agent answers through a :class:`~fedhh.protocol.host.PartyHost` that stores
+every answer (run spec, request, reply) in :class:`~fedhh.clients.store.AgentStore` before it is
+sent: a re-delivered request gets the stored reply, and after a restart the party is rebuilt
+by replaying them, so no user reports twice. Lost connections are retried with exponential
+backoff (and jitter); the agent re-registers after every reconnect.
 """
 
 from __future__ import annotations
@@ -22,79 +22,20 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
-from fedhh.clients.store import AgentStore
 
-from fedhh.errors import FedHHError, ParameterError
-from fedhh.mechanisms.tasks import Codes, ErrorResult
-from fedhh.protocol import Party, Reply, Request, RunSpec
-from fedhh.protocol.serde import decode, encode
-from fedhh.wire import convert
+from fedhh.errors import FedHHError
+from fedhh.protocol.host import PartyHost
 from fedhh.wire.security import open_channel
-from fedhh.wire.v1 import party_pb2, party_pb2_grpc
+from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
 
 log = logging.getLogger("fedhh.party")
 AGENT = "fedhh-party/1"
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-
-
-class Source(Protocol):
-    def handle(self, spec: RunSpec, req: Request) -> Reply | None: ...
-
-    def wait(self, timeout: float) -> None: ...
-
-
-class DataSource:
-    """The party's users are the items of a data file, perturbed here by the protocol's Party."""
-
-    def __init__(self, party_id: str, codes: Codes, store: AgentStore) -> None:
-        self.party_id = party_id
-        self.codes = codes
-        self.store = store
-        self.parties: dict[str, tuple[bytes, Party]] = {}
-
-    def wait(self, timeout: float) -> None:  # replies are immediate
-        return None
-
-    def handle(self, spec: RunSpec, req: Request) -> Reply:
-        stored = self.store.reply_for(req.run_id, req.request_id)
-        if stored is not None:
-            reply: Reply = decode(stored)
-            return reply
-        spec_bytes = encode(spec)
-        try:
-            party = self._party(spec, spec_bytes)
-            reply = party.handle(req)
-        except FedHHError as exc:
-            reply = Reply(
-                req.run_id, req.request_id, self.party_id, ErrorResult("failed", str(exc))
-            )
-        self.store.save_handled(req.run_id, req.request_id, spec_bytes, encode(req), encode(reply))
-        return reply
-
-    def _party(self, spec: RunSpec, spec_bytes: bytes) -> Party:
-        known = self.parties.get(spec.run_id)
-        if known is not None:
-            if known[0] != spec_bytes:
-                raise ParameterError(f"the spec of run {spec.run_id} changed during the run")
-            return known[1]
-        party = Party(spec, self.party_id, self.codes)
-        history = self.store.handled(spec.run_id)
-        for old_spec, old_req, old_reply in history:
-            if old_spec != spec_bytes:
-                raise ParameterError(f"the spec of run {spec.run_id} differs from the stored one")
-            again = party.handle(decode(old_req))
-            if encode(again) != old_reply:
-                log.warning("run %s: replayed reply differs from the stored one", spec.run_id)
-        if history:
-            log.info(
-                "run %s: party state rebuilt from %d stored requests", spec.run_id, len(history)
-            )
-        self.parties[spec.run_id] = (spec_bytes, party)
-        return party
 
 
 class PartyAgent:
@@ -106,7 +47,7 @@ class PartyAgent:
         coordinator: str,
         *,
         token: str,
-        source: Source,
+        host: PartyHost,
         source_kind: str,
         n_users: int,
         codec: str,
@@ -114,11 +55,13 @@ class PartyAgent:
         insecure: bool = False,
         poll_seconds: float = 5.0,
         stop_after: int | None = None,
+        wait: Callable[[float], None] = lambda _: None,
     ) -> None:
         self.party_id = party_id
         self.coordinator = coordinator
         self.token = token
-        self.source = source
+        self.host = host
+        self.wait = wait
         self.source_kind = source_kind
         self.n_users = n_users
         self.codec = codec
@@ -180,21 +123,22 @@ class PartyAgent:
             if not resp.HasField("request"):
                 continue
             try:
-                spec = convert.spec_from_pb(resp.spec)
-                req = convert.request_from_pb(resp.request)
+                data = self.host.answer(
+                    resp.spec.SerializeToString(deterministic=True),
+                    resp.request.SerializeToString(deterministic=True),
+                )
             except FedHHError as exc:
                 log.error("undecodable request from the coordinator: %s", exc)
                 self.stop.wait(1.0)
                 continue
-            reply = self.source.handle(spec, req)
-            if reply is None:  # a device task is still collecting reports
-                self.source.wait(0.5)
+            if data is None:  # a device task is still collecting reports
+                self.wait(0.5)
                 continue
-            self._send(stub, reply)
+            self._send(stub, protocol_pb2.Reply.FromString(data))
 
-    def _send(self, stub: Any, reply: Reply) -> None:
+    def _send(self, stub: Any, reply: Any) -> None:
         try:
-            stub.SubmitReply(convert.reply_to_pb(reply), timeout=60)
+            stub.SubmitReply(reply, timeout=60)
             log.info("run %s: answered request %d", reply.run_id, reply.request_id)
         except grpc.RpcError as exc:
             code = exc.code()

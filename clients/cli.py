@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fedhh.cli import add_connect_args, setup_logging
 from fedhh.errors import ParameterError
 
 log = logging.getLogger("fedhh.party")
@@ -24,9 +25,7 @@ def add_party_parser(sub: Any) -> None:
         "a data file of the party's items or from reports of user devices.",
     )
     s.add_argument("--party-id", required=True)
-    s.add_argument("--coordinator", required=True, metavar="HOST:PORT")
-    s.add_argument("--token-file", type=Path, required=True, help="this party's token")
-    s.add_argument("--ca-cert", type=Path, help="CA certificate of the coordinator's (PEM)")
+    add_connect_args(s, "this party's token")
     s.add_argument(
         "--insecure",
         action="store_true",
@@ -62,15 +61,13 @@ def add_party_parser(sub: Any) -> None:
 
 
 def cmd_party_serve(args: argparse.Namespace) -> int:
-    from fedhh.server.cli import setup_logging
-
     setup_logging(args.log_level)
-    from fedhh.clients.agent import DataSource, PartyAgent, Source
+    from fedhh.clients.agent import PartyAgent
     from fedhh.clients.store import AgentStore
-
     from fedhh.codec import codec_for
     from fedhh.datasets import load_party_files
-    from fedhh.protocol import codec_name
+    from fedhh.protocol import Party, codec_name
+    from fedhh.protocol.host import PartyHost
     from fedhh.wire.security import check_name, read_token_file
 
     check_name("party id", args.party_id)
@@ -82,11 +79,10 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     codec = codec_for(args.item_bytes, args.item_bits)
     store = AgentStore(args.db)
     server = None
-    source: Source
+    users: Any
     if args.data is not None:
-        codes = load_party_files([args.data], codec=codec).parties[0]
-        source = DataSource(args.party_id, codes, store)
-        n_users, kind = int(codes.size), "data"
+        users = load_party_files([args.data], codec=codec).parties[0]
+        n_users, kind = int(users.size), "data"
         log.info("party %s: %d users from %s", args.party_id, n_users, args.data)
     else:
         if args.devices < 1:
@@ -95,13 +91,13 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
             raise ParameterError("a device party needs --listen and --device-tokens")
         if not args.collect_seconds > 0:
             raise ParameterError("--collect-seconds must be > 0")
-        source, server = _report_endpoint(args, store)
+        users, server = _report_endpoint(args, store, codec_name(codec))
         n_users, kind = args.devices, "devices"
     agent = PartyAgent(
         args.party_id,
         args.coordinator,
         token=token,
-        source=source,
+        host=PartyHost(args.party_id, lambda spec: Party(spec, args.party_id, users), store),
         source_kind=kind,
         n_users=n_users,
         codec=codec_name(codec),
@@ -109,6 +105,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         poll_seconds=args.poll_seconds,
         stop_after=args.stop_after,
+        wait=getattr(users, "wait", lambda _: None),
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
@@ -122,19 +119,19 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     return int(getattr(agent, "status", 0))
 
 
-def _report_endpoint(args: argparse.Namespace, store: Any) -> tuple[Any, Any]:
+def _report_endpoint(args: argparse.Namespace, store: Any, codec: str) -> tuple[Any, Any]:
     from concurrent import futures
 
     import grpc
-    from fedhh.clients.devices import DeviceCollector, ReportServicer
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
+    from fedhh.clients.devices import DeviceSource, ReportServicer
     from fedhh.wire.security import AuthInterceptor, TokenStore, bind_port
     from fedhh.wire.v1 import report_pb2_grpc
 
     tokens = TokenStore.load(args.device_tokens)
-    collector = DeviceCollector(args.party_id, args.devices, store, args.collect_seconds)
+    collector = DeviceSource(args.devices, codec, store, args.collect_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="report"),
         interceptors=[AuthInterceptor(tokens, {"/fedhh.v1.ReportService/": "device"})],

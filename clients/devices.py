@@ -1,21 +1,20 @@
-"""Reports from real user devices: the party agent's report endpoint and how it answers the
-coordinator's estimate requests from them.
+"""Reports from real user devices: the party agent's report endpoint and the
+:class:`~fedhh.protocol.party.ReportSource` through which the protocol's
+:class:`~fedhh.protocol.Party` gets its users' reports from it.
 
-Supported (a party whose users report from their devices):
+A party whose users report from their devices is the same :class:`~fedhh.protocol.Party` as
+any other: it picks each level's user group from its ledger and estimates with the shared
+:func:`~fedhh.mechanisms.local.estimate_reports`. Only the reports come from elsewhere:
 
-* estimate requests (``EstimateTask``): every level of PEM-Global, the Phase I levels of TAP and
-  TAPS, and the TAPS completion round. When such a request arrives the agent opens a *report
-  task* (run, prefix length, oracle and its parameters, candidates for GRR/OUE). Devices fetch
-  it, perturb their own item (:mod:`fedhh.clients.reporter`) and submit one report each. The
-  task closes when its quota is reached — the users not yet reported in this run divided by the
-  levels still planned (``phase1_plan``), as the in-process party splits its users — or, with at
-  least one report, when ``collect_seconds`` have passed since it opened.
-* The agent then answers with the oracle's support counts debiased, scaled by n_i / n_group
-  (n_i: the party's enrolled users, n_group: the task's reports) and the standard error of
-  :func:`fedhh.mechanisms.local.estimate_level` (oracle variance + group-sampling variance).
-* Not supported: local-search requests (PEM-Local, TAP/TAPS Phase II) — they need the party's
-  users over several sequential levels chosen inside the party; a device party answers them with
-  an ``unsupported`` error and the coordinator's policy goes on without it (or fails the run).
+* when an estimate request (PEM-Global levels, TAP/TAPS Phase I, the TAPS completion round)
+  needs a group's reports, :class:`DeviceSource` opens a *report task* (run, prefix length,
+  oracle and its parameters, candidates for GRR/OUE) with the group's size as its quota.
+  Devices fetch it, perturb their own item (:mod:`fedhh.clients.reporter`) and submit one
+  report each. The task closes when its quota is reached or, with at least one report, when
+  ``collect_seconds`` have passed since it opened; until then the party answers None and the
+  agent asks again.
+* Local searches (PEM-Local, TAP/TAPS Phase II) need the users' items inside the party: a device
+  party answers them with an error, and the coordinator's policy goes on without it.
 
 One report per user per run: reports are stored keyed by (run, user) in the agent's SQLite file,
 so a second submit is refused with ALREADY_EXISTS (the first kept), also across agent restarts.
@@ -31,57 +30,19 @@ from typing import Any
 
 import grpc
 import numpy as np
+from numpy.typing import NDArray
+
 from fedhh.clients.reporter import ReportTask
 from fedhh.clients.store import AgentStore
-
-from fedhh.errors import FedHHError, ParameterError, ReportError
-from fedhh.mechanisms.plans import phase1_plan
-from fedhh.mechanisms.strategies import build_strategies
-from fedhh.mechanisms.tasks import (
-    ErrorResult,
-    EstimateResult,
-    EstimateTask,
-    LevelCost,
-    SearchTask,
-)
-from fedhh.oracles import OLH, FrequencyOracle, OLHPool, Reports
-from fedhh.protocol import Reply, Request, RunSpec
-from fedhh.protocol.party import pool_seed_for
-from fedhh.protocol.serde import decode, encode
+from fedhh.codec import Codes
+from fedhh.errors import ParameterError, ReportError
+from fedhh.oracles import FrequencyOracle, Reports
+from fedhh.protocol import Request, codec_from_name
 from fedhh.wire.security import TokenStore, identity
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
 log = logging.getLogger("fedhh.party.devices")
 MAX_REPORT_BYTES = 1 << 16
-
-
-def estimate_from_reports(
-    reports: Reports,
-    oracle: FrequencyOracle,
-    candidates: np.ndarray,
-    party_size: int,
-    length: int,
-) -> EstimateResult:
-    """Scaled estimates and standard errors of a group's reports (as ``estimate_level``)."""
-    n_g = reports.n
-    cand = np.asarray(candidates, dtype=np.uint64)
-    raw = oracle.estimate(reports, cand)
-    scale = party_size / n_g
-    est = raw * scale
-    p, q = oracle.probabilities(int(cand.size) + 1)
-    c = np.clip(raw, 0.0, n_g)
-    var_fo = (c * p * (1 - p) + (n_g - c) * q * (1 - q)) / (p - q) ** 2
-    f = np.clip(est / max(party_size, 1), 0.0, 1.0)
-    var_s = n_g * f * (1 - f) * max(party_size - n_g, 0) / max(party_size - 1, 1)
-    se = scale * np.sqrt(var_fo + var_s)
-    if isinstance(oracle, OLH):
-        evals = n_g * int(cand.size)
-    elif isinstance(oracle, OLHPool):
-        evals = oracle.pool_size * int(cand.size)
-    else:
-        evals = 0
-    cost = LevelCost(length, 0, int(cand.size), n_g, oracle.name, evals, reports.nbytes())
-    return EstimateResult(est, se, cost)
 
 
 def report_template(oracle: FrequencyOracle, candidates: np.ndarray) -> Reports:
@@ -124,8 +85,7 @@ def check_single_report(
 
 @dataclass
 class OpenTask:
-    spec: RunSpec
-    request: Request
+    key: tuple[str, int]  # (run, request)
     task: ReportTask
     oracle: FrequencyOracle
     candidates: np.ndarray
@@ -135,149 +95,79 @@ class OpenTask:
     template: Reports
 
 
-class DeviceCollector:
-    """The agent's source of replies when its users report from devices."""
+class DeviceSource:
+    """The reports of a party's users, collected from their devices (one task at a time)."""
 
     def __init__(
-        self, party_id: str, n_users: int, store: AgentStore, collect_seconds: float
+        self, n_users: int, codec: str, store: AgentStore, collect_seconds: float
     ) -> None:
-        self.party_id = party_id
         self.n_users = n_users
+        self.codec = codec
+        self.m = codec_from_name(codec).m
         self.store = store
         self.collect_seconds = collect_seconds
         self.cond = threading.Condition()
         self.open: OpenTask | None = None
 
-    # --- coordinator side ----------------------------------------------------------------------
-    def handle(self, spec: RunSpec, req: Request) -> Reply | None:
-        """The reply to ``req`` once its report task is complete; None while collecting."""
-        stored = self.store.reply_for(req.run_id, req.request_id)
-        if stored is not None:
-            reply: Reply = decode(stored)
-            return reply
+    # --- party side ----------------------------------------------------------------------------
+    def reports(
+        self,
+        request: Request,
+        users: NDArray[np.int64],
+        length: int,
+        candidates: Codes,
+        oracle: FrequencyOracle,
+        rng: np.random.Generator,
+    ) -> Reports | None:
+        """The group's reports once its task has closed; None while it is collecting."""
+        key = (request.run_id, request.request_id)
         with self.cond:
+            if self.store.reply_for(*key) is not None:  # answered before: a replay
+                return self._stored(key)
             cur = self.open
-            if cur is None or (cur.request.run_id, cur.request.request_id) != (
-                req.run_id,
-                req.request_id,
-            ):
-                problem = self._open(spec, req)
-                if problem is not None:
-                    return self._finish_error(spec, req, "unsupported", problem)
+            if cur is None or cur.key != key:
+                self._open(key, length, candidates, oracle, max(int(users.size), 1))
                 return None
             elapsed = time.monotonic() - cur.opened
             if cur.count >= cur.quota or (cur.count > 0 and elapsed >= self.collect_seconds):
-                return self._finish(cur)
-            if elapsed >= self.collect_seconds and cur.count == 0:
-                return None  # keep waiting: the coordinator's deadline decides
+                self.open = None
+                log.info("run %s: report task %d closed with %d reports", *key, cur.count)
+                return self._stored(key)
             return None
 
     def wait(self, timeout: float) -> None:
         with self.cond:
             self.cond.wait(timeout)
 
-    def _open(self, spec: RunSpec, req: Request) -> str | None:
-        task = req.task
-        if req.party_id != self.party_id or spec.party_ids[spec.party_index(self.party_id)] != (
-            self.party_id
-        ):
-            return f"request addressed to {req.party_id}, this is {self.party_id}"
-        if isinstance(task, SearchTask):
-            return (
-                "a party whose users report from devices answers estimate requests only "
-                "(PEM-Global levels, TAP/TAPS Phase I, TAPS completion); local searches "
-                "(PEM-Local, Phase II) are not supported"
-            )
-        assert isinstance(task, EstimateTask)
-        params = spec.params.resolved()
-        strategies = build_strategies(params, pool_seed_for(params.seed))
-        cand = np.asarray(task.candidates, dtype=np.uint64)
-        if cand.size == 0:
-            return "empty candidate set"
-        oracle = strategies.oracle_for(int(cand.size) + 1)
-        reported = self.store.count_reports(req.run_id)
-        remaining = max(self.n_users - reported, 0)
-        if task.group == "reserve":
-            quota = remaining
-        else:
-            _, planned = phase1_plan(params)
-            quota = remaining // max(1, planned - task.level)
-        quota = max(quota, 1)
-        rt = ReportTask.for_oracle(
-            req.run_id, req.request_id, params.m, task.length, spec.codec, oracle, cand
-        )
-        count = self.store.count_reports(req.run_id, req.request_id)
+    def _open(
+        self,
+        key: tuple[str, int],
+        length: int,
+        cand: Codes,
+        oracle: FrequencyOracle,
+        quota: int,
+    ) -> None:
+        task = ReportTask.for_oracle(*key, self.m, length, self.codec, oracle, cand)
+        count = self.store.count_reports(*key)
         self.open = OpenTask(
-            spec,
-            req,
-            rt,
-            oracle,
-            cand,
-            quota,
-            time.monotonic(),
-            count,
-            report_template(oracle, cand),
+            key, task, oracle, cand, quota, time.monotonic(), count, report_template(oracle, cand)
         )
         log.info(
             "run %s: report task %d open (length %d, %s, %d candidates, quota %d)",
-            req.run_id,
-            req.request_id,
-            task.length,
+            *key,
+            length,
             oracle.name,
             cand.size,
             quota,
         )
         self.cond.notify_all()
-        return None
 
-    def _finish(self, cur: OpenTask) -> Reply:
-        blobs = self.store.task_reports(cur.request.run_id, cur.request.request_id)
-        reports = Reports.from_bytes(blobs[0])
-        rest = [Reports.from_bytes(b) for b in blobs[1:]]
-        if rest:
-            reports = Reports(
-                reports.kind,
-                reports.size,
-                {
-                    k: np.concatenate([reports.arrays[k], *(r.arrays[k] for r in rest)])
-                    for k in reports.arrays
-                },
-            )
-        assert isinstance(cur.request.task, EstimateTask)
-        try:
-            result: Any = estimate_from_reports(
-                reports, cur.oracle, cur.candidates, self.n_users, cur.request.task.length
-            )
-        except FedHHError as exc:
-            result = ErrorResult("failed", str(exc))
-        reply = Reply(cur.request.run_id, cur.request.request_id, self.party_id, result)
-        self.store.save_handled(
-            cur.request.run_id,
-            cur.request.request_id,
-            encode(cur.spec),
-            encode(cur.request),
-            encode(reply),
-        )
-        log.info(
-            "run %s: report task %d closed with %d reports",
-            cur.request.run_id,
-            cur.request.request_id,
-            reports.n,
-        )
-        self.open = None
-        return reply
-
-    def _finish_error(self, spec: RunSpec, req: Request, code: str, message: str) -> Reply:
-        reply = Reply(req.run_id, req.request_id, self.party_id, ErrorResult(code, message))
-        self.store.save_handled(
-            req.run_id, req.request_id, encode(spec), encode(req), encode(reply)
-        )
-        return reply
-
-    def close_run(self, run_id: str) -> None:
-        with self.cond:
-            if self.open is not None and self.open.request.run_id == run_id:
-                self.open = None
+    def _stored(self, key: tuple[str, int]) -> Reports | None:
+        parts = [Reports.from_bytes(b) for b in self.store.task_reports(*key)]
+        if not parts:
+            return None
+        arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
+        return Reports(parts[0].kind, parts[0].size, arrays)
 
     # --- device side ---------------------------------------------------------------------------
     def current_task(self, user_id: str) -> ReportTask:
@@ -285,17 +175,17 @@ class DeviceCollector:
             cur = self.open
             if cur is None or cur.count >= cur.quota:
                 raise _Refused(grpc.StatusCode.NOT_FOUND, "no report task is open")
-            if self.store.has_reported(cur.request.run_id, user_id):
+            if self.store.has_reported(cur.key[0], user_id):
                 raise _Refused(
                     grpc.StatusCode.ALREADY_EXISTS,
-                    f"user {user_id} has already reported in run {cur.request.run_id}",
+                    f"user {user_id} has already reported in run {cur.key[0]}",
                 )
             return cur.task
 
     def submit(self, user_id: str, run_id: str, task_id: int, data: bytes) -> int:
         with self.cond:
             cur = self.open
-            if cur is None or (cur.request.run_id, cur.request.request_id) != (run_id, task_id):
+            if cur is None or cur.key != (run_id, task_id):
                 if self.store.has_reported(run_id, user_id):
                     raise _Refused(
                         grpc.StatusCode.ALREADY_EXISTS,
@@ -346,7 +236,7 @@ def _user(context: grpc.ServicerContext, user_id: str) -> str:
 class ReportServicer(report_pb2_grpc.ReportServiceServicer):
     """The party agent's report endpoint (device tokens only)."""
 
-    def __init__(self, collector: DeviceCollector, tokens: TokenStore) -> None:
+    def __init__(self, collector: DeviceSource, tokens: TokenStore) -> None:
         self.collector = collector
         self.tokens = tokens
 
@@ -378,10 +268,10 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
             cur = c.open
             return report_pb2.ReportStatus(
                 accepted=c.store.count_reports(request.run_id or None),
-                open_task_id=cur.request.request_id if cur else -1,
-                open_run_id=cur.request.run_id if cur else "",
+                open_task_id=cur.key[1] if cur else -1,
+                open_run_id=cur.key[0] if cur else "",
                 reports_in_open_task=cur.count if cur else 0,
             )
 
 
-__all__ = ["DeviceCollector", "ReportServicer", "check_single_report", "estimate_from_reports"]
+__all__ = ["DeviceSource", "ReportServicer", "check_single_report"]

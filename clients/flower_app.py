@@ -1,18 +1,16 @@
-"""The Flower ClientApp: one SuperNode answers for one party with the protocol's :class:`Party`.
+"""The Flower ClientApp: one SuperNode answers for one party (docs/flower.md).
 
-Query actions (message types, layouts in :mod:`fedhh.flower_records`):
+* ``query.discover``: loads the node's party data (:mod:`fedhh.clients.flower_data`) and replies
+  with its ``PartyInfo``;
+* ``query.estimate`` / ``query.search``: one request's bytes, answered by the party's
+  :class:`~fedhh.protocol.host.PartyHost`.
 
-* ``query.discover`` — loads the node's party data (:mod:`fedhh.clients.flower_data`) and tells
-  the ServerApp the party id, user count, codec and data source;
-* ``query.estimate`` / ``query.search`` — one protocol request, answered by the party.
-
-A Flower SuperNode runs each message in a fresh ClientApp process, so the party's state lives in
-the node's run context (``context.state``, which never leaves the node): the party's codes and
-the log of the requests it has answered. A party is rebuilt by replaying that log (the party is
-deterministic given its requests, so the replay reproduces its user ledger and random state and
-no user reports twice). Processes that outlive a message (Flower simulation's Ray actors) keep the
-party in memory and skip the replay. A protocol failure becomes an error reply (``ErrorResult``),
-never a crash; a message that cannot be decoded raises, and Flower returns it as an error.
+A SuperNode runs each message in a fresh ClientApp process, so the party's state lives in the
+node's run context (``context.state``, which never leaves the node): its codes and the log of
+the requests it has answered, from which the host rebuilds the party. Processes that outlive a
+message (Flower simulation's Ray actors) keep the host in memory and skip the replay. A protocol
+failure becomes an error reply, never a crash; a message that cannot be decoded raises, and
+Flower returns it to the ServerApp as an error.
 """
 
 from __future__ import annotations
@@ -21,114 +19,89 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from fedhh.clients.flower_data import PartyData, party_data
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from fedhh.clients.flower_data import PartyData, party_data
 from fedhh.errors import FedHHError, ProtocolError
-from fedhh.flower_records import (
-    PartyInfo,
-    party_info_to_content,
-    reply_to_content,
-    request_from_content,
-)
-from fedhh.mechanisms.tasks import ErrorResult
-from fedhh.protocol import Party, Reply, Request, RunSpec, codec_from_name
-from fedhh.protocol.serde import decode, encode
+from fedhh.protocol import Party
+from fedhh.protocol.encoding import decode_request, encode
+from fedhh.protocol.host import PartyHost, error_reply
+from fedhh.wire import flower
+from fedhh.wire.v1 import protocol_pb2
 
 _DATA = "fedhh.data"  # ArrayRecord "codes" of the node's party
-_INFO = "fedhh.party"  # ConfigRecord: party-id, codec, order, data
-_LOG = "fedhh.log"  # ConfigRecord: spec (bytes) and answered requests (list of bytes)
+_INFO = "fedhh.party"  # ConfigRecord "info": the PartyInfo bytes
+_LOG = "fedhh.log"  # ConfigRecord: spec, request and reply bytes of every answer
 
-_MAX_CACHED = 64
-_PARTIES: dict[tuple[int, int, str], tuple[bytes, Party, int]] = {}
+_HOSTS: dict[tuple[int, int], PartyHost] = {}  # per process, by (Flower run, node)
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
     """The node's party data: from the run state if loaded before, else from the configs."""
     state = context.state
     if _DATA in state.array_records and _INFO in state.config_records:
-        info = state.config_records[_INFO]
-        codes = state.array_records[_DATA]["codes"].numpy()
-        codec = codec_from_name(str(info["codec"]))
-        return PartyData(
-            str(info["party-id"]), codes, codec, int(str(info["order"])), str(info["data"])
-        )
-    run_config = {**context.run_config, **overrides}
-    data = party_data(context.node_config, run_config)
+        info = protocol_pb2.PartyInfo.FromString(state.config_records[_INFO]["info"])
+        return PartyData(state.array_records[_DATA]["codes"].numpy(), info)
+    data = party_data(context.node_config, {**context.run_config, **overrides})
     state[_DATA] = ArrayRecord({"codes": Array(np.ascontiguousarray(data.codes))})
-    state[_INFO] = ConfigRecord(
-        {
-            "party-id": data.party_id,
-            "codec": data.codec_name,
-            "order": data.order,
-            "data": data.source,
-        }
-    )
+    state[_INFO] = ConfigRecord({"info": data.info.SerializeToString()})
     return data
 
 
-class _Log:
-    """The requests this node's party has answered in this run (kept in ``context.state``)."""
+class StateLog:
+    """A :class:`~fedhh.protocol.host.PartyLog` in the node's run state."""
 
-    def __init__(self, context: Context, spec_bytes: bytes) -> None:
-        self.requests: list[bytes] = []
-        self.ids: list[int] = []
-        if _LOG in context.state.config_records:
-            rec = context.state.config_records[_LOG]
-            if rec["spec"] != spec_bytes:
-                raise ProtocolError("the run spec changed after this party started")
-            self.requests = [bytes(b) for b in _as_list(rec["requests"])]
-            self.ids = [int(str(i)) for i in _as_list(rec["ids"])]
+    def __init__(self, context: Context) -> None:
+        self.state = context.state
 
-    def append(self, context: Context, spec_bytes: bytes, request: Request) -> None:
-        self.requests.append(encode(request))
-        self.ids.append(request.request_id)
-        context.state[_LOG] = ConfigRecord(
-            {"spec": spec_bytes, "requests": self.requests, "ids": self.ids}
+    def _columns(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        rec = self.state.config_records.get(_LOG)
+        if rec is None:
+            return [], [], []
+        cols = [rec.get(k) for k in ("specs", "requests", "replies")]
+        if not all(isinstance(c, list) for c in cols):
+            raise ProtocolError("corrupt request log in the node state")
+        specs, requests, replies = (list(map(bytes, c)) for c in cols)  # type: ignore[arg-type]
+        return specs, requests, replies
+
+    def reply_for(self, run_id: str, request_id: int) -> bytes | None:
+        _, requests, replies = self._columns()
+        for req, rep in zip(requests, replies, strict=True):
+            r = decode_request(req)
+            if (r.run_id, r.request_id) == (run_id, request_id):
+                return rep
+        return None
+
+    def handled(self, run_id: str) -> list[tuple[bytes, bytes, bytes]]:
+        rows = zip(*self._columns(), strict=True)
+        return [row for row in rows if decode_request(row[1]).run_id == run_id]
+
+    def save_handled(
+        self, run_id: str, request_id: int, spec: bytes, request: bytes, reply: bytes
+    ) -> None:
+        specs, requests, replies = self._columns()
+        self.state[_LOG] = ConfigRecord(
+            {
+                "specs": [*specs, spec],
+                "requests": [*requests, request],
+                "replies": [*replies, reply],
+            }
         )
 
 
-def _as_list(value: object) -> list[Any]:
-    if not isinstance(value, list):
-        raise ProtocolError("corrupt request log in the node state")
-    return value
-
-
-def _party_for(
-    context: Context, spec_bytes: bytes, spec: RunSpec, data: PartyData, log: _Log
-) -> Party:
-    """The party of this run on this node, rebuilt from the request log when needed."""
-    key = (context.run_id, context.node_id, spec.run_id)
-    cached = _PARTIES.get(key)
-    if cached is not None and cached[0] == spec_bytes and cached[2] == len(log.ids):
-        return cached[1]
-    party = Party(spec, data.party_id, data.codes)
-    for raw in log.requests:
-        party.handle(decode(raw))
-    if len(_PARTIES) >= _MAX_CACHED:
-        _PARTIES.clear()
-    _PARTIES[key] = (spec_bytes, party, len(log.ids))
-    return party
-
-
-def answer(
-    context: Context, spec: RunSpec, request: Request, overrides: Mapping[str, Any]
-) -> Reply:
-    """Answer one protocol request on this node (errors become error replies)."""
-    spec_bytes = encode(spec)
-    try:
-        data = _load_party(context, overrides)
-        log = _Log(context, spec_bytes)
-        party = _party_for(context, spec_bytes, spec, data, log)
-    except FedHHError as exc:
-        failed = ErrorResult("failed", str(exc))
-        return Reply(request.run_id, request.request_id, request.party_id, failed)
-    reply = party.handle(request)
-    if request.request_id not in log.ids:
-        log.append(context, spec_bytes, request)
-        _PARTIES[(context.run_id, context.node_id, spec.run_id)] = (spec_bytes, party, len(log.ids))
-    return reply
+def _host(context: Context, data: PartyData) -> PartyHost:
+    key = (context.run_id, context.node_id)
+    host = _HOSTS.get(key)
+    if host is None or host.party_id != data.info.party_id:
+        if len(_HOSTS) >= 64:
+            _HOSTS.clear()
+        pid = data.info.party_id
+        host = _HOSTS[key] = PartyHost(
+            pid, lambda spec: Party(spec, pid, data.codes), StateLog(context)
+        )
+    host.log = StateLog(context)  # this message's context holds the node's state
+    return host
 
 
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
@@ -138,16 +111,22 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     @app.query("discover")
     def discover(msg: Message, context: Context) -> Message:
-        data = _load_party(context, extra)
-        info = PartyInfo(
-            data.party_id, int(data.codes.size), data.codec_name, data.order, data.source
-        )
-        return Message(party_info_to_content(info), reply_to=msg)
+        info = _load_party(context, extra).info
+        return Message(flower.content(**{"party-info": info.SerializeToString()}), reply_to=msg)
 
     def handle(msg: Message, context: Context) -> Message:
-        spec, request = request_from_content(msg.content, msg.metadata.message_type)
-        reply = answer(context, spec, request, extra)
-        return Message(reply_to_content(reply), reply_to=msg)
+        spec = flower.entry(msg.content, "spec")
+        request = flower.entry(msg.content, "request")
+        req = decode_request(request)
+        if flower.message_type(req) != msg.metadata.message_type:
+            raise ProtocolError(f"a request arrived as message type {msg.metadata.message_type!r}")
+        try:
+            host = _host(context, _load_party(context, extra))
+        except FedHHError as exc:
+            return Message(flower.content(reply=encode(error_reply(req, str(exc)))), reply_to=msg)
+        answer = host.answer(spec, request)
+        assert answer is not None  # a party over its users' items never waits
+        return Message(flower.content(reply=answer), reply_to=msg)
 
     app.query("estimate")(handle)
     app.query("search")(handle)
@@ -155,5 +134,3 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
 
 app = make_client_app()
-
-__all__ = ["answer", "app", "make_client_app"]

@@ -23,8 +23,8 @@ import numpy as np
 from fedhh.codec import prefix
 from fedhh.errors import ParameterError
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
+from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
-from fedhh.wire import convert
 from fedhh.wire.security import open_channel
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
@@ -112,16 +112,12 @@ class ReportTask:
             g=self.g,
             pool_size=self.pool_size,
             pool_seed=self.pool_seed,
-            candidates=convert.array_to_pb(self.candidates),
+            candidates=array_to_pb(self.candidates),
         )
 
     @classmethod
     def from_pb(cls, msg: Any) -> ReportTask:
-        cand = (
-            convert.array_from_pb(msg.candidates, "candidates", "uint64")
-            if msg.candidates.dtype
-            else np.zeros(0, dtype=np.uint64)
-        )
+        cand = array_from_pb(msg.candidates, "candidates", "uint64")
         return cls(
             msg.run_id,
             msg.task_id,

@@ -29,12 +29,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fedhh.server.flower_deploy import start_local
-from fedhh.server.flower_sim import run_config_for, simulate_flower
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test tooling
+from flower_deploy import start_local
 
 from fedhh.datasets import synthetic_zipf
 from fedhh.engine import simulate
+from fedhh.flower_sim import run_config_for, simulate_flower
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.settings import DatasetParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +64,7 @@ def bench(n_parties: int, users: int, k: int, root: Path, engines: list[str]) ->
     rounds = int(ref.cost["rounds"])
     rows.append(_row("in-process", n_parties, total, ref.cost["wall_seconds"], rounds, ""))
     print(rows[-1], flush=True)
-    cfg = run_config_for(params, n_parties=n_parties, users=users, data_seed=0)
+    cfg = run_config_for(params, DatasetParams(users=users, data_seed=0), n_parties=n_parties)
     if "simulation" in engines:
         t = time.perf_counter()
         res = simulate_flower(cfg, n_parties, total_cpus=os.cpu_count())

@@ -28,14 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from fedhh.clients.agent import DataSource, PartyAgent
+
+from fedhh.clients.agent import PartyAgent
 from fedhh.clients.reporter import ReporterClient, make_report
 from fedhh.clients.store import AgentStore
-from fedhh.server.client import AnalystClient
-
 from fedhh.codec import IntCodec
 from fedhh.engine import simulate
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.protocol import Party
+from fedhh.protocol.host import PartyHost
+from fedhh.server.analyst import AnalystClient
 from fedhh.wire.security import add_token, read_token_file
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
@@ -203,7 +205,9 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
                     pid,
                     target,
                     token=read_token_file(root / f"{pid}.token"),
-                    source=DataSource(pid, codes, store),
+                    host=PartyHost(
+                        pid, lambda spec, pid=pid, codes=codes: Party(spec, pid, codes), store
+                    ),
                     source_kind="data",
                     n_users=int(codes.size),
                     codec="int:16",

@@ -1,37 +1,31 @@
 """The ``fedhh`` command line.
 
 ``fedhh simulate`` runs coordinator and parties in one process; with no arguments it runs the
-embedded default (TAPS on a non-IID synthetic federation). Bad input gives one clear error line
-and exit status 2, never a traceback.
+embedded default (TAPS on a non-IID synthetic federation). Its data and mechanism flags are
+derived from :class:`~fedhh.settings.DatasetParams` and
+:class:`~fedhh.mechanisms.params.MechanismParams` (:mod:`fedhh.settings`). Bad input gives one
+clear error line and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from fedhh import __version__
-from fedhh.codec import codec_for
-from fedhh.datasets import (
-    FederatedDataset,
-    load_aol,
-    load_babynames,
-    load_party_files,
-    synthetic_zipf,
-)
-from fedhh.datasets.babynames import PARTY_RULES as BABYNAME_PARTIES
+from fedhh import __version__, settings
 from fedhh.engine import expected_rounds, simulate
 from fedhh.errors import FedHHError
-from fedhh.mechanisms.params import MECHANISMS, ORACLE_CHOICES, STEP_RULES, MechanismParams
+from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Progress
 from fedhh.report import format_table, result_document
+from fedhh.settings import DatasetParams
 
 EXIT_USAGE = 2
-DEFAULT_PARTIES = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,148 +33,59 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"fedhh: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    return v
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
-def _years(text: str) -> tuple[int, int]:
-    first, dash, last = text.partition("-")
-    try:
-        pair = (int(first), int(last) if dash else int(first))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected YEAR or FIRST-LAST, got {text!r}") from None
-    return pair
+def add_tls_args(p: argparse.ArgumentParser, what: str = "server") -> None:
+    """A service's certificate and key, or --insecure (shared by the gRPC services)."""
+    g = p.add_argument_group("transport security")
+    g.add_argument("--tls-cert", type=Path, help=f"{what} certificate (PEM)")
+    g.add_argument("--tls-key", type=Path, help=f"{what} private key (PEM)")
+    g.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
 
 
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "data (default: a non-IID synthetic federation)",
-        "zipf: synthetic Zipf users split by --split; aol: the AOL queries (657,427 users, m = 48) "
-        "split by --split; babynames: the Israeli baby-names federation (8,969,719 births, parties "
-        "= sector × sex, names truncated to 8 bytes). The data files are read from --data-path, "
-        "$FEDHH_DATA_DIR or ../shared/data/ beside the project.",
+def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
+    """How a client reaches the coordinator (``fedhh query``, ``fedhh party serve``)."""
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    p.add_argument("--token-file", type=Path, required=True, help=token_help)
+    p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
+
+
+def _add_simulate_args(p: argparse.ArgumentParser) -> None:
+    settings.add_flags(
+        p,
+        DatasetParams,
+        "data (default: a non-IID synthetic federation; data files are read from --data-path, "
+        "$FEDHH_DATA_DIR or ../shared/data/ beside the project)",
     )
-    g.add_argument("--dataset", choices=["zipf", "aol", "babynames"], default="zipf")
-    g.add_argument("--users", type=_positive_int, default=200_000, help="synthetic: users N")
-    g.add_argument(
-        "--parties",
-        type=_positive_int,
-        help="zipf/aol: number of parties M (default 8); babynames: see --party-by",
-    )
-    g.add_argument(
-        "--split",
-        choices=["dirichlet", "permutation", "iid"],
-        default="dirichlet",
-        help="zipf/aol: non-IID rule for splitting users into parties",
-    )
-    g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration α")
-    g.add_argument("--sizes", choices=["equal", "skewed"], default="equal")
-    g.add_argument("--items", type=_positive_int, default=10_000, help="synthetic: distinct items")
-    g.add_argument("--zipf-s", type=float, default=1.1, help="synthetic: Zipf exponent")
-    g.add_argument("--bits", type=_positive_int, default=32, help="synthetic: bits per item m")
-    g.add_argument("--data-path", type=Path, help="aol/babynames: the data file or its folder")
-    g.add_argument("--max-users", type=_positive_int, help="aol/babynames: keep this many users")
-    g.add_argument(
-        "--party-by",
-        choices=list(BABYNAME_PARTIES),
-        help="babynames: parties are sector × sex (default, 8 parties) or sector × decade",
-    )
-    g.add_argument(
-        "--years", type=_years, metavar="FIRST-LAST", help="babynames: keep these birth years"
-    )
-    g.add_argument(
+    p.add_argument(
         "--party-file",
         action="append",
         type=Path,
         metavar="PATH",
         help="one file per party, one item per line (repeat for each party)",
     )
-    g.add_argument(
-        "--item-bytes",
-        type=_positive_int,
-        help="party files: items are strings of this many bytes; babynames: item width "
-        "(≤ 8, default 8; longer names are truncated)",
-    )
-    g.add_argument("--item-bits", type=_positive_int, help="party files: items are integers")
-    g.add_argument("--data-seed", type=_positive_int, default=0, help="seed of the data split")
-
-
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("mechanism")
-    g.add_argument("--mechanism", choices=[m for m in MECHANISMS], default="taps")
-    g.add_argument("--epsilon", type=float, default=4.0, help="ε per user (default 4)")
-    g.add_argument("-k", type=_positive_int, default=16, help="how many heavy hitters")
-    g.add_argument("--oracle", choices=ORACLE_CHOICES, default="auto")
-    g.add_argument("--eta", type=_positive_int, default=4, help="PEM / Phase I step in bits")
-    g.add_argument("--step-rule", choices=STEP_RULES, default="adaptive")
-    g.add_argument("--prune-z", type=float, help="TAP/TAPS prune threshold τ = z·SE")
-    g.add_argument("--completion", type=float, default=0.0, help="TAPS completion reserve ρ")
-    g.add_argument("--pool-size", type=_positive_int, default=4096, help="olh-pool seeds S")
-    g.add_argument("--seed", type=_positive_int, default=0, help="run seed")
+    settings.add_flags(p, MechanismParams, "mechanism (docs/mechanisms.md)")
+    g = p.add_argument_group("output")
     g.add_argument(
         "--reference-draws",
-        type=_positive_int,
+        type=int,
         default=20,
         metavar="R",
         help="draws of the known-domain reference F1 shown with the evaluation (0: none)",
     )
     g.add_argument("--output", type=Path, help="write the result document (JSON) here")
     g.add_argument("--quiet", action="store_true", help="no progress display and no table")
-
-
-def load_dataset(args: argparse.Namespace) -> FederatedDataset:
-    """The dataset the options describe (party files, AOL, baby names or synthetic)."""
-    if args.party_file:
-        codec = codec_for(args.item_bytes, args.item_bits)
-        return load_party_files(args.party_file, codec=codec)
-    if args.dataset != "babynames":
-        for flag, value in (("--party-by", args.party_by), ("--years", args.years)):
-            if value is not None:
-                raise FedHHError(f"{flag} applies to --dataset babynames only")
-    if args.dataset == "babynames":
-        if args.parties is not None:
-            raise FedHHError(
-                "--parties does not apply to --dataset babynames: its parties are sector × sex "
-                "(or sector × decade with --party-by sector-decade)"
-            )
-        if args.item_bits is not None:
-            raise FedHHError("--item-bits applies to --party-file data only")
-        return load_babynames(
-            args.data_path,
-            party_by=args.party_by or "sector-sex",
-            years=args.years,
-            item_bytes=8 if args.item_bytes is None else args.item_bytes,
-            max_users=args.max_users,
-            seed=args.data_seed,
-        )
-    if args.item_bytes is not None or args.item_bits is not None:
-        raise FedHHError("--item-bytes/--item-bits apply to --party-file data only")
-    split = "iid" if args.split == "iid" else args.split
-    parties = DEFAULT_PARTIES if args.parties is None else args.parties
-    if args.dataset == "aol":
-        return load_aol(
-            args.data_path,
-            n_parties=parties,
-            split=split,
-            alpha=args.alpha,
-            sizes=args.sizes,
-            seed=args.data_seed,
-            max_users=args.max_users,
-        )
-    return synthetic_zipf(
-        args.users,
-        parties,
-        m=args.bits,
-        n_items=args.items,
-        s=args.zipf_s,
-        split=split,
-        alpha=args.alpha,
-        sizes=args.sizes,
-        seed=args.data_seed,
+    g.add_argument(
+        "--engine",
+        choices=["inprocess", "flower"],
+        default="inprocess",
+        help="inprocess (default) or flower: Flower's simulation engine (Ray, 1 CPU per party)",
     )
 
 
@@ -205,34 +110,26 @@ class ProgressLine:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    ds = load_dataset(args)
-    params = MechanismParams(
-        mechanism=args.mechanism,
-        epsilon=args.epsilon,
-        k=args.k,
-        m=ds.m,
-        oracle=args.oracle,
-        eta=args.eta,
-        step_rule=args.step_rule,
-        prune_z=args.prune_z,
-        completion=args.completion,
-        pool_size=args.pool_size,
-        seed=args.seed,
-    )
+    data = settings.from_flags(DatasetParams, args)
+    ds = settings.load_dataset(data, args.party_file)
+    params = settings.from_flags(MechanismParams, args, m=ds.m)
+    if args.reference_draws < 0:
+        raise FedHHError("--reference-draws must be ≥ 0")
     if not args.quiet:
         print(ds.describe(), file=sys.stderr)
     if args.engine == "flower":
-        if args.dataset == "babynames" and not args.party_file:
+        if data.dataset == "babynames" and not args.party_file:
             raise FedHHError("--dataset babynames runs with --engine inprocess only (for now)")
-        from fedhh.server.flower_sim import simulate_flower_args  # Flower simulation (Ray)
+        from fedhh.flower_sim import run_config_for, simulate_flower  # Flower simulation (Ray)
 
-        result = simulate_flower_args(args, params, ds.n_parties)
+        cfg = run_config_for(params, data, n_parties=ds.n_parties, party_files=args.party_file)
+        result = simulate_flower(cfg, ds.n_parties)
     else:
         progress = ProgressLine(expected_rounds(params, ds.n_parties), not args.quiet)
         result = simulate(ds.parties, ds.codec, params, progress=progress)
     scores = ds.evaluate(result.items, result.estimates, params.k)
     reference = (
-        ds.reference(params.epsilon, params.k, args.seed, repeats=args.reference_draws)
+        ds.reference(params.epsilon, params.k, params.seed, repeats=args.reference_draws)
         if args.reference_draws > 0
         else None
     )
@@ -256,14 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run coordinator and parties in one process",
         description="Run PEM-Local, PEM-Global, TAP or TAPS in one process and print the top-k.",
     )
-    _add_dataset_args(sim)
-    _add_run_args(sim)
-    sim.add_argument(
-        "--engine",
-        choices=["inprocess", "flower"],
-        default="inprocess",
-        help="inprocess (default) or flower: Flower's simulation engine (Ray, 1 CPU per party)",
-    )
+    _add_simulate_args(sim)
     sim.set_defaults(func=cmd_simulate)
     from fedhh.clients.cli import add_party_parser  # deployment over gRPC
     from fedhh.server.cli import add_coordinator_parser, add_query_parser

@@ -1,8 +1,9 @@
 """The embedded engine: coordinator and parties in one process (``fedhh simulate``).
 
-It drives the protocol's state machines directly (no transport), measures wall time and returns
-the run's :class:`~fedhh.protocol.RunResult`. PEM (single population) pools every party's users
-into one party: it is the non-federated reference.
+The in-process transport of the protocol's :class:`~fedhh.protocol.RunDriver`: it hands each
+request's bytes to its :class:`~fedhh.protocol.Party` and the reply's bytes back, exactly what
+the gRPC and Flower transports carry, so results and byte costs equal theirs. PEM (single
+population) pools every party's users into one party: it is the non-federated reference.
 """
 
 from __future__ import annotations
@@ -16,24 +17,11 @@ from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import phase1_plan
-from fedhh.protocol import Coordinator, Party, Progress, RunResult, RunSpec, codec_name
-from fedhh.protocol.messages import Request
+from fedhh.protocol import Party, Progress, RunDriver, RunResult, RunSpec, Sent, codec_name
+from fedhh.protocol.encoding import decode_request, encode
+from fedhh.protocol.messages import check_feasible
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def check_feasible(params: MechanismParams, party_ids: Sequence[str], sizes: Sequence[int]) -> None:
-    """Every party needs at least one user per level it takes part in (else a clear error)."""
-    p = params.resolved()
-    _, planned = phase1_plan(p)
-    if p.mechanism == "taps" and p.completion > 0:
-        planned += 1
-    for pid, n in zip(party_ids, sizes, strict=True):
-        if n < planned:
-            raise ParameterError(
-                f"party {pid} has {n} users, fewer than the {planned} levels of this "
-                f"{p.mechanism} run (m = {p.m}, η = {p.eta}); give it more users or a larger step"
-            )
 
 
 def build_run(
@@ -69,23 +57,23 @@ def run_in_process(
     progress: ProgressCallback | None = None,
     policy: str = "continue",
 ) -> RunResult:
-    """Drive a coordinator and its parties to the end of the run."""
+    """Drive a run to its end, every message through its wire bytes."""
     t0 = time.perf_counter()
-    coord = Coordinator(spec, policy)
-    queue: list[Request] = coord.start()
+    driver = RunDriver(spec, policy)
+    queue: list[Sent] = driver.start()
     while queue:
         if progress is not None:
-            progress(coord.progress)
-        nxt: list[Request] = []
-        for req in queue:
-            nxt.extend(coord.step(parties[req.party_id].handle(req)))
+            progress(driver.coord.progress)
+        nxt: list[Sent] = []
+        for sent in queue:
+            reply = parties[sent.party_id].handle(decode_request(sent.payload))
+            assert reply is not None  # a party over its users' items never waits
+            nxt.extend(driver.receive(encode(reply)))
         queue = nxt
-    if coord.error is not None or coord.result is None:
-        raise ParameterError(f"run {spec.run_id} failed: {coord.error}")
-    result = coord.result
+    result = driver.outcome()
     result.cost["wall_seconds"] = time.perf_counter() - t0
     if progress is not None:
-        progress(coord.progress)
+        progress(driver.coord.progress)
     return result
 
 
@@ -116,10 +104,4 @@ def expected_rounds(params: MechanismParams, n_parties: int) -> int:
     return len(shared) + n_parties + (1 if p.completion > 0 else 0)
 
 
-__all__ = [
-    "build_run",
-    "check_feasible",
-    "expected_rounds",
-    "run_in_process",
-    "simulate",
-]
+__all__ = ["build_run", "check_feasible", "expected_rounds", "run_in_process", "simulate"]

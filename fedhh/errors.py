@@ -31,6 +31,11 @@ class ProtocolError(FedHHError):
     """A protocol message arrived out of order, for an unknown request, or with bad content."""
 
 
+class RunFailed(ProtocolError):
+    """A run ended without a result (every party failed, or one did under the "fail" policy);
+    every transport raises this one type."""
+
+
 class TransportError(FedHHError):
     """A remote call failed (gRPC): ``code`` is the status name, the message the server's."""
 

@@ -15,7 +15,7 @@ A :class:`PrefixTrie` stores its nodes in growable numpy arrays (no per-node Pyt
   holds NaN.
 
 Every operation is vectorised over node arrays. Walks that follow parent pointers (pruning,
-descendants) take one vectorised pass per tree level; ``ancestors`` of one node is O(depth).
+descendants) take one vectorised pass per tree level.
 
 Bit tries (the heavy-hitter mechanisms)::
 
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.errors import DataError, ParameterError
+from fedhh.errors import ParameterError
 
 __all__ = ["END", "MAX_BITS", "PrefixTrie"]
 
@@ -184,10 +184,6 @@ class PrefixTrie:
         """Per-node statistics by name (views trimmed to ``len(self)``; NaN = no value)."""
         return {k: v[: self._n] for k, v in self._stats.items()}
 
-    @property
-    def stat_names(self) -> list[str]:
-        return list(self._stats)
-
     def _ids(self, ids: ArrayLike) -> IdArray:
         arr = _as_int64(ids, "node ids")
         if arr.size and (arr.min() < 0 or arr.max() >= self._n):
@@ -305,35 +301,6 @@ class PrefixTrie:
         child_depths = np.repeat(dep + s, width)
         return self.add_nodes(child_labels, child_parents, child_depths)
 
-    def add_children(self, parent_ids: ArrayLike, labels: ArrayLike, step: ArrayLike) -> IdArray:
-        """Add an explicit subset of children: full-code ``labels`` at depth(parent) + step.
-
-        Each label must extend its parent's: ``label >> step == parent label``.
-        """
-        par = self._ids(parent_ids)
-        lab = _as_labels(labels)
-        st = _as_int64(np.broadcast_to(np.asarray(step), par.shape), "step")
-        if lab.size != par.size:
-            raise ParameterError(f"{lab.size} labels for {par.size} parents")
-        if par.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if (st < 1).any():
-            raise ParameterError(f"step must be ≥ 1, got {int(st.min())}")
-        dep = self._depth[par] + st
-        if (dep > MAX_BITS).any():
-            raise ParameterError(f"depth + step exceeds {MAX_BITS} bits")
-        first = np.minimum(st, 63).astype(np.uint64)
-        rest = (st.astype(np.uint64) - first).astype(np.uint64)
-        high = (lab >> first) >> rest
-        bad = np.flatnonzero(high != self._label[par])
-        if bad.size:
-            i = int(bad[0])
-            raise ParameterError(
-                f"label {int(lab[i])} does not extend parent {int(par[i])} "
-                f"(label {int(self._label[par[i]])}) by {int(st[i])} bits"
-            )
-        return self.add_nodes(lab, par, dep)
-
     # ------------------------------------------------------------------ statistics
     def set_stat(self, name: str, ids: ArrayLike, values: ArrayLike) -> None:
         """Set statistic ``name`` of nodes ``ids`` (created, NaN-filled, on first use)."""
@@ -432,30 +399,6 @@ class PrefixTrie:
             hit &= self.alive
         return np.flatnonzero(hit).astype(np.int64)
 
-    def ancestors(self, node_id: int) -> IdArray:
-        """Ancestors of one node, root first (the node itself excluded)."""
-        i = int(self._ids(np.array([_as_int(node_id, "node id")]))[0])
-        out: list[int] = []
-        p = int(self._parent[i])
-        while p >= 0:
-            out.append(p)
-            p = int(self._parent[p])
-        return np.array(out[::-1], dtype=np.int64)
-
-    def path_labels(self, node_id: int) -> NDArray[np.uint64]:
-        """Labels from the root to the node, both included."""
-        path = np.append(self.ancestors(node_id), np.int64(node_id))
-        return self._label[path]
-
-    def descendants(self, node_id: int, *, alive_only: bool = False) -> IdArray:
-        """All nodes under one node (itself excluded), in node order."""
-        i = int(self._ids(np.array([_as_int(node_id, "node id")]))[0])
-        start = np.zeros(self._n, dtype=np.bool_)
-        start[i] = True
-        mask = self._descendant_mask(start, alive_only=alive_only)
-        mask[i] = False
-        return np.flatnonzero(mask).astype(np.int64)
-
     def find(self, labels: ArrayLike, depth: int, *, alive_only: bool = False) -> IdArray:
         """Vectorised lookup of nodes at ``depth`` by label: ids, or -1 where there is none.
 
@@ -495,11 +438,6 @@ class PrefixTrie:
         """Ids of all roots (parent -1)."""
         return np.flatnonzero(self.parent < 0).astype(np.int64)
 
-    def num_children(self) -> IdArray:
-        """Number of children of every node."""
-        par = self.parent
-        return np.bincount(par[par >= 0], minlength=self._n).astype(np.int64)
-
     # ------------------------------------------------------------------ export
     def export(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict of lists (NaN statistics become None)."""
@@ -526,40 +464,6 @@ class PrefixTrie:
             }
             for i in range(self._n)
         ]
-
-    @classmethod
-    def from_export(cls, data: Mapping[str, Any]) -> PrefixTrie:
-        """Rebuild a trie from :meth:`export` output."""
-        try:
-            labels, parents, depths = data["label"], data["parent"], data["depth"]
-            alive = data.get("alive")
-            stats = data.get("stats") or {}
-            n = len(labels)
-            if not len(parents) == len(depths) == n or (alive is not None and len(alive) != n):
-                raise DataError("exported trie arrays have different lengths")
-            stat_arrays = {
-                k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
-                for k, v in stats.items()
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"malformed exported trie: {exc!r}") from None
-        trie = cls(capacity=max(1, n))
-        try:
-            ids = trie.add_nodes(
-                np.array([int(v) for v in labels], dtype=np.uint64),
-                np.array(parents, dtype=np.int64),
-                np.array(depths, dtype=np.int64),
-                alive=None if alive is None else np.array(alive, dtype=np.bool_),
-            )
-        except ParameterError as exc:
-            raise DataError(f"malformed exported trie: {exc}") from None
-        for k, v in stat_arrays.items():
-            if v.size != n:
-                raise DataError(f"stat {k!r} has {v.size} values for {n} nodes")
-            trie.set_stat(k, ids, v)
-        return trie
 
     def copy(self) -> PrefixTrie:
         """A deep copy."""

@@ -5,34 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
+from fedhh.cli import add_connect_args, add_tls_args, setup_logging
 from fedhh.errors import ParameterError
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _tls_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("transport security")
-    g.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
-    g.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    g.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
-    p.add_argument("--token-file", type=Path, required=True, help="file holding your token")
-    p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
-    p.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
 
 
 def add_coordinator_parser(sub: Any) -> None:
@@ -46,7 +23,7 @@ def add_coordinator_parser(sub: Any) -> None:
     serve.add_argument("--listen", default="127.0.0.1:7700", metavar="HOST:PORT")
     serve.add_argument("--db", type=Path, default=Path("fedhh-coordinator.sqlite"))
     serve.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON)")
-    _tls_args(serve)
+    add_tls_args(serve)
     serve.add_argument(
         "--deadline", type=float, default=300.0, help="default seconds a party has per request"
     )
@@ -70,7 +47,7 @@ def add_coordinator_parser(sub: Any) -> None:
 
 def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    from fedhh.server.coordinator import serve
+    from fedhh.server.services import serve
 
     return serve(
         args.listen,
@@ -100,7 +77,8 @@ def add_query_parser(sub: Any) -> None:
         help="ask the coordinator (analyst API)",
         description="Start, list, follow, read and cancel runs at a coordinator.",
     )
-    _client_args(q)
+    add_connect_args(q, "file holding your token")
+    q.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
     q.add_argument("--json", action="store_true", help="JSON output instead of a table")
     qs = q.add_subparsers(dest="query_command", required=True)
     qs.add_parser("runs", help="list runs")
@@ -144,8 +122,7 @@ RUN_COLS = ["run_id", "state", "mechanism", "round", "phase", "outstanding", "fa
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from fedhh.server.client import AnalystClient
-
+    from fedhh.server.analyst import AnalystClient
     from fedhh.wire.security import read_token_file
 
     if args.insecure and args.ca_cert:

@@ -1,25 +1,19 @@
-"""The Flower ServerApp: drives the protocol's :class:`Coordinator` over Flower's Message API.
+"""The Flower ServerApp: the protocol's :class:`~fedhh.protocol.RunDriver` over Flower's Message
+API (docs/flower.md). It only moves the driver's bytes and maps Flower's failures.
 
 1. **Discovery** (``query.discover``): waits for ``parties`` SuperNodes, asks each for its party
-   id, user count and codec, and maps Flower node ids to parties. Parties are ordered by their
-   partition id (then id), so the run spec equals ``fedhh simulate``'s for the same data.
-2. **Rounds**: the coordinator's requests of a round go out as ``query.estimate`` /
-   ``query.search`` messages, each to its party's node only (the TAPS sequential pass addresses
-   one node per round). Replies are stepped into the coordinator in request order.
-3. **Failures**: an error reply (the party's ``ErrorResult`` or a Flower error, e.g. a crashed
-   ClientApp or an unreachable node), an undecodable reply or no reply within ``round-timeout``
-   seconds goes to :meth:`Coordinator.fail_party`; the ``policy`` run-config key (``continue`` /
-   ``fail``) decides, exactly as for the other transports.
-4. **Result**: the result document (:func:`fedhh.report.result_document`, with the evaluation
-   when the nodes serve one named synthetic/AOL federation the server can rebuild) is written to
-   the ``output`` path (on the machine that runs the ServerApp) and the table is logged.
+   (id, user count, codec) and maps node ids to parties, ordered by partition id (then id), so
+   the run spec equals ``fedhh simulate``'s for the same data.
+2. **Rounds**: each request goes, as its protobuf bytes, to its party's node only.
+3. **Failures**: a Flower error (a crashed ClientApp, an unreachable node), a reply that does not
+   decode or fit, or no reply within ``round-timeout`` seconds fails the request in the driver;
+   the ``policy`` decides, as on every transport.
+4. **Result**: the result document (with the evaluation when the nodes serve one named
+   federation the server can rebuild) is written to ``output`` and logged.
 
-Run-config keys (``[tool.flwr.app.config]`` in pyproject.toml, override with ``--run-config``):
-``mechanism``, ``epsilon``, ``k``, ``oracle``, ``eta``, ``step-rule``, ``prune-z`` (< 0: the
-mechanism's default), ``completion``, ``pool-size``, ``seed``, ``run-id``, ``policy``,
-``parties`` (SuperNodes to wait for), ``node-wait`` and ``round-timeout`` (seconds), ``output``
-("" for none) and the dataset keys of :mod:`fedhh.clients.flower_data` (used by the ClientApps
-when their node config does not set them).
+Run-config keys: every field of :class:`~fedhh.mechanisms.params.MechanismParams`, of
+:class:`~fedhh.settings.DatasetParams` and of :class:`FlowerRun`, spelled with dashes
+(:mod:`fedhh.settings`).
 """
 
 from __future__ import annotations
@@ -33,25 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedhh.clients.flower_data import load_federation
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from fedhh.engine import check_feasible
+from fedhh import settings
 from fedhh.errors import FedHHError, ParameterError, ProtocolError
-from fedhh.flower_records import (
-    DISCOVER,
-    PartyInfo,
-    discover_content,
-    message_type_of,
-    party_info_from_content,
-    reply_from_content,
-    request_to_content,
-)
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.metrics import Scores
-from fedhh.protocol import Coordinator, Request, RunResult, RunSpec, codec_from_name
+from fedhh.protocol import RunDriver, RunResult, RunSpec, Sent, codec_from_name
+from fedhh.protocol.coordinator import POLICIES
+from fedhh.protocol.encoding import encode
+from fedhh.protocol.messages import check_feasible
 from fedhh.report import format_table, result_document
+from fedhh.wire import flower
+from fedhh.wire.v1 import protocol_pb2
 
 log = logging.getLogger("fedhh.flower")
 
@@ -59,97 +48,53 @@ ResultCallback = Callable[[RunResult], None]
 
 
 @dataclass(frozen=True)
-class FlowerRunSettings:
-    """The ServerApp's run configuration."""
+class FlowerRun:
+    """The ServerApp's own run-config keys."""
 
-    mechanism: str = "taps"
-    epsilon: float = 4.0
-    k: int = 16
-    oracle: str = "auto"
-    eta: int = 4
-    step_rule: str = "adaptive"
-    prune_z: float | None = None
-    completion: float = 0.0
-    pool_size: int = 4096
-    seed: int = 0
-    run_id: str = "run-1"
-    policy: str = "continue"
-    parties: int = 1
-    node_wait: float = 120.0
-    round_timeout: float = 600.0
-    output: str = ""
+    run_id: str = "run-1"  # the run's id
+    policy: str = "continue"  # a party that fails: continue without it, or fail the run
+    node_wait: float = 120.0  # seconds to wait for the SuperNodes
+    round_timeout: float = 600.0  # seconds a round may take before a silent party has failed
+    output: str = ""  # result document (JSON) path on the ServerApp's machine ("": none)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ParameterError(f"policy must be continue or fail, got {self.policy!r}")
+        for name in ("node_wait", "round_timeout"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ParameterError(f"{settings.key(name)} must be > 0 seconds, got {v}")
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    run: FlowerRun
+    params: MechanismParams  # m as the parties' codec says, after discovery
+    data: settings.DatasetParams
+
+    @property
+    def parties(self) -> int:
+        return self.data.parties or settings.DEFAULT_PARTIES
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> FlowerRunSettings:
-        def get(key: str, kind: type, default: Any) -> Any:
-            value = cfg.get(key, default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ParameterError(f"run config {key!r} must be {kind.__name__}, got {value!r}")
-            return value
-
-        d = cls()
-        prune = get("prune-z", float, -1.0)
-        settings = cls(
-            mechanism=get("mechanism", str, d.mechanism),
-            epsilon=get("epsilon", float, d.epsilon),
-            k=get("k", int, d.k),
-            oracle=get("oracle", str, d.oracle),
-            eta=get("eta", int, d.eta),
-            step_rule=get("step-rule", str, d.step_rule),
-            prune_z=None if prune < 0 else prune,
-            completion=get("completion", float, d.completion),
-            pool_size=get("pool-size", int, d.pool_size),
-            seed=get("seed", int, d.seed),
-            run_id=get("run-id", str, d.run_id),
-            policy=get("policy", str, d.policy),
-            parties=get("parties", int, d.parties),
-            node_wait=get("node-wait", float, d.node_wait),
-            round_timeout=get("round-timeout", float, d.round_timeout),
-            output=get("output", str, d.output),
+    def from_config(cls, cfg: Mapping[str, Any]) -> FlowerSettings:
+        s = cls(
+            settings.from_config(FlowerRun, cfg),
+            settings.from_config(MechanismParams, cfg, m=64),  # m: the parties' codec's
+            settings.from_config(settings.DatasetParams, cfg),
         )
-        if settings.mechanism == "pem":
+        if s.params.mechanism == "pem":
             raise ParameterError(
                 "mechanism 'pem' pools every user into one population, which a federation of "
                 "SuperNodes cannot do; use pem-local, pem-global, tap or taps"
             )
-        if settings.policy not in ("continue", "fail"):
-            raise ParameterError(f"policy must be continue or fail, got {settings.policy!r}")
-        if settings.parties < 1:
-            raise ParameterError(f"parties must be ≥ 1, got {settings.parties}")
-        for name in ("node_wait", "round_timeout"):
-            v = getattr(settings, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ParameterError(f"{name.replace('_', '-')} must be > 0 seconds, got {v}")
-        return settings
-
-    def params(self, m: int) -> MechanismParams:
-        return MechanismParams(
-            mechanism=self.mechanism,
-            epsilon=self.epsilon,
-            k=self.k,
-            m=m,
-            oracle=self.oracle,
-            eta=self.eta,
-            step_rule=self.step_rule,
-            prune_z=self.prune_z,
-            completion=self.completion,
-            pool_size=self.pool_size,
-            seed=self.seed,
-        )
-
-
-# --- message exchange ----------------------------------------------------------------------
+        return s
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message | None]:
-    """Push ``messages`` and pull their replies until all arrive or ``timeout`` passes.
-
-    Returns one entry per message, in order: its reply, or None if none came in time. Polls with
-    a short, growing interval (``Grid.send_and_receive`` sleeps 3 s between pulls on the
-    deployment engine).
-    """
+    """Push ``messages`` and pull their replies until all arrive or ``timeout`` passes: one
+    entry per message, its reply or None. Polls with a short, growing interval
+    (``Grid.send_and_receive`` sleeps 3 s between pulls on the deployment engine)."""
     ids: list[str | None] = []
     for msg in messages:  # one by one: a message the SuperLink refuses counts as unanswered
         pushed = [mid for mid in grid.push_messages([msg]) if mid]
@@ -184,48 +129,47 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-def _error_text(msg: Message) -> str:
-    return f"Flower error {msg.error.code}: {msg.error.reason}"
-
-
-# --- the run -------------------------------------------------------------------------------
+def _problem(msg: Message | None, timeout: float) -> str:
+    if msg is None:
+        return f"no reply within {timeout:g} s (node gone?)"
+    return f"Flower error {msg.error.code}: {msg.error.reason}" if msg.has_error() else ""
 
 
 class FlowerCoordinator:
     """One protocol run over a Flower Grid."""
 
-    def __init__(self, grid: Grid, settings: FlowerRunSettings) -> None:
+    def __init__(self, grid: Grid, s: FlowerSettings) -> None:
         self.grid = grid
-        self.settings = settings
+        self.s = s
         self.node_of: dict[str, int] = {}
-        self.infos: list[PartyInfo] = []
+        self.infos: list[Any] = []
+
+    def _send(self, contents: list[Any], nodes: list[int], types: list[str], group: str) -> Any:
+        timeout = self.s.run.round_timeout
+        msgs = [
+            Message(c, dst_node_id=n, message_type=t, ttl=timeout, group_id=group)
+            for c, n, t in zip(contents, nodes, types, strict=True)
+        ]
+        return exchange(self.grid, msgs, timeout)
 
     def discover(self) -> RunSpec:
-        s = self.settings
-        nodes = wait_for_nodes(self.grid, s.parties, s.node_wait)
-        msgs = [
-            Message(
-                discover_content(),
-                dst_node_id=node,
-                message_type=DISCOVER,
-                ttl=s.round_timeout,
-                group_id="discover",
-            )
-            for node in nodes
-        ]
-        replies = exchange(self.grid, msgs, s.round_timeout)
-        found: list[tuple[PartyInfo, int]] = []
-        problems = []
+        nodes = wait_for_nodes(self.grid, self.s.parties, self.s.run.node_wait)
+        replies = self._send(
+            [flower.content() for _ in nodes], nodes, [flower.DISCOVER] * len(nodes), "discover"
+        )
+        found, problems = [], []
         for node, msg in zip(nodes, replies, strict=True):
-            if msg is None:
-                problems.append(f"node {node}: no reply to discovery")
-            elif msg.has_error():
-                problems.append(f"node {node}: {_error_text(msg)}")
-            else:
-                try:
-                    found.append((party_info_from_content(msg.content), node))
-                except ProtocolError as exc:
-                    problems.append(f"node {node}: {exc}")
+            problem = _problem(msg, self.s.run.round_timeout)
+            try:
+                if not problem:
+                    info = protocol_pb2.PartyInfo.FromString(
+                        flower.entry(msg.content, "party-info")
+                    )
+                    found.append((info, node))
+            except (ProtocolError, ValueError) as exc:
+                problem = str(exc)
+            if problem:
+                problems.append(f"node {node}: {problem}")
         if problems:  # before the run starts, every node must answer
             raise ProtocolError("discovery failed: " + "; ".join(problems))
         found.sort(key=lambda pn: (pn[0].order, pn[0].party_id))
@@ -238,54 +182,40 @@ class FlowerCoordinator:
             raise ProtocolError(f"the parties' items use different codecs: {', '.join(codecs)}")
         self.infos = [info for info, _ in found]
         self.node_of = {info.party_id: node for info, node in found}
-        sizes = tuple(info.users for info in self.infos)
-        params = s.params(codec_from_name(codecs[0]).m)
+        sizes = tuple(int(info.users) for info in self.infos)
+        params = settings.from_config(
+            MechanismParams, settings.to_config(self.s.params), m=codec_from_name(codecs[0]).m
+        )
         check_feasible(params, ids, sizes)
-        return RunSpec(s.run_id, params, tuple(ids), sizes, codecs[0])
+        return RunSpec(self.s.run.run_id, params, tuple(ids), sizes, codecs[0])
 
     def run(self, spec: RunSpec) -> RunResult:
-        s = self.settings
         t0 = time.perf_counter()
-        coord = Coordinator(spec, s.policy)
-        queue = coord.start()
+        spec_bytes = encode(spec)
+        driver = RunDriver(spec, self.s.run.policy)
+        queue = driver.start()
         while queue:
-            queue = self._round(spec, coord, queue)
-        if coord.error is not None or coord.result is None:
-            raise ProtocolError(f"run {spec.run_id} failed: {coord.error}")
-        result = coord.result
+            replies = self._send(
+                [flower.content(spec=spec_bytes, request=s.payload) for s in queue],
+                [self.node_of[s.party_id] for s in queue],
+                [flower.message_type(s.request) for s in queue],
+                f"round-{driver.coord.round}",
+            )
+            nxt: list[Sent] = []
+            for sent, msg in zip(queue, replies, strict=True):  # a failed run stops early
+                problem = _problem(msg, self.s.run.round_timeout)
+                if not problem and not driver.done:
+                    try:
+                        nxt.extend(driver.receive(flower.entry(msg.content, "reply")))
+                        continue
+                    except ProtocolError as exc:
+                        problem = f"bad reply: {exc}"
+                if not driver.done:
+                    nxt.extend(driver.fail(sent.request_id, problem))
+            queue = nxt
+        result = driver.outcome()
         result.cost["wall_seconds"] = time.perf_counter() - t0
         return result
-
-    def _round(self, spec: RunSpec, coord: Coordinator, queue: list[Request]) -> list[Request]:
-        s = self.settings
-        group = f"round-{coord.round}"
-        msgs = [
-            Message(
-                request_to_content(spec, req),
-                dst_node_id=self.node_of[req.party_id],
-                message_type=message_type_of(req),
-                ttl=s.round_timeout,
-                group_id=group,
-            )
-            for req in queue
-        ]
-        replies = exchange(self.grid, msgs, s.round_timeout)
-        nxt: list[Request] = []
-        for req, reply_msg in zip(queue, replies, strict=True):  # request order, as in-process
-            if coord.done:
-                break
-            if reply_msg is None:
-                reason = f"no reply within {s.round_timeout:g} s (node gone?)"
-                nxt.extend(coord.fail_party(req.party_id, reason))
-                continue
-            if reply_msg.has_error():
-                nxt.extend(coord.fail_party(req.party_id, _error_text(reply_msg)))
-                continue
-            try:
-                nxt.extend(coord.step(reply_from_content(reply_msg.content)))
-            except ProtocolError as exc:
-                nxt.extend(coord.fail_party(req.party_id, f"bad reply: {exc}"))
-        return nxt
 
     def evaluation(self, k: int, result: RunResult) -> Scores | None:
         """Scores against the ground truth when every node serves one named federation."""
@@ -293,7 +223,8 @@ class FlowerCoordinator:
         if len(sources) != 1 or not next(iter(sources)):
             return None
         try:
-            ds = load_federation(json.loads(next(iter(sources))))
+            data = settings.from_config(settings.DatasetParams, json.loads(next(iter(sources))))
+            ds = settings.load_dataset(data)
         except (FedHHError, OSError, ValueError) as exc:
             log.warning("no evaluation: the federation cannot be rebuilt here (%s)", exc)
             return None
@@ -304,23 +235,20 @@ class FlowerCoordinator:
 
 def run_flower(grid: Grid, cfg: Mapping[str, Any]) -> tuple[RunResult, dict[str, Any]]:
     """Discovery, the run and its result document (written to ``output`` when set)."""
-    settings = FlowerRunSettings.from_config(cfg)
-    driver = FlowerCoordinator(grid, settings)
-    spec = driver.discover()
+    s = FlowerSettings.from_config(cfg)
+    coordinator = FlowerCoordinator(grid, s)
+    spec = coordinator.discover()
     log.info(
-        "fedhh: run %s, %s over %d parties: %s",
+        "fedhh: run %s, %s over %s",
         spec.run_id,
         spec.params.mechanism,
-        len(spec.party_ids),
-        ", ".join(
-            f"{p} ({n} users)" for p, n in zip(spec.party_ids, spec.party_sizes, strict=True)
-        ),
+        ", ".join(f"{p} ({n})" for p, n in zip(spec.party_ids, spec.party_sizes, strict=True)),
     )
-    result = driver.run(spec)
+    result = coordinator.run(spec)
     codec = codec_from_name(spec.codec)
-    doc = result_document(result, codec, driver.evaluation(settings.k, result))
-    if settings.output:
-        out = Path(settings.output).expanduser()
+    doc = result_document(result, codec, coordinator.evaluation(spec.params.k, result))
+    if s.run.output:
+        out = Path(s.run.output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -347,14 +275,3 @@ def make_server_app(
 
 
 app = make_server_app()
-
-
-__all__ = [
-    "FlowerCoordinator",
-    "FlowerRunSettings",
-    "app",
-    "exchange",
-    "make_server_app",
-    "run_flower",
-    "wait_for_nodes",
-]

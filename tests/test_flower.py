@@ -1,4 +1,4 @@
-"""The Flower transport without a Flower engine: record converters, the ClientApp (with its
+"""The Flower transport without a Flower engine: the records, the ClientApp (with its
 replay of the node state, as a SuperNode runs every message in a fresh process) and the ServerApp
 driving a Grid that delivers to ClientApps in this process (parties failing or gone)."""
 
@@ -13,41 +13,25 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-from fedhh.clients import flower_app as client_mod
-from fedhh.clients.flower_app import make_client_app
-from fedhh.clients.flower_data import dataset_options, describe_options, party_data
-from fedhh.server.flower_app import FlowerRunSettings, make_server_app, run_flower
-from flwr.app import Array, Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedhh.clients import flower_app as client_mod
+from fedhh.clients.flower_app import make_client_app
+from fedhh.clients.flower_data import dataset_params, party_data
 from fedhh.datasets import synthetic_zipf
 from fedhh.engine import build_run, run_in_process
 from fedhh.errors import ParameterError, ProtocolError
-from fedhh.flower_records import (
-    ESTIMATE,
-    SEARCH,
-    PartyInfo,
-    party_info_from_content,
-    party_info_to_content,
-    reply_from_content,
-    reply_to_content,
-    request_from_content,
-    request_to_content,
-    spec_from_record,
-    spec_to_record,
-)
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.tasks import (
-    ErrorResult,
-    EstimateResult,
-    EstimateTask,
-    LevelCost,
-    SearchResult,
-    SearchTask,
-)
-from fedhh.protocol import Reply, Request, RunSpec
+from fedhh.mechanisms.tasks import EstimateTask
+from fedhh.protocol import Request, RunSpec
+from fedhh.protocol.encoding import decode_spec, encode
+from fedhh.server.flower_app import FlowerSettings, make_server_app, run_flower
+from fedhh.wire import flower
+from fedhh.wire.flower import ESTIMATE, SEARCH
+from fedhh.wire.v1 import protocol_pb2
 
 USERS, PARTIES, ITEMS, DATA_SEED = 6000, 3, 400, 5
 
@@ -63,99 +47,27 @@ def _task_identity() -> Iterator[None]:
         setattr(TaskIdentity, attr, value)
 
 
-def _spec(**kw: Any) -> RunSpec:
-    params = MechanismParams(mechanism="taps", k=4, m=16, epsilon=2.5, prune_z=None, seed=3, **kw)
-    return RunSpec("r1", params, ("a", "b"), (10, 20), "int:16")
-
-
-def _roundtrip_request(req: Request, spec: RunSpec) -> tuple[RunSpec, Request]:
-    kind = ESTIMATE if isinstance(req.task, EstimateTask) else SEARCH
-    return request_from_content(request_to_content(spec, req), kind)
-
-
 # --- records -------------------------------------------------------------------------------
 
 
-def test_spec_roundtrip_keeps_defaults_unset() -> None:
-    spec = _spec(completion=0.1, local_start=False)
-    rec = spec_to_record(spec)
-    assert "param.prune_z" not in rec  # None stays "the mechanism's default"
-    back = spec_from_record(rec)
-    assert back == spec
-
-
-def test_estimate_request_roundtrip() -> None:
-    spec = _spec()
-    cand = np.array([1, 5, 2**15], dtype=np.uint64)
-    req = Request("r1", 4, 2, "b", EstimateTask(1, 8, cand, "reserve"))
-    content = request_to_content(spec, req)
-    assert content.array_records["arrays"]["candidates"].dtype == "uint64"
-    spec2, req2 = _roundtrip_request(req, spec)
-    assert spec2 == spec
-    assert (req2.run_id, req2.request_id, req2.round, req2.party_id) == ("r1", 4, 2, "b")
-    assert isinstance(req2.task, EstimateTask)
-    assert (req2.task.level, req2.task.length, req2.task.group) == (1, 8, "reserve")
-    np.testing.assert_array_equal(req2.task.candidates, cand)
-    assert req2.task.candidates.dtype == np.uint64
-
-
-def test_search_request_roundtrip_and_message_type_check() -> None:
-    spec = _spec()
-    task = SearchTask(
-        "phase2",
-        6,
-        np.array([3, 9], dtype=np.uint64),
-        np.array([2**64 - 1], dtype=np.uint64),
-        np.array([12.5]),
-    )
-    req = Request("r1", 7, 3, "a", task)
-    _, req2 = _roundtrip_request(req, spec)
-    assert isinstance(req2.task, SearchTask)
-    assert (req2.task.mode, req2.task.start_length) == ("phase2", 6)
-    np.testing.assert_array_equal(req2.task.prior_items, task.prior_items)
-    np.testing.assert_array_equal(req2.task.prior_estimates, task.prior_estimates)
-    with pytest.raises(ProtocolError, match="arrived as message type"):
-        request_from_content(request_to_content(spec, req), ESTIMATE)
-
-
-def test_replies_roundtrip() -> None:
-    cost = LevelCost(8, 4, 3, 100, "oue", 0, 400)
-    est = Reply("r1", 1, "a", EstimateResult(np.array([1.0, -2.0, 3.5]), np.ones(3), cost))
-    back = reply_from_content(reply_to_content(est))
-    assert isinstance(back.result, EstimateResult)
-    np.testing.assert_array_equal(back.result.estimates, [1.0, -2.0, 3.5])
-    assert back.result.cost == cost and back.request_id == 1 and back.party_id == "a"
-
-    levels = (cost, LevelCost(16, 8, 50, 200, "olh-pool", 9000, 800))
-    search = SearchResult(
-        np.array([7, 8], dtype=np.uint64), np.array([5.0, 4.0]), np.array([1.0, 1.5]), levels
-    )
-    back = reply_from_content(reply_to_content(Reply("r1", 2, "b", search)))
-    assert isinstance(back.result, SearchResult) and back.result.levels == levels
-    np.testing.assert_array_equal(back.result.items, [7, 8])
-
-    err = reply_from_content(reply_to_content(Reply("r1", 3, "b", ErrorResult("failed", "x"))))
-    assert err.result == ErrorResult("failed", "x")
-
-
-def test_bad_records_raise_protocol_error() -> None:
-    spec = _spec()
-    req = Request("r1", 0, 1, "a", EstimateTask(0, 4, np.arange(4, dtype=np.uint64)))
-    content = request_to_content(spec, req)
-    content.array_records["arrays"]["candidates"] = Array(np.arange(4, dtype=np.int32))
-    with pytest.raises(ProtocolError, match="uint64"):
-        request_from_content(content, ESTIMATE)
+def test_records_carry_the_protobuf_bytes() -> None:
+    """A request's message holds exactly the bytes the driver counts; the ClientApp refuses a
+    request under the wrong message type and a message without the bytes."""
+    params = MechanismParams(mechanism="taps", k=4, m=16, seed=3, local_start=False)
+    spec = RunSpec("r1", params, ("a", "b"), (10, 20), "int:16")
+    req = Request("r1", 4, 2, "b", EstimateTask(1, 8, np.array([1, 5], dtype=np.uint64)))
+    content = flower.content(spec=encode(spec), request=encode(req))
+    assert decode_spec(flower.entry(content, "spec")) == spec
+    assert flower.entry(content, "request") == encode(req)
+    assert flower.message_type(req) == ESTIMATE
     with pytest.raises(ProtocolError, match="no 'reply'"):
-        reply_from_content(RecordDict())
-    content = request_to_content(spec, req)
-    content.config_records["spec"]["param.epsilon"] = -1.0
-    with pytest.raises(ProtocolError, match="invalid run spec"):
-        request_from_content(content, ESTIMATE)
-
-
-def test_party_info_roundtrip() -> None:
-    info = PartyInfo("party-2", 123, "str:6", 2, '{"dataset":"aol"}')
-    assert party_info_from_content(party_info_to_content(info)) == info
+        flower.entry(RecordDict(), "reply")
+    node = _nodes()[0]
+    ctx = Context(1, node.node_id, node.node_config, node.state, _run_cfg())
+    msg = Message(content, dst_node_id=node.node_id, message_type=SEARCH)
+    msg.metadata.__dict__["_message_id"] = "m1"
+    with pytest.raises(ProtocolError, match="arrived as message type"):
+        make_client_app()(msg, ctx)
 
 
 # --- node data -----------------------------------------------------------------------------
@@ -179,49 +91,42 @@ def test_party_data_is_the_partition_of_the_simulated_federation() -> None:
     ds = synthetic_zipf(USERS, PARTIES, m=32, n_items=ITEMS, s=1.1, split="dirichlet", seed=5)
     for i in range(PARTIES):
         data = party_data({"partition-id": i, "num-partitions": PARTIES}, _run_cfg())
-        assert data.party_id == f"party-{i}"
+        assert data.info.party_id == f"party-{i}"
         np.testing.assert_array_equal(data.codes, ds.parties[i])
-        assert data.codec_name == "int:32"
+        assert data.info.codec == "int:32"
     # the node config wins over the run config
     data = party_data({"partition-id": 0, "num-partitions": 3, "users": 3000}, _run_cfg())
-    assert data.codes.size < ds.parties[0].size + 1 and json.loads(data.source)["users"] == 3000
+    assert data.codes.size < ds.parties[0].size + 1 and json.loads(data.info.data)["users"] == 3000
 
 
 def test_party_data_from_files(tmp_path: Path) -> None:
     f = tmp_path / "p.txt"
     f.write_text("abc\nxyz\nabc\n")
     data = party_data({"party-file": str(f), "item-bytes": 3, "party-id": "hospital"}, {})
-    assert (data.party_id, data.codes.size, data.codec_name, data.source) == (
-        "hospital",
-        3,
-        "str:3",
-        "",
-    )
+    info = data.info
+    assert (info.party_id, data.codes.size, info.codec, info.data) == ("hospital", 3, "str:3", "")
     run = {"party-files": f"{f},{f}", "item-bytes": 3}
-    assert party_data({"partition-id": 1}, run).party_id == "party-1"
+    assert party_data({"partition-id": 1}, run).info.party_id == "party-1"
     with pytest.raises(ParameterError, match="partition-id 2"):
         party_data({"partition-id": 2}, run)
 
 
 def test_dataset_options_validation() -> None:
     with pytest.raises(ParameterError, match="num-partitions"):
-        dataset_options({}, {"dataset": "zipf"})
+        dataset_params({"dataset": "zipf"})
     with pytest.raises(ParameterError, match="unknown dataset"):
-        dataset_options({"num-partitions": 2, "dataset": "mnist"}, {})
-    a = describe_options(dataset_options({"num-partitions": 2}, {"users": 10}))
-    b = describe_options(dataset_options({"num-partitions": 2, "users": 10}, {}))
-    assert a == b
+        dataset_params({"num-partitions": 2, "dataset": "mnist"})
 
 
 def test_settings_validation() -> None:
     with pytest.raises(ParameterError, match="pools every user"):
-        FlowerRunSettings.from_config({"mechanism": "pem"})
+        FlowerSettings.from_config({"mechanism": "pem"})
     with pytest.raises(ParameterError, match="policy"):
-        FlowerRunSettings.from_config({"policy": "retry"})
-    with pytest.raises(ParameterError, match="'k' must be int"):
-        FlowerRunSettings.from_config({"k": "many"})
-    s = FlowerRunSettings.from_config({"epsilon": 2, "prune-z": -1.0})
-    assert s.epsilon == 2.0 and s.prune_z is None
+        FlowerSettings.from_config({"policy": "retry"})
+    with pytest.raises(ParameterError, match="k must be int"):
+        FlowerSettings.from_config({"k": "many"})
+    s = FlowerSettings.from_config({"epsilon": 2, "prune-z": "", "local-start": False})
+    assert s.params.epsilon == 2.0 and s.params.prune_z is None and not s.params.local_start
 
 
 # --- the apps over an in-process grid ------------------------------------------------------
@@ -277,11 +182,14 @@ class LocalGrid(Grid):
                 self.replies[mid] = Message(Error(2, "ClientApp raised"), reply_to=msg)
                 continue
             if self.fresh:
-                client_mod._PARTIES.clear()
+                client_mod._HOSTS.clear()
             ctx = Context(1, node.node_id, node.node_config, node.state, self.run_config)
             self.replies[mid] = self.app(msg, ctx)
             if node.rename_to and mtype == "query.discover":
-                node.state.config_records["fedhh.party"]["party-id"] = node.rename_to
+                rec = node.state.config_records["fedhh.party"]
+                info = protocol_pb2.PartyInfo.FromString(rec["info"])
+                info.party_id = node.rename_to
+                rec["info"] = info.SerializeToString()
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -336,17 +244,14 @@ def test_redelivered_request_gets_the_same_reply() -> None:
     req = next(r for r in Coordinator(spec).start() if r.party_id == "party-0")
     outs = []
     for _ in range(2):
-        client_mod._PARTIES.clear()
-        msg = Message(
-            request_to_content(spec, req), dst_node_id=node.node_id, message_type=ESTIMATE
-        )
+        client_mod._HOSTS.clear()
+        content = flower.content(spec=encode(spec), request=encode(req))
+        msg = Message(content, dst_node_id=node.node_id, message_type=ESTIMATE)
         msg.metadata.__dict__["_message_id"] = str(uuid4())
         ctx = Context(1, node.node_id, node.node_config, node.state, cfg)
-        outs.append(reply_from_content(app(msg, ctx).content))
-    a, b = (o.result for o in outs)
-    assert isinstance(a, EstimateResult) and isinstance(b, EstimateResult)
-    np.testing.assert_array_equal(a.estimates, b.estimates)
-    assert len(node.state.config_records["fedhh.log"]["ids"]) == 1  # type: ignore[arg-type]
+        outs.append(flower.entry(app(msg, ctx).content, "reply"))
+    assert outs[0] == outs[1]
+    assert len(node.state.config_records["fedhh.log"]["requests"]) == 1  # type: ignore[arg-type]
 
 
 def test_party_gone_continue_policy() -> None:

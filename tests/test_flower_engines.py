@@ -33,11 +33,13 @@ def _in_process() -> RunResult:
 
 def test_flower_simulation_equals_in_process() -> None:
     pytest.importorskip("ray")
-    from fedhh.server.flower_sim import run_config_for, simulate_flower
+    from fedhh.flower_sim import run_config_for, simulate_flower
+    from fedhh.settings import DatasetParams
 
     ref = _in_process()
     params = MechanismParams(mechanism="taps", k=K, m=32, seed=SEED)
-    cfg = run_config_for(params, n_parties=PARTIES, users=USERS, items=ITEMS, data_seed=DATA_SEED)
+    data = DatasetParams(users=USERS, items=ITEMS, data_seed=DATA_SEED)
+    cfg = run_config_for(params, data, n_parties=PARTIES)
     res = simulate_flower(cfg, PARTIES, total_cpus=2)
     assert res.items.size > 0
     np.testing.assert_array_equal(res.items, ref.items)
@@ -49,7 +51,7 @@ def test_flower_simulation_equals_in_process() -> None:
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[object]:
-    from fedhh.server.flower_deploy import start_local
+    from flower_deploy import start_local
 
     nodes = [
         {
@@ -73,7 +75,7 @@ def deployment(tmp_path: Path) -> Iterator[object]:
 
 
 def test_flower_deployment_equals_in_process(deployment: object, tmp_path: Path) -> None:
-    from fedhh.server.flower_deploy import LocalDeployment
+    from flower_deploy import LocalDeployment
 
     assert isinstance(deployment, LocalDeployment)
     ref = _in_process()

@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from fedhh.server.client import AnalystClient
 from grpc_harness import Cluster, codec, make_certs, party_data, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -20,10 +19,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from fedhh.datasets import load_party_files
 from fedhh.engine import simulate
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.server.analyst import AnalystClient
 from fedhh.wire.security import open_channel, read_token_file
 
 PARTIES = ["party-0", "party-1", "party-2"]
-PARAMS = MechanismParams(mechanism="taps", k=8, m=16, seed=3)
+# step_rule "adaptive" pins the run's shape: one shared level and three sequential searches
+PARAMS = MechanismParams(mechanism="taps", k=8, m=16, seed=3, step_rule="adaptive")
 SPEC = """run_id = "{run_id}"
 parties = ["party-0", "party-1", "party-2"]
 policy = "continue"
@@ -33,6 +34,7 @@ mechanism = "taps"
 k = 8
 m = 16
 seed = 3
+step_rule = "adaptive"
 """
 
 

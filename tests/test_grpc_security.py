@@ -18,8 +18,7 @@ from grpc_harness import Cluster, make_certs
 from fedhh.codec import IntCodec
 from fedhh.engine import simulate
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.protocol import Party
-from fedhh.wire import convert
+from fedhh.protocol import Party, encoding
 from fedhh.wire.security import open_channel, read_token_file
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc, party_pb2, party_pb2_grpc
 
@@ -105,9 +104,8 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
             "seed": 5,
             **kw.pop("params", {}),
         }
-        msg = convert.params_to_pb(PARAMS)
-        for key, value in fields.items():
-            setattr(msg, key, value)
+        msg = encoding.params_to_pb(PARAMS)
+        msg.json = json.dumps({**json.loads(msg.json), **fields})
         return analyst_pb2.StartRunRequest(
             params=msg, party_ids=kw.pop("parties", ["party-0"]), **kw
         )
@@ -142,10 +140,10 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
     other_poll = party_pb2.PollRequest(party_id="party-1", wait_seconds=0)
     assert code_of(p0.Poll, other_poll) == grpc.StatusCode.PERMISSION_DENIED
     resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=10), timeout=20)
-    spec = convert.spec_from_pb(resp.spec)
-    req = convert.request_from_pb(resp.request)
+    spec = encoding.spec_from_pb(resp.spec)
+    req = encoding.request_from_pb(resp.request)
     party = Party(spec, "party-0", CODES)
-    good = convert.reply_to_pb(party.handle(req))
+    good = encoding.reply_to_pb(party.handle(req))
     db = sqlite3.connect(cluster.root / "coord.sqlite")
 
     def counts() -> tuple[int, int]:
@@ -171,8 +169,8 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
         return msg
 
     n = req.task.candidates.size
-    short = convert.array_to_pb(np.zeros(n - 1))
-    nan = convert.array_to_pb(np.full(n, np.nan))
+    short = encoding.array_to_pb(np.zeros(n - 1))
+    nan = encoding.array_to_pb(np.full(n, np.nan))
     checks = {
         grpc.StatusCode.NOT_FOUND: [variant(request_id=999)],
         grpc.StatusCode.PERMISSION_DENIED: [variant(party_id="party-1")],
@@ -204,8 +202,8 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
             if info.state != "running":
                 break
             continue
-        reply = party.handle(convert.request_from_pb(resp.request))
-        p0.SubmitReply(convert.reply_to_pb(reply), timeout=10)
+        reply = party.handle(encoding.request_from_pb(resp.request))
+        p0.SubmitReply(encoding.reply_to_pb(reply), timeout=10)
     assert info.state == "done", info.error
     assert code_of(p0.SubmitReply, good) == grpc.StatusCode.FAILED_PRECONDITION  # run over
     rows = analyst.GetTop(analyst_pb2.TopRequest(run_id="sec-1"), timeout=10).rows
@@ -244,7 +242,7 @@ def test_party_missing_its_deadline(cluster: Cluster, policy: str) -> None:
     analyst.StartRun(
         analyst_pb2.StartRunRequest(
             run_id="late",
-            params=convert.params_to_pb(PARAMS),
+            params=encoding.params_to_pb(PARAMS),
             party_ids=["party-0", "party-1"],
             policy=policy,
             deadline_seconds=1.0,
@@ -261,10 +259,10 @@ def test_party_missing_its_deadline(cluster: Cluster, policy: str) -> None:
             break
         if resp.HasField("request"):
             if party is None:
-                party = Party(convert.spec_from_pb(resp.spec), "party-0", CODES)
-            reply = party.handle(convert.request_from_pb(resp.request))
+                party = Party(encoding.spec_from_pb(resp.spec), "party-0", CODES)
+            reply = party.handle(encoding.request_from_pb(resp.request))
             try:
-                stubs["party-0"].SubmitReply(convert.reply_to_pb(reply), timeout=10)
+                stubs["party-0"].SubmitReply(encoding.reply_to_pb(reply), timeout=10)
             except grpc.RpcError as exc:  # the run may have failed meanwhile
                 assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert list(info.failed_parties) == ["party-1"]

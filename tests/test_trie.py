@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh.errors import DataError, ParameterError
+from fedhh.errors import ParameterError
 from fedhh.trie import END, PrefixTrie
 
 
@@ -99,23 +99,6 @@ def test_add_nodes_validation_and_broadcast() -> None:
     assert trie.label[-1] == END
 
 
-def test_add_children() -> None:
-    trie, _root = bit_trie()
-    lvl = trie.add_children([0, 0], [1, 3], 2)
-    assert trie.label[lvl].tolist() == [1, 3]
-    assert trie.depth[lvl].tolist() == [2, 2]
-    deeper = trie.add_children(lvl, [0b01101, 0b11000], [3, 3])
-    assert trie.depth[deeper].tolist() == [5, 5]
-    with pytest.raises(ParameterError, match="does not extend"):
-        trie.add_children(lvl[:1], [0b10000], 3)
-    with pytest.raises(ParameterError):
-        trie.add_children(lvl, [1], 1)
-    full = PrefixTrie()
-    r = full.add_nodes(0, -1, 0)
-    top = full.add_children(r, [2**64 - 1], 64)
-    assert full.depth[top].tolist() == [64]
-
-
 # ---------------------------------------------------------------- statistics, pruning, top
 def test_stats_nan_default_and_growth() -> None:
     trie, root = bit_trie()
@@ -170,25 +153,18 @@ def test_top_order_ties_and_threshold() -> None:
 
 
 # ---------------------------------------------------------------- navigation
-def test_find_children_ancestors_descendants_path() -> None:
+def test_find_and_children() -> None:
     trie, root = bit_trie()
     l1 = trie.extend(root, 2)
     l2 = trie.extend(l1[[2, 3]], 2)
     assert trie.find([0b1001, 0b1110, 0b0001, 99], 4).tolist() == [l2[1], l2[6], -1, -1]
     assert trie.find([3], 2).tolist() == [l1[3]]
     assert trie.find([0], 7).tolist() == [-1]
-    node = l2[6]
-    assert trie.ancestors(node).tolist() == [root[0], l1[3]]
-    assert trie.path_labels(node).tolist() == [0, 3, 0b1110]
-    assert trie.ancestors(root[0]).size == 0
-    assert trie.descendants(l1[2]).tolist() == l2[:4].tolist()
-    assert trie.descendants(root[0]).tolist() == list(range(1, len(trie)))
     assert trie.children(l1).tolist() == l2.tolist()
     assert trie.children(root).tolist() == l1.tolist()
-    assert trie.num_children()[l1].tolist() == [0, 0, 4, 4]
     # a dead duplicate loses to an alive one in find
     trie.prune(l2[5:6], [False])
-    dup = trie.add_children(l1[3:4], [0b1101], 2)
+    dup = trie.add_nodes([0b1101], l1[3:4], 4)
     assert trie.alive[dup].all() and not trie.alive[l2[5]]
     assert trie.find([0b1101], 4).tolist() == [dup[0]]
     trie.prune(dup, [False])
@@ -206,7 +182,6 @@ def test_forest_from_arrays() -> None:
     assert trie.roots().tolist() == [0, 1]
     assert trie.get_stat("members").tolist() == [3, 1, 3, 1, 1, 1, 1]
     assert trie.find([0, 1], 0).tolist() == [0, 1]
-    assert trie.path_labels(5).tolist() == [0, 5, int(END)]
     assert trie.frontier().tolist() == [3, 4, 5, 6]
 
 
@@ -216,21 +191,13 @@ def test_export_round_trip_is_json() -> None:
     kids = trie.extend(root, 2)
     trie.set_stat("est", kids, [1.0, np.nan, 3.0, 4.0])
     trie.prune(kids, [True, False, True, True])
-    trie.add_children(root, [2**64 - 1], 64)
+    trie.add_nodes([2**64 - 1], root, 64)
     data = trie.export()
-    text = json.dumps(data, allow_nan=False)
-    back = PrefixTrie.from_export(json.loads(text))
-    assert back.export() == data
-    assert back.label.dtype == np.uint64 and int(back.label[-1]) == 2**64 - 1
+    back = json.loads(json.dumps(data, allow_nan=False))
+    assert back == data and back["label"][-1] == 2**64 - 1
     recs = trie.to_records()
     assert recs[2] == {"id": 2, "label": 1, "parent": 0, "depth": 2, "alive": False, "est": None}
     assert trie.copy().export() == data
-    with pytest.raises(DataError):
-        PrefixTrie.from_export({"label": [0], "parent": [], "depth": [0]})
-    with pytest.raises(DataError):
-        PrefixTrie.from_export({"label": [0], "parent": [3], "depth": [0]})
-    with pytest.raises(DataError):
-        PrefixTrie.from_export({"parent": [-1]})
 
 
 # ---------------------------------------------------------------- properties
@@ -267,11 +234,6 @@ def test_random_extends_prune_property(steps: list[int], seed: int) -> None:
         if alive.size:
             d = int(trie.depth[alive[0]])
             assert trie.find(trie.label[alive], d, alive_only=True).tolist() == alive.tolist()
-    # descendants agree with the ancestor relation
-    node = int(rng.integers(len(trie)))
-    desc = set(trie.descendants(node).tolist())
-    for other in range(len(trie)):
-        assert (node in trie.ancestors(other).tolist()) == (other in desc)
 
 
 @settings(max_examples=60, deadline=None)

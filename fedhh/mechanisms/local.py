@@ -19,7 +19,7 @@ from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.strategies import StepContext, Strategies
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
-from fedhh.oracles import FrequencyOracle
+from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.trie import PrefixTrie
 
 
@@ -86,10 +86,23 @@ def estimate_level(
     Standard error² = scale²·Var_FO(n_g, |C|+1, ĉ_g) + the sampling variance of the group
     (hypergeometric: scale²·n_g·f(1−f)·(n_i−n_g)/(n_i−1), f = ĉ/n_i).
     """
-    n_g = int(users.size)
-    d = int(candidates.size) + 1
     values = prefix(codes[users], m, length)
     reports = oracle.perturb(values, rng, candidates)
+    return estimate_reports(reports, length, candidates, oracle, party_size, step)
+
+
+def estimate_reports(
+    reports: Reports,
+    length: int,
+    candidates: Codes,
+    oracle: FrequencyOracle,
+    party_size: int,
+    step: int = 0,
+) -> EstimateResult:
+    """The estimate of :func:`estimate_level` from a group's reports, wherever they were made
+    (perturbed by the party for its users, or on the users' devices)."""
+    n_g = int(reports.n)
+    d = int(candidates.size) + 1
     raw = oracle.estimate(reports, candidates)
     scale = party_size / n_g if n_g else 0.0
     est = raw * scale

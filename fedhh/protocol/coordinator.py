@@ -1,12 +1,15 @@
 """The coordinator as a pure state machine: ``start() -> requests``, ``step(reply) -> requests``.
 
 It drives the mechanism's plan (:mod:`fedhh.mechanisms.plans`) one round at a time, wraps tasks
-in numbered requests, checks every reply (run, request, party, result type and sizes) and, when
-the plan finishes, assembles the :class:`RunResult` with the cost and privacy bookkeeping.
+in numbered requests, checks every reply (run, request, party, result type, sizes and limits)
+and, when the plan finishes, assembles the :class:`RunResult` with the cost and privacy
+bookkeeping. A round's results reach the plan sorted by party, whatever order they came in.
+Transports do not drive it directly: :class:`fedhh.protocol.driver.RunDriver` does (it buffers
+a round's replies, applies deadlines and failures, counts bytes and replays stored runs).
 
 A party that answers with an error, or that a transport declares gone (:meth:`fail_party`), is
 handled by policy: ``"continue"`` goes on with the parties that answered (recorded in the
-result), ``"fail"`` ends the run with the reason.
+result), ``"fail"`` ends the run with the reason. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
 )
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, RunResult, RunSpec
-from fedhh.protocol.serde import encode
 
 POLICIES = ("continue", "fail")
+MAX_REPLY_ITEMS = 1 << 20  # items of one search reply
+MAX_REPLY_LEVELS = 64  # level costs of one search reply
+MAX_ERROR_TEXT = 4000
 
 
 @dataclass
@@ -49,8 +54,6 @@ class Progress:
 
 @dataclass
 class _Costs:
-    bytes_to_parties: int = 0
-    bytes_to_coordinator: int = 0
     levels: list[dict] = field(default_factory=list)
 
 
@@ -92,9 +95,8 @@ class Coordinator:
 
     def step(self, reply: Reply) -> list[Request]:
         """Take one reply; return the next round's requests once the current round is complete."""
-        pending = self._check(reply)
+        pending = self.check(reply)
         del self._pending[reply.request_id]
-        self._costs.bytes_to_coordinator += len(encode(reply))
         result = reply.result
         if isinstance(result, ErrorResult):
             self._party_failed(pending.party, f"{result.code}: {result.message}")
@@ -117,7 +119,8 @@ class Coordinator:
         return [self._requests[rid] for rid in self._pending]
 
     # --- internals -------------------------------------------------------------------------
-    def _check(self, reply: Reply) -> _Pending:
+    def check(self, reply: Reply) -> _Pending:
+        """Refuse (:class:`ProtocolError`) a reply that does not fit a pending request."""
         if self.done:
             raise ProtocolError("the run is already finished")
         if reply.version != PROTOCOL_VERSION:
@@ -136,6 +139,8 @@ class Coordinator:
             )
         result, task = reply.result, pending.task
         if isinstance(result, ErrorResult):
+            if len(result.code) > 200 or len(result.message) > MAX_ERROR_TEXT:
+                raise ProtocolError("error code or message too long")
             return pending
         if isinstance(task, EstimateTask):
             if not isinstance(result, EstimateResult):
@@ -147,6 +152,10 @@ class Coordinator:
             if not isinstance(result, SearchResult):
                 raise ProtocolError("a search request needs a search reply")
             n = result.items.size
+            if n > MAX_REPLY_ITEMS or len(result.levels) > MAX_REPLY_LEVELS:
+                raise ProtocolError(
+                    f"search reply: more than {MAX_REPLY_ITEMS} items or {MAX_REPLY_LEVELS} levels"
+                )
             if result.estimates.shape != (n,) or result.stderrs.shape != (n,):
                 raise ProtocolError("search reply: items, estimates and stderrs differ in length")
             if n and self.params.m < 64 and int(result.items.max()) >> self.params.m:
@@ -154,6 +163,8 @@ class Coordinator:
         for arr in (result.estimates, result.stderrs):
             if not np.all(np.isfinite(arr)):
                 raise ProtocolError("reply holds non-finite estimates or standard errors")
+        if np.any(result.stderrs < 0):
+            raise ProtocolError("reply holds negative standard errors")
         return pending
 
     def _party_failed(self, idx: int, reason: str) -> None:
@@ -167,7 +178,7 @@ class Coordinator:
         if self.done or self._pending:
             self.progress.outstanding = len(self._pending)
             return []
-        replies, self._replies = self._replies, {}
+        replies, self._replies = dict(sorted(self._replies.items())), {}
         if not replies and len(self.failed) == len(self.spec.party_ids):
             self.error = (
                 f"round {self.round}: no party answered ({'; '.join(self.failed.values())})"
@@ -193,7 +204,6 @@ class Coordinator:
             self._pending[self._next_id] = _Pending(idx, task)
             self._requests[self._next_id] = req
             self._next_id += 1
-            self._costs.bytes_to_parties += len(encode(req))
             requests.append(req)
         first = next(iter(rnd.values()))
         self.progress = Progress(self.round, _phase_of(first), len(requests), False)
@@ -230,8 +240,8 @@ class Coordinator:
             params=p.to_dict(),
             cost={
                 "rounds": self.round,
-                "bytes_to_parties": self._costs.bytes_to_parties,
-                "bytes_to_coordinator": self._costs.bytes_to_coordinator,
+                "bytes_to_parties": 0,  # counted by the driver (what the transport sends)
+                "bytes_to_coordinator": 0,
                 "reports_per_party": reports,
                 "user_report_bytes": int(sum(lv["report_bytes"] for lv in levels)),
                 "hash_evaluations": int(sum(lv["hash_evaluations"] for lv in levels)),

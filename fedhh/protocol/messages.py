@@ -1,6 +1,6 @@
 """Typed, versioned protocol messages between the coordinator and the parties.
 
-Field layouts are stable: the gRPC and Flower transports carry exactly these fields.
+Field layouts are stable: protos/fedhh/v1/protocol.proto carries exactly these fields.
 
 * :class:`RunSpec` — everything a party needs to plan its part of a run.
 * :class:`Request` — envelope of one task (estimate request, Phase II / TAPS search request).
@@ -10,12 +10,14 @@ Field layouts are stable: the gRPC and Flower transports carry exactly these fie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.tasks import (
     Codes,
     ErrorResult,
@@ -74,6 +76,20 @@ class RunSpec:
             raise ParameterError(f"party {party_id!r} is not in run {self.run_id!r}") from None
 
 
+def check_feasible(params: MechanismParams, party_ids: Sequence[str], sizes: Sequence[int]) -> None:
+    """Every party needs at least one user per level it takes part in (else a clear error)."""
+    p = params.resolved()
+    _, planned = phase1_plan(p)
+    if p.mechanism == "taps" and p.completion > 0:
+        planned += 1
+    for pid, n in zip(party_ids, sizes, strict=True):
+        if n < planned:
+            raise ParameterError(
+                f"party {pid} has {n} users, fewer than the {planned} levels of this "
+                f"{p.mechanism} run (m = {p.m}, η = {p.eta}); give it more users or a larger step"
+            )
+
+
 Task = EstimateTask | SearchTask
 Result = EstimateResult | SearchResult | ErrorResult
 
@@ -103,7 +119,7 @@ class Reply:
 
 @dataclass(eq=False)
 class RunResult:
-    """The answer of a run with its cost and privacy bookkeeping (spec §7)."""
+    """The answer of a run with its cost and privacy bookkeeping (docs/architecture.md)."""
 
     run_id: str
     mechanism: str

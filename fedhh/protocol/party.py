@@ -1,20 +1,27 @@
 """The party as a pure state machine: ``party.handle(request) -> reply``.
 
-A party holds its users' items (m-bit codes). For each task it hands out a fresh group of users
-from its one-report ledger, has them report under ε-LDP, and aggregates; replies carry only
-scaled estimates and standard errors. Replaying a request (same id) returns the same reply; any
-other request for users that already reported is refused, so no user ever reports twice.
+A party holds its users (a one-report ledger over them). For each task it hands out a fresh group
+of users, has them report under ε-LDP, and aggregates; replies carry only scaled estimates and
+standard errors. Replaying a request (same id) returns the same reply; any other request for
+users that already reported is refused, so no user ever reports twice.
+
+Where the reports come from is the party's :class:`ReportSource`: :class:`LocalUsers` perturbs
+the items the party holds (simulation, data-file deployments); a party whose users report from
+their devices (:mod:`fedhh.clients.devices`) is the same party with a source that collects
+their reports, and answers ``None`` until a group's reports are in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
-from fedhh.codec import as_codes
+from fedhh.codec import as_codes, prefix
 from fedhh.errors import FedHHError, ParameterError
-from fedhh.mechanisms.local import UserLedger, estimate_level, local_search, top_indices
+from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import build_strategies
 from fedhh.mechanisms.tasks import (
@@ -25,6 +32,7 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
+from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
 from fedhh.trie import PrefixTrie
 
@@ -36,6 +44,55 @@ def pool_seed_for(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0x9001]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@runtime_checkable
+class ReportSource(Protocol):
+    """Where a party's reports come from."""
+
+    n_users: int
+
+    def reports(
+        self,
+        request: Request,
+        users: NDArray[np.int64],
+        length: int,
+        candidates: Codes,
+        oracle: FrequencyOracle,
+        rng: np.random.Generator,
+    ) -> Reports | None:
+        """The reports of ``users`` on their length-``length`` prefixes (None: not yet in)."""
+        ...
+
+
+class LocalUsers:
+    """The party holds its users' items (m-bit codes) and perturbs them itself."""
+
+    def __init__(self, codes: Codes, m: int) -> None:
+        self.codes = as_codes(codes, m)
+        self.m = m
+        self.n_users = int(self.codes.size)
+
+    def reports(
+        self,
+        request: Request,
+        users: NDArray[np.int64],
+        length: int,
+        candidates: Codes,
+        oracle: FrequencyOracle,
+        rng: np.random.Generator,
+    ) -> Reports:
+        return oracle.perturb(prefix(self.codes[users], self.m, length), rng, candidates)
+
+
+@dataclass
+class _Waiting:
+    """An estimate whose group's reports are not all in yet (a device party)."""
+
+    request_id: int
+    users: NDArray[np.int64]
+    candidates: Codes
+    oracle: FrequencyOracle
+
+
 @dataclass
 class _Progress:
     levels_done: int = 0
@@ -44,42 +101,50 @@ class _Progress:
 
 
 class Party:
-    """One party of one run, over its users' codes."""
+    """One party of one run, over its users' codes or another :class:`ReportSource`."""
 
-    def __init__(self, spec: RunSpec, party_id: str, codes: Codes) -> None:
+    def __init__(self, spec: RunSpec, party_id: str, users: Codes | ReportSource) -> None:
         self.spec = spec
         self.party_id = party_id
         self.index = spec.party_index(party_id)
         self.params = spec.params.resolved()
-        self.codes = as_codes(codes, self.params.m)
-        if self.codes.size != spec.party_sizes[self.index]:
+        self.source: ReportSource = (
+            users if isinstance(users, ReportSource) else LocalUsers(users, self.params.m)
+        )
+        n_users = self.source.n_users
+        if n_users != spec.party_sizes[self.index]:
             raise ParameterError(
-                f"party {party_id!r} has {self.codes.size} users but the run spec says "
+                f"party {party_id!r} has {n_users} users but the run spec says "
                 f"{spec.party_sizes[self.index]}"
             )
         self.rng = np.random.default_rng([self.params.seed, 0x5EED, self.index])
         reserve = self.params.completion if self.params.mechanism == "taps" else 0.0
-        self.ledger = UserLedger(self.codes.size, self.rng, reserve)
+        self.ledger = UserLedger(n_users, self.rng, reserve)
         self.strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
         self.shared_lengths, self.planned_levels = phase1_plan(self.params)
         self._progress = _Progress()
         self._last_shared: tuple[Codes, np.ndarray] | None = None
         self.trie = PrefixTrie()  # the party's local-search candidate tree, for inspection
         self._replies: dict[int, Reply] = {}
+        self._waiting: _Waiting | None = None
 
-    def handle(self, request: Request) -> Reply:
-        """Answer one request (errors become an :class:`ErrorResult` reply, never an exception)."""
+    def handle(self, request: Request) -> Reply | None:
+        """Answer one request (errors become an :class:`ErrorResult` reply, never an exception);
+        None while its group's reports are still coming in (ask again later)."""
         if request.request_id in self._replies:
             return self._replies[request.request_id]
-        result: Result
+        result: Result | None
         problem = self._check_envelope(request)
         if problem:
             result = ErrorResult("invalid-request", problem)
         else:
             try:
-                result = self._run(request.task)
+                result = self._run(request)
             except FedHHError as exc:
+                self._waiting = None
                 result = ErrorResult("failed", str(exc))
+        if result is None:
+            return None
         reply = Reply(self.spec.run_id, request.request_id, self.party_id, result)
         self._replies[request.request_id] = reply
         return reply
@@ -94,9 +159,24 @@ class Party:
             return f"request addressed to {request.party_id!r}, this is {self.party_id!r}"
         return ""
 
-    def _run(self, task: object) -> Result:
+    @property
+    def codes(self) -> Codes:
+        """The users' items, for a party that holds them."""
+        if not isinstance(self.source, LocalUsers):
+            raise ParameterError(
+                "a party whose users report from their devices answers estimate requests only "
+                "(PEM-Global levels, TAP/TAPS Phase I, TAPS completion); local searches "
+                "(PEM-Local, Phase II) are not supported"
+            )
+        return self.source.codes
+
+    def _run(self, request: Request) -> Result | None:
+        task = request.task
         if isinstance(task, EstimateTask):
-            return self._estimate(task)
+            waiting = self._waiting
+            if waiting is not None and waiting.request_id == request.request_id:
+                return self._collect(request, task, waiting)
+            return self._estimate(request, task)
         if isinstance(task, SearchTask):
             return self._search(task)
         raise ParameterError(f"unknown task type {type(task).__name__}")
@@ -107,8 +187,10 @@ class Party:
             raise ParameterError(f"candidate set of {cand.size} prefixes (1..{MAX_CANDIDATES})")
         return np.asarray(cand, dtype=np.uint64)
 
-    def _estimate(self, task: EstimateTask) -> EstimateResult:
+    def _estimate(self, request: Request, task: EstimateTask) -> EstimateResult | None:
         p, prog = self.params, self._progress
+        if self._waiting is not None:
+            raise ParameterError(f"request {self._waiting.request_id} is still collecting reports")
         cand = self._check_candidates(task.candidates, task.length)
         if task.group == "reserve":
             if self.ledger.reserve == 0 or prog.reserve_used:
@@ -136,9 +218,20 @@ class Party:
         if users.size == 0:
             raise ParameterError("no users left for this level")
         oracle = self.strategies.oracle_for(int(cand.size) + 1)
-        res = estimate_level(
-            self.codes, users, p.m, task.length, cand, oracle, self.rng, self.codes.size
+        return self._collect(request, task, _Waiting(request.request_id, users, cand, oracle))
+
+    def _collect(self, request: Request, task: EstimateTask, w: _Waiting) -> EstimateResult | None:
+        reports = self.source.reports(
+            request, w.users, task.length, w.candidates, w.oracle, self.rng
         )
+        if reports is None:
+            self._waiting = w
+            return None
+        self._waiting = None
+        if reports.n == 0:
+            raise ParameterError("no user reported for this level")
+        cand = w.candidates
+        res = estimate_reports(reports, task.length, cand, w.oracle, self.ledger.n_users)
         if task.group == "level":
             self._last_shared = (cand, res.estimates)
         return res

@@ -17,60 +17,10 @@ class NDArray(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MechanismParams(_message.Message):
-    __slots__ = ("mechanism", "epsilon", "k", "m", "oracle", "eta", "gamma", "phase1_levels", "kappa1", "kappa", "report_k", "step_rule", "budget", "prune_z", "phase1_keep", "local_start", "adaptive_depth", "local_ratio", "party_order", "prior_factor", "completion", "completion_mode", "pool_size", "seed", "depth_rule", "heterogeneity")
-    MECHANISM_FIELD_NUMBER: _ClassVar[int]
-    EPSILON_FIELD_NUMBER: _ClassVar[int]
-    K_FIELD_NUMBER: _ClassVar[int]
-    M_FIELD_NUMBER: _ClassVar[int]
-    ORACLE_FIELD_NUMBER: _ClassVar[int]
-    ETA_FIELD_NUMBER: _ClassVar[int]
-    GAMMA_FIELD_NUMBER: _ClassVar[int]
-    PHASE1_LEVELS_FIELD_NUMBER: _ClassVar[int]
-    KAPPA1_FIELD_NUMBER: _ClassVar[int]
-    KAPPA_FIELD_NUMBER: _ClassVar[int]
-    REPORT_K_FIELD_NUMBER: _ClassVar[int]
-    STEP_RULE_FIELD_NUMBER: _ClassVar[int]
-    BUDGET_FIELD_NUMBER: _ClassVar[int]
-    PRUNE_Z_FIELD_NUMBER: _ClassVar[int]
-    PHASE1_KEEP_FIELD_NUMBER: _ClassVar[int]
-    LOCAL_START_FIELD_NUMBER: _ClassVar[int]
-    ADAPTIVE_DEPTH_FIELD_NUMBER: _ClassVar[int]
-    LOCAL_RATIO_FIELD_NUMBER: _ClassVar[int]
-    PARTY_ORDER_FIELD_NUMBER: _ClassVar[int]
-    PRIOR_FACTOR_FIELD_NUMBER: _ClassVar[int]
-    COMPLETION_FIELD_NUMBER: _ClassVar[int]
-    COMPLETION_MODE_FIELD_NUMBER: _ClassVar[int]
-    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
-    SEED_FIELD_NUMBER: _ClassVar[int]
-    DEPTH_RULE_FIELD_NUMBER: _ClassVar[int]
-    HETEROGENEITY_FIELD_NUMBER: _ClassVar[int]
-    mechanism: str
-    epsilon: float
-    k: int
-    m: int
-    oracle: str
-    eta: int
-    gamma: int
-    phase1_levels: int
-    kappa1: int
-    kappa: int
-    report_k: int
-    step_rule: str
-    budget: int
-    prune_z: float
-    phase1_keep: str
-    local_start: bool
-    adaptive_depth: bool
-    local_ratio: float
-    party_order: str
-    prior_factor: float
-    completion: float
-    completion_mode: str
-    pool_size: int
-    seed: int
-    depth_rule: str
-    heterogeneity: float
-    def __init__(self, mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., oracle: _Optional[str] = ..., eta: _Optional[int] = ..., gamma: _Optional[int] = ..., phase1_levels: _Optional[int] = ..., kappa1: _Optional[int] = ..., kappa: _Optional[int] = ..., report_k: _Optional[int] = ..., step_rule: _Optional[str] = ..., budget: _Optional[int] = ..., prune_z: _Optional[float] = ..., phase1_keep: _Optional[str] = ..., local_start: _Optional[bool] = ..., adaptive_depth: _Optional[bool] = ..., local_ratio: _Optional[float] = ..., party_order: _Optional[str] = ..., prior_factor: _Optional[float] = ..., completion: _Optional[float] = ..., completion_mode: _Optional[str] = ..., pool_size: _Optional[int] = ..., seed: _Optional[int] = ..., depth_rule: _Optional[str] = ..., heterogeneity: _Optional[float] = ...) -> None: ...
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class RunSpec(_message.Message):
     __slots__ = ("run_id", "params", "party_ids", "party_sizes", "codec", "version")
@@ -197,3 +147,17 @@ class Reply(_message.Message):
     search: SearchResult
     error: ErrorResult
     def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[int] = ..., party_id: _Optional[str] = ..., version: _Optional[int] = ..., estimate: _Optional[_Union[EstimateResult, _Mapping]] = ..., search: _Optional[_Union[SearchResult, _Mapping]] = ..., error: _Optional[_Union[ErrorResult, _Mapping]] = ...) -> None: ...
+
+class PartyInfo(_message.Message):
+    __slots__ = ("party_id", "users", "codec", "order", "data")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    users: int
+    codec: str
+    order: int
+    data: str
+    def __init__(self, party_id: _Optional[str] = ..., users: _Optional[int] = ..., codec: _Optional[str] = ..., order: _Optional[int] = ..., data: _Optional[str] = ...) -> None: ...

@@ -1,4 +1,5 @@
-"""The analyst's Python client of the coordinator (the same operations as ``fedhh query``)::
+"""The analyst's side of the coordinator's analyst API: run spec files and the Python client (the
+same operations as ``fedhh query``)::
 
     with AnalystClient("coord.example.org:7700", token=token, ca_cert=Path("ca.pem")) as c:
         run = c.start(MechanismParams(mechanism="taps", k=16, m=32), ["party-0", "party-1"])
@@ -24,7 +25,8 @@ from google.protobuf.json_format import MessageToDict
 
 from fedhh.errors import ParameterError, TransportError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.wire import convert
+from fedhh.protocol.encoding import params_to_pb
+from fedhh.settings import params_from_table
 from fedhh.wire.security import open_channel
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
 
@@ -51,7 +53,8 @@ def _info(msg: Any) -> dict[str, Any]:
 
 def load_run_spec(path: Path) -> dict[str, Any]:
     """A run spec file (TOML): ``parties = [...]``, optional ``run_id``, ``policy``,
-    ``deadline_seconds`` and a ``[params]`` table of MechanismParams fields."""
+    ``deadline_seconds`` and a ``[params]`` table of any MechanismParams fields
+    (:func:`fedhh.settings.params_from_table`)."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -67,7 +70,7 @@ def load_run_spec(path: Path) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ParameterError(f"{path}: [params] must be a table")
     return {
-        "params": MechanismParams.from_dict(params),
+        "params": params_from_table(params),
         "party_ids": parties,
         "run_id": str(doc.get("run_id", "")),
         "policy": str(doc.get("policy", "continue")),
@@ -117,7 +120,7 @@ class AnalystClient:
     ) -> dict[str, Any]:
         req = analyst_pb2.StartRunRequest(
             run_id=run_id,
-            params=convert.params_to_pb(params),
+            params=params_to_pb(params),
             party_ids=list(party_ids),
             policy=policy,
             deadline_seconds=deadline_seconds,

@@ -1,19 +1,26 @@
-"""Converters between the protocol dataclasses and the ``fedhh.v1`` proto messages: the one place
-where protocol messages become wire messages and back.
+"""The one wire encoding of the protocol: its messages as the protobuf messages of
+``protos/fedhh/v1`` (generated into :mod:`fedhh.wire.v1`), for every transport.
 
-Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes). Decoding checks everything a
-peer controls (dtype, shape, byte count, which oneof is set) and raises
-:class:`~fedhh.errors.ProtocolError`; the dataclasses' own validation (e.g. of the run parameters)
-raises :class:`~fedhh.errors.ParameterError`. Both map to ``INVALID_ARGUMENT`` at the services.
+gRPC carries the messages as they are, Flower carries their bytes in its records and the
+in-process engine passes the same bytes from coordinator to party, so the byte costs of a run
+(``bytes_to_parties``, ``bytes_to_coordinator``) count what is sent, the same on every transport.
+
+* Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes).
+* :class:`~fedhh.mechanisms.params.MechanismParams` travels as a JSON object of its dataclass
+  fields, so a new parameter needs no change here or in the proto.
+* Decoding checks everything a peer controls (dtype, shape, byte count, which oneof is set, the
+  parameters) and raises :class:`~fedhh.errors.ProtocolError`; nothing else escapes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import fields
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from fedhh.errors import FedHHError, ProtocolError
 from fedhh.mechanisms.params import MechanismParams
@@ -25,12 +32,11 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
-from fedhh.protocol.messages import Reply, Request, RunSpec
+from fedhh.protocol.messages import Reply, Request, Result, RunSpec, Task
 from fedhh.wire.v1 import protocol_pb2 as pb
 
 DTYPES = ("uint8", "uint32", "uint64", "int64", "float64", "bool")
 MAX_ARRAY_ELEMENTS = 1 << 24  # far above any candidate set or reply vector the mechanisms make
-_OPTIONAL_PARAMS = ("gamma", "phase1_levels", "kappa1", "kappa", "report_k", "budget", "prune_z")
 
 
 # --- arrays -------------------------------------------------------------------------------------
@@ -42,65 +48,46 @@ def array_to_pb(arr: np.ndarray) -> pb.NDArray:
     return pb.NDArray(dtype=a.dtype.name, shape=list(a.shape), data=raw)
 
 
-def array_from_pb(msg: pb.NDArray, what: str, dtype: str | None = None, ndim: int = 1) -> Any:
-    """The array of ``msg``; ``dtype`` (if given) and ``ndim`` are required of it."""
-    if msg.dtype not in DTYPES:
-        raise ProtocolError(f"{what}: unsupported dtype {msg.dtype!r}")
-    if dtype is not None and msg.dtype != dtype:
-        raise ProtocolError(f"{what}: dtype must be {dtype}, got {msg.dtype}")
+def array_from_pb(msg: pb.NDArray, what: str, dtype: str) -> Any:
+    """The 1-d array of ``msg`` of ``dtype`` (an unset message is an empty array)."""
+    if not msg.dtype and not msg.shape and not msg.data:
+        return np.zeros(0, dtype=dtype)
+    if msg.dtype != dtype:
+        raise ProtocolError(f"{what}: dtype must be {dtype}, got {msg.dtype!r}")
     shape = [int(s) for s in msg.shape]
-    if len(shape) != ndim or any(s < 0 for s in shape):
-        raise ProtocolError(f"{what}: expected a {ndim}-d array, got shape {shape}")
+    if len(shape) != 1 or shape[0] < 0:
+        raise ProtocolError(f"{what}: expected a 1-d array, got shape {shape}")
     count = math.prod(shape)
     if count > MAX_ARRAY_ELEMENTS:
         raise ProtocolError(f"{what}: {count} elements exceed the limit {MAX_ARRAY_ELEMENTS}")
-    dt = np.dtype(msg.dtype)
+    dt = np.dtype(dtype)
     if len(msg.data) != count * dt.itemsize:
-        raise ProtocolError(
-            f"{what}: {len(msg.data)} bytes do not hold {count} values of {msg.dtype}"
-        )
-    out = np.frombuffer(msg.data, dtype=dt.newbyteorder("<"), count=count)
-    return out.reshape(shape).astype(dt, copy=True)
-
-
-def _unset(msg: pb.NDArray) -> bool:
-    return not msg.dtype and not msg.shape and not msg.data
+        raise ProtocolError(f"{what}: {len(msg.data)} bytes do not hold {count} values of {dtype}")
+    return np.frombuffer(msg.data, dtype=dt.newbyteorder("<"), count=count).astype(dt, copy=True)
 
 
 def _codes(msg: pb.NDArray, what: str) -> Any:
-    if _unset(msg):
-        return np.zeros(0, dtype=np.uint64)
     return array_from_pb(msg, what, "uint64")
 
 
 def _floats(msg: pb.NDArray, what: str) -> Any:
-    if _unset(msg):
-        return np.zeros(0, dtype=np.float64)
     return array_from_pb(msg, what, "float64")
 
 
 # --- run parameters and run spec ---------------------------------------------------------------
 def params_to_pb(params: MechanismParams) -> pb.MechanismParams:
-    msg = pb.MechanismParams()
-    for f in fields(params):
-        value = getattr(params, f.name)
-        if value is None:
-            continue
-        setattr(msg, f.name, value)
-    return msg
+    return pb.MechanismParams(json=json.dumps(params.to_dict(), allow_nan=False))
 
 
 def params_from_pb(msg: pb.MechanismParams) -> MechanismParams:
-    data: dict[str, Any] = {}
-    for f in fields(MechanismParams):
-        if f.name in _OPTIONAL_PARAMS:
-            data[f.name] = getattr(msg, f.name) if msg.HasField(f.name) else None
-        else:
-            data[f.name] = getattr(msg, f.name)
-    for name in ("k", "m", "eta", "pool_size", "seed", *_OPTIONAL_PARAMS[:-1]):
-        if data[name] is not None:
-            data[name] = int(data[name])
-    return MechanismParams(**data)
+    """The parameters of ``msg``; bad JSON or bad values raise :class:`ProtocolError`."""
+    try:
+        data = json.loads(msg.json or "{}")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return MechanismParams.from_dict({k: v for k, v in data.items() if v is not None})
+    except (ValueError, TypeError, FedHHError) as exc:
+        raise ProtocolError(f"invalid mechanism parameters: {exc}") from None
 
 
 def spec_to_pb(spec: RunSpec) -> pb.RunSpec:
@@ -124,6 +111,8 @@ def spec_from_pb(msg: pb.RunSpec) -> RunSpec:
             codec=msg.codec,
             version=msg.version,
         )
+    except ProtocolError:
+        raise
     except FedHHError as exc:
         raise ProtocolError(f"invalid run spec: {exc}") from None
 
@@ -170,7 +159,7 @@ def request_to_pb(req: Request) -> pb.Request:
 
 def request_from_pb(msg: pb.Request) -> Request:
     kind = msg.WhichOneof("task")
-    task: EstimateTask | SearchTask
+    task: Task
     if kind == "estimate":
         t = msg.estimate
         task = EstimateTask(t.level, t.length, _codes(t.candidates, "candidates"), t.group)
@@ -220,7 +209,7 @@ def reply_to_pb(reply: Reply) -> pb.Reply:
 
 def reply_from_pb(msg: pb.Reply) -> Reply:
     kind = msg.WhichOneof("result")
-    result: EstimateResult | SearchResult | ErrorResult
+    result: Result
     if kind == "estimate":
         e = msg.estimate
         result = EstimateResult(
@@ -239,3 +228,52 @@ def reply_from_pb(msg: pb.Reply) -> Reply:
     else:
         raise ProtocolError("reply carries no result")
     return Reply(msg.run_id, msg.request_id, msg.party_id, result, msg.version)
+
+
+# --- bytes -------------------------------------------------------------------------------------
+_TO_PB: dict[type, Any] = {RunSpec: spec_to_pb, Request: request_to_pb, Reply: reply_to_pb}
+_FROM_PB: dict[type, tuple[type, Any]] = {
+    RunSpec: (pb.RunSpec, spec_from_pb),
+    Request: (pb.Request, request_from_pb),
+    Reply: (pb.Reply, reply_from_pb),
+}
+
+
+def encode(message: RunSpec | Request | Reply) -> bytes:
+    """The protobuf bytes of a run spec, request or reply."""
+    to_pb = _TO_PB.get(type(message))
+    if to_pb is None:
+        raise ProtocolError(f"cannot encode a {type(message).__name__}")
+    return bytes(to_pb(message).SerializeToString(deterministic=True))
+
+
+def decode(kind: type[Any], data: bytes) -> Any:
+    """The ``kind`` (RunSpec, Request or Reply) in ``data``; anything malformed raises
+    :class:`ProtocolError`."""
+    pb_type, from_pb = _FROM_PB[kind]
+    msg = pb_type()
+    try:
+        msg.ParseFromString(bytes(data))
+    except (DecodeError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"undecodable {kind.__name__}: {exc}") from None
+    try:
+        return from_pb(msg)
+    except ProtocolError:
+        raise
+    except (FedHHError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"invalid {kind.__name__}: {exc}") from None
+
+
+def decode_request(data: bytes) -> Request:
+    out: Request = decode(Request, data)
+    return out
+
+
+def decode_reply(data: bytes) -> Reply:
+    out: Reply = decode(Reply, data)
+    return out
+
+
+def decode_spec(data: bytes) -> RunSpec:
+    out: RunSpec = decode(RunSpec, data)
+    return out

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from fedhh.errors import FedHHError
 
 CONNECTION = "fedhh-local"
@@ -58,36 +60,20 @@ def _tool(name: str) -> str:
     return found
 
 
-def _proc_stat(pid: int) -> tuple[int, str] | None:
-    """(parent pid, state letter) of a process from /proc, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[1]), fields[0]
-
-
 def descendants(pid: int) -> list[int]:
     """The live descendants of ``pid`` (Flower's SuperExec starts its own sessions)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None:
-                children.setdefault(stat[0], []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def is_running(pid: int) -> bool:
     """True if the process exists and is not a zombie (an exited, unreaped process)."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[1] != "Z"
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _kill(pid: int, sig: int, group: bool = False) -> None:

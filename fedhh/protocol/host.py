@@ -1,0 +1,99 @@
+"""The party side of every deployed transport: a :class:`PartyHost` answers a party's requests
+from their wire bytes and logs each answer, so a restarted host (a party agent after a crash, a
+Flower ClientApp in a fresh process) rebuilds the party by replaying its log.
+
+The party is deterministic given its requests (its random state derives from the run seed), so
+the replay reproduces its user ledger: a re-delivered request gets the reply it got before, and
+no user ever reports twice. The log is an interface (:class:`PartyLog`): the agent keeps it in
+SQLite, the Flower ClientApp in the node's run state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from fedhh.errors import FedHHError, ParameterError
+from fedhh.mechanisms.tasks import ErrorResult
+from fedhh.protocol.encoding import decode_request, decode_spec, encode
+from fedhh.protocol.messages import Reply, Request, RunSpec
+from fedhh.protocol.party import Party
+
+log = logging.getLogger("fedhh.party")
+
+
+class PartyLog(Protocol):
+    """The answers a party host gave, as (spec, request, reply) bytes."""
+
+    def reply_for(self, run_id: str, request_id: int) -> bytes | None: ...
+
+    def handled(self, run_id: str) -> list[tuple[bytes, bytes, bytes]]:
+        """Every answer of the run, in request order."""
+        ...
+
+    def save_handled(
+        self, run_id: str, request_id: int, spec: bytes, request: bytes, reply: bytes
+    ) -> None: ...
+
+
+PartyFactory = Callable[[RunSpec], Party]
+
+
+def error_reply(request: Request, message: str) -> Reply:
+    """The reply of a party that cannot answer ``request``."""
+    return Reply(
+        request.run_id, request.request_id, request.party_id, ErrorResult("failed", message)
+    )
+
+
+class PartyHost:
+    """One party's answers for any number of runs."""
+
+    def __init__(self, party_id: str, make_party: PartyFactory, log: PartyLog) -> None:
+        self.party_id = party_id
+        self.make_party = make_party
+        self.log = log
+        self.parties: dict[str, tuple[bytes, Party]] = {}
+
+    def answer(self, spec_bytes: bytes, request_bytes: bytes) -> bytes | None:
+        """The reply's bytes (an error reply if the party cannot answer), or None while the
+        party waits for its users' reports. Undecodable input raises ProtocolError."""
+        spec, request = decode_spec(spec_bytes), decode_request(request_bytes)
+        stored = self.log.reply_for(request.run_id, request.request_id)
+        if stored is not None:
+            return stored
+        try:
+            reply = self.party(spec, spec_bytes).handle(request)
+        except FedHHError as exc:
+            reply = error_reply(request, str(exc))
+        if reply is None:
+            return None
+        data = encode(reply)
+        self.log.save_handled(request.run_id, request.request_id, spec_bytes, request_bytes, data)
+        return data
+
+    def error(self, request: Request, message: str) -> Reply:
+        return Reply(
+            request.run_id, request.request_id, self.party_id, ErrorResult("failed", message)
+        )
+
+    def party(self, spec: RunSpec, spec_bytes: bytes) -> Party:
+        """The run's party, rebuilt from the log when this host has not seen the run yet."""
+        known = self.parties.get(spec.run_id)
+        if known is not None:
+            if known[0] != spec_bytes:
+                raise ParameterError(f"the spec of run {spec.run_id} changed during the run")
+            return known[1]
+        party = self.make_party(spec)
+        history = self.log.handled(spec.run_id)
+        for old_spec, old_request, old_reply in history:
+            if old_spec != spec_bytes:
+                raise ParameterError(f"the spec of run {spec.run_id} differs from the stored one")
+            again = party.handle(decode_request(old_request))
+            if again is None or encode(again) != old_reply:
+                log.warning("run %s: replayed reply differs from the stored one", spec.run_id)
+        if history:
+            log.info("run %s: party rebuilt from %d stored requests", spec.run_id, len(history))
+        self.parties[spec.run_id] = (spec_bytes, party)
+        return party

@@ -1,0 +1,252 @@
+"""One declaration of a run's parameters, from which every way of setting them is derived.
+
+:class:`~fedhh.mechanisms.params.MechanismParams` (the mechanism) and :class:`DatasetParams`
+(the data of a simulated federation) are dataclasses; this module turns their fields into
+
+* ``fedhh simulate`` flags (``--step-rule``, ``--local-start/--no-local-start``, ...;
+  :func:`add_flags`, :func:`from_flags`),
+* Flower run-config keys (``step-rule = "planned"``; "" means "the default" for a field whose
+  default is None; :func:`to_config`, :func:`from_config`),
+* and the run spec's ``[params]`` table of ``fedhh query start`` (field names as they are).
+
+Defaults and checks are the dataclasses' own (``__post_init__``), so a field added to either
+class is reachable everywhere with no further edit. Help texts are the fields' comments.
+``m`` is not a flag or key: the item codec of the data sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedhh.codec import codec_for
+from fedhh.datasets import (
+    FederatedDataset,
+    load_aol,
+    load_babynames,
+    load_party_files,
+    synthetic_zipf,
+)
+from fedhh.datasets.babynames import PARTY_RULES
+from fedhh.errors import ParameterError
+from fedhh.mechanisms import params as mp
+
+T = TypeVar("T")
+DATASETS = ("zipf", "aol", "babynames")
+SPLITS = ("dirichlet", "permutation", "iid")
+DEFAULT_PARTIES = 8
+DERIVED = frozenset({"m"})  # set by the item codec of the data
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mechanism": mp.MECHANISMS,
+    "oracle": mp.ORACLE_CHOICES,
+    "step_rule": mp.STEP_RULES,
+    "party_order": mp.PARTY_ORDERS,
+    "completion_mode": mp.COMPLETION_MODES,
+    "phase1_keep": mp.PHASE1_KEEP,
+    "depth_rule": mp.DEPTH_RULES,
+    "dataset": DATASETS,
+    "split": SPLITS,
+    "sizes": ("equal", "skewed"),
+    "party_by": tuple(PARTY_RULES),
+}
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """The data of a simulated federation (``fedhh simulate``, a Flower run's SuperNodes)."""
+
+    dataset: str = "zipf"  # zipf: synthetic Zipf users; aol: AOL queries; babynames: IL births
+    parties: int | None = None  # zipf/aol: number of parties M (8); babynames: see party_by
+    users: int = 200_000  # zipf: users N
+    items: int = 10_000  # zipf: distinct items
+    zipf_s: float = 1.1  # zipf: Zipf exponent
+    bits: int = 32  # zipf: bits per item m
+    split: str = "dirichlet"  # zipf/aol: non-IID rule for splitting users into parties
+    alpha: float = 0.5  # Dirichlet concentration α
+    sizes: str = "equal"  # party sizes: equal or skewed
+    data_seed: int = 0  # seed of the data and its split
+    data_path: str = ""  # aol/babynames: the data file or its folder ("": $FEDHH_DATA_DIR)
+    max_users: int | None = None  # aol/babynames: keep this many users
+    party_by: str | None = None  # babynames: parties are sector-sex (8) or sector-decade
+    years: str = ""  # babynames: keep these birth years, FIRST-LAST or YEAR
+    item_bytes: int | None = None  # party files: string items of this width; babynames: ≤ 8
+    item_bits: int | None = None  # party files: integer items of this many bits
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _kind(DatasetParams, f.name)
+            if value is None or kind is not int:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ParameterError(f"{f.name} must be an integer ≥ 0, got {value!r}")
+        for name in ("parties", "users", "items", "bits"):
+            if getattr(self, name) == 0:
+                raise ParameterError(f"{name} must be ≥ 1")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name, None)
+            if value is not None and hasattr(self, name) and value not in allowed:
+                raise ParameterError(
+                    f"unknown {name} {value!r}; choose one of {', '.join(allowed)}"
+                )
+
+    def year_range(self) -> tuple[int, int] | None:
+        if not self.years:
+            return None
+        first, dash, last = self.years.partition("-")
+        try:
+            return int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise ParameterError(
+                f"years: expected YEAR or FIRST-LAST, got {self.years!r}"
+            ) from None
+
+
+def load_dataset(d: DatasetParams, party_files: list[Path] | None = None) -> FederatedDataset:
+    """The federation ``d`` describes (or the given party files, one party each)."""
+    if party_files:
+        return load_party_files(party_files, codec=codec_for(d.item_bytes, d.item_bits))
+    path = d.data_path or None
+    if d.dataset != "babynames" and (d.party_by is not None or d.years):
+        raise ParameterError("party_by and years apply to the babynames dataset only")
+    if d.dataset == "babynames":
+        if d.parties is not None:
+            raise ParameterError(
+                "parties does not apply to babynames: its parties are sector × sex "
+                "(or sector × decade with party_by sector-decade)"
+            )
+        if d.item_bits is not None:
+            raise ParameterError("item_bits applies to party files only")
+        return load_babynames(
+            path,
+            party_by=d.party_by or "sector-sex",
+            years=d.year_range(),
+            item_bytes=8 if d.item_bytes is None else d.item_bytes,
+            max_users=d.max_users,
+            seed=d.data_seed,
+        )
+    if d.item_bytes is not None or d.item_bits is not None:
+        raise ParameterError("item_bytes/item_bits apply to party files only")
+    parties = DEFAULT_PARTIES if d.parties is None else d.parties
+    common: dict[str, Any] = {
+        "split": d.split,
+        "alpha": d.alpha,
+        "sizes": d.sizes,
+        "seed": d.data_seed,
+    }
+    if d.dataset == "aol":
+        return load_aol(path, n_parties=parties, max_users=d.max_users, **common)
+    return synthetic_zipf(d.users, parties, m=d.bits, n_items=d.items, s=d.zipf_s, **common)
+
+
+# --- the mapping, derived from the fields --------------------------------------------------------
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kind(cls: type, name: str) -> type:
+    """int, float, str or bool: the field's type without ``| None``."""
+    hint = _hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.cast(type, hint)
+
+
+def _optional(cls: type, name: str) -> bool:
+    return type(None) in typing.get_args(_hints(cls)[name])
+
+
+@cache
+def _comments(cls: type) -> dict[str, str]:
+    """The trailing comment of each field's line in the class body (its help text)."""
+    found = re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.MULTILINE)
+    return dict(found)
+
+
+def _fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in DERIVED]
+
+
+def key(name: str) -> str:
+    """The flag / run-config spelling of a field name."""
+    return name.replace("_", "-")
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """``value`` as the field's type ("" or None: the default of an optional field)."""
+    if value is None or (value == "" and _optional(cls, name)):
+        return None
+    kind = _kind(cls, name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ParameterError(f"{key(name)} must be {kind.__name__}, got {value!r}") from None
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ParameterError(f"{key(name)} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per field of ``cls`` (bools as ``--x/--no-x``); defaults stay the class's."""
+    group = parser.add_argument_group(title)
+    defaults = cls()
+    for name in _fields(cls):
+        flag = "-k" if name == "k" else f"--{key(name)}"
+        default = getattr(defaults, name)
+        shown = f" (default {default})" if default not in (None, "") else ""
+        helptext = _comments(cls).get(name, "") + shown
+        if _kind(cls, name) is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=helptext
+            )
+            continue
+        group.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            choices=CHOICES.get(name),
+            metavar=None if name in CHOICES else key(name).upper(),
+            type=functools.partial(coerce, cls, name),
+            help=helptext,
+        )
+
+
+def from_flags(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T:
+    """An instance from the flags the user gave (others keep the class's defaults)."""
+    given = {n: getattr(args, n) for n in _fields(cls) if getattr(args, n, None) is not None}
+    return cls(**{**given, **fixed})
+
+
+def to_config(obj: object) -> dict[str, Any]:
+    """The run-config entries of a dataclass instance (None as "")."""
+    return {key(n): ("" if (v := getattr(obj, n)) is None else v) for n in _fields(type(obj))}
+
+
+def from_config(cls: type[T], cfg: Mapping[str, Any], **fixed: Any) -> T:
+    """An instance from run-config entries (missing keys keep the class's defaults)."""
+    given = {n: coerce(cls, n, cfg[key(n)]) for n in _fields(cls) if key(n) in cfg}
+    return cls(**{**given, **fixed})
+
+
+def params_from_table(table: Mapping[str, Any]) -> mp.MechanismParams:
+    """The run spec's ``[params]`` table (field names as in the dataclass)."""
+    unknown = sorted(set(table) - {f.name for f in dataclasses.fields(mp.MechanismParams)})
+    if unknown:
+        raise ParameterError(f"unknown run parameter(s): {', '.join(unknown)}")
+    return mp.MechanismParams(**{n: coerce(mp.MechanismParams, n, v) for n, v in table.items()})

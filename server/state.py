@@ -1,0 +1,283 @@
+"""The coordinator service's runs: one :class:`~fedhh.protocol.RunDriver` per running run in
+memory, everything else in the SQLite :class:`~fedhh.server.store.Store`.
+
+* A run waits until every listed party has registered (their user counts make the run spec),
+  then runs round by round; the driver buffers a round's replies, so the result is exactly that
+  of ``fedhh simulate`` for the same data and seed.
+* Every request, accepted reply and failure is stored before anything depends on it; a
+  restarted coordinator replays them (:meth:`RunDriver.replay`) to the same state.
+* A request not answered within the run's deadline fails its party (a watcher thread); the
+  failure policy then continues without it or fails the run.
+* Refusals are :class:`Refused` with the gRPC status the services answer with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from fedhh.errors import FedHHError, ParameterError, ProtocolError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name
+from fedhh.protocol.encoding import decode_spec, encode
+from fedhh.protocol.messages import check_feasible
+from fedhh.report import result_document
+from fedhh.server.store import ACTIVE_STATES, RunRow, Store
+
+log = logging.getLogger("fedhh.coordinator")
+
+
+class Refused(Exception):
+    """An input refused with a gRPC status (logged and audited by the servicers)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoredRun:
+    """A run's stored messages, as the driver's :class:`~fedhh.protocol.RunRecord`."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+
+    def requests(self) -> Mapping[int, bytes]:
+        return self.store.requests(self.run_id)
+
+    def replies(self) -> Mapping[int, bytes]:
+        return self.store.replies(self.run_id)
+
+    def failures(self) -> Mapping[int, str]:
+        return {rid: reason for rid, (_, reason) in self.store.failures(self.run_id).items()}
+
+
+class CoordinatorState:
+    """All runs of one coordinator."""
+
+    def __init__(self, store: Store, default_deadline: float) -> None:
+        self.store = store
+        self.default_deadline = default_deadline
+        self.cond = threading.Condition(threading.RLock())
+        self.drivers: dict[str, RunDriver] = {}
+        self._stop = threading.Event()
+        with self.cond:
+            self._resume()
+            self._launch_waiting()
+        self._watcher = threading.Thread(target=self._watch, name="deadlines", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _resume(self) -> None:
+        for row in self.store.runs(("running",)):
+            assert row.spec is not None
+            try:
+                driver, missing = RunDriver.replay(
+                    decode_spec(row.spec),
+                    row.policy,
+                    row.deadline,
+                    StoredRun(self.store, row.run_id),
+                    time.monotonic(),
+                )
+            except FedHHError as exc:
+                self._end_failed(row.run_id, f"cannot resume: {exc}", "resume-failed")
+                continue
+            with self.store.transaction() as db:
+                self._after_step(db, row.run_id, driver, missing)
+                detail = f"at round {driver.coord.round}"
+                Store.audit_in(db, "coordinator", "resumed", row.run_id, detail)
+            log.info("run %s resumed %s", row.run_id, detail)
+
+    def _end_failed(self, run_id: str, error: str, action: str) -> None:
+        with self.store.transaction() as db:
+            Store.update_run(db, run_id, state="failed", error=error)
+            Store.audit_in(db, "coordinator", action, run_id, error)
+        log.warning("run %s: %s", run_id, error)
+
+    # --- runs ----------------------------------------------------------------------------------
+    def start_run(
+        self,
+        actor: str,
+        run_id: str,
+        params: MechanismParams,
+        party_ids: list[str],
+        policy: str,
+        deadline: float,
+    ) -> RunRow:
+        with self.cond:
+            if self.store.run_exists(run_id):
+                raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} already exists")
+            self.store.insert_run(run_id, params.to_dict(), party_ids, policy, deadline)
+            self.store.audit(actor, "start", run_id, json.dumps(party_ids))
+            self._launch_waiting()
+            return self.row(run_id)
+
+    def _launch_waiting(self) -> None:
+        parties = self.store.parties()
+        for row in self.store.runs(("waiting",)):
+            if all(p in parties for p in row.party_ids):
+                self._launch(row, parties)
+
+    def _launch(self, row: RunRow, parties: dict[str, tuple[int, str, str]]) -> None:
+        try:
+            params = MechanismParams.from_dict(row.params)
+            codecs = {parties[p][1] for p in row.party_ids}
+            if len(codecs) != 1:
+                raise ParameterError(f"the parties use different item codecs: {sorted(codecs)}")
+            sizes = tuple(parties[p][0] for p in row.party_ids)
+            check_feasible(params, row.party_ids, sizes)
+            spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codecs.pop())
+            driver = RunDriver(spec, row.policy, row.deadline)
+            sent = driver.start(time.monotonic())
+        except FedHHError as exc:
+            self._end_failed(row.run_id, str(exc), "launch-failed")
+            return
+        with self.store.transaction() as db:
+            Store.update_run(db, row.run_id, state="running", spec=encode(spec))
+            Store.audit_in(db, "coordinator", "launched", row.run_id, f"sizes {list(sizes)}")
+            self._after_step(db, row.run_id, driver, sent)
+        log.info("run %s started with parties %s", row.run_id, ", ".join(row.party_ids))
+
+    def _after_step(self, db: Any, run_id: str, driver: RunDriver, new: list[Sent]) -> None:
+        """Persist the requests a step made and the run's progress or end (inside ``db``)."""
+        for s in new:
+            Store.insert_request(db, run_id, s.request_id, s.request.round, s.party_id, s.payload)
+        coord = driver.coord
+        failed = sorted(coord.failed)
+        progress: dict[str, Any] = {"round": coord.round, "failed": failed}
+        if coord.result is not None:
+            doc = result_document(coord.result, codec_from_name(driver.spec.codec))
+            Store.update_run(
+                db, run_id, state="done", result=doc, phase="done", outstanding=0, **progress
+            )
+            Store.audit_in(db, "coordinator", "done", run_id, f"{coord.round} rounds")
+            self.drivers.pop(run_id, None)
+            log.info("run %s done after %d rounds", run_id, coord.round)
+        elif coord.error is not None:
+            Store.update_run(db, run_id, state="failed", error=coord.error, **progress)
+            Store.audit_in(db, "coordinator", "failed", run_id, coord.error)
+            self.drivers.pop(run_id, None)
+            log.warning("run %s failed: %s", run_id, coord.error)
+        else:
+            outstanding = len(driver.waiting())
+            Store.update_run(
+                db, run_id, phase=coord.progress.phase, outstanding=outstanding, **progress
+            )
+            self.drivers[run_id] = driver
+        self.cond.notify_all()
+
+    def cancel(self, actor: str, run_id: str) -> RunRow:
+        with self.cond:
+            row = self.row(run_id)
+            if row.state not in ACTIVE_STATES:
+                raise Refused(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"run {run_id} is {row.state} already"
+                )
+            with self.store.transaction() as db:
+                Store.update_run(db, run_id, state="cancelled", error=f"cancelled by {actor}")
+                Store.audit_in(db, actor, "cancel", run_id)
+            self.drivers.pop(run_id, None)
+            self.cond.notify_all()
+            return self.row(run_id)
+
+    def row(self, run_id: str) -> RunRow:
+        row = self.store.run(run_id)
+        if row is None:
+            raise Refused(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}")
+        return row
+
+    # --- parties -------------------------------------------------------------------------------
+    def register(self, party_id: str, n_users: int, codec: str, source: str) -> None:
+        with self.cond:
+            self.store.register_party(party_id, n_users, codec, source)
+            self.store.audit(party_id, "register", "", f"{n_users} users, {codec}, {source}")
+            self._launch_waiting()
+
+    def next_request(self, party_id: str, wait: float) -> tuple[RunSpec, Sent] | None:
+        end = time.monotonic() + wait
+        with self.cond:
+            while True:
+                for driver in self.drivers.values():
+                    for s in driver.waiting():
+                        if s.party_id == party_id:
+                            return driver.spec, s
+                left = end - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return None
+                self.cond.wait(left)
+
+    def submit(self, party_id: str, reply: Reply, payload: bytes) -> str:
+        """Take a party's reply (its protobuf bytes); refusals change nothing stored."""
+        with self.cond:
+            driver = self.drivers.get(reply.run_id)
+            if driver is None:
+                row = self.row(reply.run_id)
+                raise Refused(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"run {reply.run_id} is {row.state}; it takes no replies",
+                )
+            rid = reply.request_id
+            sent, event = driver.current.get(rid), driver.events.get(rid)
+            missed = Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"request {rid} missed its deadline; the run went on without it",
+            )
+            answered = Refused(grpc.StatusCode.ALREADY_EXISTS, f"request {rid} is already answered")
+            if sent is None:
+                if rid not in self.store.requests(reply.run_id):
+                    raise Refused(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"request {rid} of run {reply.run_id} was never sent",
+                    )
+                raise missed if rid in self.store.failures(reply.run_id) else answered
+            if sent.party_id != party_id:
+                raise Refused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"request {rid} was sent to {sent.party_id}, not to {party_id}",
+                )
+            if event is not None:
+                raise missed if isinstance(event, str) else answered
+            try:
+                driver.check(reply)
+            except ProtocolError as exc:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"reply to request {rid}: {exc}"
+                ) from None
+            with self.store.transaction() as db:
+                Store.insert_reply(db, reply.run_id, rid, party_id, payload)
+                kind = type(reply.result).__name__
+                Store.audit_in(db, party_id, "reply", reply.run_id, f"request {rid}: {kind}")
+            new = driver.receive(payload, time.monotonic())
+            with self.store.transaction() as db:
+                self._after_step(db, reply.run_id, driver, new)
+            return self.row(reply.run_id).state
+
+    # --- deadlines -----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            with self.cond:
+                for run_id, driver in list(self.drivers.items()):
+                    for s in driver.expired(time.monotonic()):
+                        if self.drivers.get(run_id) is not driver or s not in driver.waiting():
+                            break  # the run or its round moved on meanwhile
+                        self._expire(run_id, driver, s)
+
+    def _expire(self, run_id: str, driver: RunDriver, s: Sent) -> None:
+        reason = f"no reply to request {s.request_id} within {driver.deadline:g} s"
+        with self.store.transaction() as db:
+            Store.insert_failure(db, run_id, s.request_id, s.party_id, reason)
+            Store.audit_in(db, "coordinator", "deadline", run_id, reason)
+        log.warning("run %s: party %s: %s", run_id, s.party_id, reason)
+        new = driver.fail(s.request_id, reason, time.monotonic())
+        with self.store.transaction() as db:
+            self._after_step(db, run_id, driver, new)
