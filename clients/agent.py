@@ -23,6 +23,7 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +39,28 @@ AGENT = "fedhh-party/1"
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
+def _no_wait(seconds: float) -> None:
+    return None
+
+
+@dataclass(kw_only=True)
 class PartyAgent:
     """The connection loop of one party agent."""
 
-    def __init__(
-        self,
-        party_id: str,
-        coordinator: str,
-        *,
-        token: str,
-        host: PartyHost,
-        source_kind: str,
-        n_users: int,
-        codec: str,
-        ca_cert: Path | None = None,
-        insecure: bool = False,
-        poll_seconds: float = 5.0,
-        stop_after: int | None = None,
-        wait: Callable[[float], None] = lambda _: None,
-    ) -> None:
-        self.party_id = party_id
-        self.coordinator = coordinator
-        self.token = token
-        self.host = host
-        self.wait = wait
-        self.source_kind = source_kind
-        self.n_users = n_users
-        self.codec = codec
-        self.ca_cert = ca_cert
-        self.insecure = insecure
-        self.poll_seconds = poll_seconds
-        self.stop_after = stop_after
-        self.answered = 0
-        self.stop = threading.Event()
+    party_id: str
+    coordinator: str
+    token: str
+    host: PartyHost
+    source_kind: str  # "data" or "devices"
+    n_users: int
+    codec: str
+    ca_cert: Path | None = None
+    insecure: bool = False
+    poll_seconds: float = 5.0
+    stop_after: int | None = None  # fault drill: exit abruptly after this many replies
+    wait: Callable[[float], None] = _no_wait  # while the party's reports come in
+    answered: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> int:
         backoff = 0.2

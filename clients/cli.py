@@ -9,16 +9,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import add_connect_args, setup_logging
+from fedhh.cli import add_connect_args, add_service, setup_logging
 from fedhh.errors import ParameterError
 
 log = logging.getLogger("fedhh.party")
 
 
 def add_party_parser(sub: Any) -> None:
-    party = sub.add_parser("party", help="the party agent (gRPC)")
-    psub = party.add_subparsers(dest="party_command", required=True)
-    s = psub.add_parser(
+    s = add_service(sub, "party", "the party agent (gRPC)").add_parser(
         "serve",
         help="answer the coordinator's requests for one party",
         description="Connect out to the coordinator and answer its requests for one party, from "
@@ -94,8 +92,8 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         users, server = _report_endpoint(args, store, codec_name(codec))
         n_users, kind = args.devices, "devices"
     agent = PartyAgent(
-        args.party_id,
-        args.coordinator,
+        party_id=args.party_id,
+        coordinator=args.coordinator,
         token=token,
         host=PartyHost(args.party_id, lambda spec: Party(spec, args.party_id, users), store),
         source_kind=kind,
@@ -105,7 +103,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         poll_seconds=args.poll_seconds,
         stop_after=args.stop_after,
-        wait=getattr(users, "wait", lambda _: None),
+        **({"wait": users.wait} if kind == "devices" else {}),
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())

@@ -30,14 +30,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-from numpy.typing import NDArray
 
 from fedhh.clients.reporter import ReportTask
 from fedhh.clients.store import AgentStore
-from fedhh.codec import Codes
 from fedhh.errors import ParameterError, ReportError
 from fedhh.oracles import FrequencyOracle, Reports
-from fedhh.protocol import Request, codec_from_name
+from fedhh.protocol import codec_from_name
+from fedhh.protocol.party import Group
 from fedhh.wire.security import TokenStore, identity
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
@@ -98,9 +97,7 @@ class OpenTask:
 class DeviceSource:
     """The reports of a party's users, collected from their devices (one task at a time)."""
 
-    def __init__(
-        self, n_users: int, codec: str, store: AgentStore, collect_seconds: float
-    ) -> None:
+    def __init__(self, n_users: int, codec: str, store: AgentStore, collect_seconds: float) -> None:
         self.n_users = n_users
         self.codec = codec
         self.m = codec_from_name(codec).m
@@ -110,23 +107,15 @@ class DeviceSource:
         self.open: OpenTask | None = None
 
     # --- party side ----------------------------------------------------------------------------
-    def reports(
-        self,
-        request: Request,
-        users: NDArray[np.int64],
-        length: int,
-        candidates: Codes,
-        oracle: FrequencyOracle,
-        rng: np.random.Generator,
-    ) -> Reports | None:
+    def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
         """The group's reports once its task has closed; None while it is collecting."""
-        key = (request.run_id, request.request_id)
+        key = (group.request.run_id, group.request.request_id)
         with self.cond:
             if self.store.reply_for(*key) is not None:  # answered before: a replay
                 return self._stored(key)
             cur = self.open
             if cur is None or cur.key != key:
-                self._open(key, length, candidates, oracle, max(int(users.size), 1))
+                self._open(key, group)
                 return None
             elapsed = time.monotonic() - cur.opened
             if cur.count >= cur.quota or (cur.count > 0 and elapsed >= self.collect_seconds):
@@ -139,15 +128,9 @@ class DeviceSource:
         with self.cond:
             self.cond.wait(timeout)
 
-    def _open(
-        self,
-        key: tuple[str, int],
-        length: int,
-        cand: Codes,
-        oracle: FrequencyOracle,
-        quota: int,
-    ) -> None:
-        task = ReportTask.for_oracle(*key, self.m, length, self.codec, oracle, cand)
+    def _open(self, key: tuple[str, int], group: Group) -> None:
+        oracle, cand, quota = group.oracle, group.candidates, max(int(group.users.size), 1)
+        task = ReportTask.for_oracle(*key, self.m, group.length, self.codec, oracle, cand)
         count = self.store.count_reports(*key)
         self.open = OpenTask(
             key, task, oracle, cand, quota, time.monotonic(), count, report_template(oracle, cand)
@@ -155,7 +138,7 @@ class DeviceSource:
         log.info(
             "run %s: report task %d open (length %d, %s, %d candidates, quota %d)",
             *key,
-            length,
+            group.length,
             oracle.name,
             cand.size,
             quota,

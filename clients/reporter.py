@@ -13,8 +13,7 @@ does the three steps against a party agent's report endpoint::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import grpc
@@ -25,7 +24,7 @@ from fedhh.errors import ParameterError
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
-from fedhh.wire.security import open_channel
+from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
 NEEDS_CANDIDATES = ("grr", "oue")
@@ -101,36 +100,14 @@ class ReportTask:
         )
 
     def to_pb(self) -> Any:
-        return report_pb2.ReportTask(
-            run_id=self.run_id,
-            task_id=self.task_id,
-            m=self.m,
-            length=self.length,
-            codec=self.codec,
-            oracle=self.oracle,
-            epsilon=self.epsilon,
-            g=self.g,
-            pool_size=self.pool_size,
-            pool_seed=self.pool_seed,
-            candidates=array_to_pb(self.candidates),
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return report_pb2.ReportTask(**values | {"candidates": array_to_pb(self.candidates)})
 
     @classmethod
     def from_pb(cls, msg: Any) -> ReportTask:
+        values = {f.name: getattr(msg, f.name) for f in fields(cls)}
         cand = array_from_pb(msg.candidates, "candidates", "uint64")
-        return cls(
-            msg.run_id,
-            msg.task_id,
-            msg.m,
-            msg.length,
-            msg.codec,
-            msg.oracle,
-            msg.epsilon,
-            msg.g,
-            msg.pool_size,
-            msg.pool_seed,
-            cand,
-        )
+        return cls(**values | {"candidates": cand})
 
 
 def make_report(task: ReportTask, item: object, rng: np.random.Generator | None = None) -> bytes:
@@ -155,30 +132,10 @@ class SubmitOutcome:
     task_id: int = -1
 
 
-class ReporterClient:
+class ReporterClient(ServiceClient):
     """A device's client of a party agent's report endpoint."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        token: str | None,
-        ca_cert: Path | None = None,
-        insecure: bool = False,
-        timeout: float = 10.0,
-    ) -> None:
-        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
-        self._stub = report_pb2_grpc.ReportServiceStub(self._channel)
-        self.timeout = timeout
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> ReporterClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    stub = report_pb2_grpc.ReportServiceStub
 
     def fetch_task(self, user_id: str) -> ReportTask:
         msg = self._stub.GetTask(report_pb2.GetTaskRequest(user_id=user_id), timeout=self.timeout)

@@ -10,11 +10,9 @@ in a run cannot be stored.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from pathlib import Path
 
-from fedhh.storage import open_database
+from fedhh.storage import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handled (
@@ -38,17 +36,10 @@ CREATE INDEX IF NOT EXISTS reports_by_task ON reports (run_id, task_id);
 """
 
 
-class AgentStore:
+class AgentStore(Database):
     """Thread-safe access to the agent's SQLite file (one connection, one lock, WAL journal)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = open_database(self.path, _SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    schema = _SCHEMA
 
     # --- handled requests ----------------------------------------------------------------------
     def save_handled(

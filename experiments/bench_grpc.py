@@ -202,8 +202,8 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
             for pid, codes in zip(ids, parties, strict=True):
                 store = AgentStore(root / f"{pid}.sqlite")
                 agent = PartyAgent(
-                    pid,
-                    target,
+                    party_id=pid,
+                    coordinator=target,
                     token=read_token_file(root / f"{pid}.token"),
                     host=PartyHost(
                         pid, lambda spec, pid=pid, codes=codes: Party(spec, pid, codes), store

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fedhh import __version__, settings
 from fedhh.engine import expected_rounds, simulate
@@ -39,6 +39,11 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def add_service(sub: Any, name: str, help: str) -> Any:
+    """``fedhh NAME ...``: a command with sub-commands (returns their subparsers)."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
 
 
 def add_tls_args(p: argparse.ArgumentParser, what: str = "server") -> None:

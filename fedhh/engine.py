@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,12 +83,12 @@ def simulate(
     codec: StringCodec | IntCodec,
     params: MechanismParams,
     *,
-    run_id: str = "run-1",
-    party_ids: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    **run: Any,
 ) -> RunResult:
-    """One in-process run over per-party code arrays."""
-    spec, party_objs = build_run(parties, codec, params, run_id, party_ids)
+    """One in-process run over per-party code arrays (``run``: :func:`build_run`'s
+    ``run_id`` and ``party_ids``)."""
+    spec, party_objs = build_run(parties, codec, params, **run)
     return run_in_process(spec, party_objs, progress)
 
 

@@ -202,6 +202,13 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     return value
 
 
+def _flag_value(cls: type, name: str, text: str) -> Any:
+    try:
+        return coerce(cls, name, text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per field of ``cls`` (bools as ``--x/--no-x``); defaults stay the class's."""
     group = parser.add_argument_group(title)
@@ -222,7 +229,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
             default=None,
             choices=CHOICES.get(name),
             metavar=None if name in CHOICES else key(name).upper(),
-            type=functools.partial(coerce, cls, name),
+            type=functools.partial(_flag_value, cls, name),
             help=helptext,
         )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -14,3 +16,22 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db
+
+
+class Database:
+    """One SQLite file behind one lock (the coordinator's and the party agent's stores)."""
+
+    schema = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = open_database(self.path, self.schema)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())

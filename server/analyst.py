@@ -27,27 +27,18 @@ from fedhh.errors import ParameterError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.encoding import params_to_pb
 from fedhh.settings import params_from_table
-from fedhh.wire.security import open_channel
+from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def _info(msg: Any) -> dict[str, Any]:
+    """A RunInfo as a plain dict (repeated fields as lists)."""
     return {
-        "run_id": msg.run_id,
-        "state": msg.state,
-        "mechanism": msg.mechanism,
-        "party_ids": list(msg.party_ids),
-        "round": msg.round,
-        "phase": msg.phase,
-        "outstanding": msg.outstanding,
-        "failed_parties": list(msg.failed_parties),
-        "error": msg.error,
-        "policy": msg.policy,
-        "deadline_seconds": msg.deadline_seconds,
-        "created": msg.created,
-        "updated": msg.updated,
+        f.name: list(v) if f.label == f.LABEL_REPEATED else v
+        for f in msg.DESCRIPTOR.fields
+        if (v := getattr(msg, f.name)) is not None
     }
 
 
@@ -78,30 +69,13 @@ def load_run_spec(path: Path) -> dict[str, Any]:
     }
 
 
-class AnalystClient:
+class AnalystClient(ServiceClient):
     """Start, follow and read runs at a coordinator."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        token: str,
-        ca_cert: Path | None = None,
-        insecure: bool = False,
-        timeout: float = 30.0,
-    ) -> None:
-        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
-        self._stub = analyst_pb2_grpc.AnalystServiceStub(self._channel)
-        self.timeout = timeout
+    stub = analyst_pb2_grpc.AnalystServiceStub
 
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AnalystClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, target: str, *, timeout: float = 30.0, **kw: Any) -> None:
+        super().__init__(target, timeout=timeout, **kw)
 
     def _call(self, method: str, request: Any) -> Any:
         try:

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import add_connect_args, add_tls_args, setup_logging
+from fedhh.cli import add_connect_args, add_service, add_tls_args, setup_logging
 from fedhh.errors import ParameterError
 
 
 def add_coordinator_parser(sub: Any) -> None:
-    coord = sub.add_parser("coordinator", help="the coordinator service (gRPC)")
-    csub = coord.add_subparsers(dest="coordinator_command", required=True)
+    csub = add_service(sub, "coordinator", "the coordinator service (gRPC)")
     serve = csub.add_parser(
         "serve",
         help="serve parties and analysts",
@@ -49,17 +48,8 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     from fedhh.server.services import serve
 
-    return serve(
-        args.listen,
-        args.db,
-        args.tokens,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        insecure=args.insecure,
-        deadline=args.deadline,
-        max_message_bytes=args.max_message_bytes,
-        port_file=args.port_file,
-    )
+    options = ("tls_cert", "tls_key", "insecure", "deadline", "max_message_bytes", "port_file")
+    return serve(args.listen, args.db, args.tokens, **{k: getattr(args, k) for k in options})
 
 
 def cmd_add_token(args: argparse.Namespace) -> int:

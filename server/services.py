@@ -146,7 +146,7 @@ class PartyServicer(party_pb2_grpc.PartyServiceServicer):
             return party_pb2.PollResponse()
         spec, sent = found
         return party_pb2.PollResponse(
-            spec=encoding.spec_to_pb(spec), request=protocol_pb2.Request.FromString(sent.payload)
+            spec=encoding.to_pb(spec), request=protocol_pb2.Request.FromString(sent.payload)
         )
 
     @_guard("SubmitReply")
@@ -167,19 +167,12 @@ class PartyServicer(party_pb2_grpc.PartyServiceServicer):
 
 
 def run_info(row: RunRow, driver: RunDriver | None) -> Any:
+    names = analyst_pb2.RunInfo.DESCRIPTOR.fields_by_name
     return analyst_pb2.RunInfo(
-        run_id=row.run_id,
-        state=row.state,
+        **{k: v for k, v in vars(row).items() if k in names and k != "outstanding"},
         mechanism=str(row.params.get("mechanism", "")),
-        party_ids=row.party_ids,
-        round=row.round,
-        phase=row.phase,
         outstanding=len(driver.waiting()) if driver is not None else row.outstanding,
         failed_parties=row.failed,
-        error=row.error,
-        created=row.created,
-        updated=row.updated,
-        policy=row.policy,
         deadline_seconds=row.deadline,
     )
 

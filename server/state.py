@@ -151,7 +151,9 @@ class CoordinatorState:
     def _after_step(self, db: Any, run_id: str, driver: RunDriver, new: list[Sent]) -> None:
         """Persist the requests a step made and the run's progress or end (inside ``db``)."""
         for s in new:
-            Store.insert_request(db, run_id, s.request_id, s.request.round, s.party_id, s.payload)
+            Store.insert(
+                db, "requests", run_id, s.request_id, s.request.round, s.party_id, s.payload
+            )
         coord = driver.coord
         failed = sorted(coord.failed)
         progress: dict[str, Any] = {"round": coord.round, "failed": failed}
@@ -254,7 +256,7 @@ class CoordinatorState:
                     grpc.StatusCode.INVALID_ARGUMENT, f"reply to request {rid}: {exc}"
                 ) from None
             with self.store.transaction() as db:
-                Store.insert_reply(db, reply.run_id, rid, party_id, payload)
+                Store.insert(db, "replies", reply.run_id, rid, party_id, payload)
                 kind = type(reply.result).__name__
                 Store.audit_in(db, party_id, "reply", reply.run_id, f"request {rid}: {kind}")
             new = driver.receive(payload, time.monotonic())
@@ -275,7 +277,7 @@ class CoordinatorState:
     def _expire(self, run_id: str, driver: RunDriver, s: Sent) -> None:
         reason = f"no reply to request {s.request_id} within {driver.deadline:g} s"
         with self.store.transaction() as db:
-            Store.insert_failure(db, run_id, s.request_id, s.party_id, reason)
+            Store.insert(db, "failures", run_id, s.request_id, s.party_id, reason)
             Store.audit_in(db, "coordinator", "deadline", run_id, reason)
         log.warning("run %s: party %s: %s", run_id, s.party_id, reason)
         new = driver.fail(s.request_id, reason, time.monotonic())

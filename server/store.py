@@ -2,23 +2,21 @@
 replies, failures (deadlines), final results and an audit log.
 
 Rows are only ever inserted or moved forward (a run's state, a party's last-seen time): a
-refused input never changes what is stored. Requests and replies are stored as protocol
-messages serialised by :mod:`fedhh.protocol.serde`, so a restarted coordinator can replay them.
+refused input never changes what is stored. Requests and replies are stored as their protobuf
+bytes (:mod:`fedhh.protocol.encoding`), so a restarted coordinator can replay them.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from fedhh.storage import open_database
+from fedhh.storage import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -103,17 +101,10 @@ class RunRow:
     updated: float
 
 
-class Store:
+class Store(Database):
     """Thread-safe access to one SQLite file (one connection, one lock, WAL journal)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = open_database(self.path, _SCHEMA)
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    schema = _SCHEMA
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -125,10 +116,6 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return list(self._db.execute(sql, args).fetchall())
 
     # --- parties -------------------------------------------------------------------------------
     def register_party(self, party_id: str, n_users: int, codec: str, source: str) -> None:
@@ -217,39 +204,18 @@ class Store:
 
     # --- requests, replies, failures -----------------------------------------------------------
     @staticmethod
-    def insert_request(
-        db: sqlite3.Connection, run_id: str, request_id: int, rnd: int, party: str, msg: bytes
-    ) -> None:
-        db.execute(
-            "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, request_id, rnd, party, msg, time.time()),
-        )
+    def insert(db: sqlite3.Connection, table: str, *values: Any) -> None:
+        """A row of ``requests`` (run, request, round, party, message), ``replies`` (run,
+        request, party, message) or ``failures`` (run, request, party, reason), stamped now."""
+        marks = ", ".join("?" * (len(values) + 1))
+        db.execute(f"INSERT INTO {table} VALUES ({marks})", (*values, time.time()))
 
-    @staticmethod
-    def insert_reply(
-        db: sqlite3.Connection, run_id: str, request_id: int, party: str, msg: bytes
-    ) -> None:
-        db.execute(
-            "INSERT INTO replies VALUES (?, ?, ?, ?, ?)",
-            (run_id, request_id, party, msg, time.time()),
-        )
-
-    @staticmethod
-    def insert_failure(
-        db: sqlite3.Connection, run_id: str, request_id: int, party: str, reason: str
-    ) -> None:
-        db.execute(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?)",
-            (run_id, request_id, party, reason, time.time()),
-        )
-
-    def requests(self, run_id: str) -> dict[int, bytes]:
-        rows = self._query("SELECT request_id, message FROM requests WHERE run_id=?", (run_id,))
+    def requests(self, run_id: str, table: str = "requests") -> dict[int, bytes]:
+        rows = self._query(f"SELECT request_id, message FROM {table} WHERE run_id=?", (run_id,))
         return {int(r[0]): bytes(r[1]) for r in rows}
 
     def replies(self, run_id: str) -> dict[int, bytes]:
-        rows = self._query("SELECT request_id, message FROM replies WHERE run_id=?", (run_id,))
-        return {int(r[0]): bytes(r[1]) for r in rows}
+        return self.requests(run_id, "replies")
 
     def failures(self, run_id: str) -> dict[int, tuple[str, str]]:
         rows = self._query(

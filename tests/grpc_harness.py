@@ -144,6 +144,11 @@ class Cluster:
             add_token(self.tokens, role, name, out)
         return out
 
+    def tls_args(self, port_file: Path) -> list[str]:
+        """A service's certificate, key and port file flags."""
+        key, cert = str(self.certs.key), str(self.certs.cert)
+        return ["--tls-cert", cert, "--tls-key", key, "--port-file", str(port_file)]
+
     def start_coordinator(self, *extra: str, db: str = "coord.sqlite") -> Proc:
         port_file = self.root / "coord.port"
         port_file.unlink(missing_ok=True)
@@ -158,12 +163,7 @@ class Cluster:
             str(self.root / db),
             "--tokens",
             str(self.tokens),
-            "--tls-cert",
-            str(self.certs.cert),
-            "--tls-key",
-            str(self.certs.key),
-            "--port-file",
-            str(port_file),
+            *self.tls_args(port_file),
             *extra,
         )
         self.coordinator_port = int(wait_file(port_file, proc))

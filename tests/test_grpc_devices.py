@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from fedhh.clients.reporter import ReporterClient, make_report
 from grpc_harness import Cluster, make_certs, wait_file, wait_until
 
+from fedhh.clients.reporter import ReporterClient, make_report
 from fedhh.oracles import Reports
 from fedhh.wire.security import read_token_file
 
@@ -63,12 +63,7 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
         "127.0.0.1:0",
         "--device-tokens",
         str(device_tokens),
-        "--tls-cert",
-        str(cluster.certs.cert),
-        "--tls-key",
-        str(cluster.certs.key),
-        "--port-file",
-        str(port_file),
+        *cluster.tls_args(port_file),
         "--collect-seconds",
         "60",
         "--poll-seconds",

@@ -18,7 +18,7 @@ from grpc_harness import Cluster, make_certs
 from fedhh.codec import IntCodec
 from fedhh.engine import simulate
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.protocol import Party, encoding
+from fedhh.protocol import Party, Request, RunSpec, encoding
 from fedhh.wire.security import open_channel, read_token_file
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc, party_pb2, party_pb2_grpc
 
@@ -140,10 +140,10 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
     other_poll = party_pb2.PollRequest(party_id="party-1", wait_seconds=0)
     assert code_of(p0.Poll, other_poll) == grpc.StatusCode.PERMISSION_DENIED
     resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=10), timeout=20)
-    spec = encoding.spec_from_pb(resp.spec)
-    req = encoding.request_from_pb(resp.request)
+    spec = encoding.from_pb(RunSpec, resp.spec)
+    req = encoding.from_pb(Request, resp.request)
     party = Party(spec, "party-0", CODES)
-    good = encoding.reply_to_pb(party.handle(req))
+    good = encoding.to_pb(party.handle(req))
     db = sqlite3.connect(cluster.root / "coord.sqlite")
 
     def counts() -> tuple[int, int]:
@@ -202,8 +202,8 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
             if info.state != "running":
                 break
             continue
-        reply = party.handle(encoding.request_from_pb(resp.request))
-        p0.SubmitReply(encoding.reply_to_pb(reply), timeout=10)
+        reply = party.handle(encoding.from_pb(Request, resp.request))
+        p0.SubmitReply(encoding.to_pb(reply), timeout=10)
     assert info.state == "done", info.error
     assert code_of(p0.SubmitReply, good) == grpc.StatusCode.FAILED_PRECONDITION  # run over
     rows = analyst.GetTop(analyst_pb2.TopRequest(run_id="sec-1"), timeout=10).rows
@@ -259,10 +259,10 @@ def test_party_missing_its_deadline(cluster: Cluster, policy: str) -> None:
             break
         if resp.HasField("request"):
             if party is None:
-                party = Party(encoding.spec_from_pb(resp.spec), "party-0", CODES)
-            reply = party.handle(encoding.request_from_pb(resp.request))
+                party = Party(encoding.from_pb(RunSpec, resp.spec), "party-0", CODES)
+            reply = party.handle(encoding.from_pb(Request, resp.request))
             try:
-                stubs["party-0"].SubmitReply(encoding.reply_to_pb(reply), timeout=10)
+                stubs["party-0"].SubmitReply(encoding.to_pb(reply), timeout=10)
             except grpc.RpcError as exc:  # the run may have failed meanwhile
                 assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert list(info.failed_parties) == ["party-1"]

@@ -13,7 +13,7 @@ from fedhh.clients.reporter import ReportTask, make_report
 from fedhh.errors import ProtocolError, ReportError
 from fedhh.mechanisms.local import estimate_reports
 from fedhh.oracles import GRR, OLH, OUE, OLHPool, Reports
-from fedhh.protocol import encoding
+from fedhh.protocol import Request, encoding
 from fedhh.wire import codegen
 from fedhh.wire.v1 import protocol_pb2
 
@@ -41,7 +41,7 @@ def test_malformed_arrays_are_refused() -> None:
         with pytest.raises(ProtocolError):
             encoding.array_from_pb(msg, "x", "uint64")
     with pytest.raises(ProtocolError):
-        encoding.request_from_pb(protocol_pb2.Request(run_id="r"))
+        encoding.from_pb(Request, protocol_pb2.Request(run_id="r"))
     with pytest.raises(ProtocolError, match="epsilon"):
         encoding.params_from_pb(protocol_pb2.MechanismParams(json='{"epsilon": -1}'))
     with pytest.raises(ProtocolError, match="unknown run parameter"):

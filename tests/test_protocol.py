@@ -213,20 +213,25 @@ def test_party_refuses_requests_for_another_party_or_run(fed) -> None:
     assert party.ledger.reports == 0
 
 
-@pytest.mark.parametrize("policy", ["continue", "fail"])
-def test_failure_policy(fed, policy: str) -> None:
-    spec, parties = _run(fed, mechanism="tap")
-    coord = Coordinator(spec, policy)
+def _run_without(coord: Coordinator, parties, gone: str, reason: str) -> None:
+    """Drive ``coord`` to its end with party ``gone`` failing every request."""
     queue = coord.start()
-    gone = spec.party_ids[2]
     while queue and not coord.done:
         nxt = []
         for req in queue:
             if req.party_id == gone:
-                nxt.extend(coord.fail_party(gone, "deadline missed"))
+                nxt.extend(coord.fail_party(gone, reason))
             else:
                 nxt.extend(coord.step(parties[req.party_id].handle(req)))
         queue = nxt
+
+
+@pytest.mark.parametrize("policy", ["continue", "fail"])
+def test_failure_policy(fed, policy: str) -> None:
+    spec, parties = _run(fed, mechanism="tap")
+    coord = Coordinator(spec, policy)
+    gone = spec.party_ids[2]
+    _run_without(coord, parties, gone, "deadline missed")
     if policy == "continue":
         assert coord.result is not None and coord.result.failed_parties == [gone]
         assert coord.result.cost["reports_per_party"][gone] == 0
@@ -250,15 +255,7 @@ def test_continue_policy_survives_a_failed_party_in_every_mechanism(fed, mechani
     spec, parties = _run(fed, mechanism=mechanism, completion=0.1 if mechanism == "taps" else 0.0)
     coord = Coordinator(spec, "continue")
     gone = spec.party_ids[1]
-    queue = coord.start()
-    while queue:
-        nxt = []
-        for req in queue:
-            if req.party_id == gone:
-                nxt.extend(coord.fail_party(gone, "node gone"))
-            else:
-                nxt.extend(coord.step(parties[req.party_id].handle(req)))
-        queue = nxt
+    _run_without(coord, parties, gone, "node gone")
     assert coord.error is None and coord.result is not None
     assert coord.result.failed_parties == [gone] and coord.result.items.size > 0
 

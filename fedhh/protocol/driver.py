@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from fedhh.errors import ProtocolError, RunFailed
@@ -32,20 +31,12 @@ from fedhh.protocol.encoding import decode_reply, encode
 from fedhh.protocol.messages import Reply, Request, RunResult, RunSpec
 
 
-@dataclass(frozen=True, eq=False)
 class Sent:
     """A request as the transport sends it: the message and its protobuf bytes."""
 
-    request: Request
-    payload: bytes
-
-    @property
-    def request_id(self) -> int:
-        return self.request.request_id
-
-    @property
-    def party_id(self) -> str:
-        return self.request.party_id
+    def __init__(self, request: Request) -> None:
+        self.request, self.payload = request, encode(request)
+        self.request_id, self.party_id = request.request_id, request.party_id
 
 
 class RunRecord(Protocol):
@@ -70,10 +61,6 @@ class RunDriver:
         self.sent_at: dict[int, float] = {}
         self.bytes_out = 0
         self.bytes_in = 0
-
-    @property
-    def policy(self) -> str:
-        return self.coord.policy
 
     @property
     def done(self) -> bool:
@@ -127,7 +114,7 @@ class RunDriver:
 
     # --- internals -------------------------------------------------------------------------
     def _send(self, requests: list[Request], now: float) -> list[Sent]:
-        sent = [Sent(r, encode(r)) for r in requests]
+        sent = [Sent(r) for r in requests]
         self.current = {s.request_id: s for s in sent}
         self.events = {}
         self.sent_at = {s.request_id: now for s in sent}

@@ -6,8 +6,10 @@ in-process engine passes the same bytes from coordinator to party, so the byte c
 (``bytes_to_parties``, ``bytes_to_coordinator``) count what is sent, the same on every transport.
 
 * Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes).
-* :class:`~fedhh.mechanisms.params.MechanismParams` travels as a JSON object of its dataclass
-  fields, so a new parameter needs no change here or in the proto.
+* Every message is mapped field by field from its dataclass (a task or result field is the
+  proto's oneof of that name); :class:`~fedhh.mechanisms.params.MechanismParams` travels as a
+  JSON object of its fields, so a new parameter needs no change here or in the proto, and a new
+  task field only its line in ``protocol.proto``.
 * Decoding checks everything a peer controls (dtype, shape, byte count, which oneof is set, the
   parameters) and raises :class:`~fedhh.errors.ProtocolError`; nothing else escapes.
 """
@@ -16,24 +18,32 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from dataclasses import fields
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from fedhh.errors import FedHHError, ProtocolError
+from fedhh.mechanisms import tasks
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.tasks import (
+    Codes,
     ErrorResult,
     EstimateResult,
     EstimateTask,
+    Floats,
     LevelCost,
     SearchResult,
     SearchTask,
 )
+from fedhh.protocol import messages
 from fedhh.protocol.messages import Reply, Request, Result, RunSpec, Task
 from fedhh.wire.v1 import protocol_pb2 as pb
+
+T = TypeVar("T")
 
 DTYPES = ("uint8", "uint32", "uint64", "int64", "float64", "bool")
 MAX_ARRAY_ELEMENTS = 1 << 24  # far above any candidate set or reply vector the mechanisms make
@@ -66,15 +76,7 @@ def array_from_pb(msg: pb.NDArray, what: str, dtype: str) -> Any:
     return np.frombuffer(msg.data, dtype=dt.newbyteorder("<"), count=count).astype(dt, copy=True)
 
 
-def _codes(msg: pb.NDArray, what: str) -> Any:
-    return array_from_pb(msg, what, "uint64")
-
-
-def _floats(msg: pb.NDArray, what: str) -> Any:
-    return array_from_pb(msg, what, "float64")
-
-
-# --- run parameters and run spec ---------------------------------------------------------------
+# --- run parameters ----------------------------------------------------------------------------
 def params_to_pb(params: MechanismParams) -> pb.MechanismParams:
     return pb.MechanismParams(json=json.dumps(params.to_dict(), allow_nan=False))
 
@@ -90,190 +92,111 @@ def params_from_pb(msg: pb.MechanismParams) -> MechanismParams:
         raise ProtocolError(f"invalid mechanism parameters: {exc}") from None
 
 
-def spec_to_pb(spec: RunSpec) -> pb.RunSpec:
-    return pb.RunSpec(
-        run_id=spec.run_id,
-        params=params_to_pb(spec.params),
-        party_ids=list(spec.party_ids),
-        party_sizes=list(spec.party_sizes),
-        codec=spec.codec,
-        version=spec.version,
-    )
+# --- messages, field by field from the dataclasses ---------------------------------------------
+# Each dataclass travels as the proto message of the same name and fields; a field that holds a
+# task or result is the proto's oneof of that name, its member named by _ONEOF.
+_PB: dict[type, Any] = {
+    c: getattr(pb, c.__name__)
+    for c in (RunSpec, Request, Reply, EstimateTask, SearchTask, EstimateResult, SearchResult)
+}
+_PB.update({ErrorResult: pb.ErrorResult, LevelCost: pb.LevelCost})
+_ONEOF: dict[type, str] = {
+    EstimateTask: "estimate",
+    SearchTask: "search",
+    EstimateResult: "estimate",
+    SearchResult: "search",
+    ErrorResult: "error",
+}
+_DTYPES = {"uint64": Codes, "float64": Floats}
 
 
-def spec_from_pb(msg: pb.RunSpec) -> RunSpec:
+@cache
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=vars(tasks) | vars(messages))
+
+
+def to_pb(obj: Any) -> Any:
+    """The proto message of a protocol dataclass."""
+    msg = _PB[type(obj)]()
+    for f in fields(obj):
+        value, slot = getattr(obj, f.name), f.name
+        if type(value) in _ONEOF:  # a oneof member
+            slot = _ONEOF[type(value)]
+        if isinstance(value, np.ndarray):
+            getattr(msg, slot).CopyFrom(array_to_pb(value))
+        elif isinstance(value, MechanismParams):
+            getattr(msg, slot).CopyFrom(params_to_pb(value))
+        elif type(value) in _PB:
+            getattr(msg, slot).CopyFrom(to_pb(value))
+        elif isinstance(value, tuple):
+            getattr(msg, slot).extend(to_pb(v) if type(v) in _PB else v for v in value)
+        else:
+            setattr(msg, slot, value)
+    return msg
+
+
+def _from_pb(cls: type[T], msg: Any) -> T:
+    kwargs: dict[str, Any] = {}
+    for name, hint in _hints(typing.cast(Any, cls)).items():
+        if hint in (Task, Result):  # the oneof of this name
+            kind = msg.WhichOneof(name)
+            if kind is None:
+                raise ProtocolError(f"{cls.__name__.lower()} carries no {name}")
+            member = next(c for c, k in _ONEOF.items() if k == kind and c in typing.get_args(hint))
+            kwargs[name] = _from_pb(member, getattr(msg, kind))
+        elif hint in (Codes, Floats):
+            dtype = next(d for d, h in _DTYPES.items() if h == hint)
+            kwargs[name] = array_from_pb(getattr(msg, name), name, dtype)
+        elif hint is MechanismParams:
+            kwargs[name] = params_from_pb(getattr(msg, name))
+        elif hint in _PB:
+            kwargs[name] = _from_pb(hint, getattr(msg, name))
+        elif typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            value = getattr(msg, name)
+            kwargs[name] = tuple(_from_pb(item, v) if item in _PB else item(v) for v in value)
+        else:
+            kwargs[name] = getattr(msg, name)
+    return cls(**kwargs)
+
+
+def from_pb(cls: type[T], msg: Any) -> T:
+    """The protocol dataclass ``cls`` of a proto message; whatever a peer got wrong raises
+    :class:`ProtocolError`."""
     try:
-        return RunSpec(
-            run_id=msg.run_id,
-            params=params_from_pb(msg.params),
-            party_ids=tuple(msg.party_ids),
-            party_sizes=tuple(int(s) for s in msg.party_sizes),
-            codec=msg.codec,
-            version=msg.version,
-        )
+        return _from_pb(cls, msg)
     except ProtocolError:
         raise
-    except FedHHError as exc:
-        raise ProtocolError(f"invalid run spec: {exc}") from None
-
-
-# --- tasks and results -------------------------------------------------------------------------
-def _cost_to_pb(c: LevelCost) -> pb.LevelCost:
-    return pb.LevelCost(**{f.name: getattr(c, f.name) for f in fields(c)})
-
-
-def _cost_from_pb(msg: pb.LevelCost) -> LevelCost:
-    return LevelCost(**{f.name: getattr(msg, f.name) for f in fields(LevelCost)})
-
-
-def request_to_pb(req: Request) -> pb.Request:
-    msg = pb.Request(
-        run_id=req.run_id,
-        request_id=req.request_id,
-        round=req.round,
-        party_id=req.party_id,
-        version=req.version,
-    )
-    task = req.task
-    if isinstance(task, EstimateTask):
-        msg.estimate.CopyFrom(
-            pb.EstimateTask(
-                level=task.level,
-                length=task.length,
-                candidates=array_to_pb(task.candidates),
-                group=task.group,
-            )
-        )
-    else:
-        msg.search.CopyFrom(
-            pb.SearchTask(
-                mode=task.mode,
-                start_length=task.start_length,
-                start_prefixes=array_to_pb(task.start_prefixes),
-                prior_items=array_to_pb(task.prior_items),
-                prior_estimates=array_to_pb(task.prior_estimates),
-            )
-        )
-    return msg
-
-
-def request_from_pb(msg: pb.Request) -> Request:
-    kind = msg.WhichOneof("task")
-    task: Task
-    if kind == "estimate":
-        t = msg.estimate
-        task = EstimateTask(t.level, t.length, _codes(t.candidates, "candidates"), t.group)
-    elif kind == "search":
-        s = msg.search
-        task = SearchTask(
-            s.mode,
-            s.start_length,
-            _codes(s.start_prefixes, "start_prefixes"),
-            _codes(s.prior_items, "prior_items"),
-            _floats(s.prior_estimates, "prior_estimates"),
-        )
-    else:
-        raise ProtocolError("request carries no task")
-    return Request(msg.run_id, msg.request_id, msg.round, msg.party_id, task, msg.version)
-
-
-def reply_to_pb(reply: Reply) -> pb.Reply:
-    msg = pb.Reply(
-        run_id=reply.run_id,
-        request_id=reply.request_id,
-        party_id=reply.party_id,
-        version=reply.version,
-    )
-    res = reply.result
-    if isinstance(res, EstimateResult):
-        msg.estimate.CopyFrom(
-            pb.EstimateResult(
-                estimates=array_to_pb(res.estimates),
-                stderrs=array_to_pb(res.stderrs),
-                cost=_cost_to_pb(res.cost),
-            )
-        )
-    elif isinstance(res, SearchResult):
-        msg.search.CopyFrom(
-            pb.SearchResult(
-                items=array_to_pb(res.items),
-                estimates=array_to_pb(res.estimates),
-                stderrs=array_to_pb(res.stderrs),
-                levels=[_cost_to_pb(c) for c in res.levels],
-            )
-        )
-    else:
-        msg.error.CopyFrom(pb.ErrorResult(code=res.code, message=res.message))
-    return msg
-
-
-def reply_from_pb(msg: pb.Reply) -> Reply:
-    kind = msg.WhichOneof("result")
-    result: Result
-    if kind == "estimate":
-        e = msg.estimate
-        result = EstimateResult(
-            _floats(e.estimates, "estimates"), _floats(e.stderrs, "stderrs"), _cost_from_pb(e.cost)
-        )
-    elif kind == "search":
-        s = msg.search
-        result = SearchResult(
-            _codes(s.items, "items"),
-            _floats(s.estimates, "estimates"),
-            _floats(s.stderrs, "stderrs"),
-            tuple(_cost_from_pb(c) for c in s.levels),
-        )
-    elif kind == "error":
-        result = ErrorResult(msg.error.code, msg.error.message)
-    else:
-        raise ProtocolError("reply carries no result")
-    return Reply(msg.run_id, msg.request_id, msg.party_id, result, msg.version)
+    except (FedHHError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"invalid {cls.__name__}: {exc}") from None
 
 
 # --- bytes -------------------------------------------------------------------------------------
-_TO_PB: dict[type, Any] = {RunSpec: spec_to_pb, Request: request_to_pb, Reply: reply_to_pb}
-_FROM_PB: dict[type, tuple[type, Any]] = {
-    RunSpec: (pb.RunSpec, spec_from_pb),
-    Request: (pb.Request, request_from_pb),
-    Reply: (pb.Reply, reply_from_pb),
-}
-
-
 def encode(message: RunSpec | Request | Reply) -> bytes:
     """The protobuf bytes of a run spec, request or reply."""
-    to_pb = _TO_PB.get(type(message))
-    if to_pb is None:
+    if type(message) not in (RunSpec, Request, Reply):
         raise ProtocolError(f"cannot encode a {type(message).__name__}")
     return bytes(to_pb(message).SerializeToString(deterministic=True))
 
 
-def decode(kind: type[Any], data: bytes) -> Any:
+def decode(kind: type[T], data: bytes) -> T:
     """The ``kind`` (RunSpec, Request or Reply) in ``data``; anything malformed raises
     :class:`ProtocolError`."""
-    pb_type, from_pb = _FROM_PB[kind]
-    msg = pb_type()
+    msg = _PB[kind]()
     try:
         msg.ParseFromString(bytes(data))
     except (DecodeError, TypeError, ValueError) as exc:
         raise ProtocolError(f"undecodable {kind.__name__}: {exc}") from None
-    try:
-        return from_pb(msg)
-    except ProtocolError:
-        raise
-    except (FedHHError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"invalid {kind.__name__}: {exc}") from None
+    return from_pb(kind, msg)
 
 
 def decode_request(data: bytes) -> Request:
-    out: Request = decode(Request, data)
-    return out
+    return decode(Request, data)
 
 
 def decode_reply(data: bytes) -> Reply:
-    out: Reply = decode(Reply, data)
-    return out
+    return decode(Reply, data)
 
 
 def decode_spec(data: bytes) -> RunSpec:
-    out: RunSpec = decode(RunSpec, data)
-    return out
+    return decode(RunSpec, data)

@@ -44,22 +44,26 @@ def pool_seed_for(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0x9001]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@dataclass(frozen=True, eq=False)
+class Group:
+    """One estimate's user group: who reports, on which prefix length, with which oracle (and,
+    for GRR/OUE, over which candidates)."""
+
+    request: Request
+    users: NDArray[np.int64]
+    length: int
+    candidates: Codes
+    oracle: FrequencyOracle
+
+
 @runtime_checkable
 class ReportSource(Protocol):
     """Where a party's reports come from."""
 
     n_users: int
 
-    def reports(
-        self,
-        request: Request,
-        users: NDArray[np.int64],
-        length: int,
-        candidates: Codes,
-        oracle: FrequencyOracle,
-        rng: np.random.Generator,
-    ) -> Reports | None:
-        """The reports of ``users`` on their length-``length`` prefixes (None: not yet in)."""
+    def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
+        """The group's reports (None: not all in yet, ask again)."""
         ...
 
 
@@ -71,26 +75,9 @@ class LocalUsers:
         self.m = m
         self.n_users = int(self.codes.size)
 
-    def reports(
-        self,
-        request: Request,
-        users: NDArray[np.int64],
-        length: int,
-        candidates: Codes,
-        oracle: FrequencyOracle,
-        rng: np.random.Generator,
-    ) -> Reports:
-        return oracle.perturb(prefix(self.codes[users], self.m, length), rng, candidates)
-
-
-@dataclass
-class _Waiting:
-    """An estimate whose group's reports are not all in yet (a device party)."""
-
-    request_id: int
-    users: NDArray[np.int64]
-    candidates: Codes
-    oracle: FrequencyOracle
+    def reports(self, group: Group, rng: np.random.Generator) -> Reports:
+        values = prefix(self.codes[group.users], self.m, group.length)
+        return group.oracle.perturb(values, rng, group.candidates)
 
 
 @dataclass
@@ -126,7 +113,7 @@ class Party:
         self._last_shared: tuple[Codes, np.ndarray] | None = None
         self.trie = PrefixTrie()  # the party's local-search candidate tree, for inspection
         self._replies: dict[int, Reply] = {}
-        self._waiting: _Waiting | None = None
+        self._waiting: Group | None = None
 
     def handle(self, request: Request) -> Reply | None:
         """Answer one request (errors become an :class:`ErrorResult` reply, never an exception);
@@ -174,8 +161,8 @@ class Party:
         task = request.task
         if isinstance(task, EstimateTask):
             waiting = self._waiting
-            if waiting is not None and waiting.request_id == request.request_id:
-                return self._collect(request, task, waiting)
+            if waiting is not None and waiting.request.request_id == request.request_id:
+                return self._collect(task, waiting)
             return self._estimate(request, task)
         if isinstance(task, SearchTask):
             return self._search(task)
@@ -190,7 +177,8 @@ class Party:
     def _estimate(self, request: Request, task: EstimateTask) -> EstimateResult | None:
         p, prog = self.params, self._progress
         if self._waiting is not None:
-            raise ParameterError(f"request {self._waiting.request_id} is still collecting reports")
+            rid = self._waiting.request.request_id
+            raise ParameterError(f"request {rid} is still collecting reports")
         cand = self._check_candidates(task.candidates, task.length)
         if task.group == "reserve":
             if self.ledger.reserve == 0 or prog.reserve_used:
@@ -218,20 +206,21 @@ class Party:
         if users.size == 0:
             raise ParameterError("no users left for this level")
         oracle = self.strategies.oracle_for(int(cand.size) + 1)
-        return self._collect(request, task, _Waiting(request.request_id, users, cand, oracle))
+        return self._collect(task, Group(request, users, task.length, cand, oracle))
 
-    def _collect(self, request: Request, task: EstimateTask, w: _Waiting) -> EstimateResult | None:
-        reports = self.source.reports(
-            request, w.users, task.length, w.candidates, w.oracle, self.rng
-        )
+    def _collect(self, task: EstimateTask, group: Group) -> EstimateResult | None:
+        reports = self.source.reports(group, self.rng)
         if reports is None:
-            self._waiting = w
+            self._waiting = group
             return None
         self._waiting = None
         if reports.n == 0:
             raise ParameterError("no user reported for this level")
-        cand = w.candidates
-        res = estimate_reports(reports, task.length, cand, w.oracle, self.ledger.n_users)
+        cand = group.candidates
+        step = 0
+        if task.group == "level":  # bits this shared level adds to the previous one
+            step = task.length - (self.shared_lengths[task.level - 1] if task.level else 0)
+        res = estimate_reports(reports, task.length, cand, group.oracle, self.ledger.n_users, step)
         if task.group == "level":
             self._last_shared = (cand, res.estimates)
         return res

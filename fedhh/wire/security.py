@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -288,3 +288,32 @@ def open_channel(
     if token:
         channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
     return channel
+
+
+class ServiceClient:
+    """A client of one gRPC service (``stub``: its generated stub class), closable as a context
+    manager; the analyst's and the devices' clients derive from it."""
+
+    stub: Any = None
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None,
+        ca_cert: Path | None = None,
+        insecure: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
+        self._stub = type(self).stub(self._channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
