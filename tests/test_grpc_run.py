@@ -50,13 +50,13 @@ def cluster(tmp_path: Path):
         c.stop_all()
 
 
-def expected(files: list[Path]):
+def expected(files: list[Path], params: MechanismParams = PARAMS, run_id: str = "expected"):
     ds = load_party_files(files, codec=codec())
-    return simulate(ds.parties, ds.codec, PARAMS, run_id="expected", party_ids=PARTIES)
+    return simulate(ds.parties, ds.codec, params, run_id=run_id, party_ids=PARTIES)
 
 
-def check_same(top: list[dict], files: list[Path]) -> None:
-    want = expected(files)
+def check_same(top: list[dict], files: list[Path], params: MechanismParams = PARAMS) -> None:
+    want = expected(files, params)
     assert [r["code"] for r in top] == [int(c) for c in want.items]
     assert [r["item"] for r in top] == [str(int(c)) for c in want.items]
     np.testing.assert_array_equal([r["estimate"] for r in top], want.estimates)
@@ -126,6 +126,28 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE run_id='taps-1'")]
     assert actions[0] == "start" and "launched" in actions and actions[-1] == "done"
     assert actions.count("reply") == 6
+
+
+def test_every_mechanism_matches_simulate(cluster: Cluster) -> None:
+    """The other federated mechanisms over the same agents: each the in-process result, with
+    the same byte costs."""
+    files = party_data(cluster.root)
+    cluster.start_coordinator()
+    for pid, f in zip(PARTIES, files, strict=True):
+        cluster.start_party(pid, f)
+    for mechanism in ("pem-local", "pem-global", "tap"):
+        spec = cluster.root / f"{mechanism}.toml"
+        text = SPEC.format(run_id=mechanism).replace('"taps"', f'"{mechanism}"')
+        spec.write_text(text)
+        started = cluster.query("start", str(spec), "--wait")
+        assert json.loads(started.stdout)["state"] == "done", started.stdout
+        params = MechanismParams(mechanism=mechanism, k=8, m=16, seed=3, step_rule="adaptive")
+        check_same(json.loads(cluster.query("top", mechanism).stdout), files, params)
+        cost = json.loads(cluster.query("cost", mechanism).stdout)["cost"]
+        want = expected(files, params, run_id=mechanism).cost  # the run id is in every request
+        assert [cost[k] for k in ("rounds", "bytes_to_parties", "bytes_to_coordinator")] == [
+            want[k] for k in ("rounds", "bytes_to_parties", "bytes_to_coordinator")
+        ]
 
 
 def test_party_and_coordinator_killed_mid_run(cluster: Cluster) -> None:
