@@ -45,7 +45,7 @@ _FEDERATIONS: dict[str, FederatedDataset] = {}  # per process: nodes of one Ray 
 
 
 def _int(value: Any, key: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if settings.is_int(value):
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)

@@ -88,7 +88,7 @@ class DatasetParams:
             value, kind = getattr(self, f.name), _kind(DatasetParams, f.name)
             if value is None or kind is not int:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ParameterError(f"{f.name} must be an integer ≥ 0, got {value!r}")
         for name in ("parties", "users", "items", "bits"):
             if getattr(self, name) == 0:
@@ -149,6 +149,11 @@ def load_dataset(d: DatasetParams, party_files: list[Path] | None = None) -> Fed
     return synthetic_zipf(d.users, parties, m=d.bits, n_items=d.items, s=d.zipf_s, **common)
 
 
+def is_int(value: object) -> bool:
+    """An integer, and not a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # --- the mapping, derived from the fields --------------------------------------------------------
 @cache
 def _hints(cls: type) -> dict[str, Any]:
@@ -188,7 +193,7 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     if value is None or (value == "" and _optional(cls, name)):
         return None
     kind = _kind(cls, name)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if kind is float and is_int(value):
         return float(value)
     if kind in (int, float) and isinstance(value, str):
         try:
@@ -197,7 +202,7 @@ def coerce(cls: type, name: str, value: Any) -> Any:
             raise ParameterError(f"{key(name)} must be {kind.__name__}, got {value!r}") from None
     if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not (is_int(value) if kind is int else isinstance(value, kind)):
         raise ParameterError(f"{key(name)} must be {kind.__name__}, got {value!r}")
     return value
 

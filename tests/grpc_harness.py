@@ -173,19 +173,18 @@ class Cluster:
     def target(self) -> str:
         return f"127.0.0.1:{self.coordinator_port}"
 
+    def connect_args(self, role: str, name: str) -> list[str]:
+        """The coordinator, token and CA flags of a client (``--party-id`` too for a party)."""
+        token, ca = str(self.token(role, name)), str(self.certs.ca)
+        party = ["--party-id", name] if role == "party" else []
+        return [*party, "--coordinator", self.target, "--token-file", token, "--ca-cert", ca]
+
     def start_party(self, party_id: str, data: Path, *extra: str) -> Proc:
         return self.start(
             party_id,
             "party",
             "serve",
-            "--party-id",
-            party_id,
-            "--coordinator",
-            self.target,
-            "--token-file",
-            str(self.token("party", party_id)),
-            "--ca-cert",
-            str(self.certs.ca),
+            *self.connect_args("party", party_id),
             "--db",
             str(self.root / f"{party_id}.sqlite"),
             "--data",
@@ -201,12 +200,7 @@ class Cluster:
         cmd = [
             *FEDHH,
             "query",
-            "--coordinator",
-            self.target,
-            "--token-file",
-            str(self.token("analyst", "alice")),
-            "--ca-cert",
-            str(self.certs.ca),
+            *self.connect_args("analyst", "alice"),
             *(["--json"] if json_out else []),
             *args,
         ]
