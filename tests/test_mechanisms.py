@@ -21,13 +21,15 @@ from fedhh.mechanisms.strategies import (
     AutoOracle,
     FixedStep,
     NoPrune,
+    PlannedSteps,
     StepContext,
     ThresholdPrune,
     VarianceAwareStep,
     build_strategies,
     party_order,
+    pool_size_for,
 )
-from fedhh.oracles import GRR, OLH
+from fedhh.oracles import GRR, OLH, OLHPool
 
 
 def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> StepContext:
@@ -36,7 +38,9 @@ def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> 
 
 # --- parameters ------------------------------------------------------------------------------
 def test_resolved_defaults_follow_the_spec() -> None:
-    p = MechanismParams(mechanism="tap", k=16, m=48, eta=4, adaptive_depth=False).resolved()
+    p = MechanismParams(
+        mechanism="tap", k=16, m=48, eta=4, adaptive_depth=False, step_rule="adaptive"
+    ).resolved()
     assert p.gamma == 4 and p.kappa == p.kappa1 == p.report_k == 32
     assert p.budget == 32 * 2**4
     assert p.phase1_levels == 2  # L_s = 4 + 2·4 = 12 = m/4
@@ -47,6 +51,16 @@ def test_resolved_defaults_follow_the_spec() -> None:
     # with adaptive depth every η-level may be shared; the party plans the same group sizes
     deep, planned_deep = phase1_plan(dataclasses.replace(p, adaptive_depth=True))
     assert deep == [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48] and planned_deep == planned
+
+
+def test_resolved_defaults_of_the_planner() -> None:
+    p = MechanismParams(mechanism="taps", k=16, m=48).resolved()
+    assert p.step_rule == "planned" and p.planned and p.phase1_levels == 1
+    assert p.level_candidates == 1 << 17 and p.final_weight == 1.0
+    assert p.consensus_z == 3.0
+    # the baselines keep PEM's rules: fixed η, equal groups
+    b = MechanismParams(mechanism="pem-local", k=16, m=48).resolved()
+    assert not b.planned and b.final_weight == 1.0
 
 
 @pytest.mark.parametrize(
@@ -64,6 +78,11 @@ def test_resolved_defaults_follow_the_spec() -> None:
         {"prune_z": -1.0},
         {"party_order": "random"},
         {"seed": -3},
+        {"final_weight": 0.0},
+        {"final_weight": float("inf")},
+        {"level_candidates": 0},
+        {"level_candidates": 1 << 21},
+        {"consensus_z": -1.0},
     ],
 )
 def test_bad_parameters_are_refused(kwargs: dict) -> None:
@@ -110,11 +129,20 @@ def test_prune_rules_and_party_order() -> None:
 def test_build_strategies_picks_rules_by_mechanism() -> None:
     pem = build_strategies(MechanismParams(mechanism="pem-local").resolved())
     assert isinstance(pem.step, FixedStep) and isinstance(pem.prune, NoPrune)
-    tap = build_strategies(MechanismParams(mechanism="tap", oracle="grr").resolved())
+    tap = build_strategies(
+        MechanismParams(mechanism="tap", oracle="grr", step_rule="adaptive").resolved()
+    )
     assert isinstance(tap.step, AdaptiveStep) and isinstance(tap.prune, ThresholdPrune)
+    planned = build_strategies(MechanismParams(mechanism="tap").resolved())
+    assert isinstance(planned.step, PlannedSteps)
     assert tap.oracle_for(1000) == GRR(4.0)
     auto = build_strategies(MechanismParams(mechanism="taps", epsilon=2.0).resolved())
     assert isinstance(auto.oracle_for(5), GRR) and isinstance(auto.oracle_for(5000), OLH)
+    # a wide level with many reports decodes from a seed pool (cheaper, same report privacy)
+    assert type(auto.oracle_for(5000, 10_000)) is OLH
+    pooled = auto.oracle_for(5000, 400_000)
+    assert isinstance(pooled, OLHPool) and pooled.pool_size == pool_size_for(400_000, 4096)
+    assert pooled.pool_size >= 400_000 // 16
 
 
 # --- ledger and helpers ----------------------------------------------------------------------
@@ -173,15 +201,17 @@ def test_local_search_exact_at_huge_epsilon() -> None:
 def test_candidate_sets_stay_within_budget_without_branching() -> None:
     """All users hold one item: |P| stays tiny, the adaptive step grows, |C| ≤ B."""
     codes = np.full(20_000, 0xABCDE1, dtype=np.uint64)
-    params = MechanismParams(mechanism="tap", epsilon=4.0, k=4, m=24, budget=256).resolved()
-    strat = build_strategies(params)
-    ledger = UserLedger(codes.size, np.random.default_rng(0))
-    res = local_search(
-        codes, ledger, params, strat, np.random.default_rng(1), 8, np.array([0xAB], np.uint64)
-    )
-    assert all(lv.candidates <= 256 for lv in res.levels)
-    assert len(res.levels) < 16  # larger steps than one bit
-    assert res.items[0] == 0xABCDE1
+    for rule in ({"step_rule": "adaptive", "budget": 256}, {"level_candidates": 256}):
+        params = MechanismParams(mechanism="tap", epsilon=4.0, k=4, m=24, **rule).resolved()
+        strat = build_strategies(params)
+        ledger = UserLedger(codes.size, np.random.default_rng(0))
+        res = local_search(
+            codes, ledger, params, strat, np.random.default_rng(1), 8, np.array([0xAB], np.uint64)
+        )
+        assert all(lv.candidates <= 256 for lv in res.levels)
+        assert len(res.levels) < 16  # larger steps than one bit
+        assert res.items[0] == 0xABCDE1
+        assert ledger.reports == codes.size
 
 
 # --- mechanisms end to end -------------------------------------------------------------------
@@ -249,7 +279,11 @@ def test_cost_bookkeeping(federation) -> None:
 def test_party_with_too_few_users_is_refused() -> None:
     parties = [np.arange(100, dtype=np.uint64), np.arange(3, dtype=np.uint64)]
     with pytest.raises(ParameterError, match="party-1 has 3 users"):
-        build_run(parties, IntCodec(20), MechanismParams(mechanism="tap", m=20, k=4))
+        build_run(
+            parties,
+            IntCodec(20),
+            MechanismParams(mechanism="tap", m=20, k=4, step_rule="fixed", eta=2),
+        )
 
 
 def test_adaptive_depth_stays_global_on_iid_and_goes_local_on_non_iid() -> None:
@@ -260,7 +294,8 @@ def test_adaptive_depth_stays_global_on_iid_and_goes_local_on_non_iid() -> None:
     r_skew = simulate(skew.parties, skew.codec, p)
     shared = lambda r: sum(1 for lv in r.cost["levels"] if lv["phase"] == "shared") // 8  # noqa: E731
     assert shared(r_iid) > shared(r_skew) == 1
-    assert r_iid.cost["rounds"] == shared(r_iid) + (0 if shared(r_iid) == 7 else 1)
+    all_levels = len(phase1_plan(p.resolved())[0])
+    assert r_iid.cost["rounds"] == shared(r_iid) + (0 if shared(r_iid) == all_levels else 1)
 
 
 def test_party_search_tree_is_inspectable(federation) -> None:

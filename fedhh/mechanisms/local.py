@@ -208,11 +208,13 @@ def local_search(
             users_left=ledger.remaining,
             party_size=party_size,
             bar=state.bar,
+            n_keep=kappa,
+            final_weight=float(params.final_weight or 1.0),
         )
-        s = strategies.step.step(ctx)
-        new_len = state.length + s
-        levels_needed = math.ceil((m - state.length) / s)
-        users = ledger.take(ledger.remaining // levels_needed)
+        plan = strategies.step.plan(ctx)
+        s = plan.steps[0]
+        new_len = plan.lengths[0]
+        users = ledger.take(plan.users[0])
         cons = np.unique(prior >> np.uint64(m - new_len)) if prior.size else prior
         ids = _level_nodes(tree, p_ids, s, cons, state.length)
         order = np.argsort(tree.label[ids], kind="stable")
@@ -222,7 +224,7 @@ def local_search(
             raise ParameterError(
                 f"party has too few users for its levels (no users left at length {new_len})"
             )
-        oracle = strategies.oracle_for(int(cand.size) + 1)
+        oracle = strategies.oracle_for(int(cand.size) + 1, int(users.size))
         res = estimate_level(codes, users, m, new_len, cand, oracle, rng, party_size, s)
         est, se = res.estimates, res.stderrs
         levels.append(res.cost)
@@ -230,7 +232,7 @@ def local_search(
         tree.set_stat("stderr", ids, se)
         is_cons = np.isin(cand, cons) if cons.size else np.zeros(cand.size, dtype=bool)
         passing = strategies.prune.keep(est, se)
-        top = top_indices(est, kappa, passing)
+        top = top_indices(est, kappa, passing & ~is_cons)  # consensus prefixes stay anyway
         kept = is_cons.copy()
         kept[top] = True
         tree.prune(ids, kept)
@@ -239,12 +241,12 @@ def local_search(
         state.prefixes = cand[top_sorted]
         state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
         state.length = new_len
-    # Report the top-k' of the last level plus every consensus item.
+    # Report the top-k' of the last level plus every consensus item whose estimate is significant.
     passing = strategies.prune.keep(est, se)
     chosen = top_indices(est, report_k, passing)
     keep = np.zeros(cand.size, dtype=bool)
     keep[chosen] = True
-    keep |= is_cons
+    keep |= is_cons & (est > params.consensus_z * se)
     out = np.flatnonzero(keep)
     out = out[np.lexsort((out, -est[out]))]
     return SearchResult(cand[out], est[out], se[out], tuple(levels))

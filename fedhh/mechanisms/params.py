@@ -18,11 +18,15 @@ from fedhh.oracles.base import check_epsilon
 
 MECHANISMS = ("pem", "pem-local", "pem-global", "tap", "taps")
 ORACLE_CHOICES = (*ORACLES, "auto")
-STEP_RULES = ("fixed", "adaptive", "variance")
+STEP_RULES = ("planned", "fixed", "adaptive", "variance")
 PARTY_ORDERS = ("size-desc", "size-asc", "given")
 COMPLETION_MODES = ("fill", "sum")
 PHASE1_KEEP = ("top", "confidence")
 DEPTH_RULES = ("chi2", "ratio")
+BASELINES = ("pem", "pem-local", "pem-global")
+MAX_LEVEL_CANDIDATES = 1 << 20  # a party refuses larger candidate sets
+DEFAULT_LEVEL_CANDIDATES = 1 << 17
+DEFAULT_FINAL_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,10 @@ class MechanismParams:
     kappa1: int | None = None  # κ₁: Phase I prefixes kept per level (2k) [choice]
     kappa: int | None = None  # κ: Phase II prefixes kept per level (2k)
     report_k: int | None = None  # k': items each party reports (2k)
-    step_rule: str = "adaptive"  # [choice] "fixed" | "adaptive" | "variance"
-    budget: int | None = None  # B: Phase II candidate budget (κ·2^η) [choice]
+    step_rule: str = "planned"  # [choice] "planned" | "fixed" | "adaptive" | "variance"
+    budget: int | None = None  # B: the "adaptive"/"variance" rules' candidate budget (κ·2^η)
+    level_candidates: int | None = None  # "planned": most candidates a level decodes (2^17)
+    final_weight: float | None = None  # users of the last level / any other level (PEM: 1)
     prune_z: float | None = None  # τ = z·SE [choice]: TAP 0 (τ = 0), TAPS 2
     phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
     local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
@@ -53,6 +59,7 @@ class MechanismParams:
     local_ratio: float = 0.6  # "ratio": go local once √M / N_eff reaches this
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
+    consensus_z: float = 3.0  # TAPS: a prior item is reported when its estimate > z·SE [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
     completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
     pool_size: int = 4096  # seed-pool OLH pool size S
@@ -75,7 +82,15 @@ class MechanismParams:
             f"unknown oracle {self.oracle!r}; choose one of {', '.join(ORACLE_CHOICES)}",
         )
         need(_is_int(self.eta) and 1 <= self.eta <= 16, f"eta must be in 1..16, got {self.eta!r}")
-        for name in ("gamma", "phase1_levels", "kappa1", "kappa", "report_k", "budget"):
+        for name in (
+            "gamma",
+            "phase1_levels",
+            "kappa1",
+            "kappa",
+            "report_k",
+            "budget",
+            "level_candidates",
+        ):
             v = getattr(self, name)
             need(
                 v is None or (_is_int(v) and v >= (0 if name in ("gamma", "phase1_levels") else 1)),
@@ -90,10 +105,29 @@ class MechanismParams:
             f"prune_z must be a finite number ≥ 0, got {self.prune_z!r}",
         )
         need(
+            self.final_weight is None
+            or (
+                isinstance(self.final_weight, (int, float))
+                and math.isfinite(self.final_weight)
+                and 0 < self.final_weight <= 100
+            ),
+            f"final_weight must be a number in (0, 100], got {self.final_weight!r}",
+        )
+        need(
+            self.level_candidates is None or self.level_candidates <= MAX_LEVEL_CANDIDATES,
+            f"level_candidates must be at most {MAX_LEVEL_CANDIDATES}, got {self.level_candidates}",
+        )
+        need(
             self.party_order in PARTY_ORDERS,
             f"unknown party order {self.party_order!r}; choose one of {', '.join(PARTY_ORDERS)}",
         )
         need(self.prior_factor > 0, f"prior_factor must be > 0, got {self.prior_factor!r}")
+        need(
+            isinstance(self.consensus_z, (int, float))
+            and math.isfinite(self.consensus_z)
+            and self.consensus_z >= 0,
+            f"consensus_z must be a finite number ≥ 0, got {self.consensus_z!r}",
+        )
         need(0.0 <= self.completion < 0.5, f"completion must be in [0, 0.5), got {self.completion}")
         need(
             self.phase1_keep in PHASE1_KEEP,
@@ -130,6 +164,11 @@ class MechanismParams:
             need(self.gamma < self.m, f"gamma ({self.gamma}) must be below m ({self.m})")
 
     # --- derived values (the spec's defaults) ---------------------------------------------
+    @property
+    def planned(self) -> bool:
+        """Whether the level planner sets TAP/TAPS's levels (the baselines keep PEM's fixed η)."""
+        return self.step_rule == "planned" and self.mechanism not in BASELINES
+
     def resolved(self) -> MechanismParams:
         """A copy with every ``None`` replaced by the spec's default for this mechanism."""
         k = self.k
@@ -142,8 +181,17 @@ class MechanismParams:
         kappa1 = self.kappa1 if self.kappa1 is not None else 2 * k
         report_k = self.report_k if self.report_k is not None else 2 * k
         budget = self.budget if self.budget is not None else kappa * 2**self.eta
+        level_candidates = (
+            self.level_candidates if self.level_candidates is not None else DEFAULT_LEVEL_CANDIDATES
+        )
+        if self.final_weight is not None:
+            final_weight = float(self.final_weight)
+        else:
+            final_weight = 1.0 if self.mechanism in BASELINES else DEFAULT_FINAL_WEIGHT
         if self.phase1_levels is not None:  # 0: no shared trie (the "without Phase I" ablation)
             t = self.phase1_levels
+        elif self.planned:
+            t = 1
         else:
             t = max(1, round((self.m / 4 - gamma) / self.eta))
         t = max(0, min(t, math.ceil((self.m - gamma) / self.eta)))
@@ -160,6 +208,8 @@ class MechanismParams:
             budget=budget,
             phase1_levels=t,
             prune_z=z,
+            level_candidates=level_candidates,
+            final_weight=final_weight,
         )
 
     def level_lengths(self, start: int, step: int) -> list[int]:

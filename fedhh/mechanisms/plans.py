@@ -16,6 +16,7 @@ import numpy as np
 
 from fedhh.mechanisms.local import children, top_indices
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.planning import plan_levels
 from fedhh.mechanisms.strategies import party_order
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -77,15 +78,24 @@ def combine(parts: list[tuple[Codes, Floats, Floats]]) -> Combined:
 def phase1_plan(params: MechanismParams) -> tuple[list[int], int]:
     """Prefix lengths of the shared levels and the number of levels a party plans for at start.
 
-    PEM-Global: every level is shared. TAP/TAPS: t Phase I levels, then ⌈(m − L_s)/η⌉ planned
-    Phase II levels (equal group sizes over the planned levels; Phase II re-plans adaptively).
-    PEM-Local/PEM: no shared level; the local search plans its own.
+    PEM-Global: every level is shared. TAP/TAPS with the level planner: the levels of
+    :func:`~fedhh.mechanisms.planning.plan_levels` from the empty prefix (the first level
+    estimates all 2^ℓ₁ prefixes, ℓ₁ = ⌊log2 of the candidate budget⌋); each may be shared while
+    adaptive depth says so, and a party plans its groups over all of them. TAP/TAPS with the other
+    step rules: t Phase I levels of η bits, then ⌈(m − L_s)/η⌉ planned Phase II levels. Phase II
+    re-plans from the users left. PEM-Local/PEM: no shared level; the local search plans its own.
     """
     assert params.gamma is not None and params.phase1_levels is not None
     lengths = params.level_lengths(params.gamma, params.eta)
     if params.mechanism == "pem-global":
         return lengths, len(lengths)
     if params.mechanism in ("tap", "taps"):
+        if params.planned:
+            assert params.kappa1 is not None and params.level_candidates is not None
+            full = plan_levels(0, params.m, 1, params.kappa1, 0, params.level_candidates)
+            lengths = list(full.lengths)
+            shared = lengths if params.adaptive_depth else lengths[: params.phase1_levels]
+            return shared, len(lengths)
         # With adaptive depth every η-level may be shared; the plan decides when to stop.
         shared = lengths if params.adaptive_depth else lengths[: params.phase1_levels]
         rest = params.m - (shared[-1] if shared else params.gamma)

@@ -12,8 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
-from fedhh.mechanisms.params import MechanismParams
-from fedhh.oracles import FrequencyOracle, choose_oracle, make_oracle
+from fedhh.mechanisms.params import BASELINES, MechanismParams
+from fedhh.mechanisms.planning import LevelPlan, plan_levels, split_users
+from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, make_oracle
 
 MAX_STEP_CANDIDATES = 1 << 17  # hard cap on |C| of one Phase II level (decode cost)
 
@@ -28,15 +29,25 @@ class StepContext:
     users_left: int  # users still available to Phase II
     party_size: int  # n_i (estimates are scaled to the party)
     bar: float  # the κ-th largest estimate of the last level (scaled), or +inf if unknown
+    n_keep: int = 1  # κ: prefixes a level keeps (what later levels extend)
+    final_weight: float = 1.0  # users of the last level relative to every other level
 
 
 class StepRule(Protocol):
     @property
     def name(self) -> str: ...
 
-    def step(self, ctx: StepContext) -> int:
-        """Bits s ∈ [1, m − ℓ] to extend by at the next level."""
+    def plan(self, ctx: StepContext) -> LevelPlan:
+        """The levels still to run from ``ctx`` to full items; the search runs the first."""
         ...
+
+
+def _uniform_plan(ctx: StepContext, step: int) -> LevelPlan:
+    """Levels of ``step`` bits to m (the last may be shorter), users split by the level weights."""
+    lengths = (*range(ctx.length + step, ctx.m, step), ctx.m)
+    return LevelPlan(
+        lengths, split_users(ctx.users_left, len(lengths), ctx.final_weight), ctx.length
+    )
 
 
 @dataclass(frozen=True)
@@ -49,10 +60,14 @@ class FixedStep:
     def step(self, ctx: StepContext) -> int:
         return max(1, min(self.eta, ctx.m - ctx.length))
 
+    def plan(self, ctx: StepContext) -> LevelPlan:
+        return _uniform_plan(ctx, self.step(ctx))
+
 
 @dataclass(frozen=True)
 class AdaptiveStep:
-    """s = clamp(⌊log2(B/|P|)⌋, 1, m − ℓ): small candidate sets take larger steps (spec §5)."""
+    """s = clamp(⌊log2(B/|P|)⌋, 1, m − ℓ): small candidate sets take larger steps (the
+    spec's Phase II rule); the levels still needed are counted at that step."""
 
     budget: int
     name: str = "adaptive"
@@ -60,6 +75,9 @@ class AdaptiveStep:
     def step(self, ctx: StepContext) -> int:
         raw = math.floor(math.log2(self.budget / max(1, ctx.n_prefixes)))
         return max(1, min(raw, ctx.m - ctx.length))
+
+    def plan(self, ctx: StepContext) -> LevelPlan:
+        return _uniform_plan(ctx, self.step(ctx))
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,31 @@ class VarianceAwareStep:
             if expected_fp < 1.0:
                 best = s
         return best
+
+    def plan(self, ctx: StepContext) -> LevelPlan:
+        return _uniform_plan(ctx, self.step(ctx))
+
+
+@dataclass(frozen=True)
+class PlannedSteps:
+    """The level plan of :mod:`fedhh.mechanisms.planning`: the fewest levels whose candidate
+    sets fit the decode budget (|C| ≤ ``max_candidates``), bits spread evenly, the last level
+    weighted by ``final_weight``. Re-planned before every level, so a level that keeps fewer
+    prefixes buys wider steps for the rest."""
+
+    max_candidates: int
+    name: str = "planned"
+
+    def plan(self, ctx: StepContext) -> LevelPlan:
+        return plan_levels(
+            ctx.length,
+            ctx.m,
+            ctx.n_prefixes,
+            ctx.n_keep,
+            ctx.users_left,
+            self.max_candidates,
+            ctx.final_weight,
+        )
 
 
 class PruneRule(Protocol):
@@ -123,8 +166,9 @@ class ThresholdPrune:
 
 
 class OracleChoice(Protocol):
-    def __call__(self, domain_size: int) -> FrequencyOracle:
-        """The oracle for a level whose domain has ``domain_size`` symbols (|C| + 1)."""
+    def __call__(self, domain_size: int, n_reports: int = 0) -> FrequencyOracle:
+        """The oracle for a level whose domain has ``domain_size`` symbols (|C| + 1) and that
+        ``n_reports`` users answer (0: unknown)."""
         ...
 
 
@@ -134,18 +178,39 @@ class FixedOracle:
 
     oracle: FrequencyOracle
 
-    def __call__(self, domain_size: int) -> FrequencyOracle:
+    def __call__(self, domain_size: int, n_reports: int = 0) -> FrequencyOracle:
         return self.oracle
+
+
+USERS_PER_POOL_SEED = 16  # seed-pool size S ≥ n/16: collision variance ≤ 3.2·Σf² of Var*
+POOL_EVALUATION_COST = 4  # one seed-pool evaluation (a look-up) costs about 4 plain OLH ones
+
+
+def pool_size_for(n_reports: int, minimum: int) -> int:
+    """Seed-pool size for a level of ``n_reports`` users: the smallest power of two ≥ n/16, at
+    least ``minimum`` and at most 2^24. The pool adds (p−q')²·Σ_x n_x(n_x−1)/S to the support
+    variance (:meth:`OLHPool.variance`), at most ≈ 0.2·16·Σf² of plain OLH's n·q(1−q) here."""
+    want = max(minimum, -(-n_reports // USERS_PER_POOL_SEED))
+    return int(min(1 << 24, 1 << max(0, (want - 1).bit_length())))
 
 
 @dataclass(frozen=True)
 class AutoOracle:
-    """Per level, the oracle with the smallest Var* for the level's |C| + 1 (spec §2)."""
+    """Per level, the oracle with the smallest Var* for the level's |C| + 1 (spec §2). An OLH
+    level decodes from a seed pool instead when that is cheaper: the same ε-LDP report and almost
+    the same variance, but S·|C| look-ups instead of n·|C| hash tests (S from
+    :func:`pool_size_for`; a look-up costs about ``POOL_EVALUATION_COST`` tests)."""
 
     epsilon: float
+    pool_size: int = 4096
+    pool_seed: int = 0
 
-    def __call__(self, domain_size: int) -> FrequencyOracle:
-        return choose_oracle(self.epsilon, domain_size)
+    def __call__(self, domain_size: int, n_reports: int = 0) -> FrequencyOracle:
+        best = choose_oracle(self.epsilon, domain_size)
+        size = pool_size_for(n_reports, self.pool_size)
+        if isinstance(best, OLH) and POOL_EVALUATION_COST * size < n_reports:
+            return OLHPool(self.epsilon, pool_size=size, pool_seed=self.pool_seed)
+        return best
 
 
 def party_order(rule: str, sizes: list[int]) -> list[int]:
@@ -170,7 +235,7 @@ class Strategies:
 def oracle_choice(params: MechanismParams, pool_seed: int = 0) -> OracleChoice:
     """The per-level oracle rule of a run (``auto`` or one fixed oracle)."""
     if params.oracle == "auto":
-        return AutoOracle(params.epsilon)
+        return AutoOracle(params.epsilon, params.pool_size, pool_seed)
     if params.oracle == "olh-pool":
         return FixedOracle(
             make_oracle("olh-pool", params.epsilon, pool_size=params.pool_size, pool_seed=pool_seed)
@@ -183,14 +248,17 @@ def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:
     oracle_for = oracle_choice(params, pool_seed)
     assert params.budget is not None and params.prune_z is not None
     step: StepRule
-    if params.mechanism in ("pem", "pem-local", "pem-global") or params.step_rule == "fixed":
+    if params.mechanism in BASELINES or params.step_rule == "fixed":
         step = FixedStep(params.eta)
+    elif params.step_rule == "planned":
+        assert params.level_candidates is not None
+        step = PlannedSteps(params.level_candidates)
     elif params.step_rule == "adaptive":
         step = AdaptiveStep(params.budget)
     else:
         step = VarianceAwareStep(params.budget, oracle_for)
     prune: PruneRule
-    if params.mechanism in ("pem", "pem-local", "pem-global"):
+    if params.mechanism in BASELINES:
         prune = NoPrune()
     else:
         prune = ThresholdPrune(params.prune_z)

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from fedhh.codec import as_codes, prefix
 from fedhh.errors import FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
+from fedhh.mechanisms.planning import next_group
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import build_strategies
 from fedhh.mechanisms.tasks import (
@@ -199,13 +200,15 @@ class Party:
                     f"level {task.level} has length {self.shared_lengths[task.level]}, "
                     f"not {task.length}"
                 )
-            users = self.ledger.take(self.ledger.remaining // (self.planned_levels - task.level))
+            left = self.planned_levels - task.level
+            assert p.final_weight is not None
+            users = self.ledger.take(next_group(self.ledger.remaining, left, p.final_weight))
             prog.levels_done += 1
         else:
             raise ParameterError(f"unknown user group {task.group!r}")
         if users.size == 0:
             raise ParameterError("no users left for this level")
-        oracle = self.strategies.oracle_for(int(cand.size) + 1)
+        oracle = self.strategies.oracle_for(int(cand.size) + 1, int(users.size))
         return self._collect(task, Group(request, users, task.length, cand, oracle))
 
     def _collect(self, task: EstimateTask, group: Group) -> EstimateResult | None:

@@ -1,0 +1,114 @@
+"""Level plans: how many estimation levels a prefix search takes, how many bits each level adds
+and how many users each level gets (docs/mechanisms.md, "The level plan").
+
+A search that extends ``n_prefixes`` prefixes of length ℓ₀ to full items of m bits estimates one
+candidate set per level, C_j = P_{j−1} × {0,1}^{s_j}, each with a fresh group of users. Two facts
+decide the plan:
+
+* every level costs users: with L levels a group has n/L users, so a party-scaled estimate has
+  standard deviation √(L·n·Var₁) (Var₁ the oracle's per-user variance);
+* a wider level only raises the noise floor of its top candidates by about √(2·ln|C_j|), and its
+  decode cost grows with |C_j|.
+
+So the plan takes the fewest levels the decode budget allows: every level's candidate set has at
+most ``max_candidates`` prefixes (|P|·2^s ≤ budget); the next level goes as far as the budget
+allows, the bits after it are spread evenly over the fewest levels that cover them, and the
+users are split over the levels in proportion to their weights: 1 for every level,
+``final_weight`` for the last one (the level whose estimates rank the full items).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedhh.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Prefix lengths reached by the levels from ``start`` (increasing, the last one is m) and
+    users per level."""
+
+    lengths: tuple[int, ...]
+    users: tuple[int, ...]
+    start: int = 0
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Bits each level adds (the first from the plan's start length)."""
+        return tuple(b - a for a, b in zip((self.start, *self.lengths), self.lengths, strict=False))
+
+    def to_dict(self) -> dict[str, list[int] | int]:
+        return {"start": self.start, "lengths": list(self.lengths), "users": list(self.users)}
+
+
+def max_step(n_prefixes: int, max_candidates: int) -> int:
+    """The widest step s with n_prefixes·2^s ≤ max_candidates (at least 1 bit)."""
+    if n_prefixes < 1 or max_candidates < 1:
+        raise ParameterError("a level needs at least one prefix and a candidate budget ≥ 1")
+    return max(1, math.floor(math.log2(max_candidates / n_prefixes)))
+
+
+def balanced_steps(total: int, caps: list[int]) -> list[int]:
+    """Split ``total`` bits over len(caps) levels, each at most its cap, as evenly as possible."""
+    if sum(caps) < total:
+        raise ParameterError(f"{len(caps)} levels of at most {caps} bits cannot cover {total}")
+    steps = list(caps)
+    excess = sum(steps) - total
+    while excess > 0:
+        widest = max(range(len(steps)), key=lambda j: (steps[j], j))
+        steps[widest] -= 1
+        excess -= 1
+    if any(s < 1 for s in steps):
+        raise ParameterError(f"cannot cover {total} bits with {len(caps)} levels of ≥ 1 bit")
+    return steps
+
+
+def split_users(users: int, n_levels: int, final_weight: float = 1.0) -> tuple[int, ...]:
+    """``users`` split over ``n_levels`` levels with weight 1 each and ``final_weight`` for the
+    last; the counts sum to ``users`` exactly (the last level takes the rounding)."""
+    if n_levels < 1:
+        raise ParameterError("a plan needs at least one level")
+    if users < 0 or not final_weight > 0:
+        raise ParameterError("users must be ≥ 0 and the final weight > 0")
+    total_weight = (n_levels - 1) + final_weight
+    each = int(users // total_weight) if n_levels > 1 else 0
+    head = [each] * (n_levels - 1)
+    return (*head, users - sum(head))
+
+
+def next_group(remaining: int, levels_left: int, final_weight: float = 1.0) -> int:
+    """Users of the next level when ``levels_left`` levels (the last one weighted) share
+    ``remaining`` users: the first entry of :func:`split_users`."""
+    return split_users(remaining, max(1, levels_left), final_weight)[0]
+
+
+def plan_levels(
+    start_length: int,
+    m: int,
+    n_prefixes: int,
+    n_keep: int,
+    users: int,
+    max_candidates: int,
+    final_weight: float = 1.0,
+) -> LevelPlan:
+    """The plan from ``n_prefixes`` prefixes of length ``start_length`` to full m-bit items.
+
+    The first level extends the ``n_prefixes`` given prefixes, every later level the ``n_keep``
+    prefixes a level keeps; each level's candidate set stays within ``max_candidates``.
+    """
+    remaining = m - start_length
+    if remaining < 1:
+        raise ParameterError(f"nothing to plan: start length {start_length} ≥ m = {m}")
+    first = min(max_step(n_prefixes, max_candidates), remaining)
+    steps = [first]
+    if first < remaining:
+        later = max_step(n_keep, max_candidates)
+        n_later = math.ceil((remaining - first) / later)
+        steps += balanced_steps(remaining - first, [later] * n_later)
+    lengths, at = [], start_length
+    for s in steps:
+        at += s
+        lengths.append(at)
+    return LevelPlan(tuple(lengths), split_users(users, len(steps), final_weight), start_length)
