@@ -1,15 +1,18 @@
 """The Flower ServerApp: the protocol's :class:`~fedhh.protocol.RunDriver` over Flower's Message
 API (docs/flower.md). It only moves the driver's bytes and maps Flower's failures.
 
-1. **Discovery** (``query.discover``): waits for ``parties`` SuperNodes, asks each for its party
-   (id, user count, codec) and maps node ids to parties, ordered by partition id (then id), so
-   the run spec equals ``fedhh simulate``'s for the same data.
+1. **Discovery** (``query.discover``): waits for ``parties`` SuperNodes (``""``: the SuperNodes
+   that are connected, once no new one has joined for :data:`NODE_SETTLE` seconds), asks each
+   for its party (id, user count, codec) and maps node ids to parties, ordered by partition id
+   (then id), so the run spec equals ``fedhh simulate``'s for the same data.
 2. **Rounds**: each request goes, as its protobuf bytes, to its party's node only.
 3. **Failures**: a Flower error (a crashed ClientApp, an unreachable node), a reply that does not
    decode or fit, or no reply within ``round-timeout`` seconds fails the request in the driver;
    the ``policy`` decides, as on every transport.
 4. **Result**: the result document (with the evaluation when the nodes serve one named
-   federation the server can rebuild) is written to ``output`` and logged.
+   federation the server can rebuild) is written to ``output`` and logged with the top-k table
+   (through Flower's logger, so ``flwr log`` shows it). A run without a result raises, so
+   Flower records the run as ``finished:failed``.
 
 Run-config keys: every field of :class:`~fedhh.mechanisms.params.MechanismParams`, of
 :class:`~fedhh.settings.DatasetParams` and of :class:`FlowerRun`, spelled with dashes
@@ -42,7 +45,10 @@ from fedhh.report import format_table, result_document
 from fedhh.wire import flower
 from fedhh.wire.v1 import protocol_pb2
 
-log = logging.getLogger("fedhh.flower")
+# A child of Flower's logger: its lines reach Flower's console handler, which an app process
+# mirrors into the run's log (``flwr log``, ``flwr run --stream``).
+log = logging.getLogger("flwr.fedhh")
+NODE_SETTLE = 2.0  # parties "": seconds without a new SuperNode before the run starts
 
 ResultCallback = Callable[[RunResult], None]
 
@@ -73,8 +79,9 @@ class FlowerSettings:
     data: settings.DatasetParams
 
     @property
-    def parties(self) -> int:
-        return self.data.parties or settings.DEFAULT_PARTIES
+    def parties(self) -> int | None:
+        """How many SuperNodes the run needs (None: the ones connected)."""
+        return self.data.parties
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FlowerSettings:
@@ -116,15 +123,32 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
     return [replies.get(mid) if mid is not None else None for mid in ids]
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
+def wait_for_nodes(
+    grid: Grid, n: int | None, timeout: float, settle: float = NODE_SETTLE
+) -> list[int]:
+    """The SuperNodes of the run: ``n`` of them, or (``n`` None) the ones connected once the set
+    has not changed for ``settle`` seconds. Raises if they are not there within ``timeout``."""
+    start = time.monotonic()
+    deadline = start + timeout
+    seen: list[int] = []
+    changed = start
     while True:
         nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= n:
+        now = time.monotonic()
+        if nodes != seen:
+            seen, changed = nodes, now
+        if n is not None and len(nodes) >= n:
             return nodes
-        if time.monotonic() >= deadline:
+        if n is None and nodes and (now - changed >= settle or now >= deadline):
+            return nodes
+        if now >= deadline:
+            if n is None:
+                raise ProtocolError(f"no SuperNode connected within {timeout:g} s")
             raise ProtocolError(
-                f"only {len(nodes)} of {n} SuperNodes connected within {timeout:g} s"
+                f"only {len(nodes)} of {n} SuperNodes connected within {timeout:g} s (set "
+                'parties to the number of SuperNodes, or parties="" to use those connected; '
+                "Flower's local simulation runs `num-supernodes` of them: 2 unless set with "
+                "--federation-config num-supernodes=N)"
             )
         time.sleep(0.2)
 
@@ -253,21 +277,26 @@ def run_flower(grid: Grid, cfg: Mapping[str, Any]) -> tuple[RunResult, dict[str,
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(out)
-    log.info("fedhh result\n%s", format_table(doc))
+    where = f" (written to {s.run.output})" if s.run.output else ""
+    log.info("fedhh result%s\n%s", where, format_table(doc))
     return result, doc
 
 
 def make_server_app(
     overrides: Mapping[str, Any] | None = None, on_result: ResultCallback | None = None
 ) -> ServerApp:
-    """A ServerApp; ``overrides`` are run-config entries (``run_simulation`` passes none),
-    ``on_result`` receives the run's result (in-process simulation)."""
+    """A ServerApp; ``overrides`` are run-config entries that win over the run's, ``on_result``
+    receives the run's result (both for driving the app in-process, as the tests do)."""
     extra = dict(overrides or {})
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        result, _ = run_flower(grid, {**context.run_config, **extra})
+        try:
+            result, _ = run_flower(grid, {**context.run_config, **extra})
+        except FedHHError as exc:  # raised on: Flower marks the run finished:failed
+            log.error("fedhh: the run failed: %s", exc)
+            raise
         if on_result is not None:
             on_result(result)
 
