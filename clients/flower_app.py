@@ -105,7 +105,7 @@ def _host(context: Context, data: PartyData) -> PartyHost:
 
 
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
-    """A ClientApp; ``overrides`` are run-config entries (``run_simulation`` passes none)."""
+    """A ClientApp; ``overrides`` are run-config entries that win over the run's."""
     extra = dict(overrides or {})
     app = ClientApp()
 

@@ -1,22 +1,34 @@
 """Flower simulation of a run (``fedhh simulate --engine flower``): the ServerApp and one ClientApp
 per party in Flower's Simulation Engine with the Ray backend (docs/flower.md).
 
-``flwr.simulation.run_simulation`` passes no run config to the apps, so the apps are built with
-the run config bound in (the ``make_server_app`` / ``make_client_app`` factories). Each virtual
-SuperNode gets Flower's ``partition-id`` / ``num-partitions`` node config and builds its party's
-data from them and the run config's dataset keys, so the parties hold exactly the data
-``fedhh simulate`` gives them. This module joins the two sides, so it sits above both.
+It runs the way Flower 1.42 asks for (its ``run_simulation()`` is deprecated in favour of
+``flwr run``): ``flwr run`` submits the installed fedhh apps to a private SuperLink in simulation
+mode (:class:`fedhh.flower_run.SimulationLink`, free 127.0.0.1 ports, its own ``FLWR_HOME``),
+with one virtual SuperNode per party (``--federation-config num-supernodes=N``). The run config
+is the generated app's ``[tool.flwr.app.config]``. Each virtual SuperNode gets Flower's
+``partition-id`` / ``num-partitions`` node config and builds its party's data from them and the
+run config's dataset keys, so the parties hold exactly the data ``fedhh simulate`` gives them.
+The ServerApp writes the result document, from which the result is read back; the SuperLink and
+every process it started are stopped at the end. This module joins the two sides, so it sits
+above both.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedhh import settings
 from fedhh.errors import FedHHError, ParameterError
+from fedhh.flower_run import COMPLETED, SimulationLink, config_args, write_app
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import RunResult
 
@@ -50,43 +62,60 @@ def run_config_for(
     return cfg
 
 
+def result_from_document(doc: Mapping[str, Any]) -> RunResult:
+    """The run's result from its result document (``fedhh.result/1``; floats survive JSON)."""
+    rows = doc["top_k"]
+    return RunResult(
+        run_id=str(doc["run_id"]),
+        mechanism=str(doc["mechanism"]),
+        items=np.array([r["code"] for r in rows], dtype=np.uint64),
+        estimates=np.array([r["estimate"] for r in rows], dtype=np.float64),
+        stderrs=np.array([r["stderr"] for r in rows], dtype=np.float64),
+        contributors=np.array([r["parties"] for r in rows], dtype=np.int64),
+        params=dict(doc["params"]),
+        cost=dict(doc["cost"]),
+        privacy=dict(doc["privacy"]),
+        notes=list(doc["notes"]),
+        failed_parties=list(doc["failed_parties"]),
+    )
+
+
 def simulate_flower(
     run_config: Mapping[str, Any],
     n_parties: int,
     *,
-    cpus_per_client: float = 1.0,
+    cpus_per_client: int = 1,
     total_cpus: int | None = None,
     verbose: bool = False,
+    timeout: float | None = None,
 ) -> RunResult:
-    """Run the apps in Flower's Simulation Engine (Ray backend) and return the run's result."""
-    try:
-        from flwr.simulation import run_simulation
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise FedHHError(
-            "Flower simulation needs Ray: pip install 'flwr[simulation]==1.42.0'"
-        ) from exc
-    from fedhh.clients.flower_app import make_client_app
-    from fedhh.server.flower_app import FlowerSettings, make_server_app
+    """Run the apps in Flower's Simulation Engine (Ray backend) and return the run's result;
+    ``verbose`` prints the run's log (Flower's and the ServerApp's) to stderr."""
+    if importlib.util.find_spec("ray") is None:
+        raise FedHHError("Flower simulation needs Ray: pip install 'flwr[simulation]==1.42.0'")
+    from fedhh.server.flower_app import FlowerSettings
 
-    cfg = {**run_config, "parties": n_parties, "output": ""}
-    FlowerSettings.from_config(cfg)  # bad settings fail here, before Ray starts
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    results: list[RunResult] = []
-    backend: dict[str, Any] = {
-        "client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-        "init_args": {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose},
+    cfg = {**run_config, "parties": n_parties}
+    FlowerSettings.from_config(cfg)  # bad settings fail here, before anything starts
+    federation: dict[str, Any] = {
+        "num-supernodes": n_parties,
+        "client-resources-num-cpus": cpus_per_client,
+        "init-args-logging-level": "INFO" if verbose else "ERROR",
+        "init-args-log-to-driver": verbose,
     }
     if total_cpus is not None:
-        backend["init_args"]["num_cpus"] = total_cpus
-    run_simulation(
-        server_app=make_server_app(cfg, on_result=results.append),
-        client_app=make_client_app(cfg),
-        num_supernodes=n_parties,
-        backend_name="ray",
-        backend_config=backend,
-        verbose_logging=verbose,
-    )
-    if not results:
-        raise FedHHError("the Flower simulation ended without a result (see the log above)")
-    return results[0]
+        federation["init-args-num-cpus"] = total_cpus
+    with tempfile.TemporaryDirectory(prefix="fedhh-flower-") as tmp:
+        root = Path(tmp)
+        out = root / "result.json"
+        app = write_app(root / "app", {**cfg, "output": str(out)})
+        with SimulationLink(root) as flwr:
+            run_id = flwr.submit(app, federation_config=config_args(federation))
+            log = flwr.stream(run_id, sys.stderr if verbose else None, timeout)
+            status, details = flwr.wait(run_id)
+        if status != COMPLETED or not out.exists():
+            raise FedHHError(
+                f"the Flower simulation ended {status}: {details}\n--- its log (end)\n"
+                + log[-4000:]
+            )
+        return result_from_document(json.loads(out.read_text()))
