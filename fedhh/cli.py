@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_coordinator_parser(sub)
     add_party_parser(sub)
     add_query_parser(sub)
+    from fedhh.deploy import add_deploy_parser  # all of it on this machine, in one command
+    from fedhh.flower_run import add_flower_parser  # flwr run with the run's status
+
+    add_deploy_parser(sub)
+    add_flower_parser(sub)
     return parser
 
 
