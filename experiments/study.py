@@ -22,8 +22,10 @@ Config tables (see ``experiments/configs/study.toml``):
   ``[defaults]`` + ``[sweeps]``: a default point and one-at-a-time sweeps around it.)
 * ``[mechanisms]``: label → ``MechanismParams`` fields, run at every point;
 * ``[tuning]``: ``labels`` (baselines of ``[mechanisms]``) and ``eta`` (the sweep): each baseline
-  also runs as ``"<label> η=<e>"`` for every e, and the summary's ``"<label> tuned"`` is the η
-  with the best mean F1 at each point (which η won is recorded);
+  also runs as ``"<label> η=<e>"`` for every e other than its own η (its own run counts as
+  that η), and the summary's ``"<label> tuned"`` is the η with the best mean F1 at each point
+  (which η won is recorded); with ``k`` (a list) the whole sweep runs at those k only and
+  ``eta_other`` (a shorter list) at the other k;
 * ``[compare]``: ``ours`` (default ``["TAPS", "TAP"]``): compared with the better tuned baseline;
 * ``[reference]``: ``draws`` (default 20): the known-domain reference's draws per repeat
   (0: none);
@@ -57,7 +59,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_io import COSTS, METRICS, REFERENCE, Progress, RunsFile, read_runs
+from study_io import COSTS, DEFAULT_ETA, METRICS, REFERENCE, Progress, RunsFile, read_runs
 from study_report import summarise, write_outputs
 
 
@@ -146,8 +148,13 @@ def runs_at(cfg: dict[str, Any], epsilon: float, k: int) -> list[Run]:
     for label, over in cfg["mechanisms"].items():
         out.append(Run(label, label, epsilon, k, _params_json(over), over.get("eta")))
     tuning = cfg.get("tuning", {})
+    full_at = tuning.get("k")  # the whole sweep at these k only (all k when absent)
+    etas = tuning.get("eta", []) if full_at is None or k in full_at else tuning.get("eta_other", [])
     for label in tuning.get("labels", []):
-        for eta in tuning.get("eta", []):
+        default_eta = cfg["mechanisms"][label].get("eta", DEFAULT_ETA)
+        for eta in etas:
+            if int(eta) == int(default_eta):
+                continue  # the baseline's own run is this η (the summary counts it)
             over = {**cfg["mechanisms"][label], "eta": int(eta)}
             out.append(Run(f"{label} η={eta}", label, epsilon, k, _params_json(over), int(eta)))
     abl = cfg.get("ablations", {})

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedhh.mechanisms import MechanismParams
+
 METRICS = ("f1", "precision", "recall", "ncr", "are")
 COSTS = ("rounds", "bytes_to_parties", "bytes_to_coordinator", "hash_evaluations")
 FIELDS = (
@@ -34,6 +36,7 @@ FIELDS = (
     "finished",
 )
 REFERENCE = "reference"  # the label of the known-domain reference rows
+DEFAULT_ETA = MechanismParams().eta  # what a baseline run without "eta" uses
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from study_io import COSTS as RUN_COSTS
-from study_io import METRICS, REFERENCE
+from study_io import DEFAULT_ETA, METRICS, REFERENCE
 
 COSTS = (*RUN_COSTS, "wall_seconds")
 Point = tuple[str, int, int, float]  # dataset, M, k, ε
@@ -64,9 +64,14 @@ def summarise(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str,
     tuned = []
     for fam in cfg.get("tuning", {}).get("labels", []):
         by_point: dict[Point, list[dict[str, Any]]] = defaultdict(list)
+        own_eta = cfg["mechanisms"][fam].get("eta", DEFAULT_ETA)
         for s in out:
             if s["family"] == fam and s["label"].startswith(f"{fam} η="):
                 by_point[(s["dataset"], s["parties"], s["k"], s["epsilon"])].append(s)
+            elif s["label"] == fam:  # the baseline's own run is its own η
+                by_point[(s["dataset"], s["parties"], s["k"], s["epsilon"])].append(
+                    {**s, "eta": s["eta"] or own_eta}
+                )
         for cands in by_point.values():
             best = max(cands, key=lambda c: (c["f1_mean"], -(c["eta"] or 0)))
             tuned.append({**best, "label": f"{fam} tuned", "tuned_from": best["label"]})

@@ -43,3 +43,30 @@ class TransportError(FedHHError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class LimitError(FedHHError):
+    """Input over a size or resource limit (a configured bound, a hard cap, a budget): the
+    transports answer it with RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT."""
+
+
+class ParameterLimit(ParameterError, LimitError):
+    """A run parameter over a configured bound (k, candidates, the estimated memory of a run)."""
+
+
+class ProtocolLimit(ProtocolError, LimitError):
+    """A protocol message over a hard size cap (array elements, reply items)."""
+
+
+class BudgetExceeded(LimitError):
+    """A run would take a user over the party's privacy budget (or asks more ε than one run may
+    use)."""
+
+
+class ImplausibleReply(ProtocolError):
+    """A well-formed reply whose figures cannot be true for its party (more reports than users,
+    estimates outside what the oracle can produce): refused, and the party counts as failed."""
+
+
+class DeadlinePassed(FedHHError):
+    """The transport's deadline for a request passed while the party was working on it."""

@@ -7,14 +7,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fedhh.errors import ParameterError
+
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
     """A connection in autocommit mode, shareable across threads (callers hold a lock), with a
     WAL journal and full fsync (an accepted report or reply survives a crash), schema applied."""
-    db = sqlite3.connect(Path(path), check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(schema)
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ParameterError(f"cannot create the database {path}: {path.parent} is not a directory")
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(schema)
+    except sqlite3.Error as exc:
+        raise ParameterError(f"cannot open the database {path}: {exc}") from None
     return db
 
 
@@ -26,7 +34,7 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._db = open_database(self.path, self.schema)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:

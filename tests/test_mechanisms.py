@@ -142,7 +142,7 @@ def test_build_strategies_picks_rules_by_mechanism() -> None:
     assert type(auto.oracle_for(5000, 10_000)) is OLH
     pooled = auto.oracle_for(5000, 400_000)
     assert isinstance(pooled, OLHPool) and pooled.pool_size == pool_size_for(400_000, 4096)
-    assert pooled.pool_size >= 400_000 // 16
+    assert pooled.pool_size >= 400_000 // 32
 
 
 # --- ledger and helpers ----------------------------------------------------------------------

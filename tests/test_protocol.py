@@ -59,7 +59,8 @@ def test_every_mechanism_parameter_travels() -> None:
     for f in dataclasses.fields(MechanismParams):
         value = {"mechanism": "tap", "oracle": "grr", "step_rule": "fixed", "party_order": "given",
                  "completion_mode": "sum", "phase1_keep": "confidence", "depth_rule": "ratio",
-                 "m": 24, "completion": 0.2, "final_weight": 2.0}.get(f.name)  # fmt: skip
+                 "m": 24, "completion": 0.2, "final_weight": 2.0,
+                 "prune_rule": "consensus"}.get(f.name)  # fmt: skip
         if value is None:
             old = getattr(base, f.name)
             value = (not old) if isinstance(old, bool) else (old or 1) * 2 if old else 3

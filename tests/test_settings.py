@@ -29,6 +29,7 @@ SPECIAL = {  # values that differ from the default and pass the checks
     "depth_rule": "ratio",
     "completion": 0.2,
     "final_weight": 2.0,
+    "prune_rule": "consensus",
     "dataset": "aol",
     "split": "iid",
     "sizes": "skewed",

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "study.py"
 sys.path.insert(0, str(STUDY.parent))
 
+from study import runs_at  # noqa: E402
 from study_report import compare, summarise  # noqa: E402
 
 CONFIG = """
@@ -57,8 +58,9 @@ items = 200
 m = 16
 split = "iid"
 """
-# per dataset: 2 points × (reference + 4 mechanisms + 2 baselines × 2 η) + 1 ablation
-EXPECTED_ROWS = 2 * (2 * (1 + 4 + 4) + 1)
+# per dataset: 2 points × (reference + 4 mechanisms + 2 baselines × 1 η besides their own η = 4)
+# + 1 ablation
+EXPECTED_ROWS = 2 * (2 * (1 + 4 + 2) + 1)
 
 
 def _study(cfg: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,9 +91,8 @@ def test_study_runs_summarises_and_resumes(tmp_path: Path) -> None:
     assert {r["dataset"] for r in rows} == {"dir", "iid"}
     assert all(float(r["wall_seconds"]) >= 0 for r in rows)
     assert {r["label"] for r in rows if r["family"] == "PEM-Local"} == {
-        "PEM-Local",
+        "PEM-Local",  # its own run is η = 4
         "PEM-Local η=2",
-        "PEM-Local η=4",
     }
     md = (out / "summary.md").read_text()
     for part in ("## (a) F1 per dataset", "### dir", "PEM-Local tuned", "(η=", "reference"):
@@ -101,7 +102,8 @@ def test_study_runs_summarises_and_resumes(tmp_path: Path) -> None:
         assert (out / f"{ds}_f1_eps_k4.png").stat().st_size > 0
     summary = _rows(out / "summary.csv")
     tuned = [s for s in summary if s["label"] == "PEM-Global tuned"]
-    assert len(tuned) == 4 and all(s["tuned_from"].startswith("PEM-Global η=") for s in tuned)
+    assert len(tuned) == 4
+    assert all(s["tuned_from"] in ("PEM-Global", "PEM-Global η=2") for s in tuned)
 
     # an interrupted study: the last runs are missing; a restart runs exactly those again
     lost = rows[-3:]
@@ -166,8 +168,25 @@ def test_tuned_baseline_takes_the_best_mean_f1() -> None:
                     "f1": f,
                 }
             )
-    cfg = {"tuning": {"labels": ["B"]}}
+    cfg = {"tuning": {"labels": ["B"]}, "mechanisms": {"B": {"mechanism": "pem-local"}}}
     summary = summarise(rows, cfg)
     tuned = [s for s in summary if s["label"] == "B tuned"]
     assert len(tuned) == 1 and tuned[0]["eta"] == 8 and tuned[0]["tuned_from"] == "B η=8"
     assert tuned[0]["f1_mean"] == pytest.approx(0.75) and tuned[0]["n"] == 2
+    # the baseline's own run (no "eta": the default η = 4) takes part in the sweep as η = 4
+    own = [{**r, "label": "B", "eta": None, "f1": 0.9} for r in rows if r["eta"] == 4]
+    summary = summarise([r for r in rows if r["eta"] != 4] + own, cfg)
+    tuned = [s for s in summary if s["label"] == "B tuned"]
+    assert tuned[0]["eta"] == 4 and tuned[0]["tuned_from"] == "B"
+
+
+def test_tuning_sweep_at_chosen_k_and_a_short_one_elsewhere() -> None:
+    cfg = {
+        "mechanisms": {"B": {"mechanism": "pem-local"}},
+        "tuning": {"labels": ["B"], "eta": [4, 8, 12], "k": [16], "eta_other": [12]},
+        "reference": {"draws": 0},
+    }
+    at16 = {r.label for r in runs_at(cfg, 2.0, 16)}
+    at8 = {r.label for r in runs_at(cfg, 2.0, 8)}
+    assert at16 == {"B", "B η=8", "B η=12"}  # η = 4 is B's own run
+    assert at8 == {"B", "B η=12"}

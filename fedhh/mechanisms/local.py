@@ -170,13 +170,16 @@ def local_search(
     start_prefixes: Codes,
     prior_items: Codes | None = None,
     trie: PrefixTrie | None = None,
+    prune_bar: float = -math.inf,
 ) -> SearchResult:
     """PEM / TAP Phase II / TAPS Phase II inside one party (spec §4–6).
 
     From P = ``start_prefixes`` at ℓ = ``start_length``: pick a step s (strategy), give the level
     the users left / levels still needed, estimate C = P × {0,1}^s ∪ consensus prefixes, keep
     consensus prefixes plus the top-κ of the candidates that pass the prune rule, repeat until
-    ℓ = m. Reports the top-k' of the last level plus every consensus item.
+    ℓ = m. Reports the top-k' of the last level plus every consensus item whose estimate is
+    significant (> consensus_z·SE). ``prune_bar`` is the TAPS prior's bar for the consensus prune
+    rule (:func:`~fedhh.mechanisms.strategies.consensus_bar`; −∞: no bar).
 
     The candidate tree lives in a :class:`~fedhh.trie.PrefixTrie` (``trie``, or a fresh one):
     each level's candidates are nodes with their ``estimate`` and ``stderr``; candidates that
@@ -231,8 +234,8 @@ def local_search(
         tree.set_stat("estimate", ids, est)
         tree.set_stat("stderr", ids, se)
         is_cons = np.isin(cand, cons) if cons.size else np.zeros(cand.size, dtype=bool)
-        passing = strategies.prune.keep(est, se)
-        top = top_indices(est, kappa, passing & ~is_cons)  # consensus prefixes stay anyway
+        passing = strategies.prune.keep(est, se, prune_bar)
+        top = top_indices(est, kappa, passing)
         kept = is_cons.copy()
         kept[top] = True
         tree.prune(ids, kept)
@@ -242,7 +245,7 @@ def local_search(
         state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
         state.length = new_len
     # Report the top-k' of the last level plus every consensus item whose estimate is significant.
-    passing = strategies.prune.keep(est, se)
+    passing = strategies.prune.keep(est, se, prune_bar)
     chosen = top_indices(est, report_k, passing)
     keep = np.zeros(cand.size, dtype=bool)
     keep[chosen] = True

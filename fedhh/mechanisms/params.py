@@ -23,6 +23,7 @@ PARTY_ORDERS = ("size-desc", "size-asc", "given")
 COMPLETION_MODES = ("fill", "sum")
 PHASE1_KEEP = ("top", "confidence")
 DEPTH_RULES = ("chi2", "ratio")
+PRUNE_RULES = ("threshold", "consensus")
 BASELINES = ("pem", "pem-local", "pem-global")
 MAX_LEVEL_CANDIDATES = 1 << 20  # a party refuses larger candidate sets
 DEFAULT_LEVEL_CANDIDATES = 1 << 17
@@ -50,7 +51,8 @@ class MechanismParams:
     budget: int | None = None  # B: the "adaptive"/"variance" rules' candidate budget (κ·2^η)
     level_candidates: int | None = None  # "planned": most candidates a level decodes (2^17)
     final_weight: float | None = None  # users of the last level / any other level (PEM: 1)
-    prune_z: float | None = None  # τ = z·SE [choice]: TAP 0 (τ = 0), TAPS 2
+    prune_z: float | None = None  # z of the prune rule [choice]: TAP 0 (τ = 0), TAPS 2
+    prune_rule: str | None = None  # "threshold" (ĉ > z·SE; TAP) or "consensus" (TAPS)
     phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
     local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
     adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
@@ -116,6 +118,10 @@ class MechanismParams:
         need(
             self.level_candidates is None or self.level_candidates <= MAX_LEVEL_CANDIDATES,
             f"level_candidates must be at most {MAX_LEVEL_CANDIDATES}, got {self.level_candidates}",
+        )
+        need(
+            self.prune_rule is None or self.prune_rule in PRUNE_RULES,
+            f"unknown prune rule {self.prune_rule!r}; choose one of {', '.join(PRUNE_RULES)}",
         )
         need(
             self.party_order in PARTY_ORDERS,
@@ -199,6 +205,10 @@ class MechanismParams:
             z = self.prune_z
         else:
             z = 2.0 if self.mechanism == "taps" else 0.0
+        if self.prune_rule is not None:
+            prune_rule = self.prune_rule
+        else:
+            prune_rule = "consensus" if self.mechanism == "taps" else "threshold"
         return replace(
             self,
             gamma=gamma,
@@ -208,6 +218,7 @@ class MechanismParams:
             budget=budget,
             phase1_levels=t,
             prune_z=z,
+            prune_rule=prune_rule,
             level_candidates=level_candidates,
             final_weight=final_weight,
         )

@@ -254,7 +254,7 @@ def run_plan(
     by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
     for i in party_order(params.party_order, party_sizes):
         prior = combine(list(by_party.values())).top(n_prior)
-        task = SearchTask("phase2", last, start, prior.items, prior.estimates)
+        task = SearchTask("phase2", last, start, prior.items, prior.estimates, prior.stderrs)
         replies = yield {i: task}
         for idx, part in zip(replies, _search_parts(replies), strict=True):
             by_party[idx] = part

@@ -137,9 +137,9 @@ class PlannedSteps:
 
 class PruneRule(Protocol):
     def keep(
-        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64], bar: float = -math.inf
     ) -> NDArray[np.bool_]:
-        """Which candidates may stay (before the top-κ cut)."""
+        """Which candidates may stay (before the top-κ cut); ``bar`` is the TAPS prior's bar."""
         ...
 
 
@@ -148,7 +148,7 @@ class NoPrune:
     """PEM: keep the top-κ whatever their estimates."""
 
     def keep(
-        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64], bar: float = -math.inf
     ) -> NDArray[np.bool_]:
         return np.ones(estimates.shape, dtype=bool)
 
@@ -160,9 +160,35 @@ class ThresholdPrune:
     z: float
 
     def keep(
-        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64]
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64], bar: float = -math.inf
     ) -> NDArray[np.bool_]:
         return estimates > self.z * stderrs
+
+
+@dataclass(frozen=True)
+class ConsensusPrune:
+    """TAPS' consensus-based pruning: a positive candidate stays unless the prior and the party's
+    own estimate rule it out of the global top-k, i.e. unless its upper confidence bound
+    ĉ + z·SE is below the prior's bar (:func:`consensus_bar`). Without a prior (the first party)
+    the bar is −∞ and the rule is TAP's τ = 0."""
+
+    z: float
+
+    def keep(
+        self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64], bar: float = -math.inf
+    ) -> NDArray[np.bool_]:
+        return (estimates > 0) & (estimates + self.z * stderrs >= bar)
+
+
+def consensus_bar(
+    estimates: NDArray[np.float64], stderrs: NDArray[np.float64], k: int, z: float
+) -> float:
+    """The k-th largest lower confidence bound F − z·SE of the prior items: with confidence ≈
+    Φ(z), k items have global counts at least this large, so an item below it is not in the
+    global top-k. −∞ when the prior has fewer than k items."""
+    if estimates.size < k or stderrs.size != estimates.size:
+        return -math.inf
+    return float(np.sort(estimates - z * stderrs)[-k])
 
 
 class OracleChoice(Protocol):
@@ -182,16 +208,20 @@ class FixedOracle:
         return self.oracle
 
 
-USERS_PER_POOL_SEED = 16  # seed-pool size S ≥ n/16: collision variance ≤ 3.2·Σf² of Var*
+USERS_PER_POOL_SEED = 32  # seed-pool size S ≥ n/32: collision variance ≤ 6.4·Σf² of Var*
+MAX_POOL_SIZE = 1 << 16  # S·|C| look-ups per level: the decode cost of the largest parties
 POOL_EVALUATION_COST = 4  # one seed-pool evaluation (a look-up) costs about 4 plain OLH ones
 
 
 def pool_size_for(n_reports: int, minimum: int) -> int:
-    """Seed-pool size for a level of ``n_reports`` users: the smallest power of two ≥ n/16, at
-    least ``minimum`` and at most 2^24. The pool adds (p−q')²·Σ_x n_x(n_x−1)/S to the support
-    variance (:meth:`OLHPool.variance`), at most ≈ 0.2·16·Σf² of plain OLH's n·q(1−q) here."""
-    want = max(minimum, -(-n_reports // USERS_PER_POOL_SEED))
-    return int(min(1 << 24, 1 << max(0, (want - 1).bit_length())))
+    """Seed-pool size for a level of ``n_reports`` users: the smallest power of two ≥ n/32, at
+    least ``minimum`` and at most 2^16 (unless ``minimum`` is larger). The pool adds
+    (p−q')²·Σ_x n_x(n_x−1)/S to the support variance (:meth:`OLHPool.variance`): about
+    0.2·(n/S)·Σf² of plain OLH's n·q(1−q), so ≤ 6.4·Σf² below the cap (Σf² the collision
+    probability of the users' prefixes, a few per cent for real data)."""
+    want = min(max(1, -(-n_reports // USERS_PER_POOL_SEED)), MAX_POOL_SIZE)
+    want = max(want, minimum)
+    return int(1 << max(0, (want - 1).bit_length()))
 
 
 @dataclass(frozen=True)
@@ -260,6 +290,8 @@ def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:
     prune: PruneRule
     if params.mechanism in BASELINES:
         prune = NoPrune()
+    elif params.prune_rule == "consensus":
+        prune = ConsensusPrune(params.prune_z)
     else:
         prune = ThresholdPrune(params.prune_z)
     return Strategies(oracle_for, step, prune)

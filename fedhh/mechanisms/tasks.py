@@ -36,7 +36,9 @@ class SearchTask:
 
     ``mode`` "pem": PEM over the party's own users from length γ (PEM-Local).
     ``mode`` "phase2": TAP/TAPS Phase II from ``start_prefixes`` of length ``start_length``;
-    ``prior_items`` / ``prior_estimates`` are the TAPS consensus prior (empty for TAP).
+    ``prior_items`` / ``prior_estimates`` / ``prior_stderrs`` are the TAPS consensus prior: the
+    items the parties before this one reported most, with their summed estimates and standard
+    errors (empty for TAP).
     """
 
     mode: str
@@ -44,6 +46,7 @@ class SearchTask:
     start_prefixes: Codes
     prior_items: Codes = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     prior_estimates: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    prior_stderrs: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
 
 @dataclass(frozen=True)

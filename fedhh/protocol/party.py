@@ -24,7 +24,7 @@ from fedhh.errors import FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
 from fedhh.mechanisms.planning import next_group
 from fedhh.mechanisms.plans import phase1_plan
-from fedhh.mechanisms.strategies import build_strategies
+from fedhh.mechanisms.strategies import build_strategies, consensus_bar
 from fedhh.mechanisms.tasks import (
     Codes,
     ErrorResult,
@@ -253,6 +253,7 @@ class Party:
             mine = cand[top_indices(est, int(p.kappa or 2 * p.k), est > 0)]
             start = np.union1d(start, mine)
         prior = as_codes(task.prior_items, p.m) if task.prior_items.size else None
+        bar = consensus_bar(task.prior_estimates, task.prior_stderrs, p.k, p.prune_z or 0.0)
         prog.searched = True
         return local_search(
             self.codes,
@@ -264,4 +265,5 @@ class Party:
             start,
             prior,
             trie=self.trie,
+            prune_bar=bar,
         )

@@ -1,6 +1,6 @@
 """Transport security shared by the coordinator and the party agent: bearer tokens bound to an
 identity, TLS credentials and channel set-up, and the server interceptor that refuses every call
-without a valid token (except health checking).
+without a valid token (except health checking) and every call its role may not make.
 
 Tokens file (JSON)::
 
@@ -9,11 +9,14 @@ Tokens file (JSON)::
 
 Only hashes are stored; ``fedhh coordinator add-token`` creates a token, writes it (mode 600) to a
 file for its holder and appends its hash. Roles: ``party`` (the name is the party id the token is
-bound to), ``analyst``, ``device`` (user devices at a party's report endpoint).
+bound to), ``analyst`` (its own runs), ``admin`` (an analyst who sees and cancels every run) and
+``device`` (kept for old tokens files; user devices now hold per-user credentials,
+:mod:`fedhh.clients.credentials`, and a device token can call nothing at the coordinator).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -21,16 +24,19 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import socket
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import grpc
 
 from fedhh.errors import ParameterError
 
-ROLES = ("party", "analyst", "device")
+ROLES = ("party", "analyst", "admin", "device")
+ANALYST_ROLES = ("analyst", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 log = logging.getLogger("fedhh.security")
@@ -54,6 +60,12 @@ def check_name(kind: str, name: str) -> str:
             f"{kind} {name!r} is not valid: 1-64 characters of letters, digits, '.', '_', '-'"
         )
     return name
+
+
+class Authenticator(Protocol):
+    """Who the bearer token of a call's metadata belongs to (None: nobody)."""
+
+    def identity_of(self, metadata: Sequence[Any] | None) -> Identity | None: ...
 
 
 class TokenStore:
@@ -149,13 +161,19 @@ def _deny_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Every method needs a valid bearer token except health checking; ``roles`` maps a service
-    prefix (``/fedhh.v1.PartyService/``) to the role allowed to call it. Other services (server
-    reflection) accept any valid token."""
+    """Every method needs a valid bearer token except the ``open`` ones (health checking);
+    ``roles`` maps a method prefix (``/fedhh.v1.PartyService/``) to the roles allowed to call
+    it. A method no prefix lists is refused (PERMISSION_DENIED) whoever calls it."""
 
-    def __init__(self, store: TokenStore, roles: dict[str, str]) -> None:
+    def __init__(
+        self,
+        store: Authenticator,
+        roles: Mapping[str, str | Sequence[str]],
+        open_prefixes: Sequence[str] = OPEN_METHOD_PREFIXES,
+    ) -> None:
         self.store = store
-        self.roles = roles
+        self.roles = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in roles.items()}
+        self.open = tuple(open_prefixes)
 
     def intercept_service(
         self,
@@ -164,25 +182,26 @@ class AuthInterceptor(grpc.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         handler = continuation(handler_call_details)
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+        if handler is None or method.startswith(self.open):
             return handler
         ident = self.store.identity_of(handler_call_details.invocation_metadata)
         if ident is None:
             return _deny_handler(
                 handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token", method
             )
-        for prefix, role in self.roles.items():
-            if method.startswith(prefix) and ident.role != role:
-                return _deny_handler(
-                    handler,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"a {ident.role} token may not call {method} (needs a {role} token)",
-                    method,
-                )
+        allowed = next((r for p, r in self.roles.items() if method.startswith(p)), ())
+        if ident.role not in allowed:
+            need = " or ".join(allowed) if allowed else "no"
+            return _deny_handler(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"a {ident.role} token may not call {method} (needs {need} token)",
+                method,
+            )
         return handler
 
 
-def identity(store: TokenStore, context: grpc.ServicerContext) -> Identity:
+def identity(store: Authenticator, context: grpc.ServicerContext) -> Identity:
     """The caller's identity (the interceptor has already checked the token)."""
     ident = store.identity_of(context.invocation_metadata())
     if ident is None:  # pragma: no cover - the interceptor refuses these first
@@ -199,30 +218,79 @@ def bind_port(
     tls_key: Path | None,
     insecure: bool,
 ) -> int:
-    """Listen on ``address`` with TLS (cert + key) or, only with ``insecure``, in plaintext."""
+    """Listen on ``address`` with TLS (cert + key) or, only with ``insecure``, in plaintext.
+    Everything that can go wrong (a malformed address, a port out of range or in use, an address
+    not on this machine, unreadable or mismatched certificate and key) is a ParameterError with
+    one clear line, checked before grpcio tries (and logs its own error lines)."""
+    host, port = split_address(address)
+    check_bindable(host, port)
     if insecure:
         if tls_cert or tls_key:
             raise ParameterError("--insecure and --tls-cert/--tls-key exclude each other")
-        port = server.add_insecure_port(address)
+        bound = _add_port(server.add_insecure_port, address)
     else:
         if not (tls_cert and tls_key):
             raise ParameterError(
                 "TLS needs --tls-cert and --tls-key (plaintext only with an explicit --insecure)"
             )
+        check_tls_files(Path(tls_cert), Path(tls_key))
         creds = grpc.ssl_server_credentials(
             [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
         )
-        port = server.add_secure_port(address, creds)
-    if port == 0:
+        bound = _add_port(lambda a: server.add_secure_port(a, creds), address)
+    if bound == 0 or (port and bound != port):
         raise ParameterError(f"cannot listen on {address}")
-    return port
+    return bound
+
+
+def _add_port(add: Callable[[str], int], address: str) -> int:
+    try:
+        return add(address)
+    except RuntimeError:
+        raise ParameterError(f"cannot listen on {address}") from None
 
 
 def split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    """(host, port) of ``HOST:PORT`` (``[v6]:PORT`` for IPv6), the port in 0..65535."""
+    host, sep, port = str(address).rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
         raise ParameterError(f"bad address {address!r}: expected HOST:PORT")
+    if not 0 <= int(port) <= 65535:
+        raise ParameterError(f"bad address {address!r}: port {port} is not in 0..65535")
     return host, int(port)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse an address this machine cannot listen on (unknown host, port in use)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ParameterError(f"cannot listen on {host}:{port}: unknown host ({exc})") from None
+    for family, kind, proto, _, addr in infos[:1]:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                why = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+                raise ParameterError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """The certificate and private key parse and belong together (else one clear error)."""
+    for what, path in (("certificate", cert), ("private key", key)):
+        if not path.is_file():
+            raise ParameterError(f"TLS {what} {path} does not exist")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        raise ParameterError(
+            f"TLS certificate {cert} and key {key} do not load as a pair "
+            f"(swapped, not PEM, or not matching): {exc.reason or exc}"
+        ) from None
 
 
 # --- client side ---------------------------------------------------------------------------------
@@ -292,7 +360,8 @@ def open_channel(
 
 class ServiceClient:
     """A client of one gRPC service (``stub``: its generated stub class), closable as a context
-    manager; the analyst's and the devices' clients derive from it."""
+    manager; the analyst's and the devices' clients derive from it. ``channel``: share an open
+    channel (not closed by :meth:`close`) instead of opening one."""
 
     stub: Any = None
 
@@ -304,13 +373,18 @@ class ServiceClient:
         ca_cert: Path | None = None,
         insecure: bool = False,
         timeout: float = 10.0,
+        channel: grpc.Channel | None = None,
     ) -> None:
-        self._channel = open_channel(target, token=token, ca_cert=ca_cert, insecure=insecure)
+        self._owns = channel is None
+        self._channel = channel or open_channel(
+            target, token=token, ca_cert=ca_cert, insecure=insecure
+        )
         self._stub = type(self).stub(self._channel)
         self.timeout = timeout
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns:
+            self._channel.close()
 
     def __enter__(self) -> Self:
         return self

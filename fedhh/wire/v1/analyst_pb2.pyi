@@ -32,7 +32,7 @@ class RunRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "state", "mechanism", "party_ids", "round", "phase", "outstanding", "failed_parties", "error", "created", "updated", "policy", "deadline_seconds")
+    __slots__ = ("run_id", "state", "mechanism", "party_ids", "round", "phase", "outstanding", "failed_parties", "error", "created", "updated", "policy", "deadline_seconds", "owner", "parties")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class RunInfo(_message.Message):
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: str
     mechanism: str
@@ -59,7 +61,45 @@ class RunInfo(_message.Message):
     updated: float
     policy: str
     deadline_seconds: float
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., mechanism: _Optional[str] = ..., party_ids: _Optional[_Iterable[str]] = ..., round: _Optional[int] = ..., phase: _Optional[str] = ..., outstanding: _Optional[int] = ..., failed_parties: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., policy: _Optional[str] = ..., deadline_seconds: _Optional[float] = ...) -> None: ...
+    owner: str
+    parties: _containers.RepeatedCompositeFieldContainer[PartyStatus]
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., mechanism: _Optional[str] = ..., party_ids: _Optional[_Iterable[str]] = ..., round: _Optional[int] = ..., phase: _Optional[str] = ..., outstanding: _Optional[int] = ..., failed_parties: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., policy: _Optional[str] = ..., deadline_seconds: _Optional[float] = ..., owner: _Optional[str] = ..., parties: _Optional[_Iterable[_Union[PartyStatus, _Mapping]]] = ...) -> None: ...
+
+class PartyStatus(_message.Message):
+    __slots__ = ("party_id", "registered", "n_users", "source", "last_seen", "seconds_since_seen", "epsilon_budget", "max_epsilon", "epsilon_remaining", "outstanding", "failed")
+    PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    N_USERS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    party_id: str
+    registered: bool
+    n_users: int
+    source: str
+    last_seen: float
+    seconds_since_seen: float
+    epsilon_budget: float
+    max_epsilon: float
+    epsilon_remaining: float
+    outstanding: bool
+    failed: bool
+    def __init__(self, party_id: _Optional[str] = ..., registered: _Optional[bool] = ..., n_users: _Optional[int] = ..., source: _Optional[str] = ..., last_seen: _Optional[float] = ..., seconds_since_seen: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., epsilon_remaining: _Optional[float] = ..., outstanding: _Optional[bool] = ..., failed: _Optional[bool] = ...) -> None: ...
+
+class ListPartiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPartiesResponse(_message.Message):
+    __slots__ = ("parties",)
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    parties: _containers.RepeatedCompositeFieldContainer[PartyStatus]
+    def __init__(self, parties: _Optional[_Iterable[_Union[PartyStatus, _Mapping]]] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs",)

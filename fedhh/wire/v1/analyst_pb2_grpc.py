@@ -69,6 +69,11 @@ class AnalystServiceStub:
                 request_serializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
                 response_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
                 _registered_method=True)
+        self.ListParties = channel.unary_unary(
+                '/fedhh.v1.AnalystService/ListParties',
+                request_serializer=fedhh_dot_v1_dot_analyst__pb2.ListPartiesRequest.SerializeToString,
+                response_deserializer=fedhh_dot_v1_dot_analyst__pb2.ListPartiesResponse.FromString,
+                _registered_method=True)
 
 
 class AnalystServiceServicer:
@@ -119,6 +124,13 @@ class AnalystServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListParties(self, request, context):
+        """Registered parties: user counts, last heartbeat and privacy budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalystServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +168,11 @@ def add_AnalystServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.FromString,
                     response_serializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.SerializeToString,
+            ),
+            'ListParties': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParties,
+                    request_deserializer=fedhh_dot_v1_dot_analyst__pb2.ListPartiesRequest.FromString,
+                    response_serializer=fedhh_dot_v1_dot_analyst__pb2.ListPartiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +364,33 @@ class AnalystService:
             '/fedhh.v1.AnalystService/CancelRun',
             fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
             fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParties(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedhh.v1.AnalystService/ListParties',
+            fedhh_dot_v1_dot_analyst__pb2.ListPartiesRequest.SerializeToString,
+            fedhh_dot_v1_dot_analyst__pb2.ListPartiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,18 +8,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("party_id", "n_users", "codec", "agent", "source")
+    __slots__ = ("party_id", "n_users", "codec", "agent", "source", "budget")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     N_USERS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     n_users: int
     codec: str
     agent: str
     source: str
-    def __init__(self, party_id: _Optional[str] = ..., n_users: _Optional[int] = ..., codec: _Optional[str] = ..., agent: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    budget: PrivacyBudget
+    def __init__(self, party_id: _Optional[str] = ..., n_users: _Optional[int] = ..., codec: _Optional[str] = ..., agent: _Optional[str] = ..., source: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("budget", "max_epsilon", "committed", "admitted_runs")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    budget: float
+    max_epsilon: float
+    committed: float
+    admitted_runs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., committed: _Optional[float] = ..., admitted_runs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("party_id", "poll_seconds", "heartbeat_seconds")
@@ -32,22 +46,26 @@ class RegisterResponse(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., poll_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
 
 class PollRequest(_message.Message):
-    __slots__ = ("party_id", "wait_seconds")
+    __slots__ = ("party_id", "wait_seconds", "open_runs")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_RUNS_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     wait_seconds: float
-    def __init__(self, party_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    open_runs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, party_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., open_runs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PollResponse(_message.Message):
-    __slots__ = ("spec", "request", "finished_runs")
+    __slots__ = ("spec", "request", "finished_runs", "deadline_seconds")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     FINISHED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     spec: _protocol_pb2.RunSpec
     request: _protocol_pb2.Request
     finished_runs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, spec: _Optional[_Union[_protocol_pb2.RunSpec, _Mapping]] = ..., request: _Optional[_Union[_protocol_pb2.Request, _Mapping]] = ..., finished_runs: _Optional[_Iterable[str]] = ...) -> None: ...
+    deadline_seconds: float
+    def __init__(self, spec: _Optional[_Union[_protocol_pb2.RunSpec, _Mapping]] = ..., request: _Optional[_Union[_protocol_pb2.Request, _Mapping]] = ..., finished_runs: _Optional[_Iterable[str]] = ..., deadline_seconds: _Optional[float] = ...) -> None: ...
 
 class SubmitReplyResponse(_message.Message):
     __slots__ = ("accepted", "run_state")
@@ -58,10 +76,12 @@ class SubmitReplyResponse(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., run_state: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("party_id",)
+    __slots__ = ("party_id", "budget")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     party_id: str
-    def __init__(self, party_id: _Optional[str] = ...) -> None: ...
+    budget: PrivacyBudget
+    def __init__(self, party_id: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("server_time",)

@@ -51,18 +51,20 @@ class EstimateTask(_message.Message):
     def __init__(self, level: _Optional[int] = ..., length: _Optional[int] = ..., candidates: _Optional[_Union[NDArray, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class SearchTask(_message.Message):
-    __slots__ = ("mode", "start_length", "start_prefixes", "prior_items", "prior_estimates")
+    __slots__ = ("mode", "start_length", "start_prefixes", "prior_items", "prior_estimates", "prior_stderrs")
     MODE_FIELD_NUMBER: _ClassVar[int]
     START_LENGTH_FIELD_NUMBER: _ClassVar[int]
     START_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ITEMS_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STDERRS_FIELD_NUMBER: _ClassVar[int]
     mode: str
     start_length: int
     start_prefixes: NDArray
     prior_items: NDArray
     prior_estimates: NDArray
-    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., start_prefixes: _Optional[_Union[NDArray, _Mapping]] = ..., prior_items: _Optional[_Union[NDArray, _Mapping]] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ...) -> None: ...
+    prior_stderrs: NDArray
+    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., start_prefixes: _Optional[_Union[NDArray, _Mapping]] = ..., prior_items: _Optional[_Union[NDArray, _Mapping]] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ..., prior_stderrs: _Optional[_Union[NDArray, _Mapping]] = ...) -> None: ...
 
 class LevelCost(_message.Message):
     __slots__ = ("length", "step", "candidates", "reports", "oracle", "hash_evaluations", "report_bytes")

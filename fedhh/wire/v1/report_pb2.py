@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedhh.wire.v1 import protocol_pb2 as fedhh_dot_v1_dot_protocol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64hh/v1/report.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"!\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xd0\x01\n\nReportTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\t\n\x01m\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x0e\n\x06oracle\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\t\n\x01g\x18\x08 \x01(\x03\x12\x11\n\tpool_size\x18\t \x01(\x03\x12\x11\n\tpool_seed\x18\n \x01(\x04\x12%\n\ncandidates\x18\x0b \x01(\x0b\x32\x11.fedhh.v1.NDArray\"W\n\x13SubmitReportRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x0e\n\x06report\x18\x04 \x01(\x0c\"A\n\x14SubmitReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0freports_in_task\x18\x02 \x01(\x03\"%\n\x13ReportStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"i\n\x0cReportStatus\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0copen_task_id\x18\x02 \x01(\x03\x12\x13\n\x0bopen_run_id\x18\x03 \x01(\t\x12\x1c\n\x14reports_in_open_task\x18\x04 \x01(\x03\x32\xe3\x01\n\rReportService\x12\x39\n\x07GetTask\x12\x18.fedhh.v1.GetTaskRequest\x1a\x14.fedhh.v1.ReportTask\x12M\n\x0cSubmitReport\x12\x1d.fedhh.v1.SubmitReportRequest\x1a\x1e.fedhh.v1.SubmitReportResponse\x12H\n\x0fGetReportStatus\x12\x1d.fedhh.v1.ReportStatusRequest\x1a\x16.fedhh.v1.ReportStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64hh/v1/report.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"!\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xd0\x01\n\nReportTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\t\n\x01m\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x0e\n\x06oracle\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\t\n\x01g\x18\x08 \x01(\x03\x12\x11\n\tpool_size\x18\t \x01(\x03\x12\x11\n\tpool_seed\x18\n \x01(\x04\x12%\n\ncandidates\x18\x0b \x01(\x0b\x32\x11.fedhh.v1.NDArray\"W\n\x13SubmitReportRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x0e\n\x06report\x18\x04 \x01(\x0c\"A\n\x14SubmitReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0freports_in_task\x18\x02 \x01(\x03\"%\n\x13ReportStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"i\n\x0cReportStatus\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0copen_task_id\x18\x02 \x01(\x03\x12\x13\n\x0bopen_run_id\x18\x03 \x01(\t\x12\x1c\n\x14reports_in_open_task\x18\x04 \x01(\x03\"0\n\nUserReport\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\"U\n\x0bReportBatch\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12%\n\x07reports\x18\x03 \x03(\x0b\x32\x14.fedhh.v1.UserReport\"=\n\rReportRefusal\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"h\n\x11ReportBatchResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12(\n\x07refused\x18\x02 \x03(\x0b\x32\x17.fedhh.v1.ReportRefusal\x12\x17\n\x0freports_in_task\x18\x03 \x01(\x03\x32\xac\x02\n\rReportService\x12\x39\n\x07GetTask\x12\x18.fedhh.v1.GetTaskRequest\x1a\x14.fedhh.v1.ReportTask\x12M\n\x0cSubmitReport\x12\x1d.fedhh.v1.SubmitReportRequest\x1a\x1e.fedhh.v1.SubmitReportResponse\x12H\n\x0fGetReportStatus\x12\x1d.fedhh.v1.ReportStatusRequest\x1a\x16.fedhh.v1.ReportStatus\x12G\n\x11SubmitReportBatch\x12\x15.fedhh.v1.ReportBatch\x1a\x1b.fedhh.v1.ReportBatchResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTSTATUSREQUEST']._serialized_end=499
   _globals['_REPORTSTATUS']._serialized_start=501
   _globals['_REPORTSTATUS']._serialized_end=606
-  _globals['_REPORTSERVICE']._serialized_start=609
-  _globals['_REPORTSERVICE']._serialized_end=836
+  _globals['_USERREPORT']._serialized_start=608
+  _globals['_USERREPORT']._serialized_end=656
+  _globals['_REPORTBATCH']._serialized_start=658
+  _globals['_REPORTBATCH']._serialized_end=743
+  _globals['_REPORTREFUSAL']._serialized_start=745
+  _globals['_REPORTREFUSAL']._serialized_end=806
+  _globals['_REPORTBATCHRESULT']._serialized_start=808
+  _globals['_REPORTBATCHRESULT']._serialized_end=912
+  _globals['_REPORTSERVICE']._serialized_start=915
+  _globals['_REPORTSERVICE']._serialized_end=1215
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,8 @@
 from fedhh.wire.v1 import protocol_pb2 as _protocol_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -75,3 +76,41 @@ class ReportStatus(_message.Message):
     open_run_id: str
     reports_in_open_task: int
     def __init__(self, accepted: _Optional[int] = ..., open_task_id: _Optional[int] = ..., open_run_id: _Optional[str] = ..., reports_in_open_task: _Optional[int] = ...) -> None: ...
+
+class UserReport(_message.Message):
+    __slots__ = ("credential", "report")
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    credential: str
+    report: bytes
+    def __init__(self, credential: _Optional[str] = ..., report: _Optional[bytes] = ...) -> None: ...
+
+class ReportBatch(_message.Message):
+    __slots__ = ("run_id", "task_id", "reports")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    task_id: int
+    reports: _containers.RepeatedCompositeFieldContainer[UserReport]
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[UserReport, _Mapping]]] = ...) -> None: ...
+
+class ReportRefusal(_message.Message):
+    __slots__ = ("index", "code", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    code: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReportBatchResult(_message.Message):
+    __slots__ = ("accepted", "refused", "reports_in_task")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_IN_TASK_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    refused: _containers.RepeatedCompositeFieldContainer[ReportRefusal]
+    reports_in_task: int
+    def __init__(self, accepted: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[ReportRefusal, _Mapping]]] = ..., reports_in_task: _Optional[int] = ...) -> None: ...

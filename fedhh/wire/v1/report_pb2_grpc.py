@@ -49,6 +49,11 @@ class ReportServiceStub:
                 request_serializer=fedhh_dot_v1_dot_report__pb2.ReportStatusRequest.SerializeToString,
                 response_deserializer=fedhh_dot_v1_dot_report__pb2.ReportStatus.FromString,
                 _registered_method=True)
+        self.SubmitReportBatch = channel.unary_unary(
+                '/fedhh.v1.ReportService/SubmitReportBatch',
+                request_serializer=fedhh_dot_v1_dot_report__pb2.ReportBatch.SerializeToString,
+                response_deserializer=fedhh_dot_v1_dot_report__pb2.ReportBatchResult.FromString,
+                _registered_method=True)
 
 
 class ReportServiceServicer:
@@ -77,6 +82,15 @@ class ReportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitReportBatch(self, request, context):
+        """Many users' reports for the open task in one call (a relay, or a device with queued
+        reports): each entry carries its user's credential, is checked on its own and counted
+        once; the response lists the refused entries. Acknowledged entries are stored durably.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_ReportServiceServicer_to_server(servicer, server):
                     servicer.GetReportStatus,
                     request_deserializer=fedhh_dot_v1_dot_report__pb2.ReportStatusRequest.FromString,
                     response_serializer=fedhh_dot_v1_dot_report__pb2.ReportStatus.SerializeToString,
+            ),
+            'SubmitReportBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReportBatch,
+                    request_deserializer=fedhh_dot_v1_dot_report__pb2.ReportBatch.FromString,
+                    response_serializer=fedhh_dot_v1_dot_report__pb2.ReportBatchResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +196,33 @@ class ReportService:
             '/fedhh.v1.ReportService/GetReportStatus',
             fedhh_dot_v1_dot_report__pb2.ReportStatusRequest.SerializeToString,
             fedhh_dot_v1_dot_report__pb2.ReportStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReportBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedhh.v1.ReportService/SubmitReportBatch',
+            fedhh_dot_v1_dot_report__pb2.ReportBatch.SerializeToString,
+            fedhh_dot_v1_dot_report__pb2.ReportBatchResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,90 @@
+"""Serving the gRPC services of fedhh: one way to register a servicer and to map errors to
+statuses, shared by the coordinator (``fedhh.server``) and the party agent (``fedhh.clients``).
+
+* Requests reach a servicer already parsed, but by us, not by grpcio: a request that does not
+  decode gets INVALID_ARGUMENT (grpcio's own deserializer would answer INTERNAL).
+* A servicer refuses an input by raising :class:`Refused` (a status and a message) or a
+  :class:`~fedhh.errors.FedHHError`, mapped by :func:`status_of`: a
+  :class:`~fedhh.errors.LimitError` is RESOURCE_EXHAUSTED, :class:`~fedhh.errors.RunFailed`
+  FAILED_PRECONDITION, any other INVALID_ARGUMENT. Anything else is a bug: logged with its
+  traceback and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+
+from fedhh.errors import FedHHError, LimitError, RunFailed
+
+log = logging.getLogger("fedhh.rpc")
+
+# Server options of every fedhh service: no SO_REUSEPORT (a second server on a port in use must
+# fail to start instead of sharing it).
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class Refused(Exception):
+    """An input refused with a gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def status_of(exc: FedHHError) -> grpc.StatusCode:
+    if isinstance(exc, LimitError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, RunFailed):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def refused(exc: BaseException) -> Refused | None:
+    """The refusal an exception of a servicer stands for (None: a bug, not a refusal)."""
+    if isinstance(exc, Refused):
+        return exc
+    if isinstance(exc, FedHHError):
+        return Refused(status_of(exc), str(exc))
+    return None
+
+
+def add_servicer(server: grpc.Server, pb2: Any, service: str, servicer: Any) -> None:
+    """Serve ``servicer``'s methods as the unary methods of ``service`` (declared in the
+    generated module ``pb2``), parsing each request ourselves."""
+    desc = pb2.DESCRIPTOR.services_by_name[service]
+    handlers = {
+        m.name: _handler(getattr(servicer, m.name), m, desc.full_name) for m in desc.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(desc.full_name, handlers),)
+    )
+
+
+def _handler(method: Callable[[Any, Any], Any], desc: Any, service: str) -> Any:
+    request_cls = message_factory.GetMessageClass(desc.input_type)
+    name = f"/{service}/{desc.name}"
+
+    def call(data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            request = request_cls.FromString(data)
+        except (DecodeError, ValueError, RecursionError) as exc:
+            log.info("refused %s from %s: undecodable request (%s)", name, context.peer(), exc)
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"undecodable {desc.input_type.name}: {exc}"
+            )
+        return method(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=None, response_serializer=_serialize
+    )
+
+
+def _serialize(msg: Any) -> bytes:
+    return bytes(msg.SerializeToString())
