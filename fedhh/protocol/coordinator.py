@@ -10,6 +10,13 @@ a round's replies, applies deadlines and failures, counts bytes and replays stor
 A party that answers with an error, or that a transport declares gone (:meth:`fail_party`), is
 handled by policy: ``"continue"`` goes on with the parties that answered (recorded in the
 result), ``"fail"`` ends the run with the reason. See docs/architecture.md.
+
+What a party reports is checked against what the coordinator knows: a malformed reply (wrong
+shapes, non-finite numbers) raises :class:`ProtocolError` and changes nothing; a well-formed
+reply whose figures cannot be true for its party (more reports than its users, estimates or
+standard errors beyond what the level's oracle can produce from them, cost fields out of range)
+raises :class:`~fedhh.errors.ImplausibleReply`, and the transport fails the party under the
+policy (:func:`check_figures`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedhh.errors import ProtocolError
+from fedhh.errors import FedHHError, ImplausibleReply, ProtocolError
+from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
 from fedhh.mechanisms.tasks import (
     ErrorResult,
@@ -28,6 +36,7 @@ from fedhh.mechanisms.tasks import (
     LevelCost,
     SearchResult,
 )
+from fedhh.oracles import ORACLES, make_oracle
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, RunResult, RunSpec
 
 POLICIES = ("continue", "fail")
@@ -80,6 +89,7 @@ class Coordinator:
         self.progress = Progress()
         self._started = False
         self._requests: dict[int, Request] = {}
+        self._reports = [0] * len(spec.party_ids)  # reports each party has declared so far
 
     @property
     def done(self) -> bool:
@@ -165,6 +175,13 @@ class Coordinator:
                 raise ProtocolError("reply holds non-finite estimates or standard errors")
         if np.any(result.stderrs < 0):
             raise ProtocolError("reply holds negative standard errors")
+        n_users = self.spec.party_sizes[pending.party]
+        declared = check_figures(result, task, n_users, self.params)
+        if self._reports[pending.party] + declared > n_users:
+            raise ImplausibleReply(
+                f"party {reply.party_id} declares {self._reports[pending.party] + declared:,} "
+                f"reports in this run but has {n_users:,} users"
+            )
         return pending
 
     def _party_failed(self, idx: int, reason: str) -> None:
@@ -216,6 +233,7 @@ class Coordinator:
         costs: tuple[LevelCost, ...] = (
             (result.cost,) if isinstance(result, EstimateResult) else result.levels
         )
+        self._reports[idx] += sum(c.reports for c in costs)
         phase = "shared" if isinstance(result, EstimateResult) else "local"
         for c in costs:
             self._costs.levels.append(
@@ -229,6 +247,9 @@ class Coordinator:
         for lv in levels:
             reports[lv["party"]] += lv["reports"]
         oracles = sorted({lv["oracle"] for lv in levels})
+        # A party without a single report contributed to no item, whatever the plan counted.
+        contributing = sum(1 for n in reports.values() if n > 0)
+        contributors = np.minimum(np.asarray(ans.contributors, dtype=np.int64), contributing)
         p = self.params
         self.result = RunResult(
             run_id=self.spec.run_id,
@@ -236,7 +257,7 @@ class Coordinator:
             items=ans.items,
             estimates=ans.estimates,
             stderrs=ans.stderrs,
-            contributors=ans.contributors,
+            contributors=contributors,
             params=p.to_dict(),
             cost={
                 "rounds": self.round,
@@ -262,6 +283,71 @@ class Coordinator:
             failed_parties=sorted(self.failed),
         )
         self.progress = Progress(self.round, "done", 0, True)
+
+
+def check_figures(
+    result: EstimateResult | SearchResult, task: object, n_users: int, params: MechanismParams
+) -> int:
+    """Check a well-formed reply's figures against its party's ``n_users``; returns the reports
+    it declares. Raises :class:`ImplausibleReply` for figures no honest party can produce:
+
+    * every level: 0 ≤ reports ≤ n_users, a known oracle, 1 ≤ candidates ≤ 2^20, lengths and
+      steps within m, hash evaluations and report bytes within what that many reports over that
+      many candidates can cost;
+    * an estimate reply: its level is the task's (length, candidates);
+    * estimates and standard errors: a debiased support count of n_g reports lies in
+      [−n_g·q, n_g·(1−q)]/(p − q) and is scaled by n_users/n_g, so every scaled estimate lies
+      within n_users·max(q, 1 − q)/(p − q) of zero and every standard error below
+      n_users/(p − q), with (p, q) of the level's oracle (the last level's, for a search).
+    """
+    costs = (result.cost,) if isinstance(result, EstimateResult) else result.levels
+    m = params.m
+    for c in costs:
+        problem = ""
+        if not 0 <= c.reports <= n_users:
+            problem = f"{c.reports:,} reports from a party of {n_users:,} users"
+        elif c.oracle not in ORACLES:
+            problem = f"unknown oracle {c.oracle!r}"
+        elif not 1 <= c.candidates <= MAX_REPLY_ITEMS:
+            problem = f"{c.candidates:,} candidates"
+        elif not (0 <= c.length <= m and 0 <= c.step <= m):
+            problem = f"length {c.length} or step {c.step} outside 0..{m}"
+        elif (
+            not 0
+            <= c.hash_evaluations
+            <= 2 * (c.reports + 2 * params.pool_size + 1) * (c.candidates + 1)
+        ):
+            problem = f"{c.hash_evaluations:,} hash evaluations"
+        elif not 0 <= c.report_bytes <= c.reports * ((c.candidates + 8) // 8 + 16):
+            problem = f"{c.report_bytes:,} report bytes for {c.reports:,} reports"
+        if problem:
+            raise ImplausibleReply(f"implausible level cost: {problem}")
+    if isinstance(result, EstimateResult):
+        assert isinstance(task, EstimateTask)
+        if (result.cost.length, result.cost.candidates) != (task.length, task.candidates.size):
+            raise ImplausibleReply("the estimate's level cost is not that of its task")
+    if result.estimates.size == 0:
+        return sum(c.reports for c in costs)
+    if not costs:
+        raise ImplausibleReply("a search reply with items but no level")
+    last = costs[-1]
+    try:
+        p, q = make_oracle(last.oracle, params.epsilon).probabilities(last.candidates + 1)
+    except FedHHError as exc:  # pragma: no cover - the name was checked above
+        raise ImplausibleReply(f"oracle {last.oracle!r}: {exc}") from None
+    slack = 1 + 1e-9
+    bound = n_users * max(q, 1 - q) / (p - q) * slack + 1e-6
+    if float(np.max(np.abs(result.estimates))) > bound:
+        raise ImplausibleReply(
+            f"estimates up to {float(np.max(np.abs(result.estimates))):.4g} from a party of "
+            f"{n_users:,} users (at most {bound:.4g} with {last.oracle} at ε = {params.epsilon:g})"
+        )
+    if float(np.max(result.stderrs)) > n_users / (p - q) * slack + 1e-6:
+        raise ImplausibleReply(
+            f"standard errors up to {float(np.max(result.stderrs)):.4g} from a party of "
+            f"{n_users:,} users"
+        )
+    return sum(c.reports for c in costs)
 
 
 def _phase_of(task: object) -> str:

@@ -6,6 +6,12 @@ The party is deterministic given its requests (its random state derives from the
 the replay reproduces its user ledger: a re-delivered request gets the reply it got before, and
 no user ever reports twice. The log is an interface (:class:`PartyLog`): the agent keeps it in
 SQLite, the Flower ClientApp in the node's run state.
+
+A transport may pass a ``checkpoint`` (its clock) with a request: the party calls it before each
+level, and when it raises :class:`~fedhh.errors.DeadlinePassed` the host drops the run's
+half-updated party (a later request rebuilds it from the log) and lets the error through; nothing
+is logged. A transport refusing a request before any work (a bound, the privacy budget) answers
+with :meth:`PartyHost.refuse`, logged like any answer.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from fedhh.errors import FedHHError, ParameterError
+from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
 from fedhh.mechanisms.tasks import ErrorResult
 from fedhh.protocol.encoding import decode_request, decode_spec, encode
 from fedhh.protocol.messages import Reply, Request, RunSpec
@@ -56,21 +62,53 @@ class PartyHost:
         self.log = log
         self.parties: dict[str, tuple[bytes, Party]] = {}
 
-    def answer(self, spec_bytes: bytes, request_bytes: bytes) -> bytes | None:
+    def answer(
+        self,
+        spec_bytes: bytes,
+        request_bytes: bytes,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> bytes | None:
         """The reply's bytes (an error reply if the party cannot answer), or None while the
-        party waits for its users' reports. Undecodable input raises ProtocolError."""
+        party waits for its users' reports. Undecodable input raises ProtocolError; a
+        ``checkpoint`` that raises DeadlinePassed stops the work (nothing logged)."""
         spec, request = decode_spec(spec_bytes), decode_request(request_bytes)
         stored = self.log.reply_for(request.run_id, request.request_id)
         if stored is not None:
             return stored
         try:
-            reply = self.party(spec, spec_bytes).handle(request)
+            party = self.party(spec, spec_bytes)
+            party.checkpoint = checkpoint
+            try:
+                reply = party.handle(request)
+            finally:
+                party.checkpoint = None
+        except DeadlinePassed:
+            self.parties.pop(spec.run_id, None)
+            raise
         except FedHHError as exc:
             reply = error_reply(request, str(exc))
         if reply is None:
             return None
+        return self._save(spec_bytes, request_bytes, reply)
+
+    def refuse(self, spec_bytes: bytes, request_bytes: bytes, code: str, message: str) -> bytes:
+        """Answer a request with an error before any work (logged: a re-delivery gets it too)."""
+        request = decode_request(request_bytes)
+        stored = self.log.reply_for(request.run_id, request.request_id)
+        if stored is not None:
+            return stored
+        reply = Reply(
+            request.run_id, request.request_id, request.party_id, ErrorResult(code, message)
+        )
+        return self._save(spec_bytes, request_bytes, reply)
+
+    def close(self, run_id: str) -> None:
+        """Forget the run's party (the run is over for this party); its log stays."""
+        self.parties.pop(run_id, None)
+
+    def _save(self, spec_bytes: bytes, request_bytes: bytes, reply: Reply) -> bytes:
         data = encode(reply)
-        self.log.save_handled(request.run_id, request.request_id, spec_bytes, request_bytes, data)
+        self.log.save_handled(reply.run_id, reply.request_id, spec_bytes, request_bytes, data)
         return data
 
     def error(self, request: Request, message: str) -> Reply:

@@ -13,14 +13,15 @@ their reports, and answers ``None`` until a group's reports are in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedhh.codec import as_codes, prefix
-from fedhh.errors import FedHHError, ParameterError
+from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
 from fedhh.mechanisms.planning import next_group
 from fedhh.mechanisms.plans import phase1_plan
@@ -88,8 +89,26 @@ class _Progress:
     reserve_used: bool = False
 
 
+@dataclass(frozen=True)
+class _Checkpointed:
+    """The run's oracle choice, calling the party's checkpoint first: every level (shared or of
+    a local search) starts with it, so a transport's deadline can stop a long request."""
+
+    choose: Callable[[int, int], FrequencyOracle]
+    party: Party
+
+    def __call__(self, domain_size: int, n_reports: int = 0) -> FrequencyOracle:
+        self.party.check_time()
+        return self.choose(domain_size, n_reports)
+
+
 class Party:
-    """One party of one run, over its users' codes or another :class:`ReportSource`."""
+    """One party of one run, over its users' codes or another :class:`ReportSource`.
+
+    ``checkpoint`` (set by a transport, None by default) is called before each level's work; it
+    raises :class:`~fedhh.errors.DeadlinePassed` to stop a request whose deadline has passed
+    (the party's state is then partial: the transport drops it and rebuilds it from its log).
+    """
 
     def __init__(self, spec: RunSpec, party_id: str, users: Codes | ReportSource) -> None:
         self.spec = spec
@@ -108,7 +127,9 @@ class Party:
         self.rng = np.random.default_rng([self.params.seed, 0x5EED, self.index])
         reserve = self.params.completion if self.params.mechanism == "taps" else 0.0
         self.ledger = UserLedger(n_users, self.rng, reserve)
-        self.strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
+        self.checkpoint: Callable[[], None] | None = None
+        strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
+        self.strategies = replace(strategies, oracle_for=_Checkpointed(strategies.oracle_for, self))
         self.shared_lengths, self.planned_levels = phase1_plan(self.params)
         self._progress = _Progress()
         self._last_shared: tuple[Codes, np.ndarray] | None = None
@@ -127,7 +148,11 @@ class Party:
             result = ErrorResult("invalid-request", problem)
         else:
             try:
+                self.check_time()
                 result = self._run(request)
+            except DeadlinePassed:
+                self._waiting = None
+                raise
             except FedHHError as exc:
                 self._waiting = None
                 result = ErrorResult("failed", str(exc))
@@ -136,6 +161,10 @@ class Party:
         reply = Reply(self.spec.run_id, request.request_id, self.party_id, result)
         self._replies[request.request_id] = reply
         return reply
+
+    def check_time(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint()
 
     # --- internals -------------------------------------------------------------------------
     def _check_envelope(self, request: Request) -> str:
@@ -219,6 +248,7 @@ class Party:
         self._waiting = None
         if reports.n == 0:
             raise ParameterError("no user reported for this level")
+        self.check_time()
         cand = group.candidates
         step = 0
         if task.group == "level":  # bits this shared level adds to the previous one
