@@ -12,8 +12,19 @@ Sources of the party's reports:
 Robustness: the agent answers through a :class:`~fedhh.protocol.host.PartyHost` that stores
 every answer (run spec, request, reply) in :class:`~fedhh.clients.store.AgentStore` before it is
 sent: a re-delivered request gets the stored reply, and after a restart the party is rebuilt
-by replaying them, so no user reports twice. Lost connections are retried with exponential
-backoff (and jitter); the agent re-registers after every reconnect.
+by replaying them, so no user reports twice.
+
+Connection lifecycle: each connection is one channel, one registration and one
+:class:`Heartbeat` bound to that channel; the heartbeat is stopped (its call in flight
+cancelled, its thread joined) before the channel is closed, so no thread ever calls a closed
+channel. A lost connection is retried with exponential backoff and jitter, whatever went wrong;
+only a coordinator that refuses this party's token ends the agent.
+
+Before any work on a run (its first request) the agent checks it against its
+:class:`~fedhh.protocol.limits.Limits` and admits it to its privacy ledger
+(:mod:`fedhh.clients.budget`); a run over either is refused with an error reply. A request whose
+deadline (sent with it) passes is stopped between levels. Runs the coordinator reports as over
+for this party close their device tasks and settle their ε.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +41,76 @@ from typing import Any
 
 import grpc
 
-from fedhh.errors import FedHHError
+from fedhh.clients.budget import PrivacyLedger
+from fedhh.clients.devices import DeviceSource
+from fedhh.errors import (
+    BudgetExceeded,
+    DeadlinePassed,
+    FedHHError,
+    LimitError,
+    ParameterError,
+    ProtocolError,
+)
+from fedhh.mechanisms.tasks import EstimateTask
+from fedhh.protocol import limits
+from fedhh.protocol.encoding import decode_request, decode_spec
 from fedhh.protocol.host import PartyHost
 from fedhh.wire.security import open_channel
 from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
 
 log = logging.getLogger("fedhh.party")
-AGENT = "fedhh-party/1"
+AGENT = "fedhh-party/2"
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+MAX_BACKOFF = 10.0
 
 
 def _no_wait(seconds: float) -> None:
     return None
+
+
+class Heartbeat:
+    """Liveness calls on one connection's channel, every ``interval`` seconds, until stopped.
+    :meth:`stop` cancels a call in flight and joins the thread: call it before closing the
+    channel."""
+
+    def __init__(self, stub: Any, request: Callable[[], Any], interval: float) -> None:
+        self.stub, self.request, self.interval = stub, request, max(0.05, interval)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._call: Any = None
+        self.beats = 0
+        self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                call = self._call = self.stub.Heartbeat.future(
+                    self.request(), timeout=min(10.0, 2 * self.interval + 1)
+                )
+            try:
+                call.result()
+                self.beats += 1
+            except grpc.FutureCancelledError:
+                return
+            except grpc.RpcError as exc:  # the poll loop notices a lost connection
+                log.debug("heartbeat failed: %s", exc.code().name)
+            finally:
+                with self._lock:
+                    self._call = None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            if self._call is not None:
+                self._call.cancel()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 @dataclass(kw_only=True)
@@ -54,13 +124,19 @@ class PartyAgent:
     source_kind: str  # "data" or "devices"
     n_users: int
     codec: str
+    ledger: PrivacyLedger
+    limits: limits.Limits = field(default_factory=limits.Limits)
+    devices: DeviceSource | None = None
     ca_cert: Path | None = None
     insecure: bool = False
     poll_seconds: float = 5.0
     stop_after: int | None = None  # fault drill: exit abruptly after this many replies
     wait: Callable[[float], None] = _no_wait  # while the party's reports come in
     answered: int = 0
+    connections: int = 0
+    heartbeat: Heartbeat | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    _admitted: set[str] = field(default_factory=set)
 
     def run(self) -> int:
         backoff = 0.2
@@ -70,61 +146,151 @@ class PartyAgent:
             )
             try:
                 stub = party_pb2_grpc.PartyServiceStub(channel)
-                stub.Register(
-                    party_pb2.RegisterRequest(
-                        party_id=self.party_id,
-                        n_users=self.n_users,
-                        codec=self.codec,
-                        agent=AGENT,
-                        source=self.source_kind,
-                    ),
-                    timeout=10,
-                )
+                resp = stub.Register(self._registration(), timeout=10)
+                self.connections += 1
                 log.info("registered with %s as %s", self.coordinator, self.party_id)
                 backoff = 0.2
+                self.heartbeat = Heartbeat(stub, self._beat, resp.heartbeat_seconds or 10.0)
+                self.heartbeat.start()
                 self._loop(stub)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code in FATAL:
                     log.error("coordinator refused this party: %s %s", code.name, exc.details())
                     return 2
-                delay = backoff * (1 + random.random() / 2)
-                log.warning(
-                    "connection to %s lost (%s: %s); retrying in %.1f s",
-                    self.coordinator,
-                    code.name,
-                    exc.details(),
-                    delay,
-                )
-                self.stop.wait(delay)
-                backoff = min(backoff * 2, 10.0)
+                why = f"{code.name}: {exc.details()}"
+            except Exception as exc:  # never let a reconnect loop die
+                log.exception("agent loop failed")
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                why = ""
             finally:
+                if self.heartbeat is not None:
+                    self.heartbeat.stop()  # before the channel it uses closes
+                    self.heartbeat = None
                 channel.close()
+            if self.stop.is_set():
+                break
+            delay = backoff * (1 + random.random() / 2)
+            log.warning(
+                "connection to %s lost (%s); retrying in %.1f s", self.coordinator, why, delay
+            )
+            self.stop.wait(delay)
+            backoff = min(backoff * 2, MAX_BACKOFF)
         return 0
 
+    def _budget(self) -> Any:
+        return party_pb2.PrivacyBudget(**self.ledger.state())
+
+    def _registration(self) -> Any:
+        return party_pb2.RegisterRequest(
+            party_id=self.party_id,
+            n_users=self.n_users,
+            codec=self.codec,
+            agent=AGENT,
+            source=self.source_kind,
+            budget=self._budget(),
+        )
+
+    def _beat(self) -> Any:
+        return party_pb2.HeartbeatRequest(party_id=self.party_id, budget=self._budget())
+
+    def _open_runs(self) -> list[str]:
+        runs = set(self.ledger.open_runs()) | set(self.host.parties) | self._admitted
+        if self.devices is not None:
+            runs |= set(self.devices.open_runs())
+        return sorted(runs)
+
     def _loop(self, stub: Any) -> None:
-        beat = threading.Thread(target=self._heartbeat, args=(stub,), daemon=True)
-        beat.start()
         while not self.stop.is_set():
             resp = stub.Poll(
-                party_pb2.PollRequest(party_id=self.party_id, wait_seconds=self.poll_seconds),
+                party_pb2.PollRequest(
+                    party_id=self.party_id,
+                    wait_seconds=self.poll_seconds,
+                    open_runs=self._open_runs(),
+                ),
                 timeout=self.poll_seconds + 30,
             )
+            for run_id in resp.finished_runs:
+                self.finish(run_id)
             if not resp.HasField("request"):
                 continue
+            left = resp.deadline_seconds
+            deadline = time.monotonic() + left if left > 0 else None
             try:
-                data = self.host.answer(
+                data = self.answer(
                     resp.spec.SerializeToString(deterministic=True),
                     resp.request.SerializeToString(deterministic=True),
+                    deadline,
                 )
-            except FedHHError as exc:
+            except ProtocolError as exc:
                 log.error("undecodable request from the coordinator: %s", exc)
                 self.stop.wait(1.0)
                 continue
-            if data is None:  # a device task is still collecting reports
+            if data is None:  # a device task is still collecting reports (or too late)
                 self.wait(0.5)
                 continue
             self._send(stub, protocol_pb2.Reply.FromString(data))
+
+    def answer(
+        self, spec_bytes: bytes, request_bytes: bytes, deadline: float | None
+    ) -> bytes | None:
+        """The reply to a request (None: not yet, or its deadline passed)."""
+        spec, request = decode_spec(spec_bytes), decode_request(request_bytes)
+        stored = self.host.log.reply_for(request.run_id, request.request_id)
+        if stored is not None:  # answered before (a re-delivery)
+            return stored
+        if spec.run_id not in self._admitted:
+            try:
+                self._admit(spec)
+            except (LimitError, ParameterError) as exc:
+                code = (
+                    "budget-exceeded"
+                    if isinstance(exc, BudgetExceeded)
+                    else "resource-exhausted"
+                    if isinstance(exc, LimitError)
+                    else "refused"
+                )
+                log.warning("run %s refused before any work: %s", spec.run_id, exc)
+                return self.host.refuse(spec_bytes, request_bytes, code, str(exc))
+        task = request.task
+        if isinstance(task, EstimateTask):
+            try:
+                limits.check_candidates(int(task.candidates.size), self.limits)
+            except LimitError as exc:
+                return self.host.refuse(spec_bytes, request_bytes, "resource-exhausted", str(exc))
+
+        def checkpoint() -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlinePassed(f"the deadline of a request of run {spec.run_id} passed")
+
+        try:
+            return self.host.answer(spec_bytes, request_bytes, checkpoint)
+        except DeadlinePassed as exc:
+            log.warning("%s: stopped working on it", exc)
+            return None
+
+    def _admit(self, spec: Any) -> None:
+        p = spec.params.resolved()
+        limits.check_params(p, self.limits)
+        limits.check_k(p, sum(spec.party_sizes))
+        limits.check_memory(p, self.party_id, self.n_users, self.limits)
+        self.ledger.admit(spec.run_id, p.epsilon)
+        self._admitted.add(spec.run_id)
+
+    def finish(self, run_id: str) -> None:
+        """The run is over for this party: close its report task, settle its ε, drop it."""
+        users = None
+        if self.devices is not None:
+            users = self.devices.close_run(run_id)
+        try:
+            self.ledger.settle(run_id, users)
+        except FedHHError as exc:  # pragma: no cover - a storage failure; retried next poll
+            log.error("run %s: cannot settle its privacy budget: %s", run_id, exc)
+            return
+        self.host.close(run_id)
+        self._admitted.discard(run_id)
+        log.info("run %s is over for this party", run_id)
 
     def _send(self, stub: Any, reply: Any) -> None:
         try:
@@ -138,6 +304,7 @@ class PartyAgent:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.NOT_FOUND,
                 grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
             ):
                 log.error(
                     "run %s: reply to request %d refused: %s %s",
@@ -154,10 +321,3 @@ class PartyAgent:
             log.warning("fault drill: exiting abruptly after %d answered requests", self.answered)
             logging.shutdown()
             os._exit(3)
-
-    def _heartbeat(self, stub: Any) -> None:
-        while not self.stop.wait(10.0):
-            try:
-                stub.Heartbeat(party_pb2.HeartbeatRequest(party_id=self.party_id), timeout=10)
-            except grpc.RpcError:
-                return

@@ -1,4 +1,5 @@
-"""``fedhh party serve``: argparse set-up and handler (wired into ``fedhh.cli``)."""
+"""``fedhh party serve`` and ``fedhh party enroll``: argparse set-up and handlers (wired into
+``fedhh.cli``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import add_connect_args, add_service, setup_logging
+from fedhh.cli import add_connect_args, add_limit_args, add_service, limits_of, setup_logging
 from fedhh.errors import ParameterError
 
 log = logging.getLogger("fedhh.party")
 
 
 def add_party_parser(sub: Any) -> None:
-    s = add_service(sub, "party", "the party agent (gRPC)").add_parser(
+    party = add_service(sub, "party", "the party agent (gRPC)")
+    s = party.add_parser(
         "serve",
         help="answer the coordinator's requests for one party",
         description="Connect out to the coordinator and answer its requests for one party, from "
-        "a data file of the party's items or from reports of user devices.",
+        "a data file of the party's items or from reports of user devices. Every run is checked "
+        "against the agent's resource limits and privacy budget before any work.",
     )
     s.add_argument("--party-id", required=True)
     add_connect_args(s, "this party's token")
@@ -34,10 +37,15 @@ def add_party_parser(sub: Any) -> None:
     d.add_argument("--data", type=Path, help="one item per line (gzip if .gz)")
     d.add_argument("--item-bytes", type=int, help="items are strings of this many bytes")
     d.add_argument("--item-bits", type=int, help="items are integers of this many bits")
-    v = s.add_argument_group("source (b): reports from user devices")
-    v.add_argument("--devices", type=int, metavar="N", help="enrolled users of the party")
+    v = s.add_argument_group(
+        "source (b): reports from user devices",
+        "Devices authenticate with per-user credentials (`fedhh party enroll`).",
+    )
+    v.add_argument(
+        "--devices", type=int, metavar="N", help="enrolled users of the party (its user count)"
+    )
     v.add_argument("--listen", metavar="HOST:PORT", help="the report endpoint's address")
-    v.add_argument("--device-tokens", type=Path, help="tokens file with role 'device' tokens")
+    v.add_argument("--device-tokens", type=Path, help=argparse.SUPPRESS)  # before credentials
     v.add_argument("--tls-cert", type=Path, help="report endpoint certificate (PEM)")
     v.add_argument("--tls-key", type=Path, help="report endpoint private key (PEM)")
     v.add_argument(
@@ -47,6 +55,22 @@ def add_party_parser(sub: Any) -> None:
         help="close a report task after this long if it has reports but not its quota",
     )
     v.add_argument("--port-file", type=Path, help="write the report endpoint's port here")
+    b = s.add_argument_group("privacy budget and resource limits (checked before any work)")
+    b.add_argument(
+        "--epsilon-budget",
+        type=float,
+        default=40.0,
+        metavar="EPS",
+        help="ε each user may spend across all runs (default 40)",
+    )
+    b.add_argument(
+        "--max-epsilon",
+        type=float,
+        default=10.0,
+        metavar="EPS",
+        help="ε one run may use (default 10)",
+    )
+    add_limit_args(b, "this party")
     s.add_argument("--poll-seconds", type=float, default=5.0, help="long-poll wait")
     s.add_argument(
         "--stop-after",
@@ -57,40 +81,88 @@ def add_party_parser(sub: Any) -> None:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_party_serve)
 
+    e = party.add_parser(
+        "enroll",
+        help="issue the credentials of a device party's users",
+        description="Write one credential per enrolled user (user id, tab, credential; mode 600) "
+        "for a device party: each is bound to its user id and verified by the agent with a key "
+        "kept in its state file (created here if needed). The same key gives the same "
+        "credentials, so they can be re-issued.",
+    )
+    e.add_argument("--party-id", required=True)
+    e.add_argument("--db", type=Path, required=True, help="the agent's SQLite state file")
+    e.add_argument("--users", type=int, required=True, metavar="N", help="users 0..N-1")
+    e.add_argument("--out", type=Path, required=True, help="file to write the credentials to")
+    e.set_defaults(func=cmd_party_enroll)
+
+
+def credentials_for(store: Any, party_id: str, n_users: int) -> Any:
+    from fedhh.clients.credentials import Credentials, new_key
+
+    return Credentials(party_id, store.meta_default("credential-key", new_key()), n_users)
+
+
+def cmd_party_enroll(args: argparse.Namespace) -> int:
+    from fedhh.clients.credentials import write_credentials
+    from fedhh.clients.store import AgentStore
+    from fedhh.wire.security import check_name
+
+    check_name("party id", args.party_id)
+    if args.users < 1:
+        raise ParameterError("--users must be ≥ 1")
+    store = AgentStore(args.db)
+    try:
+        n = write_credentials(credentials_for(store, args.party_id, args.users), args.out)
+    finally:
+        store.close()
+    print(f"{n} credentials of party {args.party_id} written to {args.out}")
+    return 0
+
 
 def cmd_party_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     from fedhh.clients.agent import PartyAgent
+    from fedhh.clients.budget import PrivacyLedger
     from fedhh.clients.store import AgentStore
     from fedhh.codec import codec_for
     from fedhh.datasets import load_party_files
     from fedhh.protocol import Party, codec_name
     from fedhh.protocol.host import PartyHost
-    from fedhh.wire.security import check_name, read_token_file
+    from fedhh.wire.security import check_name, read_token_file, split_address
 
     check_name("party id", args.party_id)
     if (args.data is None) == (args.devices is None):
         raise ParameterError("give exactly one source: --data FILE or --devices N")
     if args.insecure and args.ca_cert:
         raise ParameterError("--insecure and --ca-cert exclude each other")
+    split_address(args.coordinator)
     token = read_token_file(args.token_file)
     codec = codec_for(args.item_bytes, args.item_bits)
+    lim = limits_of(args)
+    if args.devices is not None:
+        if args.devices < 1:
+            raise ParameterError("--devices must be ≥ 1")
+        if not args.listen:
+            raise ParameterError("a device party needs --listen (its report endpoint)")
+        if not args.collect_seconds > 0:
+            raise ParameterError("--collect-seconds must be > 0")
     store = AgentStore(args.db)
-    server = None
+    server = devices = None
     users: Any
     if args.data is not None:
         users = load_party_files([args.data], codec=codec).parties[0]
         n_users, kind = int(users.size), "data"
         log.info("party %s: %d users from %s", args.party_id, n_users, args.data)
     else:
-        if args.devices < 1:
-            raise ParameterError("--devices must be ≥ 1")
-        if not args.listen or not args.device_tokens:
-            raise ParameterError("a device party needs --listen and --device-tokens")
-        if not args.collect_seconds > 0:
-            raise ParameterError("--collect-seconds must be > 0")
-        users, server = _report_endpoint(args, store, codec_name(codec))
-        n_users, kind = args.devices, "devices"
+        if args.device_tokens is not None:
+            log.warning(
+                "--device-tokens is no longer used: devices authenticate with per-user "
+                "credentials (fedhh party enroll)"
+            )
+        creds = credentials_for(store, args.party_id, args.devices)
+        devices, server = _report_endpoint(args, store, creds, codec_name(codec))
+        users, n_users, kind = devices, args.devices, "devices"
+    ledger = PrivacyLedger(store, n_users, args.epsilon_budget, args.max_epsilon)
     agent = PartyAgent(
         party_id=args.party_id,
         coordinator=args.coordinator,
@@ -99,11 +171,14 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         source_kind=kind,
         n_users=n_users,
         codec=codec_name(codec),
+        ledger=ledger,
+        limits=lim,
+        devices=devices,
         ca_cert=args.ca_cert,
         insecure=args.insecure,
         poll_seconds=args.poll_seconds,
         stop_after=args.stop_after,
-        **({"wait": users.wait} if kind == "devices" else {}),
+        **({"wait": devices.wait} if devices is not None else {}),
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
@@ -113,36 +188,36 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         worker.join(0.5)
     if server is not None:
         server.stop(grace=2).wait()
+    if devices is not None:
+        devices.commit.close()
     store.close()
     return int(getattr(agent, "status", 0))
 
 
-def _report_endpoint(args: argparse.Namespace, store: Any, codec: str) -> tuple[Any, Any]:
+def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: str) -> Any:
     from concurrent import futures
 
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection
 
-    from fedhh.clients.devices import DeviceSource, ReportServicer
-    from fedhh.wire.security import AuthInterceptor, TokenStore, bind_port
-    from fedhh.wire.v1 import report_pb2_grpc
+    from fedhh.clients.devices import MAX_BATCH, DeviceSource, ReportServicer
+    from fedhh.clients.ingest import MAX_REPORT_BYTES
+    from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer
+    from fedhh.wire.security import AuthInterceptor, bind_port
+    from fedhh.wire.v1 import report_pb2
 
-    tokens = TokenStore.load(args.device_tokens)
-    collector = DeviceSource(args.devices, codec, store, args.collect_seconds)
+    source = DeviceSource(creds, codec, store, args.collect_seconds)
+    batch_bytes = MAX_BATCH * (MAX_REPORT_BYTES // 64 + 256)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="report"),
-        interceptors=[AuthInterceptor(tokens, {"/fedhh.v1.ReportService/": "device"})],
-        options=[("grpc.max_receive_message_length", 1 << 20)],
+        futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="report"),
+        interceptors=[AuthInterceptor(creds, {"/fedhh.v1.ReportService/": "device"})],
+        options=[*SERVER_OPTIONS, ("grpc.max_receive_message_length", batch_bytes)],
     )
-    report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(collector, tokens), server)
+    add_servicer(server, report_pb2, "ReportService", ReportServicer(source))
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     hs.set("", health_pb2.HealthCheckResponse.SERVING)
     hs.set("fedhh.v1.ReportService", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        ("fedhh.v1.ReportService", health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
     port = bind_port(
         server, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
     )
@@ -150,9 +225,10 @@ def _report_endpoint(args: argparse.Namespace, store: Any, codec: str) -> tuple[
     if args.port_file is not None:
         args.port_file.write_text(f"{port}\n")
     log.info(
-        "report endpoint on %s (port %d, %s)",
+        "report endpoint on %s (port %d, %s), %d enrolled users",
         args.listen,
         port,
         "plaintext" if args.insecure else "TLS",
+        creds.n_users,
     )
-    return collector, server
+    return source, server

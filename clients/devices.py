@@ -12,12 +12,17 @@ any other: it picks each level's user group from its ledger and estimates with t
   Devices fetch it, perturb their own item (:mod:`fedhh.clients.reporter`) and submit one
   report each. The task closes when its quota is reached or, with at least one report, when
   ``collect_seconds`` have passed since it opened; until then the party answers None and the
-  agent asks again.
+  agent asks again. A run that ends, fails or drops this party closes its task for good
+  (:meth:`DeviceSource.close_run`): later reports get FAILED_PRECONDITION.
 * Local searches (PEM-Local, TAP/TAPS Phase II) need the users' items inside the party: a device
   party answers them with an error, and the coordinator's policy goes on without it.
 
-One report per user per run: reports are stored keyed by (run, user) in the agent's SQLite file,
-so a second submit is refused with ALREADY_EXISTS (the first kept), also across agent restarts.
+Who reports: every call carries a user's credential (:mod:`fedhh.clients.credentials`); a
+report counts for that user only, once per run. Which users reported in a run is kept in memory
+(one bit per enrolled user) and in the agent's SQLite file, keyed by (run, user), so a second
+report is refused with ALREADY_EXISTS, also across agent restarts. Reports are written by the
+store's group commit and acknowledged only once durable; the endpoint takes single reports and
+batches (``SubmitReportBatch``), both checked by :class:`~fedhh.clients.ingest.ReportChecker`.
 """
 
 from __future__ import annotations
@@ -25,64 +30,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 
+from fedhh.clients.credentials import Credentials
+from fedhh.clients.ingest import MAX_REPORT_BYTES, ReportChecker, check_single_report
 from fedhh.clients.reporter import ReportTask
-from fedhh.clients.store import AgentStore
-from fedhh.errors import ParameterError, ReportError
+from fedhh.clients.store import AgentStore, GroupCommit, StorageError
+from fedhh.errors import ParameterError
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol import codec_from_name
 from fedhh.protocol.party import Group
-from fedhh.wire.security import TokenStore, identity
-from fedhh.wire.v1 import report_pb2, report_pb2_grpc
+from fedhh.wire.rpc import Refused, refused
+from fedhh.wire.security import bearer_token
+from fedhh.wire.v1 import report_pb2
 
 log = logging.getLogger("fedhh.party.devices")
-MAX_REPORT_BYTES = 1 << 16
+MAX_BATCH = 10_000
+Code = grpc.StatusCode
 
 
-def report_template(oracle: FrequencyOracle, candidates: np.ndarray) -> Reports:
-    """One report of the oracle (of a dummy value): the shape every device report must have."""
-    cand = candidates if candidates.size else None
-    return oracle.perturb(np.zeros(1, dtype=np.uint64), np.random.default_rng(0), cand)
-
-
-def check_single_report(
-    data: bytes,
-    oracle: FrequencyOracle,
-    candidates: np.ndarray,
-    template: Reports | None = None,
-) -> Reports:
-    """Parse one device report and check it is exactly one report of this task's oracle."""
-    if len(data) > MAX_REPORT_BYTES:
-        raise ReportError(f"report of {len(data)} bytes exceeds {MAX_REPORT_BYTES}")
-    rep = Reports.from_bytes(data)
-    if rep.n != 1:
-        raise ReportError(f"a device sends exactly one report, got {rep.n}")
-    if template is None:
-        template = report_template(oracle, candidates)
-    if rep.kind != template.kind or rep.size != template.size:
-        raise ReportError(
-            f"report of {rep.kind} over {rep.size} symbols; the task wants {template.kind} over "
-            f"{template.size}"
-        )
-    for name, arr in template.arrays.items():
-        got = rep.arrays.get(name)
-        if got is None or got.dtype != arr.dtype or got.shape != arr.shape:
-            raise ReportError(f"report field {name!r} must be {arr.dtype} of shape {arr.shape}")
-    if set(rep.arrays) != set(template.arrays):
-        raise ReportError(f"report fields must be {sorted(template.arrays)}")
-    limits = {"symbol": rep.size, "bucket": rep.size, "seed_index": getattr(oracle, "pool_size", 0)}
-    for name, limit in limits.items():
-        if name in rep.arrays and int(rep.arrays[name].max()) >= limit:
-            raise ReportError(f"report field {name!r} out of range (must be < {limit})")
-    return rep
-
-
-@dataclass
+@dataclass(eq=False)
 class OpenTask:
     key: tuple[str, int]  # (run, request)
     task: ReportTask
@@ -90,51 +62,92 @@ class OpenTask:
     candidates: np.ndarray
     quota: int
     opened: float
-    count: int
-    template: Reports
+    count: int  # accepted reports, including those still being written
+    checker: ReportChecker
+    writing: int = 0  # submissions whose reports are being written
+    closing: bool = False
 
 
 class DeviceSource:
     """The reports of a party's users, collected from their devices (one task at a time)."""
 
-    def __init__(self, n_users: int, codec: str, store: AgentStore, collect_seconds: float) -> None:
-        self.n_users = n_users
+    def __init__(
+        self,
+        credentials: Credentials,
+        codec: str,
+        store: AgentStore,
+        collect_seconds: float,
+        commit: GroupCommit | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.n_users = credentials.n_users
         self.codec = codec
         self.m = codec_from_name(codec).m
         self.store = store
+        self.commit = commit or GroupCommit(store)
         self.collect_seconds = collect_seconds
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
         self.open: OpenTask | None = None
+        self._reported: dict[str, np.ndarray] = {}
+        self.closed: set[str] = set()
 
     # --- party side ----------------------------------------------------------------------------
     def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
         """The group's reports once its task has closed; None while it is collecting."""
         key = (group.request.run_id, group.request.request_id)
         with self.cond:
-            if self.store.reply_for(*key) is not None:  # answered before: a replay
-                return self._stored(key)
             cur = self.open
-            if cur is None or cur.key != key:
-                self._open(key, group)
-                return None
-            elapsed = time.monotonic() - cur.opened
-            if cur.count >= cur.quota or (cur.count > 0 and elapsed >= self.collect_seconds):
-                self.open = None
+            if cur is not None and cur.key == key:
+                elapsed = time.monotonic() - cur.opened
+                if cur.count < cur.quota and not (cur.count and elapsed >= self.collect_seconds):
+                    return None
+                self._close(cur)
                 log.info("run %s: report task %d closed with %d reports", *key, cur.count)
                 return self._stored(key)
+            if self.store.reply_for(*key) is not None:  # answered before: a replay
+                return self._stored(key)
+            if key[0] in self.closed:
+                raise ParameterError(f"run {key[0]} has ended for this party")
+            if cur is not None:
+                self._close(cur)
+            self._open(key, group)
             return None
 
     def wait(self, timeout: float) -> None:
         with self.cond:
             self.cond.wait(timeout)
 
+    def close_run(self, run_id: str) -> np.ndarray:
+        """The run is over for this party: close its task, refuse its reports from now on.
+        Returns the users who reported in it."""
+        with self.cond:
+            self.closed.add(run_id)
+            cur = self.open
+            if cur is not None and cur.key[0] == run_id:
+                self._close(cur)
+                log.info("run %s: report task %d closed (the run ended)", *cur.key)
+            users = np.flatnonzero(self._bitmap(run_id))
+            self._reported.pop(run_id, None)
+            return users
+
+    def open_runs(self) -> list[str]:
+        with self.cond:
+            return [self.open.key[0]] if self.open is not None else []
+
+    def _close(self, cur: OpenTask) -> None:
+        """Stop taking reports for ``cur`` and wait for those being written (lock held)."""
+        cur.closing = True
+        while cur.writing:
+            self.cond.wait()
+        if self.open is cur:
+            self.open = None
+
     def _open(self, key: tuple[str, int], group: Group) -> None:
         oracle, cand, quota = group.oracle, group.candidates, max(int(group.users.size), 1)
         task = ReportTask.for_oracle(*key, self.m, group.length, self.codec, oracle, cand)
         count = self.store.count_reports(*key)
-        self.open = OpenTask(
-            key, task, oracle, cand, quota, time.monotonic(), count, report_template(oracle, cand)
-        )
+        checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)
+        self.open = OpenTask(key, task, oracle, cand, quota, time.monotonic(), count, checker)
         log.info(
             "run %s: report task %d open (length %d, %s, %d candidates, quota %d)",
             *key,
@@ -152,109 +165,200 @@ class DeviceSource:
         arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
         return Reports(parts[0].kind, parts[0].size, arrays)
 
+    def _bitmap(self, run_id: str) -> np.ndarray:
+        """Who reported in the run (lock held; loaded from the store once)."""
+        bits = self._reported.get(run_id)
+        if bits is None:
+            bits = np.zeros(self.n_users, dtype=bool)
+            for u in self.store.reported_users(run_id):
+                if u.isdigit() and int(u) < self.n_users:
+                    bits[int(u)] = True
+            self._reported[run_id] = bits
+        return bits
+
+    def _has_reported(self, run_id: str, user: int) -> bool:
+        bits = self._reported.get(run_id)
+        if bits is not None:
+            return bool(bits[user])
+        return self.store.has_reported(run_id, str(user))
+
     # --- device side ---------------------------------------------------------------------------
-    def current_task(self, user_id: str) -> ReportTask:
+    def current_task(self, user: int) -> ReportTask:
         with self.cond:
             cur = self.open
-            if cur is None or cur.count >= cur.quota:
-                raise _Refused(grpc.StatusCode.NOT_FOUND, "no report task is open")
-            if self.store.has_reported(cur.key[0], user_id):
-                raise _Refused(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    f"user {user_id} has already reported in run {cur.key[0]}",
+            if cur is None or cur.closing or cur.count >= cur.quota:
+                raise Refused(Code.NOT_FOUND, "no report task is open")
+            if self._bitmap(cur.key[0])[user]:
+                raise Refused(
+                    Code.ALREADY_EXISTS, f"user {user} has already reported in run {cur.key[0]}"
                 )
             return cur.task
 
-    def submit(self, user_id: str, run_id: str, task_id: int, data: bytes) -> int:
+    def _task_for(self, run_id: str, task_id: int) -> OpenTask:
+        cur = self.open
+        if run_id in self.closed:
+            raise Refused(Code.FAILED_PRECONDITION, f"run {run_id} has ended; it takes no reports")
+        if cur is None or cur.key != (run_id, task_id) or cur.closing:
+            raise Refused(
+                Code.FAILED_PRECONDITION,
+                f"task {task_id} of run {run_id} is not open; fetch the current task",
+            )
+        return cur
+
+    def submit(
+        self, entries: Sequence[tuple[int, bytes]], run_id: str, task_id: int
+    ) -> tuple[list[tuple[int, Refused]], int]:
+        """Take reports ``(user, report)`` for task ``task_id`` of ``run_id``; returns the
+        refused entries (index, refusal) and the task's report count. Accepted reports are
+        durable when this returns. A task that is not open refuses the whole call."""
         with self.cond:
-            cur = self.open
-            if cur is None or cur.key != (run_id, task_id):
-                if self.store.has_reported(run_id, user_id):
-                    raise _Refused(
-                        grpc.StatusCode.ALREADY_EXISTS,
-                        f"user {user_id} has already reported in run {run_id}",
-                    )
-                raise _Refused(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"task {task_id} of run {run_id} is not open; fetch the current task",
-                )
             try:
-                check_single_report(data, cur.oracle, cur.candidates, cur.template)
-            except (ReportError, ParameterError) as exc:
-                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            if self.store.has_reported(run_id, user_id):
-                raise _Refused(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    f"user {user_id} has already reported in run {run_id}",
-                )
-            if cur.count >= cur.quota:
-                raise _Refused(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"task {task_id} is full; fetch the next task",
-                )
-            if not self.store.add_report(run_id, user_id, task_id, data):
-                raise _Refused(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    f"user {user_id} has already reported in run {run_id}",
-                )
-            cur.count += 1
-            if cur.count >= cur.quota:
+                cur = self._task_for(run_id, task_id)
+            except Refused:
+                if len(entries) == 1 and self._has_reported(run_id, entries[0][0]):
+                    why = f"user {entries[0][0]} has already reported in run {run_id}"
+                    raise Refused(Code.ALREADY_EXISTS, why) from None
+                raise
+        problems = cur.checker.check([r for _, r in entries])
+        out: list[tuple[int, Refused]] = []
+        rows = []
+        with self.cond:
+            if self.open is not cur or cur.closing:
+                raise Refused(Code.FAILED_PRECONDITION, f"task {task_id} closed; fetch the next")
+            bits = self._bitmap(run_id)
+            for i, ((user, data), problem) in enumerate(zip(entries, problems, strict=True)):
+                if problem is not None:
+                    out.append((i, Refused(Code.INVALID_ARGUMENT, problem)))
+                elif bits[user]:
+                    why = f"user {user} has already reported in run {run_id}"
+                    out.append((i, Refused(Code.ALREADY_EXISTS, why)))
+                elif cur.count >= cur.quota:
+                    why = f"task {task_id} is full; fetch the next task"
+                    out.append((i, Refused(Code.FAILED_PRECONDITION, why)))
+                else:
+                    bits[user] = True
+                    cur.count += 1
+                    rows.append((run_id, str(user), task_id, data))
+            if not rows:
+                return out, cur.count
+            cur.writing += 1
+        try:
+            self.commit.write(rows)
+        except StorageError as exc:
+            with self.cond:
+                for row in rows:
+                    bits[int(row[1])] = False
+                cur.count -= len(rows)
+                cur.writing -= 1
                 self.cond.notify_all()
-            return cur.count
+            raise Refused(Code.UNAVAILABLE, str(exc)) from None
+        with self.cond:
+            cur.writing -= 1
+            count = cur.count
+            self.cond.notify_all()
+        return out, count
 
 
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ReportServicer:
+    """The party agent's report endpoint (user credentials only)."""
 
+    def __init__(self, source: DeviceSource) -> None:
+        self.source = source
+        self.credentials = source.credentials
 
-def _user(context: grpc.ServicerContext, user_id: str) -> str:
-    if not (0 < len(user_id) <= 128 and user_id.isprintable()):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id must be 1..128 printable chars")
-    return user_id
+    def _user(self, context: grpc.ServicerContext, claimed: str) -> int:
+        user = self.credentials.verify(bearer_token(context.invocation_metadata()))
+        if user is None:  # pragma: no cover - the interceptor refuses these first
+            raise Refused(Code.UNAUTHENTICATED, "missing or invalid user credential")
+        if claimed and claimed != str(user):
+            raise Refused(
+                Code.PERMISSION_DENIED,
+                f"this credential belongs to user {user}, not {claimed[:64]!r}",
+            )
+        return user
 
-
-class ReportServicer(report_pb2_grpc.ReportServiceServicer):
-    """The party agent's report endpoint (device tokens only)."""
-
-    def __init__(self, collector: DeviceSource, tokens: TokenStore) -> None:
-        self.collector = collector
-        self.tokens = tokens
-
-    def _refuse(self, context: grpc.ServicerContext, method: str, exc: _Refused) -> None:
-        log.info("refused %s from %s: %s %s", method, context.peer(), exc.code.name, exc.message)
-        context.abort(exc.code, exc.message)
+    def _serve(self, method: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            r = refused(exc)
+            if r is None:
+                log.exception("%s failed", method)
+                r = Refused(Code.INTERNAL, f"{method} failed on the agent")
+            else:
+                log.info("refused %s from %s: %s %s", method, context.peer(), r.code.name, r)
+        context.abort(r.code, r.message)
 
     def GetTask(self, request: Any, context: Any) -> Any:
-        identity(self.tokens, context)
-        user = _user(context, request.user_id)
-        try:
-            return self.collector.current_task(user).to_pb()
-        except _Refused as exc:
-            self._refuse(context, "GetTask", exc)
+        def go() -> Any:
+            return self.source.current_task(self._user(context, request.user_id)).to_pb()
+
+        return self._serve("GetTask", context, go)
 
     def SubmitReport(self, request: Any, context: Any) -> Any:
-        identity(self.tokens, context)
-        user = _user(context, request.user_id)
-        try:
-            n = self.collector.submit(user, request.run_id, request.task_id, request.report)
-        except _Refused as exc:
-            self._refuse(context, "SubmitReport", exc)
-        return report_pb2.SubmitReportResponse(accepted=True, reports_in_task=n)
+        def go() -> Any:
+            user = self._user(context, request.user_id)
+            if len(request.report) > MAX_REPORT_BYTES:
+                raise Refused(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"report of {len(request.report)} bytes exceeds {MAX_REPORT_BYTES}",
+                )
+            bad, n = self.source.submit([(user, request.report)], request.run_id, request.task_id)
+            if bad:
+                raise bad[0][1]
+            return report_pb2.SubmitReportResponse(accepted=True, reports_in_task=n)
+
+        return self._serve("SubmitReport", context, go)
+
+    def SubmitReportBatch(self, request: Any, context: Any) -> Any:
+        def go() -> Any:
+            self._user(context, "")
+            if len(request.reports) > MAX_BATCH:
+                raise Refused(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"a batch holds at most {MAX_BATCH} reports, got {len(request.reports)}",
+                )
+            refusals: list[tuple[int, Refused]] = []
+            entries, index = [], []
+            for i, entry in enumerate(request.reports):
+                user = self.credentials.verify(entry.credential)
+                if user is None:
+                    refusals.append((i, Refused(Code.UNAUTHENTICATED, "invalid user credential")))
+                elif len(entry.report) > MAX_REPORT_BYTES:
+                    why = f"report of {len(entry.report)} bytes exceeds {MAX_REPORT_BYTES}"
+                    refusals.append((i, Refused(Code.RESOURCE_EXHAUSTED, why)))
+                else:
+                    entries.append((user, entry.report))
+                    index.append(i)
+            bad, n = self.source.submit(entries, request.run_id, request.task_id)
+            refusals += [(index[j], r) for j, r in bad]
+            refusals.sort(key=lambda x: x[0])
+            return report_pb2.ReportBatchResult(
+                accepted=len(request.reports) - len(refusals),
+                refused=[
+                    report_pb2.ReportRefusal(index=i, code=r.code.name, message=r.message)
+                    for i, r in refusals
+                ],
+                reports_in_task=n,
+            )
+
+        return self._serve("SubmitReportBatch", context, go)
 
     def GetReportStatus(self, request: Any, context: Any) -> Any:
-        identity(self.tokens, context)
-        c = self.collector
-        with c.cond:
-            cur = c.open
+        def go() -> Any:
+            self._user(context, "")
+            s = self.source
+            with s.cond:
+                cur = s.open
+                info = (cur.key[1], cur.key[0], cur.count) if cur else (-1, "", 0)
             return report_pb2.ReportStatus(
-                accepted=c.store.count_reports(request.run_id or None),
-                open_task_id=cur.key[1] if cur else -1,
-                open_run_id=cur.key[0] if cur else "",
-                reports_in_open_task=cur.count if cur else 0,
+                accepted=s.store.count_reports(request.run_id or None),
+                open_task_id=info[0],
+                open_run_id=info[1],
+                reports_in_open_task=info[2],
             )
+
+        return self._serve("GetReportStatus", context, go)
 
 
 __all__ = ["DeviceSource", "ReportServicer", "check_single_report"]

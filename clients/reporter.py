@@ -4,10 +4,14 @@ A device fetches its party's current report task (:class:`ReportTask`: run, pref
 and its parameters, and the candidate set for GRR/OUE), turns its one item into an ε-LDP report
 with :func:`make_report` (the item is encoded, cut to the task's prefix and perturbed on the
 device; only the perturbed report leaves it) and submits it once per run. :class:`ReporterClient`
-does the three steps against a party agent's report endpoint::
+does the three steps against a party agent's report endpoint, with the user's credential (issued
+by the party, ``fedhh party enroll``)::
 
-    client = ReporterClient("party.example.org:7800", token=device_token, ca_cert=Path("ca.pem"))
-    outcome = client.report("user-123", "apple")   # fetch task, perturb locally, submit
+    client = ReporterClient("party.example.org:7800", credential=cred, ca_cert=Path("ca.pem"))
+    outcome = client.report("apple")   # fetch task, perturb locally, submit
+
+The device has its own privacy limit: a task asking more than ``max_epsilon`` is refused on the
+device (no report is made), whatever the party says.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import grpc
 import numpy as np
 
 from fedhh.codec import prefix
-from fedhh.errors import ParameterError
+from fedhh.errors import ParameterError, TransportError
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
@@ -28,6 +32,7 @@ from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
 NEEDS_CANDIDATES = ("grr", "oue")
+DEFAULT_DEVICE_MAX_EPSILON = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,39 +132,103 @@ class SubmitOutcome:
     """What happened to a device's report."""
 
     accepted: bool
-    status: str  # "accepted", "already-reported", "no-task"
+    status: str  # "accepted", "already-reported", "no-task", "epsilon-too-high"
     run_id: str = ""
     task_id: int = -1
 
 
+class EpsilonTooHigh(TransportError):
+    """The party's task asks more ε than this device allows (no report was made)."""
+
+    def __init__(self, task: ReportTask, limit: float) -> None:
+        super().__init__(
+            "EPSILON_TOO_HIGH",
+            f"task {task.task_id} of run {task.run_id} asks ε = {task.epsilon:g}, over this "
+            f"device's limit of {limit:g}",
+        )
+        self.task = task
+
+
+def user_of(credential: str) -> str:
+    """The user id a credential is bound to (``fhc1:<party>:<user>:<tag>``)."""
+    parts = credential.split(":")
+    if len(parts) != 4 or not parts[2].isdigit():
+        raise ParameterError("not a fedhh user credential")
+    return parts[2]
+
+
 class ReporterClient(ServiceClient):
-    """A device's client of a party agent's report endpoint."""
+    """A device's client of a party agent's report endpoint, as one user (its credential, sent
+    with every call; pass ``channel=`` to share one channel among many users' clients)."""
 
     stub = report_pb2_grpc.ReportServiceStub
 
-    def fetch_task(self, user_id: str) -> ReportTask:
-        msg = self._stub.GetTask(report_pb2.GetTaskRequest(user_id=user_id), timeout=self.timeout)
-        return ReportTask.from_pb(msg)
+    def __init__(
+        self,
+        target: str,
+        *,
+        credential: str,
+        max_epsilon: float = DEFAULT_DEVICE_MAX_EPSILON,
+        **kw: Any,
+    ) -> None:
+        if not max_epsilon > 0:
+            raise ParameterError(f"max_epsilon must be > 0, got {max_epsilon}")
+        self.credential = credential
+        self.user_id = user_of(credential)
+        self.max_epsilon = float(max_epsilon)
+        self._auth = (("authorization", f"Bearer {credential}"),)
+        super().__init__(target, token=None, **kw)
 
-    def submit(self, user_id: str, task: ReportTask, report: bytes) -> int:
+    def fetch_task(self) -> ReportTask:
+        """The open task (gRPC errors propagate); :class:`EpsilonTooHigh` if it asks more ε than
+        this device allows."""
+        msg = self._stub.GetTask(
+            report_pb2.GetTaskRequest(user_id=self.user_id),
+            timeout=self.timeout,
+            metadata=self._auth,
+        )
+        task = ReportTask.from_pb(msg)
+        if task.epsilon > self.max_epsilon:
+            raise EpsilonTooHigh(task, self.max_epsilon)
+        return task
+
+    def submit(self, task: ReportTask, report: bytes) -> int:
         """Submit a report; returns the task's report count. gRPC errors propagate
         (ALREADY_EXISTS: this user has reported in this run)."""
+        if task.epsilon > self.max_epsilon:
+            raise EpsilonTooHigh(task, self.max_epsilon)
         resp = self._stub.SubmitReport(
             report_pb2.SubmitReportRequest(
-                user_id=user_id, run_id=task.run_id, task_id=task.task_id, report=report
+                user_id=self.user_id, run_id=task.run_id, task_id=task.task_id, report=report
             ),
             timeout=self.timeout,
+            metadata=self._auth,
         )
         return int(resp.reports_in_task)
 
+    def submit_batch(
+        self, task: ReportTask, reports: list[tuple[str, bytes]]
+    ) -> tuple[int, list[tuple[int, str, str]]]:
+        """Submit many users' reports ``(credential, report)`` for ``task`` in one call (a
+        relay); returns the accepted count and the refused entries (index, status, reason)."""
+        resp = self._stub.SubmitReportBatch(
+            report_pb2.ReportBatch(
+                run_id=task.run_id,
+                task_id=task.task_id,
+                reports=[report_pb2.UserReport(credential=c, report=r) for c, r in reports],
+            ),
+            timeout=self.timeout,
+            metadata=self._auth,
+        )
+        return int(resp.accepted), [(int(r.index), r.code, r.message) for r in resp.refused]
+
     def status(self, run_id: str = "") -> Any:
         return self._stub.GetReportStatus(
-            report_pb2.ReportStatusRequest(run_id=run_id), timeout=self.timeout
+            report_pb2.ReportStatusRequest(run_id=run_id), timeout=self.timeout, metadata=self._auth
         )
 
     def report(
         self,
-        user_id: str,
         item: object,
         rng: np.random.Generator | None = None,
         *,
@@ -167,14 +236,16 @@ class ReporterClient(ServiceClient):
     ) -> SubmitOutcome:
         """Fetch the open task, make the report on this device and submit it once. While no
         task is open (or the fetched one closes before the submit) retry for up to ``wait``
-        seconds."""
+        seconds. A task over this device's ε limit is not answered ("epsilon-too-high")."""
         end = time.monotonic() + wait
         delay = 0.05
         while True:
             try:
-                task = self.fetch_task(user_id)
-                self.submit(user_id, task, make_report(task, item, rng))
+                task = self.fetch_task()
+                self.submit(task, make_report(task, item, rng))
                 return SubmitOutcome(True, "accepted", task.run_id, task.task_id)
+            except EpsilonTooHigh as exc:
+                return SubmitOutcome(False, "epsilon-too-high", exc.task.run_id, exc.task.task_id)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.ALREADY_EXISTS:

@@ -1,17 +1,23 @@
 """The party agent's state in SQLite: every request it answered (with the run spec and the reply
-it sent) and every user report its devices submitted.
+it sent), every user report its devices submitted, the credential key and the privacy ledger.
 
 Handled requests let a restarted agent rebuild a run's party state exactly (the protocol's party
 is deterministic given its requests) and answer a re-delivered request with the reply it already
 sent, so no user ever reports twice. Reports are keyed by (run, user): a second report of a user
-in a run cannot be stored.
+in a run cannot be stored. Reports are written by :class:`GroupCommit`: many devices' reports in
+one transaction (one fsync), each device answered only once its report is durable.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import threading
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from fedhh.errors import FedHHError
 from fedhh.storage import Database
 
 _SCHEMA = """
@@ -33,7 +39,23 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (run_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS reports_by_task ON reports (run_id, task_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget_runs (
+    run_id TEXT PRIMARY KEY,
+    epsilon REAL NOT NULL,
+    admitted REAL NOT NULL,
+    settled REAL
+);
 """
+
+ReportRow = tuple[str, str, int, bytes]  # run, user, task, report
+
+
+class StorageError(FedHHError):
+    """The agent's SQLite file refused a write (disk full, I/O error)."""
 
 
 class AgentStore(Database):
@@ -52,47 +74,56 @@ class AgentStore(Database):
             )
 
     def reply_for(self, run_id: str, request_id: int) -> bytes | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT reply FROM handled WHERE run_id=? AND request_id=?", (run_id, request_id)
-            ).fetchone()
-        return bytes(row[0]) if row else None
+        rows = self._query(
+            "SELECT reply FROM handled WHERE run_id=? AND request_id=?", (run_id, request_id)
+        )
+        return bytes(rows[0][0]) if rows else None
 
     def handled(self, run_id: str) -> list[tuple[bytes, bytes, bytes]]:
         """(spec, request, reply) of every request of the run, in request order."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT spec, request, reply FROM handled WHERE run_id=? ORDER BY request_id",
-                (run_id,),
-            ).fetchall()
+        rows = self._query(
+            "SELECT spec, request, reply FROM handled WHERE run_id=? ORDER BY request_id",
+            (run_id,),
+        )
         return [(bytes(a), bytes(b), bytes(c)) for a, b, c in rows]
 
     # --- device reports ------------------------------------------------------------------------
-    def add_report(self, run_id: str, user_id: str, task_id: int, report: bytes) -> bool:
-        """Store a user's report; False (nothing changes) if the user already reported."""
+    def add_reports(self, rows: Sequence[ReportRow]) -> None:
+        """Store reports in one transaction (a user's second report in a run is ignored)."""
+        now = time.time()
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO reports VALUES (?, ?, ?, ?, ?)",
-                    (run_id, user_id, task_id, report, time.time()),
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?)",
+                    [(*r, now) for r in rows],
                 )
-            except sqlite3.IntegrityError:
-                return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def add_report(self, run_id: str, user_id: str, task_id: int, report: bytes) -> bool:
+        """Store one report; False (nothing changes) if the user already reported."""
+        if self.has_reported(run_id, user_id):
+            return False
+        self.add_reports([(run_id, user_id, task_id, report)])
         return True
 
     def has_reported(self, run_id: str, user_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM reports WHERE run_id=? AND user_id=?", (run_id, user_id)
-            ).fetchone()
-        return row is not None
+        rows = self._query("SELECT 1 FROM reports WHERE run_id=? AND user_id=?", (run_id, user_id))
+        return bool(rows)
+
+    def reported_users(self, run_id: str) -> list[str]:
+        return [
+            str(r[0]) for r in self._query("SELECT user_id FROM reports WHERE run_id=?", (run_id,))
+        ]
 
     def task_reports(self, run_id: str, task_id: int) -> list[bytes]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT report FROM reports WHERE run_id=? AND task_id=? ORDER BY at, user_id",
-                (run_id, task_id),
-            ).fetchall()
+        rows = self._query(
+            "SELECT report FROM reports WHERE run_id=? AND task_id=? ORDER BY at, user_id",
+            (run_id, task_id),
+        )
         return [bytes(r[0]) for r in rows]
 
     def count_reports(self, run_id: str | None = None, task_id: int | None = None) -> int:
@@ -106,5 +137,120 @@ class AgentStore(Database):
             args.append(task_id)
         if conds:
             sql += " WHERE " + " AND ".join(conds)
+        return int(self._query(sql, args)[0][0])
+
+    # --- key and privacy ledger ----------------------------------------------------------------
+    def meta(self, key: str) -> bytes | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def meta_default(self, key: str, value: bytes) -> bytes:
+        """The stored value of ``key``, storing ``value`` first if there is none."""
         with self._lock:
-            return int(self._db.execute(sql, args).fetchone()[0])
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return bytes(row[0])
+
+    def budget_runs(self) -> dict[str, tuple[float, bool]]:
+        """run → (ε, settled) of every run the ledger admitted."""
+        rows = self._query("SELECT run_id, epsilon, settled FROM budget_runs")
+        return {str(r[0]): (float(r[1]), r[2] is not None) for r in rows}
+
+    def admit_run(self, run_id: str, epsilon: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO budget_runs VALUES (?, ?, ?, NULL)",
+                (run_id, epsilon, time.time()),
+            )
+
+    def settle_run(self, run_id: str, spent: np.ndarray) -> None:
+        """Mark the run settled and store the users' new ε totals, in one transaction."""
+        blob = np.ascontiguousarray(spent, dtype="<f8").tobytes()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('spent', ?) ON CONFLICT(key) DO UPDATE "
+                    "SET value=excluded.value",
+                    (blob,),
+                )
+                self._db.execute(
+                    "UPDATE budget_runs SET settled=? WHERE run_id=?", (time.time(), run_id)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+@dataclass(eq=False)
+class _Waiter:
+    rows: Sequence[ReportRow]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes reports for many threads with one transaction per batch: a caller of :meth:`write`
+    returns once its rows are durable (so an acknowledged report survives a crash), and rows
+    queued while a commit is in flight go into the next one."""
+
+    def __init__(self, store: AgentStore, max_rows: int = 50_000) -> None:
+        self.store = store
+        self.max_rows = max_rows
+        self.cond = threading.Condition()
+        self.pending: list[_Waiter] = []
+        self.closed = False
+        self.commits = 0
+        self.thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self.thread.start()
+
+    def write(self, rows: Sequence[ReportRow]) -> None:
+        """Store ``rows`` durably (raises StorageError if the write failed)."""
+        waiter = _Waiter(rows)
+        with self.cond:
+            if self.closed:
+                raise StorageError("the agent is shutting down")
+            self.pending.append(waiter)
+            self.cond.notify()
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise StorageError(f"reports not stored: {waiter.error}")
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join()
+
+    def _take(self) -> list[_Waiter]:
+        with self.cond:
+            while not self.pending and not self.closed:
+                self.cond.wait()
+            batch: list[_Waiter] = []
+            n = 0
+            while self.pending and (not batch or n + len(self.pending[0].rows) <= self.max_rows):
+                w = self.pending.pop(0)
+                batch.append(w)
+                n += len(w.rows)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            error: BaseException | None = None
+            try:
+                self.store.add_reports(list(_rows(batch)))
+                self.commits += 1
+            except Exception as exc:  # reported to every waiter of the batch
+                error = exc
+            for w in batch:
+                w.error = error
+                w.done.set()
+
+
+def _rows(batch: Iterable[_Waiter]) -> Iterable[ReportRow]:
+    for w in batch:
+        yield from w.rows

@@ -61,6 +61,32 @@ def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
     p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
 
 
+def add_limit_args(g: Any, who: str) -> None:
+    """The resource limits of a coordinator or a party agent (fedhh.protocol.limits)."""
+    from fedhh.protocol.limits import Limits
+
+    default = Limits()
+    g.add_argument("--max-k", type=int, default=default.max_k, help=f"largest k {who} accepts")
+    g.add_argument(
+        "--max-candidates",
+        type=int,
+        default=default.max_candidates,
+        help=f"most candidates one level may decode at {who}",
+    )
+    g.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=default.max_memory_mb,
+        help=f"largest estimated memory of one run at {who} (MB)",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> Any:
+    from fedhh.protocol.limits import Limits
+
+    return Limits(args.max_k, args.max_candidates, args.max_memory_mb)
+
+
 def _add_simulate_args(p: argparse.ArgumentParser) -> None:
     settings.add_flags(
         p,

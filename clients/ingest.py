@@ -1,0 +1,126 @@
+"""Checking device reports at the rate they arrive.
+
+A device sends ``Reports.to_bytes()`` of exactly one report of the open task's oracle. For one
+task every such report has the same bytes up to its values: the same header (kind, size, fields)
+and the same length. :class:`ReportChecker` compares that fixed part with a template and checks
+the values of a whole batch at once with numpy (symbols and buckets below the oracle's output
+size, seed indices below the pool's); a report in another (still valid) encoding is parsed and
+checked field by field instead (:func:`check_single_report`). Nothing a device sends can raise
+anything but a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedhh.errors import FedHHError, ReportError
+from fedhh.oracles import FrequencyOracle, Reports
+
+MAX_REPORT_BYTES = 1 << 16
+_HEAD = struct.Struct("<4sBI")  # fedhh.framing's frame header
+_LIMITED = ("symbol", "bucket", "seed_index")
+
+
+def report_template(oracle: FrequencyOracle, candidates: np.ndarray) -> Reports:
+    """One report of the oracle (of a dummy value): the shape every device report must have."""
+    cand = candidates if candidates.size else None
+    return oracle.perturb(np.zeros(1, dtype=np.uint64), np.random.default_rng(0), cand)
+
+
+def _limits(oracle: FrequencyOracle, rep: Reports) -> dict[str, int]:
+    return {"symbol": rep.size, "bucket": rep.size, "seed_index": getattr(oracle, "pool_size", 0)}
+
+
+def check_single_report(
+    data: bytes,
+    oracle: FrequencyOracle,
+    candidates: np.ndarray,
+    template: Reports | None = None,
+) -> Reports:
+    """Parse one device report and check it is exactly one report of this task's oracle
+    (ReportError otherwise, whatever the bytes)."""
+    if len(data) > MAX_REPORT_BYTES:
+        raise ReportError(f"report of {len(data)} bytes exceeds {MAX_REPORT_BYTES}")
+    try:
+        rep = Reports.from_bytes(data)
+    except FedHHError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError, MemoryError) as exc:
+        raise ReportError(f"malformed report: {type(exc).__name__}") from None
+    if rep.n != 1:
+        raise ReportError(f"a device sends exactly one report, got {rep.n}")
+    if template is None:
+        template = report_template(oracle, candidates)
+    if rep.kind != template.kind or rep.size != template.size:
+        raise ReportError(
+            f"report of {rep.kind} over {rep.size} symbols; the task wants {template.kind} over "
+            f"{template.size}"
+        )
+    for name, arr in template.arrays.items():
+        got = rep.arrays.get(name)
+        if got is None or got.dtype != arr.dtype or got.shape != arr.shape:
+            raise ReportError(f"report field {name!r} must be {arr.dtype} of shape {arr.shape}")
+    if set(rep.arrays) != set(template.arrays):
+        raise ReportError(f"report fields must be {sorted(template.arrays)}")
+    for name, limit in _limits(oracle, rep).items():
+        if name in rep.arrays and int(rep.arrays[name].max()) >= limit:
+            raise ReportError(f"report field {name!r} out of range (must be < {limit})")
+    return rep
+
+
+class ReportChecker:
+    """The reports of one task: a fast path for the canonical encoding, the full parse else."""
+
+    def __init__(self, oracle: FrequencyOracle, candidates: np.ndarray) -> None:
+        self.oracle, self.candidates = oracle, candidates
+        self.template = report_template(oracle, candidates)
+        canon = self.template.to_bytes()
+        self.length = len(canon)
+        _, _, hlen = _HEAD.unpack_from(canon)
+        self.head = canon[: _HEAD.size + hlen]
+        header = json.loads(canon[_HEAD.size : _HEAD.size + hlen])
+        names, formats, offsets = [], [], []
+        for name, (dtype, shape, offset, _) in header["fields"].items():
+            names.append(name)
+            formats.append((np.dtype(dtype).newbyteorder("<"), tuple(shape[1:])))
+            offsets.append(offset)
+        self.layout = np.dtype(
+            {
+                "names": names,
+                "formats": formats,
+                "offsets": offsets,
+                "itemsize": self.length - len(self.head),
+            }
+        )
+        self.limits = {
+            k: v for k, v in _limits(oracle, self.template).items() if k in self.template.arrays
+        }
+
+    def check(self, reports: Sequence[bytes]) -> list[str | None]:
+        """None for each good report, else why it is refused."""
+        out: list[str | None] = [None] * len(reports)
+        fast = [
+            i
+            for i, r in enumerate(reports)
+            if len(r) == self.length and r[: len(self.head)] == self.head
+        ]
+        if fast:
+            start = len(self.head)
+            body = b"".join(reports[i][start:] for i in fast)
+            values = np.frombuffer(body, dtype=self.layout)
+            bad = np.zeros(len(fast), dtype=bool)
+            for name, limit in self.limits.items():
+                bad |= values[name].reshape(len(fast), -1).max(axis=1) >= limit
+            for j in np.flatnonzero(bad):
+                out[fast[j]] = "report value out of range for the task's oracle"
+        slow = set(range(len(reports))) - set(fast)
+        for i in sorted(slow):
+            try:
+                check_single_report(reports[i], self.oracle, self.candidates, self.template)
+            except ReportError as exc:
+                out[i] = str(exc)
+        return out
