@@ -34,12 +34,14 @@ FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def _info(msg: Any) -> dict[str, Any]:
-    """A RunInfo as a plain dict (repeated fields as lists)."""
-    return {
-        f.name: list(v) if f.label == f.LABEL_REPEATED else v
-        for f in msg.DESCRIPTOR.fields
-        if (v := getattr(msg, f.name)) is not None
-    }
+    """A RunInfo (or PartyStatus) as a plain dict (repeated fields as lists)."""
+    out: dict[str, Any] = {}
+    for f in msg.DESCRIPTOR.fields:
+        v = getattr(msg, f.name)
+        if f.label == f.LABEL_REPEATED:
+            v = [_info(x) if f.message_type is not None else x for x in v]
+        out[f.name] = v
+    return out
 
 
 def load_run_spec(path: Path) -> dict[str, Any]:
@@ -154,6 +156,11 @@ class AnalystClient(ServiceClient):
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return _info(self._call("CancelRun", analyst_pb2.RunRef(run_id=run_id)))
+
+    def parties(self) -> list[dict[str, Any]]:
+        """Registered parties: last heartbeat, user count, source and privacy budget."""
+        resp = self._call("ListParties", analyst_pb2.ListPartiesRequest())
+        return [_info(p) for p in resp.parties]
 
     def wait(self, run_id: str, timeout: float = 600.0, interval: float = 0.2) -> dict[str, Any]:
         """Poll the run's status until it is done, failed or cancelled."""

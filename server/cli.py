@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import add_connect_args, add_service, add_tls_args, setup_logging
+from fedhh.cli import (
+    add_connect_args,
+    add_limit_args,
+    add_service,
+    add_tls_args,
+    limits_of,
+    setup_logging,
+)
 from fedhh.errors import ParameterError
 
 
@@ -27,6 +35,16 @@ def add_coordinator_parser(sub: Any) -> None:
         "--deadline", type=float, default=300.0, help="default seconds a party has per request"
     )
     serve.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    serve.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=10.0,
+        help="how often parties send a heartbeat (told to them when they register)",
+    )
+    add_limit_args(
+        serve.add_argument_group("resource limits (runs over them are refused when started)"),
+        "a party",
+    )
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_coordinator_serve)
@@ -34,12 +52,18 @@ def add_coordinator_parser(sub: Any) -> None:
     tok = csub.add_parser(
         "add-token",
         help="create a bearer token",
-        description="Create a token for a party (bound to its id), an analyst or user devices; "
-        "write it to --out (mode 600) and append its hash to the tokens file.",
+        description="Create a token for a party (bound to its id), an analyst or an admin; write "
+        "it to --out (mode 600) and append its hash to the tokens file. User devices hold "
+        "per-user credentials instead (fedhh party enroll).",
     )
     tok.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON) to extend")
-    tok.add_argument("--role", choices=["party", "analyst", "device"], required=True)
-    tok.add_argument("--name", required=True, help="party id, analyst name or device group")
+    tok.add_argument(
+        "--role",
+        choices=["party", "analyst", "admin"],
+        required=True,
+        help="party (bound to its id), analyst (its own runs) or admin (every run)",
+    )
+    tok.add_argument("--name", required=True, help="party id or analyst name")
     tok.add_argument("--out", type=Path, required=True, help="file to write the token to")
     tok.set_defaults(func=cmd_add_token)
 
@@ -48,8 +72,17 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     from fedhh.server.services import serve
 
-    options = ("tls_cert", "tls_key", "insecure", "deadline", "max_message_bytes", "port_file")
-    return serve(args.listen, args.db, args.tokens, **{k: getattr(args, k) for k in options})
+    options = (
+        "tls_cert",
+        "tls_key",
+        "insecure",
+        "deadline",
+        "max_message_bytes",
+        "port_file",
+        "heartbeat_seconds",
+    )
+    kw = {k: getattr(args, k) for k in options}
+    return serve(args.listen, args.db, args.tokens, bounds=limits_of(args), **kw)
 
 
 def cmd_add_token(args: argparse.Namespace) -> int:
@@ -84,9 +117,14 @@ def add_query_parser(sub: Any) -> None:
     co.add_argument("run_id")
     sp = qs.add_parser("start", help="start a run from a run spec file (TOML)")
     sp.add_argument("spec", type=Path)
-    sp.add_argument("--wait", action="store_true", help="wait until the run ends")
+    sp.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the run ends (exit status 1 if it fails or is cancelled)",
+    )
     ca = qs.add_parser("cancel", help="cancel a run")
     ca.add_argument("run_id")
+    qs.add_parser("parties", help="registered parties: last heartbeat, users, privacy budget")
     q.set_defaults(func=cmd_query)
 
 
@@ -109,6 +147,14 @@ def _fmt(v: Any) -> str:
 
 
 RUN_COLS = ["run_id", "state", "mechanism", "round", "phase", "outstanding", "failed_parties"]
+PARTY_COLS = [
+    "party_id",
+    "source",
+    "n_users",
+    "seconds_since_seen",
+    "epsilon_budget",
+    "epsilon_remaining",
+]
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -118,6 +164,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.insecure and args.ca_cert:
         raise ParameterError("--insecure and --ca-cert exclude each other")
     token = read_token_file(args.token_file)
+    status = 0
     out: Any
     with AnalystClient(
         args.coordinator, token=token, ca_cert=args.ca_cert, insecure=args.insecure
@@ -160,9 +207,15 @@ def cmd_query(args: argparse.Namespace) -> int:
             out = c.start_file(args.spec)
             if args.wait:
                 out = c.wait(out["run_id"])
+                status = 0 if out["state"] == "done" else 1
             table = _table([out], [*RUN_COLS, "error"])
+        elif cmd == "parties":
+            out = c.parties()
+            table = _table(out, PARTY_COLS)
         else:
             out = c.cancel(args.run_id)
             table = _table([out], RUN_COLS)
     print(json.dumps(out, indent=2) if args.json else table)
-    return 0
+    if status:
+        print(f"fedhh: run {out['run_id']} {out['state']}: {out.get('error', '')}", file=sys.stderr)
+    return status

@@ -1,9 +1,14 @@
 """The coordinator's gRPC services (``fedhh coordinator serve``): the :class:`PartyService`
 parties connect out to (``Register``, ``Poll`` long-polls, ``SubmitReply``, ``Heartbeat``) and
-the :class:`AnalystService` (start, list, status, top-k, frequencies, cost, cancel), both over
-the runs of :class:`~fedhh.server.state.CoordinatorState`. They only map messages and statuses:
-every input is validated, and a refused one is logged and audited with its gRPC status and
-changes nothing stored.
+the :class:`AnalystService` (start, list, status, top-k, frequencies, cost, cancel, parties),
+both over the runs of :class:`~fedhh.server.state.CoordinatorState`. They only map messages and
+statuses: every input is validated, and a refused one is logged and audited with its gRPC status
+and changes nothing stored (malformed: INVALID_ARGUMENT, over a size or resource limit:
+RESOURCE_EXHAUSTED; :mod:`fedhh.wire.rpc`).
+
+Authorization: a party token acts for its own party only; a run belongs to the analyst who
+started it (another analyst gets PERMISSION_DENIED), an ``admin`` token sees and cancels every
+run. Health checking needs no token; server reflection needs a party, analyst or admin token.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from grpc_reflection.v1alpha import reflection
 
 from fedhh.codec import IntCodec
 from fedhh.errors import FedHHError, ParameterError
-from fedhh.protocol import RunDriver, codec_from_name, encoding
+from fedhh.protocol import RunDriver, codec_from_name, encoding, limits
 from fedhh.protocol.coordinator import POLICIES
-from fedhh.server.state import CoordinatorState, Refused
+from fedhh.server.state import CoordinatorState
 from fedhh.server.store import RunRow, Store
+from fedhh.wire.rpc import SERVER_OPTIONS, Refused, add_servicer, refused
 from fedhh.wire.security import (
+    ANALYST_ROLES,
     AuthInterceptor,
     Identity,
     TokenStore,
@@ -40,9 +47,7 @@ from fedhh.wire.security import (
 )
 from fedhh.wire.v1 import (
     analyst_pb2,
-    analyst_pb2_grpc,
     party_pb2,
-    party_pb2_grpc,
     protocol_pb2,
 )
 
@@ -52,8 +57,9 @@ MAX_POLL_SECONDS = 30.0
 MAX_PARTIES = 1024
 MAX_USERS = 1 << 40
 MAX_QUERY_ITEMS = 10_000
-MAX_K = 1 << 16
+MAX_OPEN_RUNS = 10_000
 MAX_DEADLINE = 7 * 24 * 3600.0
+MAX_EPSILON_FIGURE = 1e6
 SERVICES = (
     "fedhh.v1.PartyService",
     "fedhh.v1.AnalystService",
@@ -73,23 +79,20 @@ def _abort(context: grpc.ServicerContext, store: Store, actor: str, method: str,
 
 
 def _guard(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Run a servicer method; Refused and FedHHError become precise gRPC statuses."""
+    """Run a servicer method; Refused and FedHHError become precise gRPC statuses, anything
+    else (a bug) is logged with its traceback and answered INTERNAL."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         def inner(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             ident = identity(self.tokens, context)
             try:
                 return fn(self, request, context, ident)
-            except Refused as exc:
-                _abort(context, self.state.store, ident.name, method, exc)
-            except FedHHError as exc:
-                _abort(
-                    context,
-                    self.state.store,
-                    ident.name,
-                    method,
-                    Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)),
-                )
+            except Exception as exc:
+                r = refused(exc)
+                if r is None:
+                    log.exception("%s from %s failed", method, ident.name)
+                    r = Refused(grpc.StatusCode.INTERNAL, f"{method} failed on the coordinator")
+            _abort(context, self.state.store, ident.name, method, r)
 
         inner.__name__ = fn.__name__
         return inner
@@ -105,7 +108,21 @@ def _own_party(ident: Identity, party_id: str) -> None:
         )
 
 
-class PartyServicer(party_pb2_grpc.PartyServiceServicer):
+def _budget(msg: Any) -> dict[str, Any]:
+    """A party's PrivacyBudget, checked (finite, non-negative, a bounded list of run ids)."""
+    values = {k: float(getattr(msg, k)) for k in ("budget", "max_epsilon", "committed")}
+    for k, v in values.items():
+        if not (math.isfinite(v) and 0 <= v <= MAX_EPSILON_FIGURE):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"budget.{k} = {v} is out of range")
+    runs = list(msg.admitted_runs)
+    if len(runs) > MAX_OPEN_RUNS:
+        raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_OPEN_RUNS} open runs")
+    for r in runs:
+        check_name("run id", r)
+    return {**values, "admitted_runs": runs}
+
+
+class PartyServicer:
     def __init__(self, state: CoordinatorState, tokens: TokenStore) -> None:
         self.state = state
         self.tokens = tokens
@@ -125,12 +142,17 @@ class PartyServicer(party_pb2_grpc.PartyServiceServicer):
         codec_from_name(request.codec)
         if request.source not in ("data", "devices"):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"unknown source {request.source!r}")
-        self.state.register(request.party_id, request.n_users, request.codec, request.source)
+        budget = _budget(request.budget)
+        self.state.register(
+            request.party_id, request.n_users, request.codec, request.source, budget
+        )
         log.info(
             "party %s registered: %d users, %s", request.party_id, request.n_users, request.source
         )
         return party_pb2.RegisterResponse(
-            party_id=request.party_id, poll_seconds=MAX_POLL_SECONDS, heartbeat_seconds=10.0
+            party_id=request.party_id,
+            poll_seconds=MAX_POLL_SECONDS,
+            heartbeat_seconds=self.state.heartbeat_seconds,
         )
 
     @_guard("Poll")
@@ -140,13 +162,24 @@ class PartyServicer(party_pb2_grpc.PartyServiceServicer):
         wait = request.wait_seconds
         if not (math.isfinite(wait) and wait >= 0):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"bad wait_seconds {wait}")
-        self.state.store.touch_party(request.party_id)
+        if len(request.open_runs) > MAX_OPEN_RUNS:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_OPEN_RUNS} open runs"
+            )
+        for run_id in request.open_runs:
+            check_name("run id", run_id)
+        self.state.seen(request.party_id)
+        finished = self.state.finished_for(request.party_id, list(request.open_runs))
+        if finished:
+            return party_pb2.PollResponse(finished_runs=finished)
         found = self.state.next_request(request.party_id, min(wait, MAX_POLL_SECONDS))
         if found is None:
             return party_pb2.PollResponse()
-        spec, sent = found
+        spec, sent, left = found
         return party_pb2.PollResponse(
-            spec=encoding.to_pb(spec), request=protocol_pb2.Request.FromString(sent.payload)
+            spec=encoding.to_pb(spec),
+            request=protocol_pb2.Request.FromString(sent.payload),
+            deadline_seconds=left,
         )
 
     @_guard("SubmitReply")
@@ -162,32 +195,53 @@ class PartyServicer(party_pb2_grpc.PartyServiceServicer):
     def Heartbeat(self, request: Any, context: Any, ident: Identity) -> Any:
         _own_party(ident, request.party_id)
         self._registered(request.party_id)
-        self.state.store.touch_party(request.party_id)
+        self.state.heartbeat(request.party_id, _budget(request.budget))
         return party_pb2.HeartbeatResponse(server_time=time.time())
 
 
-def run_info(row: RunRow, driver: RunDriver | None) -> Any:
+def run_info(row: RunRow, driver: RunDriver | None, state: CoordinatorState | None = None) -> Any:
     names = analyst_pb2.RunInfo.DESCRIPTOR.fields_by_name
+    skip = ("outstanding", "parties")
+    parties = []
+    if state is not None:
+        waiting = {s.party_id for s in driver.waiting()} if driver is not None else set()
+        failed = set(driver.coord.failed) if driver is not None else set(row.failed)
+        parties = [
+            analyst_pb2.PartyStatus(
+                **p, outstanding=p["party_id"] in waiting, failed=p["party_id"] in failed
+            )
+            for p in state.party_status(row.party_ids)
+        ]
     return analyst_pb2.RunInfo(
-        **{k: v for k, v in vars(row).items() if k in names and k != "outstanding"},
+        **{k: v for k, v in vars(row).items() if k in names and k not in skip},
         mechanism=str(row.params.get("mechanism", "")),
         outstanding=len(driver.waiting()) if driver is not None else row.outstanding,
         failed_parties=row.failed,
         deadline_seconds=row.deadline,
+        parties=parties,
     )
 
 
-class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
+class AnalystServicer:
     def __init__(self, state: CoordinatorState, tokens: TokenStore) -> None:
         self.state = state
         self.tokens = tokens
 
-    def _info(self, run_id: str) -> Any:
+    def _row(self, run_id: str, ident: Identity) -> RunRow:
+        """The run, if this analyst may see it (its owner, or an admin)."""
         row = self.state.row(run_id)
-        return run_info(row, self.state.drivers.get(run_id))
+        if ident.role != "admin" and row.owner != ident.name:
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"run {run_id} belongs to another analyst",
+            )
+        return row
 
-    def _done(self, run_id: str) -> RunRow:
-        row = self.state.row(run_id)
+    def _info(self, row: RunRow) -> Any:
+        return run_info(row, self.state.drivers.get(row.run_id), self.state)
+
+    def _done(self, run_id: str, ident: Identity) -> RunRow:
+        row = self._row(run_id, ident)
         if row.state != "done" or row.result is None:
             raise Refused(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -199,11 +253,13 @@ class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
     def StartRun(self, request: Any, context: Any, ident: Identity) -> Any:
         params = encoding.params_from_pb(request.params)
         params.resolved()
-        if params.k > MAX_K:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"k must be at most {MAX_K}")
         ids = list(request.party_ids)
-        if not 1 <= len(ids) <= MAX_PARTIES:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"a run needs 1..{MAX_PARTIES} parties")
+        if not ids:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a run needs at least one party")
+        if len(ids) > MAX_PARTIES:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"a run has at most {MAX_PARTIES} parties"
+            )
         for p in ids:
             check_name("party id", p)
         if len(set(ids)) != len(ids):
@@ -225,24 +281,30 @@ class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
         run_id = request.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         check_name("run id", run_id)
         row = self.state.start_run(ident.name, run_id, params, ids, policy, deadline)
-        return run_info(row, self.state.drivers.get(run_id))
+        return self._info(row)
 
     @_guard("ListRuns")
     def ListRuns(self, request: Any, context: Any, ident: Identity) -> Any:
-        rows = self.state.store.runs()
+        rows = self.state.store.runs(owner=None if ident.role == "admin" else ident.name)
         return analyst_pb2.ListRunsResponse(
             runs=[run_info(r, self.state.drivers.get(r.run_id)) for r in rows]
         )
 
     @_guard("GetStatus")
     def GetStatus(self, request: Any, context: Any, ident: Identity) -> Any:
-        return self._info(request.run_id)
+        return self._info(self._row(request.run_id, ident))
+
+    @_guard("ListParties")
+    def ListParties(self, request: Any, context: Any, ident: Identity) -> Any:
+        return analyst_pb2.ListPartiesResponse(
+            parties=[analyst_pb2.PartyStatus(**p) for p in self.state.party_status()]
+        )
 
     @_guard("GetTop")
     def GetTop(self, request: Any, context: Any, ident: Identity) -> Any:
-        if not 0 <= request.k <= MAX_K:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"k must be in 0..{MAX_K}")
-        row = self._done(request.run_id)
+        if request.k < 0:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"k must be ≥ 0, got {request.k}")
+        row = self._done(request.run_id, ident)
         assert row.result is not None
         rows = row.result["top_k"][: request.k or None]
         return analyst_pb2.TopResponse(
@@ -263,9 +325,13 @@ class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
 
     @_guard("GetFrequency")
     def GetFrequency(self, request: Any, context: Any, ident: Identity) -> Any:
-        if not 1 <= len(request.items) <= MAX_QUERY_ITEMS:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"give 1..{MAX_QUERY_ITEMS} items")
-        row = self._done(request.run_id)
+        if not request.items:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "give at least one item")
+        if len(request.items) > MAX_QUERY_ITEMS:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"give at most {MAX_QUERY_ITEMS} items"
+            )
+        row = self._done(request.run_id, ident)
         assert row.result is not None and row.spec is not None
         codec = codec_from_name(encoding.decode_spec(row.spec).codec)
         items: list[Any] = list(request.items)
@@ -295,7 +361,7 @@ class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
 
     @_guard("GetCost")
     def GetCost(self, request: Any, context: Any, ident: Identity) -> Any:
-        row = self._done(request.run_id)
+        row = self._done(request.run_id, ident)
         assert row.result is not None
         return analyst_pb2.CostResponse(
             run_id=row.run_id,
@@ -305,6 +371,7 @@ class AnalystServicer(analyst_pb2_grpc.AnalystServiceServicer):
 
     @_guard("CancelRun")
     def CancelRun(self, request: Any, context: Any, ident: Identity) -> Any:
+        self._row(request.run_id, ident)
         row = self.state.cancel(ident.name, request.run_id)
         return run_info(row, None)
 
@@ -319,18 +386,23 @@ def build_server(
 ) -> tuple[grpc.Server, health.HealthServicer]:
     interceptor = AuthInterceptor(
         tokens,
-        {"/fedhh.v1.PartyService/": "party", "/fedhh.v1.AnalystService/": "analyst"},
+        {
+            "/fedhh.v1.PartyService/": "party",
+            "/fedhh.v1.AnalystService/": ANALYST_ROLES,
+            f"/{reflection.SERVICE_NAME}/": (*ANALYST_ROLES, "party"),
+        },
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
         options=[
+            *SERVER_OPTIONS,
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    party_pb2_grpc.add_PartyServiceServicer_to_server(PartyServicer(state, tokens), server)
-    analyst_pb2_grpc.add_AnalystServiceServicer_to_server(AnalystServicer(state, tokens), server)
+    add_servicer(server, party_pb2, "PartyService", PartyServicer(state, tokens))
+    add_servicer(server, analyst_pb2, "AnalystService", AnalystServicer(state, tokens))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
@@ -352,15 +424,26 @@ def serve(
     deadline: float,
     max_message_bytes: int,
     port_file: Path | None = None,
+    bounds: limits.Limits | None = None,
+    heartbeat_seconds: float = 10.0,
 ) -> int:
     """Run the coordinator until SIGINT/SIGTERM."""
     tokens = TokenStore.load(tokens_file)
     if not 0 < deadline <= MAX_DEADLINE:
         raise ParameterError(f"--deadline must be in (0, {MAX_DEADLINE:g}] seconds")
+    if not (math.isfinite(heartbeat_seconds) and 0.05 <= heartbeat_seconds <= 3600):
+        raise ParameterError("--heartbeat-seconds must be in [0.05, 3600]")
+    if not 1 << 10 <= max_message_bytes <= 1 << 30:
+        raise ParameterError("--max-message-bytes must be in 1 KiB..1 GiB")
     store = Store(db)
-    state = CoordinatorState(store, deadline)
+    state = CoordinatorState(store, deadline, bounds, heartbeat_seconds)
     server, health_servicer = build_server(state, tokens, max_message_bytes=max_message_bytes)
-    port = bind_port(server, listen, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    try:
+        port = bind_port(server, listen, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    except FedHHError:
+        state.close()
+        store.close()
+        raise
     server.start()
     if port_file is not None:
         port_file.write_text(f"{port}\n")

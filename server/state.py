@@ -7,7 +7,12 @@ memory, everything else in the SQLite :class:`~fedhh.server.store.Store`.
 * Every request, accepted reply and failure is stored before anything depends on it; a
   restarted coordinator replays them (:meth:`RunDriver.replay`) to the same state.
 * A request not answered within the run's deadline fails its party (a watcher thread); the
-  failure policy then continues without it or fails the run.
+  failure policy then continues without it or fails the run. A reply whose figures cannot be
+  true for its party (:class:`~fedhh.errors.ImplausibleReply`) is refused and fails the party
+  the same way.
+* Runs are checked against the coordinator's :class:`~fedhh.protocol.limits.Limits` and the
+  parties' privacy budgets (as their agents last reported them) when they are started, and again
+  when they launch; a run over either is refused before any party does any work.
 * Refusals are :class:`Refused` with the gRPC status the services answer with.
 """
 
@@ -22,24 +27,23 @@ from typing import Any
 
 import grpc
 
-from fedhh.errors import FedHHError, ParameterError, ProtocolError
+from fedhh.errors import (
+    BudgetExceeded,
+    FedHHError,
+    ImplausibleReply,
+    ParameterError,
+    ProtocolError,
+)
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name
+from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name, limits
 from fedhh.protocol.encoding import decode_spec, encode
 from fedhh.protocol.messages import check_feasible
 from fedhh.report import result_document
-from fedhh.server.store import ACTIVE_STATES, RunRow, Store
+from fedhh.server.store import ACTIVE_STATES, PartyRow, RunRow, Store
+from fedhh.wire.rpc import Refused
 
 log = logging.getLogger("fedhh.coordinator")
-
-
-class Refused(Exception):
-    """An input refused with a gRPC status (logged and audited by the servicers)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+_SLACK = 1e-9
 
 
 class StoredRun:
@@ -61,11 +65,20 @@ class StoredRun:
 class CoordinatorState:
     """All runs of one coordinator."""
 
-    def __init__(self, store: Store, default_deadline: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        default_deadline: float,
+        bounds: limits.Limits | None = None,
+        heartbeat_seconds: float = 10.0,
+    ) -> None:
         self.store = store
         self.default_deadline = default_deadline
+        self.limits = bounds or limits.Limits()
+        self.heartbeat_seconds = heartbeat_seconds
         self.cond = threading.Condition(threading.RLock())
         self.drivers: dict[str, RunDriver] = {}
+        self.last_seen: dict[str, float] = {}  # this process: register, poll, heartbeat
         self._stop = threading.Event()
         with self.cond:
             self._resume()
@@ -117,10 +130,53 @@ class CoordinatorState:
         with self.cond:
             if self.store.run_exists(run_id):
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} already exists")
-            self.store.insert_run(run_id, params.to_dict(), party_ids, policy, deadline)
+            self.check_run(params, party_ids, run_id)
+            self.store.insert_run(run_id, params.to_dict(), party_ids, policy, deadline, actor)
             self.store.audit(actor, "start", run_id, json.dumps(party_ids))
             self._launch_waiting()
             return self.row(run_id)
+
+    def check_run(self, params: MechanismParams, party_ids: list[str], run_id: str) -> None:
+        """The run against the limits and the budgets of the parties known so far (all of them
+        at launch): ParameterError/ParameterLimit/BudgetExceeded if it cannot run."""
+        known = self.store.party_rows()
+        rows = [known[p] for p in party_ids if p in known]
+        limits.check_params(params, self.limits)
+        if len(rows) == len(party_ids):
+            limits.check_k(params, sum(r.n_users for r in rows))
+        for r in rows:
+            limits.check_memory(params, r.party_id, r.n_users, self.limits)
+            self._check_budget(r, params.epsilon, run_id)
+
+    def _check_budget(self, party: PartyRow, epsilon: float, run_id: str) -> None:
+        b = party.budget
+        if not b.get("budget"):
+            return  # an agent that keeps no ledger
+        if epsilon > float(b["max_epsilon"]) + _SLACK:
+            raise ParameterError(
+                f"ε = {epsilon:g} is over party {party.party_id}'s maximum of "
+                f"{float(b['max_epsilon']):g} per run"
+            )
+        left = self._remaining(party, exclude=run_id)
+        if epsilon > left + _SLACK:
+            raise BudgetExceeded(
+                f"a run with ε = {epsilon:g} would exceed party {party.party_id}'s privacy "
+                f"budget ({left:g} of {float(b['budget']):g} left)"
+            )
+
+    def _remaining(self, party: PartyRow, exclude: str = "") -> float:
+        """The ε left for a new run at ``party``: its budget, less what its agent reported as
+        committed, less the active runs with it that its agent has not admitted yet."""
+        b = party.budget
+        if not b.get("budget"):
+            return float("inf")
+        admitted = set(b.get("admitted_runs", ()))
+        pending = sum(
+            float(r.params.get("epsilon", MechanismParams().epsilon))
+            for r in self.store.runs(ACTIVE_STATES)
+            if party.party_id in r.party_ids and r.run_id not in admitted and r.run_id != exclude
+        )
+        return max(0.0, float(b["budget"]) - float(b.get("committed", 0.0)) - pending)
 
     def _launch_waiting(self) -> None:
         parties = self.store.parties()
@@ -136,6 +192,7 @@ class CoordinatorState:
                 raise ParameterError(f"the parties use different item codecs: {sorted(codecs)}")
             sizes = tuple(parties[p][0] for p in row.party_ids)
             check_feasible(params, row.party_ids, sizes)
+            self.check_run(params, row.party_ids, row.run_id)
             spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codecs.pop())
             driver = RunDriver(spec, row.policy, row.deadline)
             sent = driver.start(time.monotonic())
@@ -199,24 +256,80 @@ class CoordinatorState:
         return row
 
     # --- parties -------------------------------------------------------------------------------
-    def register(self, party_id: str, n_users: int, codec: str, source: str) -> None:
+    def register(
+        self, party_id: str, n_users: int, codec: str, source: str, budget: dict[str, Any]
+    ) -> None:
         with self.cond:
-            self.store.register_party(party_id, n_users, codec, source)
+            self.store.register_party(party_id, n_users, codec, source, budget)
+            self.last_seen[party_id] = time.time()
             self.store.audit(party_id, "register", "", f"{n_users} users, {codec}, {source}")
             self._launch_waiting()
 
-    def next_request(self, party_id: str, wait: float) -> tuple[RunSpec, Sent] | None:
+    def heartbeat(self, party_id: str, budget: dict[str, Any]) -> None:
+        self.last_seen[party_id] = time.time()
+        self.store.heartbeat(party_id, budget)
+
+    def seen(self, party_id: str) -> None:
+        self.last_seen[party_id] = time.time()
+
+    def next_request(self, party_id: str, wait: float) -> tuple[RunSpec, Sent, float] | None:
+        """The next request waiting for the party: its run's spec, the request and the seconds
+        left before its deadline."""
         end = time.monotonic() + wait
         with self.cond:
             while True:
+                now = time.monotonic()
                 for driver in self.drivers.values():
                     for s in driver.waiting():
                         if s.party_id == party_id:
-                            return driver.spec, s
-                left = end - time.monotonic()
+                            left = driver.sent_at[s.request_id] + driver.deadline - now
+                            return driver.spec, s, max(left, 1e-3)
+                left = end - now
                 if left <= 0 or self._stop.is_set():
                     return None
                 self.cond.wait(left)
+
+    def finished_for(self, party_id: str, run_ids: list[str]) -> list[str]:
+        """Of ``run_ids``, the runs over for this party (ended, unknown, or it failed in them)."""
+        out = []
+        with self.cond:
+            for run_id in run_ids:
+                driver = self.drivers.get(run_id)
+                if driver is not None:
+                    if party_id in driver.coord.failed or party_id not in driver.spec.party_ids:
+                        out.append(run_id)
+                    continue
+                row = self.store.run(run_id)
+                if row is None or row.state not in ACTIVE_STATES or party_id not in row.party_ids:
+                    out.append(run_id)
+        return out
+
+    def party_status(self, party_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Liveness, user counts and remaining budget of the given (default: all) parties."""
+        rows = self.store.party_rows()
+        now = time.time()
+        out = []
+        for pid in party_ids if party_ids is not None else sorted(rows):
+            r = rows.get(pid)
+            if r is None:
+                out.append({"party_id": pid, "registered": False})
+                continue
+            seen = self.last_seen.get(pid, r.last_seen)
+            remaining = self._remaining(r)
+            out.append(
+                {
+                    "party_id": pid,
+                    "registered": True,
+                    "n_users": r.n_users,
+                    "source": r.source,
+                    "last_seen": seen,
+                    "seconds_since_seen": max(0.0, now - seen),
+                    "epsilon_budget": float(r.budget.get("budget", 0.0)),
+                    "max_epsilon": float(r.budget.get("max_epsilon", 0.0)),
+                    "epsilon_remaining": remaining if remaining != float("inf") else 0.0,
+                }
+            )
+        return out
 
     def submit(self, party_id: str, reply: Reply, payload: bytes) -> str:
         """Take a party's reply (its protobuf bytes); refusals change nothing stored."""
@@ -236,12 +349,13 @@ class CoordinatorState:
             )
             answered = Refused(grpc.StatusCode.ALREADY_EXISTS, f"request {rid} is already answered")
             if sent is None:
-                if rid not in self.store.requests(reply.run_id):
+                if not self.store.has_row("requests", reply.run_id, rid):
                     raise Refused(
                         grpc.StatusCode.NOT_FOUND,
                         f"request {rid} of run {reply.run_id} was never sent",
                     )
-                raise missed if rid in self.store.failures(reply.run_id) else answered
+                failed = self.store.has_row("failures", reply.run_id, rid)
+                raise missed if failed else answered
             if sent.party_id != party_id:
                 raise Refused(
                     grpc.StatusCode.PERMISSION_DENIED,
@@ -251,6 +365,12 @@ class CoordinatorState:
                 raise missed if isinstance(event, str) else answered
             try:
                 driver.check(reply)
+            except ImplausibleReply as exc:
+                reason = f"reply to request {rid} refused: {exc}"
+                self._fail_request(reply.run_id, driver, sent, reason, "implausible")
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{reason}; party {party_id} counts as failed"
+                ) from None
             except ProtocolError as exc:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, f"reply to request {rid}: {exc}"
@@ -276,9 +396,15 @@ class CoordinatorState:
 
     def _expire(self, run_id: str, driver: RunDriver, s: Sent) -> None:
         reason = f"no reply to request {s.request_id} within {driver.deadline:g} s"
+        self._fail_request(run_id, driver, s, reason, "deadline")
+
+    def _fail_request(
+        self, run_id: str, driver: RunDriver, s: Sent, reason: str, what: str
+    ) -> None:
+        """The party of ``s`` fails (stored first); the policy decides what the run does."""
         with self.store.transaction() as db:
             Store.insert(db, "failures", run_id, s.request_id, s.party_id, reason)
-            Store.audit_in(db, "coordinator", "deadline", run_id, reason)
+            Store.audit_in(db, "coordinator", what, run_id, reason)
         log.warning("run %s: party %s: %s", run_id, s.party_id, reason)
         new = driver.fail(s.request_id, reason, time.monotonic())
         with self.store.transaction() as db:

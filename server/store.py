@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     outstanding INTEGER NOT NULL DEFAULT 0,
     failed TEXT NOT NULL DEFAULT '[]',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS parties (
     party_id TEXT PRIMARY KEY,
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS parties (
     codec TEXT NOT NULL,
     source TEXT NOT NULL,
     registered REAL NOT NULL,
-    last_seen REAL NOT NULL
+    last_seen REAL NOT NULL,
+    budget TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS requests (
     run_id TEXT NOT NULL,
@@ -80,6 +82,15 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 ACTIVE_STATES = ("waiting", "running")
+# Columns added after the first release: (table, column, declaration) for older files.
+_ADDED = (
+    ("runs", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("parties", "budget", "TEXT NOT NULL DEFAULT '{}'"),
+)
+_RUN_COLUMNS = (
+    "run_id, state, params, party_ids, policy, deadline, spec, result, error, round, phase, "
+    "outstanding, failed, created, updated, owner"
+)
 
 
 @dataclass
@@ -99,12 +110,32 @@ class RunRow:
     failed: list[str]
     created: float
     updated: float
+    owner: str = ""
+
+
+@dataclass
+class PartyRow:
+    party_id: str
+    n_users: int
+    codec: str
+    source: str
+    registered: float
+    last_seen: float
+    budget: dict[str, Any]
 
 
 class Store(Database):
     """Thread-safe access to one SQLite file (one connection, one lock, WAL journal)."""
 
     schema = _SCHEMA
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        with self._lock:
+            for table, column, decl in _ADDED:
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -118,23 +149,38 @@ class Store(Database):
             self._db.execute("COMMIT")
 
     # --- parties -------------------------------------------------------------------------------
-    def register_party(self, party_id: str, n_users: int, codec: str, source: str) -> None:
+    def register_party(
+        self, party_id: str, n_users: int, codec: str, source: str, budget: dict[str, Any]
+    ) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO parties VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(party_id) DO UPDATE "
+                "INSERT INTO parties VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(party_id) DO UPDATE "
                 "SET n_users=excluded.n_users, codec=excluded.codec, source=excluded.source, "
-                "last_seen=excluded.last_seen",
-                (party_id, n_users, codec, source, now, now),
+                "last_seen=excluded.last_seen, budget=excluded.budget",
+                (party_id, n_users, codec, source, now, now, json.dumps(budget)),
             )
 
-    def touch_party(self, party_id: str) -> None:
+    def heartbeat(self, party_id: str, budget: dict[str, Any]) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE parties SET last_seen=? WHERE party_id=?", (time.time(), party_id))
+            db.execute(
+                "UPDATE parties SET last_seen=?, budget=? WHERE party_id=?",
+                (time.time(), json.dumps(budget), party_id),
+            )
 
     def parties(self) -> dict[str, tuple[int, str, str]]:
         rows = self._query("SELECT party_id, n_users, codec, source FROM parties")
         return {r[0]: (int(r[1]), str(r[2]), str(r[3])) for r in rows}
+
+    def party_rows(self) -> dict[str, PartyRow]:
+        rows = self._query(
+            "SELECT party_id, n_users, codec, source, registered, last_seen, budget FROM parties "
+            "ORDER BY party_id"
+        )
+        return {
+            r[0]: PartyRow(r[0], int(r[1]), r[2], r[3], float(r[4]), float(r[5]), json.loads(r[6]))
+            for r in rows
+        }
 
     # --- runs ----------------------------------------------------------------------------------
     def insert_run(
@@ -144,50 +190,45 @@ class Store(Database):
         party_ids: list[str],
         policy: str,
         deadline: float,
+        owner: str = "",
     ) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, state, params, party_ids, policy, deadline, created, "
-                "updated) VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?)",
-                (run_id, json.dumps(params), json.dumps(party_ids), policy, deadline, now, now),
+                "updated, owner) VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    json.dumps(params),
+                    json.dumps(party_ids),
+                    policy,
+                    deadline,
+                    now,
+                    now,
+                    owner,
+                ),
             )
 
     def run_exists(self, run_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE run_id=?", (run_id,)))
 
-    def runs(self, states: tuple[str, ...] | None = None) -> list[RunRow]:
-        rows = self._query(
-            "SELECT run_id, state, params, party_ids, policy, deadline, spec, result, error, "
-            "round, phase, outstanding, failed, created, updated FROM runs ORDER BY created, run_id"
-        )
-        out = [
-            RunRow(
-                r[0],
-                r[1],
-                json.loads(r[2]),
-                json.loads(r[3]),
-                r[4],
-                float(r[5]),
-                r[6],
-                json.loads(r[7]) if r[7] else None,
-                r[8],
-                int(r[9]),
-                r[10],
-                int(r[11]),
-                json.loads(r[12]),
-                float(r[13]),
-                float(r[14]),
-            )
-            for r in rows
-        ]
-        return [r for r in out if states is None or r.state in states]
+    def runs(self, states: tuple[str, ...] | None = None, owner: str | None = None) -> list[RunRow]:
+        """Runs in creation order, of the given states and owner (None: any)."""
+        sql, args = f"SELECT {_RUN_COLUMNS} FROM runs", list[Any]()
+        conds = []
+        if states is not None:
+            conds.append(f"state IN ({', '.join('?' * len(states))})")
+            args += states
+        if owner is not None:
+            conds.append("owner=?")
+            args.append(owner)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        return [_run_row(r) for r in self._query(sql + " ORDER BY created, run_id", args)]
 
     def run(self, run_id: str) -> RunRow | None:
-        for r in self.runs():
-            if r.run_id == run_id:
-                return r
-        return None
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        return _run_row(rows[0]) if rows else None
 
     @staticmethod
     def update_run(db: sqlite3.Connection, run_id: str, **fields: Any) -> None:
@@ -216,6 +257,11 @@ class Store(Database):
 
     def replies(self, run_id: str) -> dict[int, bytes]:
         return self.requests(run_id, "replies")
+
+    def has_row(self, table: str, run_id: str, request_id: int) -> bool:
+        """Whether ``requests``, ``replies`` or ``failures`` holds this request."""
+        sql = f"SELECT 1 FROM {table} WHERE run_id=? AND request_id=?"
+        return bool(self._query(sql, (run_id, request_id)))
 
     def failures(self, run_id: str) -> dict[int, tuple[str, str]]:
         rows = self._query(
@@ -253,6 +299,27 @@ class Store(Database):
                 (run_id,),
             )
         return [(float(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _run_row(r: Any) -> RunRow:
+    return RunRow(
+        r[0],
+        r[1],
+        json.loads(r[2]),
+        json.loads(r[3]),
+        r[4],
+        float(r[5]),
+        r[6],
+        json.loads(r[7]) if r[7] else None,
+        r[8],
+        int(r[9]),
+        r[10],
+        int(r[11]),
+        json.loads(r[12]),
+        float(r[13]),
+        float(r[14]),
+        r[15],
+    )
 
 
 def _json_default(obj: Any) -> Any:
