@@ -196,6 +196,42 @@ class Cluster:
             *extra,
         )
 
+    def enroll(self, party_id: str, users: int) -> dict[str, str]:
+        """Issue the credentials of a device party's users (``fedhh party enroll``)."""
+        from fedhh.clients.credentials import read_credentials
+
+        out = self.root / f"{party_id}.credentials"
+        db = str(self.root / f"{party_id}.sqlite")
+        args = ["party", "enroll", "--party-id", party_id, "--db", db, "--users", str(users)]
+        done = subprocess.run([*FEDHH, *args, "--out", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return read_credentials(out)
+
+    def start_device_party(self, party_id: str, users: int, *extra: str) -> tuple[Proc, str]:
+        """A device party agent (``--devices``, TLS report endpoint); returns it and its
+        report endpoint's address."""
+        port_file = self.root / f"{party_id}.report-port"
+        port_file.unlink(missing_ok=True)
+        proc = self.start(
+            party_id,
+            "party",
+            "serve",
+            *self.connect_args("party", party_id),
+            "--db",
+            str(self.root / f"{party_id}.sqlite"),
+            "--devices",
+            str(users),
+            "--item-bits",
+            "8",
+            "--listen",
+            "127.0.0.1:0",
+            *self.tls_args(port_file),
+            "--poll-seconds",
+            "1",
+            *extra,
+        )
+        return proc, f"127.0.0.1:{wait_file(port_file, proc)}"
+
     def query(self, *args: str, json_out: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [
             *FEDHH,

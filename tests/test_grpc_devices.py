@@ -1,7 +1,13 @@
-"""200 user devices report concurrently through a party agent's report endpoint (TLS, device
-token) during a PEM-Global run: every accepted report is counted exactly once, a second report
-of a user is refused with ALREADY_EXISTS (the first kept), malformed reports are refused, and the
-run's answer comes from exactly those reports."""
+"""User devices report through a party agent's report endpoint (TLS, per-user credentials)
+during PEM-Global runs, with real processes on 127.0.0.1:
+
+* 200 devices report concurrently: every accepted report is counted exactly once, a second
+  report of a user is refused with ALREADY_EXISTS (the first kept), a credential never reports
+  for another user, forged or unenrolled credentials are refused, malformed and oversized
+  reports are refused, a device refuses a task over its own ε limit, and the run's answer comes
+  from exactly the accepted reports;
+* a batch of many users' reports: each entry checked and counted once; a cancelled run closes
+  its report task (FAILED_PRECONDITION afterwards) and settles the users' privacy budget."""
 
 from __future__ import annotations
 
@@ -13,14 +19,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, make_certs, wait_file, wait_until
+from grpc_harness import Cluster, make_certs, wait_until
 
 from fedhh.clients.reporter import ReporterClient, make_report
 from fedhh.oracles import Reports
-from fedhh.wire.security import read_token_file
+from fedhh.wire.security import open_channel
 
 DEVICES = 200
 DOMINANT = 77
+SPEC = """run_id = "{run_id}"
+parties = ["party-0"]
+deadline_seconds = 120
+[params]
+mechanism = "pem-global"
+k = 2
+m = 8
+epsilon = 4.0
+seed = 1
+"""
 
 
 @pytest.fixture
@@ -34,87 +50,104 @@ def cluster(tmp_path: Path):
         c.stop_all()
 
 
+def code_of(fn, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as err:
+        fn(*args, **kw)
+    return err.value.code()
+
+
+def start_run(cluster: Cluster, run_id: str) -> None:
+    spec = cluster.root / f"{run_id}.toml"
+    spec.write_text(SPEC.format(run_id=run_id))
+    done = cluster.query("start", str(spec))
+    assert done.returncode == 0, done.stderr
+
+
+def status(cluster: Cluster, run_id: str) -> dict:
+    out = cluster.query("status", run_id)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def open_task(client: ReporterClient):  # type: ignore[no-untyped-def]
+    try:
+        return client.fetch_task()
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
 def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     cluster.start_coordinator()
-    device_tokens = cluster.root / "device-tokens.json"
-    from fedhh.wire.security import add_token
+    creds = cluster.enroll("party-0", DEVICES)
+    assert len(creds) == DEVICES and len(set(creds.values())) == DEVICES
+    agent, target = cluster.start_device_party("party-0", DEVICES, "--collect-seconds", "60")
+    start_run(cluster, "dev-1")
 
-    add_token(device_tokens, "device", "app", cluster.root / "device.token")
-    port_file = cluster.root / "report.port"
-    agent = cluster.start(
-        "party-0",
-        "party",
-        "serve",
-        *cluster.connect_args("party", "party-0"),
-        "--db",
-        str(cluster.root / "party-0.sqlite"),
-        "--devices",
-        str(DEVICES),
-        "--item-bits",
-        "8",
-        "--listen",
-        "127.0.0.1:0",
-        "--device-tokens",
-        str(device_tokens),
-        *cluster.tls_args(port_file),
-        "--collect-seconds",
-        "60",
-        "--poll-seconds",
-        "1",
-    )
-    target = f"127.0.0.1:{wait_file(port_file, agent)}"
-    spec = cluster.root / "spec.toml"
-    spec.write_text(
-        'run_id = "dev-1"\nparties = ["party-0"]\ndeadline_seconds = 120\n'
-        '[params]\nmechanism = "pem-global"\nk = 2\nm = 8\nepsilon = 4.0\nseed = 1\n'
-    )
-    assert cluster.query("start", str(spec)).returncode == 0
+    ca = cluster.certs.ca
+    channel = open_channel(target, token=None, ca_cert=ca)
+    clients = [
+        ReporterClient(target, credential=creds[str(i)], channel=channel) for i in range(DEVICES)
+    ]
+    task = wait_until(lambda: open_task(clients[0]), what="the first report task")
+    good = make_report(task, 5)
+
+    # Credentials: forged, unenrolled, another party's, or used for another user.
+    c0 = creds["0"]
+    forged = c0[:-2] + ("AA" if not c0.endswith("AA") else "BB")
+    unenrolled = c0.replace(":0:", f":{DEVICES}:")
+    other_party = c0.replace("party-0", "party-1")
+    for bad in ("wrong", forged, unenrolled, other_party):
+        with ReporterClient(target, credential=c0, ca_cert=ca) as probe:
+            probe._auth = (("authorization", f"Bearer {bad}"),)
+            assert code_of(probe.fetch_task) == grpc.StatusCode.UNAUTHENTICATED
+    as_other = ReporterClient(target, credential=c0, channel=channel)
+    as_other.user_id = "1"  # user 0's credential, claiming to be user 1
+    assert code_of(as_other.fetch_task) == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(as_other.submit, task, good) == grpc.StatusCode.PERMISSION_DENIED
+
+    # Malformed and oversized reports; a device over its own ε limit makes no report.
+    for junk in (b"junk", Reports("grr", 3, {"symbol": np.zeros(2, np.uint32)}).to_bytes()):
+        assert code_of(clients[0].submit, task, junk) == grpc.StatusCode.INVALID_ARGUMENT
+    out_of_range = bytearray(good)
+    out_of_range[-4:] = (1 << 31).to_bytes(4, "little")
+    assert code_of(clients[0].submit, task, bytes(out_of_range)) in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ), task.oracle
+    huge = b"\x00" * (1 << 17)
+    assert code_of(clients[0].submit, task, huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    careful = ReporterClient(target, credential=creds["0"], channel=channel, max_epsilon=1.0)
+    assert careful.report(3).status == "epsilon-too-high"
+    assert clients[0].status("dev-1").accepted == 0  # nothing stored
 
     rng = np.random.default_rng(11)
     items = np.where(rng.random(DEVICES) < 0.5, DOMINANT, rng.integers(0, 256, DEVICES))
-    token = read_token_file(cluster.root / "device.token")
-    clients = [ReporterClient(target, token=token, ca_cert=cluster.certs.ca) for _ in range(8)]
-
-    # Wrong token and malformed reports are refused.
-    with ReporterClient(target, token="wrong", ca_cert=cluster.certs.ca) as bad:
-        with pytest.raises(grpc.RpcError) as err:
-            bad.fetch_task("u-x")
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    task = wait_until(lambda: _task(clients[0], "probe"), what="the first report task")
-    for junk in (b"junk", Reports("grr", 3, {"symbol": np.zeros(2, np.uint32)}).to_bytes()):
-        with pytest.raises(grpc.RpcError) as err:
-            clients[0].submit("probe", task, junk)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     def device(i: int) -> tuple[str, str]:
-        client = clients[i % len(clients)]
+        client = clients[i]
         gen = np.random.default_rng(1000 + i)
-        first = client.report(f"user-{i}", int(items[i]), gen, wait=120)
+        first = client.report(int(items[i]), gen, wait=120)
         # A second report of the same user is refused, whatever task is open.
         try:
-            t = client.fetch_task(f"user-{i}")
-            client.submit(f"user-{i}", t, make_report(t, int(items[i]), gen))
+            t = client.fetch_task()
+            client.submit(t, make_report(t, int(items[i]), gen))
             second = "accepted"
         except grpc.RpcError as exc:
             second = exc.code().name
         return first.status, second
 
-    with ThreadPoolExecutor(max_workers=DEVICES) as pool:
+    with ThreadPoolExecutor(max_workers=64) as pool:
         outcomes = list(pool.map(device, range(DEVICES)))
     assert all(first == "accepted" for first, _ in outcomes), outcomes
     assert all(second in ("ALREADY_EXISTS", "NOT_FOUND") for _, second in outcomes), outcomes
     # After the run no task is open: a repeated submit of the last task is still refused.
-    last_task = task
-    with pytest.raises(grpc.RpcError) as err:
-        clients[0].submit("user-0", last_task, make_report(last_task, 1))
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert code_of(clients[0].submit, task, good) == grpc.StatusCode.ALREADY_EXISTS
 
-    def finished() -> dict | None:
-        out = cluster.query("status", "dev-1")
-        info = json.loads(out.stdout) if out.returncode == 0 else None
-        return info if info and info["state"] != "running" else None
-
-    info = wait_until(finished, what="the device run to end")
+    info = wait_until(
+        lambda: (s := status(cluster, "dev-1"))["state"] != "running" and s,
+        what="the device run to end",
+    )
     assert info["state"] == "done", info
     cost = json.loads(cluster.query("cost", "dev-1").stdout)["cost"]
     assert cost["reports_per_party"] == {"party-0": DEVICES}
@@ -125,15 +158,58 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     assert clients[0].status("dev-1").accepted == DEVICES
     db = sqlite3.connect(cluster.root / "party-0.sqlite")
     users = [r[0] for r in db.execute("SELECT user_id FROM reports WHERE run_id='dev-1'")]
-    assert len(users) == len(set(users)) == DEVICES
-    for c in clients:
-        c.close()
+    assert sorted(users, key=int) == [str(i) for i in range(DEVICES)]
+    channel.close()
+    assert agent.alive()
 
 
-def _task(client: ReporterClient, user: str):  # type: ignore[no-untyped-def]
-    try:
-        return client.fetch_task(user)
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
+def test_batch_and_cancelled_run(cluster: Cluster) -> None:
+    cluster.start_coordinator()
+    creds = cluster.enroll("party-0", DEVICES)
+    _, target = cluster.start_device_party("party-0", DEVICES, "--collect-seconds", "600")
+    start_run(cluster, "batch-1")
+    ca = cluster.certs.ca
+    relay = ReporterClient(target, credential=creds["0"], ca_cert=ca)
+    task = wait_until(lambda: open_task(relay), what="the first report task")
+    rng = np.random.default_rng(3)
+    entries = [(creds[str(i)], make_report(task, int(rng.integers(256)), rng)) for i in range(40)]
+    entries += [
+        (creds["3"], entries[3][1]),  # user 3 twice in one batch
+        ("fhc1:party-0:7:forged", entries[7][1]),  # not a credential of this party
+        (creds["50"], b"junk"),  # malformed
+        (creds["51"], b"\x00" * (1 << 17)),  # oversized
+    ]
+    accepted, refused = relay.submit_batch(task, entries)
+    assert accepted == 40
+    assert [(i, code) for i, code, _ in refused] == [
+        (40, "ALREADY_EXISTS"),
+        (41, "UNAUTHENTICATED"),
+        (42, "INVALID_ARGUMENT"),
+        (43, "RESOURCE_EXHAUSTED"),
+    ]
+    again, refused = relay.submit_batch(task, entries[:5])  # counted once
+    assert again == 0 and {code for _, code, _ in refused} == {"ALREADY_EXISTS"}
+    assert relay.status("batch-1").accepted == 40
+
+    # A cancelled run closes its report task: later reports are refused, nothing more stored.
+    assert cluster.query("cancel", "batch-1").returncode == 0
+
+    def closed() -> bool:
+        try:
+            relay.submit_batch(task, [(creds["60"], entries[0][1])])
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+        return False
+
+    wait_until(closed, what="the cancelled run's task to close")
+    single = ReporterClient(target, credential=creds["61"], ca_cert=ca)
+    assert code_of(single.submit, task, entries[0][1]) == grpc.StatusCode.FAILED_PRECONDITION
+    assert relay.status("batch-1").accepted == 40
+    # The users who reported were charged ε = 4 (the others nothing).
+    parties = json.loads(cluster.query("parties").stdout)
+    assert parties[0]["party_id"] == "party-0" and parties[0]["epsilon_budget"] == 40.0
+    db = sqlite3.connect(cluster.root / "party-0.sqlite")
+    spent = np.frombuffer(db.execute("SELECT value FROM meta WHERE key='spent'").fetchone()[0])
+    assert (spent[:40] == 4.0).all() and (spent[40:] == 0.0).all()
+    relay.close()
+    single.close()
