@@ -217,20 +217,24 @@ class Deployment:
         path = self.d / "logs" / f"{name}.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
-    def wait_port(self, name: str, port_file: Path, timeout: float = 60.0) -> int:
+    def wait_port(self, name: str, port_file: Path, timeout: float = 60.0) -> int | None:
+        """The port ``name`` wrote (None if asked to stop meanwhile)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping:
             if port_file.exists() and port_file.read_text().strip():
                 return int(port_file.read_text())
-            if self.children[name].poll() is not None or self.stopping:
+            if self.children[name].poll() is not None:
                 break
             time.sleep(0.05)
+        if self.stopping:
+            return None
         raise FedHHError(f"{name} did not start:\n{self.log_tail(name)}")
 
     def exited(self) -> str | None:
+        """``name (status N)`` of a child that has exited, if one has."""
         for name, p in self.children.items():
             if p.poll() is not None:
-                return name
+                return f"{name} (status {p.returncode})"
         return None
 
     def stop(self) -> None:
@@ -261,7 +265,10 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
             *("--db", str(d / "state" / "coordinator.sqlite"), "--port-file", str(port_file)),
             *("--tls-cert", str(cert), "--tls-key", str(key)),
         )
-        target = f"127.0.0.1:{dep.wait_port('coordinator', port_file)}"
+        port = dep.wait_port("coordinator", port_file)
+        if port is None:
+            return 0
+        target = f"127.0.0.1:{port}"
         for pid, data in zip(parties, files, strict=True):
             dep.start(
                 pid,
@@ -273,11 +280,12 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
         if dep.stopping:
             return 0
         if (gone := dep.exited()) is not None:
-            raise FedHHError(f"{gone} exited:\n{dep.log_tail(gone)}")
+            raise FedHHError(f"{gone} exited:\n{dep.log_tail(gone.split()[0])}")
         _print_ready(d, target, ca, analyst, parties)
         while not dep.stopping:
             if (gone := dep.exited()) is not None:
-                print(f"fedhh deploy: {gone} exited:\n{dep.log_tail(gone)}", file=sys.stderr)
+                tail = dep.log_tail(gone.split()[0])
+                print(f"fedhh deploy: {gone} exited:\n{tail}", file=sys.stderr)
                 return 1
             time.sleep(0.2)
         print("fedhh deploy: stopping the parties and the coordinator", file=sys.stderr)
