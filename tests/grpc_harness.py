@@ -207,7 +207,9 @@ class Cluster:
         assert done.returncode == 0, done.stderr
         return read_credentials(out)
 
-    def start_device_party(self, party_id: str, users: int, *extra: str) -> tuple[Proc, str]:
+    def start_device_party(
+        self, party_id: str, users: int, *extra: str, bits: int = 8
+    ) -> tuple[Proc, str]:
         """A device party agent (``--devices``, TLS report endpoint); returns it and its
         report endpoint's address."""
         port_file = self.root / f"{party_id}.report-port"
@@ -222,7 +224,7 @@ class Cluster:
             "--devices",
             str(users),
             "--item-bits",
-            "8",
+            str(bits),
             "--listen",
             "127.0.0.1:0",
             *self.tls_args(port_file),
