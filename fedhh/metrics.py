@@ -1,4 +1,4 @@
-"""Accuracy of a returned heavy-hitter set against the true global top-k (spec §8).
+"""Accuracy of a returned heavy-hitter set against the true global top-k (docs/mechanisms.md §8).
 
 Notation: T is the true global top-k (:func:`true_top_k`), Ĥ the returned set, |Ĥ| ≤ k.
 
@@ -18,9 +18,10 @@ Codes are m-bit item codes (any integer array-like, held as ``uint64``). Every f
 vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or with more than
 k items raise :class:`~fedhh.errors.ParameterError`.
 
-**The known-domain reference** (spec §11, :func:`known_domain_reference`): the scores an analyst
-would get if the item domain were known and all N users answered one round of the best frequency
-oracle over it. A yardstick for mechanisms that must also discover the items, not a bound.
+**The known-domain reference** (docs/mechanisms.md §8, :func:`known_domain_reference`): the
+scores an analyst would get if the item domain were known and all N users answered one round of
+the best frequency oracle over it. A yardstick for mechanisms that must also discover the items,
+not a bound.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def precision(returned: ArrayLike, truth: ArrayLike) -> float:
 
 
 def recall(returned: ArrayLike, truth: ArrayLike, k: int) -> float:
-    """|Ĥ∩T| / k (with the spec's denominator k, even if fewer than k items exist)."""
+    """|Ĥ∩T| / k (with the denominator k, even if fewer than k items exist)."""
     k = _check_k(k)
     ret = _returned(returned, k)
     tru = _truth(truth, k)
@@ -278,7 +279,7 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------
-# The known-domain reference (spec §11)
+# The known-domain reference (docs/mechanisms.md §8)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -330,9 +331,10 @@ def known_domain_reference(
     *,
     repeats: int = 1,
 ) -> list[Scores]:
-    """Draws of the known-domain reference (spec §11): for each of ``repeats`` independent draws
-    of :func:`known_domain_estimates`, the §8 scores of the top-k estimates over every item with
-    a positive count (the domain is all distinct items; ties among estimates broken arbitrarily).
+    """Draws of the known-domain reference (docs/mechanisms.md §8): for each of ``repeats``
+    independent draws of :func:`known_domain_estimates`, the §8 scores of the top-k estimates
+    over every item with a positive count (the domain is all distinct items; ties among
+    estimates broken arbitrarily).
 
     It tells what an analyst who knew the domain would get from one round of the best oracle,
     so how much a mechanism that must also discover the items has left. It is not an upper

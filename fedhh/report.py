@@ -9,11 +9,16 @@ Result document (``"format": "fedhh.result/1"``):
 * ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
   ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
   estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
+* ``plan`` — the level plan the run followed (docs/mechanisms.md, "The level plan"): ``rule``
+  (``step_rule``), ``level_candidates`` and ``final_weight`` as resolved, ``shared`` (the
+  lengths of the levels all parties estimated together) and, per party, the ``lengths``,
+  ``steps``, ``candidates``, ``users`` and ``oracles`` of its levels in order (a view of
+  ``cost.levels``);
 * ``privacy`` — ε, reports per user, the oracles used and a plain statement;
 * ``failed_parties``, ``notes``; and ``evaluation`` (precision, recall, F1, NCR, ARE) when the
   ground truth is known (synthetic, AOL or baby-names data, party files), with ``reference``:
-  the known-domain reference (spec §11; ``oracle``, ``domain``, ``draws``, mean ``f1``, ``ncr``,
-  ... and their ``*_std`` over the draws) when the caller computed it;
+  the known-domain reference (docs/mechanisms.md §8; ``oracle``, ``domain``, ``draws``, mean
+  ``f1``, ``ncr``, ... and their ``*_std`` over the draws) when the caller computed it;
 * ``dataset`` (when the caller knows it): ``name``, ``users``, ``parties``, ``party_sizes``,
   ``party_names`` (real federations), ``distinct_items``, ``m`` and ``params`` — how the data
   was made, including ``truncated_names`` / ``truncated_users`` when items longer than the item
@@ -78,6 +83,7 @@ def result_document(
         "params": result.params,
         "top_k": top,
         "cost": result.cost,
+        "plan": plan_of(result.params, result.cost.get("levels", [])),
         "privacy": result.privacy,
         "failed_parties": result.failed_parties,
         "notes": result.notes,
@@ -89,6 +95,50 @@ def result_document(
     if reference is not None:
         doc.setdefault("evaluation", {})["reference"] = _json_safe(reference)
     return doc
+
+
+def plan_of(params: Mapping[str, Any], levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The level plan of a run from its resolved parameters and its per-level cost records."""
+    parties: dict[str, dict[str, list[Any]]] = {}
+    shared: list[int] = []
+    for lv in levels:
+        if lv.get("phase") == "shared" and lv["length"] not in shared:
+            shared.append(int(lv["length"]))
+        mine = parties.setdefault(
+            str(lv["party"]),
+            {"lengths": [], "steps": [], "candidates": [], "users": [], "oracles": []},
+        )
+        for key, field in (
+            ("lengths", "length"),
+            ("steps", "step"),
+            ("candidates", "candidates"),
+            ("users", "reports"),
+            ("oracles", "oracle"),
+        ):
+            mine[key].append(lv[field])
+    return {
+        "rule": params.get("step_rule"),
+        "level_candidates": params.get("level_candidates"),
+        "final_weight": params.get("final_weight"),
+        "shared": shared,
+        "parties": parties,
+    }
+
+
+def _plan_line(plan: Mapping[str, Any]) -> str:
+    """One line: the shared lengths (marked *) and the longest party plan's lengths."""
+    if not plan["parties"]:
+        return ""
+    longest = max(plan["parties"].values(), key=lambda p: len(p["lengths"]))
+    marks = [f"{n}*" if n in plan["shared"] else str(n) for n in longest["lengths"]]
+    users = sum(longest["users"]) or 1
+    shares = "/".join(f"{100 * u / users:.0f}" for u in longest["users"])
+    return (
+        f"levels {' → '.join(marks)} bits (* shared; users % {shares}; rule {plan['rule']}, "
+        f"≤ {plan['level_candidates']:,} candidates a level)"
+        if plan["level_candidates"]
+        else f"levels {' → '.join(marks)} bits (* shared; users % {shares}; rule {plan['rule']})"
+    )
 
 
 def format_table(doc: dict[str, Any], truth_counts: dict[int, int] | None = None) -> str:
@@ -116,6 +166,8 @@ def format_table(doc: dict[str, Any], truth_counts: dict[int, int] | None = None
         f"{doc['privacy']['users_reported']:,}   hash evaluations {cost['hash_evaluations']:,}"
         + (f"   wall {cost['wall_seconds']:.2f} s" if "wall_seconds" in cost else ""),
     ]
+    if doc.get("plan") and _plan_line(doc["plan"]):
+        lines.append(_plan_line(doc["plan"]))
     if "evaluation" in doc:
         ev = doc["evaluation"]
         lines.append(

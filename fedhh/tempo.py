@@ -1,4 +1,4 @@
-"""TEMPO advantages on prefix trees of sampled responses (spec/tempo.md), built on fedhh.trie.
+"""TEMPO advantages on prefix trees of sampled responses (docs/tempo.md), built on fedhh.trie.
 
 The G responses sampled for one prompt (one ``index`` uid) form a prefix tree (P2T): a node is a
 distinct token prefix s, its members N(s) are the responses that start with s, and its value
@@ -11,21 +11,20 @@ as in verl's GRPO), and s_{i,t} the first t tokens of response i::
 
 δ is zero except at the first token after a branching node, so TEMPO equals GRPO everywhere else.
 
-How it is computed (no per-token Python loop; spec §5). Each row's masked tokens are encoded with
-0 as an end sentinel that no token equals; the rows are sorted by (group, token sequence) with a
-single ``memcmp`` sort of the rows as byte strings (any fixed order of the tokens gives a
-trie-consistent order: every subtree is a contiguous run of sorted rows); the longest common prefix
-(LCP) of adjacent sorted rows is found by comparing column chunks of doubling width, only for the
-pairs that have not diverged yet. Then every internal node of the compressed trie is an
-"LCP interval" (a maximal run of rows whose adjacent LCPs are ≥ d, for d one of those LCPs), found
-for all boundaries at once by binary lifting over a sparse table of range minima, and every leaf
-is a run of identical responses. Node sums are range sums over the sorted rewards, so a response's
-δ at the branching node b is V(c) − V(b) for the child c on its path, applied at token position
-depth(b). The forest is stored in a :class:`fedhh.trie.PrefixTrie`: labels are the first token of
-the edge into a node (:data:`fedhh.trie.END` for an end-of-response child "⊥", the group number
-for a root), depths are prefix lengths in tokens, and the statistics are ``members``, ``value``
-(V), ``ends`` (members whose response ends exactly at the node), ``delta`` (V(node) − V(parent))
-and ``group``.
+How it is computed (no per-token Python loop; docs/tempo.md §5). Each row's masked tokens are
+encoded with 0 as an end sentinel that no token equals; the rows are sorted by (group, token
+sequence) with a single ``memcmp`` sort of the rows as byte strings (any fixed order of the tokens
+gives a trie-consistent order: every subtree is a contiguous run of sorted rows); the longest common
+prefix (LCP) of adjacent sorted rows is found by comparing column chunks of doubling width, only for
+the pairs that have not diverged yet. Then every internal node of the compressed trie is an "LCP
+interval" (a maximal run of rows whose adjacent LCPs are ≥ d, for d one of those LCPs), found for
+all boundaries at once by binary lifting over a sparse table of range minima, and every leaf is a
+run of identical responses. Node sums are range sums over the sorted rewards, so a response's δ at
+the branching node b is V(c) − V(b) for the child c on its path, applied at token position depth(b).
+The forest is stored in a :class:`fedhh.trie.PrefixTrie`: labels are the first token of the edge
+into a node (:data:`fedhh.trie.END` for an end-of-response child "⊥", the group number for a root),
+depths are prefix lengths in tokens, and the statistics are ``members``, ``value`` (V), ``ends``
+(members whose response ends exactly at the node), ``delta`` (V(node) − V(parent)) and ``group``.
 
 Inputs may be numpy arrays or torch tensors (torch is imported only if a tensor is passed); the
 result has the type, dtype and device of ``token_level_rewards``. Inputs are never modified. The
@@ -659,7 +658,7 @@ def tempo_advantages(
     norm_adv_by_std_in_grpo: bool = True,
     td_coef: float = 1.0,
 ) -> tuple[Any, Any]:
-    """TEMPO advantages (spec/tempo.md §2): ``(advantages, returns)``, both [bs, L].
+    """TEMPO advantages (docs/tempo.md §2): ``(advantages, returns)``, both [bs, L].
 
     Same arguments as verl's ``compute_grpo_outcome_advantage`` plus ``responses`` [bs, L] (token
     ids; only positions where the mask is nonzero are read) and ``td_coef`` (0 gives GRPO). The

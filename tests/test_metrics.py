@@ -1,4 +1,5 @@
-"""Tests of fedhh.metrics (spec §8) on hand-computed examples, edge cases and properties."""
+"""Tests of fedhh.metrics (docs/mechanisms.md §8) on hand-computed examples, edge cases and
+properties."""
 
 from __future__ import annotations
 
@@ -246,7 +247,7 @@ def test_metric_properties(counts_list: list[int], k: int, data: st.DataObject) 
         assert best.f1 == pytest.approx(1.0)
 
 
-# --- the known-domain reference (spec §11) ----------------------------------------------------
+# --- the known-domain reference (docs/mechanisms.md §8) ----------------------------------
 
 
 def zipf_counts(n_items: int, n_users: int, s: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests of TEMPO advantages and the prefix forest (fedhh.tempo; spec/tempo.md §4)."""
+"""Tests of TEMPO advantages and the prefix forest (fedhh.tempo; docs/tempo.md §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Federated datasets: synthetic non-IID Zipf populations, the AOL query log, the baby-names
-federation, user files (spec §9).
+federation, user files (docs/mechanisms.md §9).
 
 A :class:`FederatedDataset` holds one ``uint64`` code array per party (one entry per user, users
 in random order), the codec that decodes codes back to items, and the exact global counts.

@@ -1,4 +1,5 @@
-"""The AOL query log (6-byte prefixes, m = 48) and ``value<TAB>count`` files (spec §9)."""
+"""The AOL query log (6-byte prefixes, m = 48) and ``value<TAB>count`` files
+(docs/mechanisms.md §9)."""
 
 from __future__ import annotations
 

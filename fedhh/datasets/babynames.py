@@ -1,4 +1,4 @@
-"""The Israeli baby-names federation: a real, strongly non-IID federation (spec §9, issue 9).
+"""The Israeli baby-names federation: a real, strongly non-IID federation (docs/mechanisms.md §9).
 
 The file ``babynames_il.tsv.gz`` (shared data, never copied into the project) holds one line per
 (sector, sex, year, name) after a header, ``sector<TAB>sex<TAB>year<TAB>name<TAB>count``: the

@@ -147,7 +147,7 @@ class FederatedDataset:
     def reference(
         self, epsilon: float, k: int, rng: RngLike = None, *, repeats: int = 20
     ) -> dict[str, Any]:
-        """The known-domain reference (spec §11) of this dataset at ε and k.
+        """The known-domain reference (docs/mechanisms.md §8) of this dataset at ε and k.
 
         The scores an analyst would get if the item domain (all distinct items) were known and
         all N users answered one round of the best oracle over it

@@ -1,4 +1,4 @@
-"""User files: one file per party, one item per line, or one CSV column (spec §9)."""
+"""User files: one file per party, one item per line, or one CSV column (docs/mechanisms.md §9)."""
 
 from __future__ import annotations
 

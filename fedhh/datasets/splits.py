@@ -1,4 +1,4 @@
-"""Non-IID splits of a population into parties, and party size profiles (spec §9).
+"""Non-IID splits of a population into parties, and party size profiles (docs/mechanisms.md §9).
 
 The same rules serve :func:`~fedhh.datasets.synthetic_zipf`, :func:`partition` and
 :func:`~fedhh.datasets.load_aol`. M is the number of parties, w the party size profile (below),

@@ -1,4 +1,5 @@
-"""Synthetic federations: Zipf(s) users over random m-bit labels, split non-IID (spec §9)."""
+"""Synthetic federations: Zipf(s) users over random m-bit labels, split non-IID
+(docs/mechanisms.md §9)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ Importing this module
 
 Options (verl's ``algorithm`` config): ``algorithm.tempo.td_coef`` (default 1.0; 0 gives GRPO),
 ``algorithm.tempo.epsilon`` (default 1e-6) and verl's own ``algorithm.norm_adv_by_std_in_grpo``
-(default True). The advantages are :func:`fedhh.tempo.tempo_advantages` (spec/tempo.md).
+(default True). The advantages are :func:`fedhh.tempo.tempo_advantages` (docs/tempo.md).
 """
 
 from __future__ import annotations

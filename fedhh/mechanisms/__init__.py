@@ -1,4 +1,5 @@
-"""Mechanisms: PEM (single population), PEM-Local, PEM-Global, TAP and TAPS (spec §4–6).
+"""Mechanisms: PEM (single population), PEM-Local, PEM-Global, TAP and TAPS
+(docs/mechanisms.md §4–6).
 
 * Privacy: each user belongs to exactly one group and sends one ε-LDP report, so every
   mechanism is ε-LDP per user; candidates, priors, thresholds and sums are post-processing.

@@ -172,7 +172,7 @@ def local_search(
     trie: PrefixTrie | None = None,
     prune_bar: float = -math.inf,
 ) -> SearchResult:
-    """PEM / TAP Phase II / TAPS Phase II inside one party (spec §4–6).
+    """PEM / TAP Phase II / TAPS Phase II inside one party (docs/mechanisms.md §4–6).
 
     From P = ``start_prefixes`` at ℓ = ``start_length``: pick a step s (strategy), give the level
     the users left / levels still needed, estimate C = P × {0,1}^s ∪ consensus prefixes, keep

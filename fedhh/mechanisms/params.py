@@ -1,7 +1,7 @@
 """Run parameters of the mechanisms (PEM, PEM-Local, PEM-Global, TAP, TAPS) and their defaults.
 
 Everything a run needs is in :class:`MechanismParams`: it travels in the run spec, so every
-party derives the same plan from it. Rules marked [choice] in the spec are named here and
+party derives the same plan from it. Rules marked [choice] in docs/mechanisms.md are named here and
 resolved to strategy objects by :mod:`fedhh.mechanisms.strategies`.
 """
 
@@ -32,8 +32,9 @@ DEFAULT_FINAL_WEIGHT = 1.0
 
 @dataclass(frozen=True)
 class MechanismParams:
-    """Parameters of one run. ``None`` means "the spec's default for this mechanism"; call
-    :meth:`resolved` to fill them in. Field names and meanings are stable (they are on the wire).
+    """Parameters of one run. ``None`` means "the default for this mechanism"
+    (docs/mechanisms.md §11); call :meth:`resolved` to fill them in. Field names and meanings are
+    stable (they are on the wire).
     """
 
     mechanism: str = "taps"
@@ -169,14 +170,14 @@ class MechanismParams:
         if self.gamma is not None:
             need(self.gamma < self.m, f"gamma ({self.gamma}) must be below m ({self.m})")
 
-    # --- derived values (the spec's defaults) ---------------------------------------------
+    # --- derived values (the defaults of docs/mechanisms.md §11) -------------------------
     @property
     def planned(self) -> bool:
         """Whether the level planner sets TAP/TAPS's levels (the baselines keep PEM's fixed η)."""
         return self.step_rule == "planned" and self.mechanism not in BASELINES
 
     def resolved(self) -> MechanismParams:
-        """A copy with every ``None`` replaced by the spec's default for this mechanism."""
+        """A copy with every ``None`` replaced by the default for this mechanism."""
         k = self.k
         gamma = (
             self.gamma

@@ -2,8 +2,9 @@
 (party index → task) at a time and receives the parties' results. Plans are pure: no I/O, no
 clocks, no randomness, so a transport can replay a plan from stored replies to resume a run.
 
-Combination (spec §5): per item, the sum of the parties' scaled estimates (a party that did not
-report an item contributes 0) with standard error √Σ SE², and the answer is the top-k by sum.
+Combination (docs/mechanisms.md §5): per item, the sum of the parties' scaled estimates (a party
+that did not report an item contributes 0) with standard error √Σ SE², and the answer is the
+top-k by sum.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""[choice] rules of the spec as strategy objects: Phase II step, pruning, TAPS party order and
-per-level oracle choice. :func:`build_strategies` turns a run's parameters into the objects.
+"""[choice] rules (docs/mechanisms.md) as strategy objects: Phase II step, pruning, TAPS party
+order and per-level oracle choice. :func:`build_strategies` turns a run's parameters into the
+objects.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class FixedStep:
 @dataclass(frozen=True)
 class AdaptiveStep:
     """s = clamp(⌊log2(B/|P|)⌋, 1, m − ℓ): small candidate sets take larger steps (the
-    spec's Phase II rule); the levels still needed are counted at that step."""
+    published Phase II rule); the levels still needed are counted at that step."""
 
     budget: int
     name: str = "adaptive"
@@ -226,9 +227,9 @@ def pool_size_for(n_reports: int, minimum: int) -> int:
 
 @dataclass(frozen=True)
 class AutoOracle:
-    """Per level, the oracle with the smallest Var* for the level's |C| + 1 (spec §2). An OLH
-    level decodes from a seed pool instead when that is cheaper: the same ε-LDP report and almost
-    the same variance, but S·|C| look-ups instead of n·|C| hash tests (S from
+    """Per level, the oracle with the smallest Var* for the level's |C| + 1 (docs/mechanisms.md
+    §2). An OLH level decodes from a seed pool instead when that is cheaper: the same ε-LDP report
+    and almost the same variance, but S·|C| look-ups instead of n·|C| hash tests (S from
     :func:`pool_size_for`; a look-up costs about ``POOL_EVALUATION_COST`` tests)."""
 
     epsilon: float

@@ -51,7 +51,7 @@ class SearchTask:
 
 @dataclass(frozen=True)
 class LevelCost:
-    """Bookkeeping of one estimation level inside a party (spec §7)."""
+    """Bookkeeping of one estimation level inside a party (docs/mechanisms.md §7)."""
 
     length: int
     step: int

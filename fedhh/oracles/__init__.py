@@ -2,7 +2,7 @@
 
 Every oracle is an immutable value object built from ε that follows :class:`FrequencyOracle`:
 ``perturb`` (user side, vectorised over users), ``support`` (mergeable server state), ``debias`` /
-``estimate`` (unbiased counts for the candidates only) and ``variance`` (the spec's formula).
+``estimate`` (unbiased counts for the candidates only) and ``variance`` (docs/mechanisms.md §2).
 """
 
 from __future__ import annotations

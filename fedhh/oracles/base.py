@@ -218,7 +218,8 @@ class FrequencyOracle(ABC):
     def variance(self, n: int, domain_size: int, true_count: float = 0.0) -> float:
         """Variance of one debiased count: (c·p(1−p) + (n−c)·q(1−q)) / (p−q)².
 
-        With ``true_count`` c = 0 this is the dominant term Var* = n·q(1−q)/(p−q)² of the spec.
+        With ``true_count`` c = 0 this is the dominant term Var* = n·q(1−q)/(p−q)²
+        (docs/mechanisms.md §2).
         """
         p, q = self.probabilities(domain_size)
         c = float(true_count)
