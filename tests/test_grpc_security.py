@@ -1,8 +1,10 @@
 """The coordinator refuses bad input with precise gRPC statuses and keeps what it stored: wrong or
-missing tokens, another party's token, plaintext against TLS, oversized and malformed messages,
-out-of-range values, replies never asked for, duplicates. The test process plays party-0 (with
-the protocol's Party) so it can send both good and bad replies; the run completes afterwards
-with the same result as `fedhh simulate`."""
+missing tokens, another party's token, another analyst's run, plaintext against TLS, undecodable,
+oversized and malformed messages (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when over a size
+limit), out-of-range values, replies never asked for, duplicates, and replies whose figures
+cannot be true (the party then counts as failed). The test process plays party-0 (with the
+protocol's Party) so it can send both good and bad replies; the run completes afterwards with
+the same result as `fedhh simulate`."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_harness import Cluster, make_certs
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fedhh.codec import IntCodec
 from fedhh.engine import simulate
@@ -35,7 +38,8 @@ def code_of(call, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-de
 @pytest.fixture
 def cluster(tmp_path: Path):
     c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    for role, name in (("analyst", "alice"), ("party", "party-0"), ("party", "party-1")):
+    roles = (("analyst", "alice"), ("analyst", "bob"), ("admin", "root"), ("device", "app"))
+    for role, name in (*roles, ("party", "party-0"), ("party", "party-1")):
         c.token(role, name)
     try:
         c.start_coordinator("--max-message-bytes", str(1 << 20))
@@ -91,6 +95,15 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
         assert code_of(p0.Register, bad) == grpc.StatusCode.INVALID_ARGUMENT
     poll = party_pb2.PollRequest(party_id="party-0", wait_seconds=0)
     assert code_of(p0.Poll, poll) == grpc.StatusCode.FAILED_PRECONDITION  # not registered yet
+    nan_budget = party_pb2.RegisterRequest()
+    nan_budget.CopyFrom(reg)
+    nan_budget.budget.committed = float("nan")
+    assert code_of(p0.Register, nan_budget) == grpc.StatusCode.INVALID_ARGUMENT
+    # Bytes that are no protobuf message at all: INVALID_ARGUMENT, not INTERNAL.
+    raw = open_channel(cluster.target, token=tok["party-0"], ca_cert=ca)
+    for method in ("/fedhh.v1.PartyService/Register", "/fedhh.v1.PartyService/SubmitReply"):
+        call = raw.unary_unary(method, request_serializer=None, response_deserializer=None)
+        assert code_of(call, b"\xff\xff\xff\xff") == grpc.StatusCode.INVALID_ARGUMENT
     p0.Register(reg, timeout=10)
 
     # --- run parameters -------------------------------------------------------------------------
@@ -123,8 +136,15 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
         start(policy="maybe"),
         start(deadline_seconds=-1.0),
         start(run_id="bad id!"),
+        start(params={"k": 3001}),  # more than party-0's users
     ):
         assert code_of(analyst.StartRun, bad) == grpc.StatusCode.INVALID_ARGUMENT
+    for big in (
+        start(params={"k": 5000}),  # over the coordinator's k limit
+        start(params={"kappa": 1 << 21}),  # candidate sets over the limit
+        start(parties=[f"p{i}" for i in range(1025)]),
+    ):
+        assert code_of(analyst.StartRun, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
     analyst.StartRun(start(run_id="sec-1", deadline_seconds=120.0), timeout=10)
     assert code_of(analyst.StartRun, start(run_id="sec-1")) == grpc.StatusCode.ALREADY_EXISTS
     top = analyst_pb2.TopRequest(run_id="sec-1")
@@ -136,9 +156,40 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
         grpc.StatusCode.INVALID_ARGUMENT
     )
 
+    many = analyst_pb2.FrequencyRequest(run_id="sec-1", items=["1"] * 10_001)
+    assert code_of(analyst.GetFrequency, many) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # --- authorization: runs belong to their analyst; an admin sees every run ------------------
+    def channel_of(role: str, name: str) -> grpc.Channel:
+        token = read_token_file(cluster.token(role, name))
+        return open_channel(cluster.target, token=token, ca_cert=ca)
+
+    bob = analyst_pb2_grpc.AnalystServiceStub(channel_of("analyst", "bob"))
+    root = analyst_pb2_grpc.AnalystServiceStub(channel_of("admin", "root"))
+    ref = analyst_pb2.RunRef(run_id="sec-1")
+    for call in (bob.GetStatus, bob.CancelRun, bob.GetCost):
+        assert code_of(call, ref) == grpc.StatusCode.PERMISSION_DENIED
+    assert list(bob.ListRuns(list_runs, timeout=10).runs) == []
+    assert [r.run_id for r in root.ListRuns(list_runs, timeout=10).runs] == ["sec-1"]
+    info = root.GetStatus(ref, timeout=10)
+    assert info.owner == "alice" and info.parties[0].party_id == "party-0"
+    assert info.parties[0].registered and info.parties[0].seconds_since_seen < 60
+    # Reflection: party, analyst and admin tokens; never a device token.
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel_of("device", "app"))
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    with pytest.raises(grpc.RpcError) as err:
+        list(refl.ServerReflectionInfo(iter([ask]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    refl = reflection_pb2_grpc.ServerReflectionStub(raw)
+    assert list(refl.ServerReflectionInfo(iter([ask]), timeout=10))
+
     # --- polling and replies --------------------------------------------------------------------
     other_poll = party_pb2.PollRequest(party_id="party-1", wait_seconds=0)
     assert code_of(p0.Poll, other_poll) == grpc.StatusCode.PERMISSION_DENIED
+    bad_runs = party_pb2.PollRequest(party_id="party-0", open_runs=["bad id!"])
+    assert code_of(p0.Poll, bad_runs) == grpc.StatusCode.INVALID_ARGUMENT
+    too_many = party_pb2.PollRequest(party_id="party-0", open_runs=["r"] * 10_001)
+    assert code_of(p0.Poll, too_many) == grpc.StatusCode.RESOURCE_EXHAUSTED
     resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=10), timeout=20)
     spec = encoding.from_pb(RunSpec, resp.spec)
     req = encoding.from_pb(Request, resp.request)
@@ -275,3 +326,54 @@ def test_party_missing_its_deadline(cluster: Cluster, policy: str) -> None:
     else:
         assert info.state == "failed"
         assert "party party-1 failed: no reply to request 1 within 1 s" in info.error
+
+
+def test_absurd_figures_are_refused(cluster: Cluster) -> None:
+    """A party of 3,000 users claiming 10^15 reports, or estimates of 1e300: the reply is
+    refused (INVALID_ARGUMENT, nothing of it stored) and the party fails under the policy."""
+    ca = cluster.certs.ca
+    p0 = party_pb2_grpc.PartyServiceStub(
+        open_channel(
+            cluster.target, token=read_token_file(cluster.token("party", "party-0")), ca_cert=ca
+        )
+    )
+    analyst = analyst_pb2_grpc.AnalystServiceStub(
+        open_channel(
+            cluster.target, token=read_token_file(cluster.token("analyst", "alice")), ca_cert=ca
+        )
+    )
+    p0.Register(
+        party_pb2.RegisterRequest(
+            party_id="party-0", n_users=CODES.size, codec="int:16", source="data"
+        ),
+        timeout=10,
+    )
+    db = sqlite3.connect(cluster.root / "coord.sqlite")
+    for run_id, field, value in (("absurd-1", "reports", 10**15), ("absurd-2", "estimates", 1e300)):
+        analyst.StartRun(
+            analyst_pb2.StartRunRequest(
+                run_id=run_id,
+                params=encoding.params_to_pb(PARAMS),
+                party_ids=["party-0"],
+                policy="fail",
+                deadline_seconds=120.0,
+            ),
+            timeout=10,
+        )
+        resp = p0.Poll(party_pb2.PollRequest(party_id="party-0", wait_seconds=10), timeout=20)
+        party = Party(encoding.from_pb(RunSpec, resp.spec), "party-0", CODES)
+        reply = encoding.to_pb(party.handle(encoding.from_pb(Request, resp.request)))
+        if field == "reports":
+            reply.estimate.cost.reports = value
+        else:
+            n = len(reply.estimate.estimates.data) // 8
+            reply.estimate.estimates.CopyFrom(encoding.array_to_pb(np.full(n, value)))
+        with pytest.raises(grpc.RpcError) as err:
+            p0.SubmitReply(reply, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "counts as failed" in (err.value.details() or "")
+        info = analyst.GetStatus(analyst_pb2.RunRef(run_id=run_id), timeout=10)
+        assert info.state == "failed" and list(info.failed_parties) == ["party-0"]
+        assert "implausible" in info.error or "estimates up to" in info.error, info.error
+        replies = db.execute("SELECT COUNT(*) FROM replies WHERE run_id=?", (run_id,)).fetchone()
+        assert replies[0] == 0

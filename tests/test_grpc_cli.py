@@ -1,0 +1,79 @@
+"""`fedhh coordinator serve` and `fedhh party serve` refuse what they cannot serve with one
+`fedhh: error:` line and exit status 2, never a traceback and never silently: malformed
+addresses, ports out of range or in use, addresses not on this machine, a missing database
+directory, missing or swapped certificate and key."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from grpc_harness import FEDHH, make_certs
+
+from fedhh.wire.security import add_token
+
+
+def test_serve_errors_are_one_line(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    tokens = tmp_path / "tokens.json"
+    add_token(tokens, "party", "party-0", tmp_path / "p.token")
+    data = tmp_path / "items.txt"
+    data.write_text("1\n2\n3\n")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    used = busy.getsockname()[1]
+
+    tls = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    swapped = ["--tls-cert", str(certs.key), "--tls-key", str(certs.cert)]
+    no_cert = ["--tls-cert", str(tmp_path / "none.pem"), "--tls-key", str(certs.key)]
+    db = ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tokens)]
+
+    def coordinator(*args: str) -> list[str]:
+        return ["coordinator", "serve", *args]
+
+    def party(*args: str) -> list[str]:
+        return [
+            *("party", "serve", "--party-id", "party-0", "--token-file", str(tmp_path / "p.token")),
+            *("--data", str(data), "--item-bits", "8", "--insecure", *args),
+        ]
+
+    cases = {
+        "bad address": (coordinator("--listen", "nonsense", *db, *tls), "expected HOST:PORT"),
+        "port 99999": (coordinator("--listen", "127.0.0.1:99999", *db, *tls), "0..65535"),
+        "port in use": (coordinator("--listen", f"127.0.0.1:{used}", *db, *tls), "in use"),
+        "not here": (coordinator("--listen", "192.0.2.1:7700", *db, *tls), "cannot listen"),
+        "no host": (coordinator("--listen", "no.such.host.invalid:7700", *db, *tls), "host"),
+        "missing dir": (
+            coordinator(
+                "--listen", "127.0.0.1:0", "--db", "/no/c.sqlite", "--tokens", str(tokens), *tls
+            ),
+            "not a directory",
+        ),
+        "swapped": (coordinator("--listen", "127.0.0.1:0", *db, *swapped), "as a pair"),
+        "no cert": (coordinator("--listen", "127.0.0.1:0", *db, *no_cert), "does not exist"),
+        "party db": (
+            party("--coordinator", "127.0.0.1:7700", "--db", "/nonexistent/p.sqlite"),
+            "not a directory",
+        ),
+        "party target": (
+            party("--coordinator", "nowhere", "--db", str(tmp_path / "p.sqlite")),
+            "expected HOST:PORT",
+        ),
+    }
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FEDHH, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip(cases, pool.map(run, [a for a, _ in cases.values()]), strict=True))
+    busy.close()
+    for name, out in done.items():
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2, (name, out.stderr)
+        assert len(lines) == 1 and lines[0].startswith("fedhh: error: "), (name, out.stderr)
+        assert cases[name][1] in lines[0], (name, lines[0])
