@@ -73,6 +73,16 @@ def test_simulate_default_runs(tmp_path: Path) -> None:
     )
     doc = json.loads((tmp_path / "r.json").read_text())
     assert 1 <= len(doc["top_k"]) <= 16 and doc["params"]["mechanism"] == "taps"
+    # the level plan the run followed: every party's levels reach m and use all its users
+    plan = doc["plan"]
+    assert plan["rule"] == "planned" and plan["level_candidates"] == 1 << 17
+    assert plan["shared"] and plan["shared"][0] == 17
+    sizes = doc["dataset"]["party_sizes"]
+    for i, (pid, levels) in enumerate(sorted(plan["parties"].items())):
+        assert levels["lengths"][-1] == doc["params"]["m"]
+        assert levels["lengths"] == sorted(levels["lengths"])
+        assert sum(levels["users"]) == sizes[i], pid
+        assert all(c <= 2 * plan["level_candidates"] for c in levels["candidates"])
 
 
 def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
