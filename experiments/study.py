@@ -8,6 +8,7 @@ Reproduce (from the project root):
     .venv/bin/python experiments/study.py experiments/configs/study.toml --jobs 2
     .venv/bin/python experiments/study.py experiments/configs/quick.toml --jobs 2  # minutes
     .venv/bin/python experiments/study.py CONFIG --summarise-only    # tables and plots again
+    .venv/bin/python experiments/study.py CONFIG --epsilon 0.5,1,2 --k 16   # part of the grid
 
 The runner is **resumable**: every finished run is appended to ``runs.csv`` at once, and a
 restart skips the runs already there (same dataset, label, ε, k, M, repeat and parameters), so
@@ -428,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="override the config's repeats")
     ap.add_argument("--out", type=Path, help="override the config's output folder")
     ap.add_argument("--datasets", help="only these datasets (comma-separated names)")
+    ap.add_argument("--epsilon", help="only these ε of the grid (comma-separated), e.g. 0.5,1,2")
+    ap.add_argument("--k", help="only these k of the grid (comma-separated), e.g. 16")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument(
         "--summarise-only", action="store_true", help="rebuild tables and plots from runs.csv"
@@ -436,6 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.config)
     if args.repeats is not None:
         cfg["study"]["repeats"] = args.repeats
+    for key, conv in (("epsilon", float), ("k", int)):
+        wanted = getattr(args, key)
+        if wanted and "grid" in cfg:  # run part of the grid first (the rest later: resumable)
+            subset = [conv(v) for v in wanted.split(",")]
+            extra = set(subset) - {conv(v) for v in cfg["grid"][key]}
+            if extra:
+                raise SystemExit(f"--{key} {sorted(extra)} is not in the config's grid")
+            cfg["grid"][key] = subset
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
     out = args.out or Path(cfg["study"].get("out", f"experiments/results/{cfg['study']['name']}"))
