@@ -5,7 +5,7 @@ Each process starts in its own session, so a terminal's Ctrl-C reaches only the 
 stops its processes in order. :func:`stop` sends SIGTERM to each process, its process group and
 every descendant found under it (Flower's SuperLink starts detached SuperExec and app processes,
 which a process-group signal would miss), waits a grace period, then SIGKILLs whatever is left.
-Descendants are read from ``/proc`` (Linux; elsewhere only the process groups are signalled).
+Descendants and process states come from psutil.
 """
 
 from __future__ import annotations
@@ -20,58 +20,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def _ppids() -> dict[int, int]:
-    """PID → parent PID of every process (Linux ``/proc``; empty elsewhere)."""
-    out: dict[int, int] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return out
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state, ppid, ...
-        if len(fields) > 1 and fields[1].isdigit():
-            out[int(entry)] = int(fields[1])
-    return out
 
 
 def descendants(pids: Iterable[int]) -> list[int]:
     """Every live descendant of ``pids`` (children, their children, ...)."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _ppids().items():
-        children.setdefault(ppid, []).append(pid)
     found: list[int] = []
-    todo = list(pids)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.append(child)
-                todo.append(child)
+    for pid in pids:
+        try:
+            kids = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        found += [k.pid for k in kids if k.pid not in found]
     return found
 
 
 def running(pid: int) -> bool:
     """True if the process exists and has not exited (a zombie has)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path("/proc", str(pid), "stat").read_text()
-    except OSError:
-        return True  # no /proc: it exists
-    state = stat.rsplit(")", 1)[-1].split()[:1]
-    return state != ["Z"]
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,64 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from fedhh import procs
 from fedhh.errors import FedHHError
+from fedhh.flower_run import config_args, config_value, free_port, tool
 
 CONNECTION = "fedhh-local"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def config_value(value: Any) -> str:
-    """A run-/node-config value in Flower's ``key=value`` syntax (TOML values)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
-
-
-def config_args(cfg: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={config_value(v)}" for k, v in cfg.items())
-
-
-def _tool(name: str) -> str:
-    """A Flower command from this interpreter's environment (falls back to PATH)."""
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if found is None:
-        raise FedHHError(f"{name} not found: install flwr==1.42.0")
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """The live descendants of ``pid`` (Flower's SuperExec starts its own sessions)."""
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def is_running(pid: int) -> bool:
-    """True if the process exists and is not a zombie (an exited, unreaped process)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _kill(pid: int, sig: int, group: bool = False) -> None:
-    try:
-        (os.killpg if group else os.kill)(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -92,22 +37,7 @@ class _Proc:
 
     def stop(self) -> None:
         """Stop the process, its process group and every descendant (by PID)."""
-        tree = descendants(self.popen.pid) if self.popen.poll() is None else []
-        self.pids.update([self.popen.pid, *tree])
-        _kill(self.popen.pid, signal.SIGTERM, group=True)
-        for pid in tree:
-            _kill(pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        _kill(self.popen.pid, signal.SIGKILL, group=True)  # what is left of the group
-        for pid in tree:
-            _kill(pid, signal.SIGKILL)
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
-            pass
+        self.pids.update(procs.stop([self.popen], grace=5.0))
 
 
 @dataclass
@@ -134,16 +64,7 @@ class LocalDeployment:
     # --- processes -------------------------------------------------------------------------
     def _start(self, name: str, argv: Sequence[str]) -> _Proc:
         log = self.root / f"{name}.log"
-        with open(log, "wb") as fh:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.root,
-                env=self.env,
-            )
+        popen = procs.start(argv, log, env=self.env, cwd=self.root)
         proc = _Proc(name, popen, log)
         self.procs.append(proc)
         return proc
@@ -153,7 +74,7 @@ class LocalDeployment:
         self._start(
             "superlink",
             [
-                _tool("flower-superlink"),
+                tool("flower-superlink"),
                 "--insecure",
                 "--host",
                 "127.0.0.1",
@@ -173,7 +94,7 @@ class LocalDeployment:
         self._start(
             name,
             [
-                _tool("flower-supernode"),
+                tool("flower-supernode"),
                 "--insecure",
                 "--superlink",
                 f"127.0.0.1:{self.superlink_port}",
@@ -182,7 +103,7 @@ class LocalDeployment:
                 "--port",
                 str(free_port()),
                 "--node-config",
-                config_args(node_config),
+                " ".join(config_args(node_config)),
             ],
         )
 
@@ -209,7 +130,7 @@ class LocalDeployment:
         """Processes of the stopped deployment still running (should be none)."""
         deadline = time.monotonic() + wait
         while True:
-            alive = sorted(p for p in self.stopped_pids if is_running(p))
+            alive = sorted(p for p in self.stopped_pids if procs.running(p))
             if not alive or time.monotonic() >= deadline:
                 return alive
             time.sleep(0.1)
@@ -232,7 +153,7 @@ class LocalDeployment:
     # --- runs ------------------------------------------------------------------------------
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [_tool("flwr"), *args],
+            [tool("flwr"), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -306,12 +227,4 @@ def start_local(
     return dep
 
 
-__all__ = [
-    "LocalDeployment",
-    "config_args",
-    "config_value",
-    "descendants",
-    "free_port",
-    "is_running",
-    "start_local",
-]
+__all__ = ["LocalDeployment", "start_local"]
