@@ -86,7 +86,9 @@ class DeviceSource:
         self.store = store
         self.commit = commit or GroupCommit(store)
         self.collect_seconds = collect_seconds
-        self.cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # a submission's reports are written
+        self.ready = threading.Condition(lock)  # the open task may close: wakes the agent
         self.open: OpenTask | None = None
         self._reported: dict[str, np.ndarray] = {}
         self.closed: set[str] = set()
@@ -114,8 +116,9 @@ class DeviceSource:
             return None
 
     def wait(self, timeout: float) -> None:
-        with self.cond:
-            self.cond.wait(timeout)
+        """Until the open task may close (its quota reached), at most ``timeout`` seconds."""
+        with self.ready:
+            self.ready.wait(timeout)
 
     def close_run(self, run_id: str) -> np.ndarray:
         """The run is over for this party: close its task, refuse its reports from now on.
@@ -141,6 +144,7 @@ class DeviceSource:
             self.cond.wait()
         if self.open is cur:
             self.open = None
+        self.ready.notify_all()
 
     def _open(self, key: tuple[str, int], group: Group) -> None:
         oracle, cand, quota = group.oracle, group.candidates, max(int(group.users.size), 1)
@@ -156,7 +160,6 @@ class DeviceSource:
             cand.size,
             quota,
         )
-        self.cond.notify_all()
 
     def _stored(self, key: tuple[str, int]) -> Reports | None:
         parts = [Reports.from_bytes(b) for b in self.store.task_reports(*key)]
@@ -255,7 +258,10 @@ class DeviceSource:
         with self.cond:
             cur.writing -= 1
             count = cur.count
-            self.cond.notify_all()
+            if not cur.writing:
+                self.cond.notify_all()
+            if count >= cur.quota:
+                self.ready.notify_all()
         return out, count
 
 
@@ -268,7 +274,7 @@ class ReportServicer:
 
     def _user(self, context: grpc.ServicerContext, claimed: str) -> int:
         user = self.credentials.verify(bearer_token(context.invocation_metadata()))
-        if user is None:  # pragma: no cover - the interceptor refuses these first
+        if user is None:
             raise Refused(Code.UNAUTHENTICATED, "missing or invalid user credential")
         if claimed and claimed != str(user):
             raise Refused(

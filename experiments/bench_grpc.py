@@ -1,36 +1,45 @@
 """Load check of the gRPC deployment (prints figures; not a test).
 
 1. Reports per second accepted by one party agent's report endpoint: a device-mode agent
-   (separate process, SQLite with synchronous=FULL) and a PEM-Global run whose first report task
-   takes half of the enrolled users; ``--threads`` concurrent devices submit pre-made reports
-   (perturbation is done beforehand so the figure is the endpoint's) over 8 channels.
-2. The coordinator's round-trip overhead per round with 8 and 32 parties: a coordinator process
+   (separate process, SQLite with synchronous=FULL and group commit: a report is acknowledged
+   only once durable) and a PEM-Global run whose one report task takes every enrolled user.
+   ``--devices`` concurrent devices (threads of this process over ``--channels`` channels, each
+   call with its user's credential) submit pre-made reports, first one per call
+   (``SubmitReport``), then ``--batch`` per call (``SubmitReportBatch``). Perturbation and
+   credentials are made beforehand, so the figures are the endpoint's.
+2. Nothing acknowledged is lost: batches keep coming while the agent is killed (SIGKILL); every
+   report acknowledged before the kill is in its SQLite file afterwards.
+3. The coordinator's round-trip overhead per round with 8 and 32 parties: a coordinator process
    and M party agents (the real agent code, as threads of this process, over gRPC on loopback)
    run PEM-Global (m = 16, η = 4: 4 rounds) on tiny parties, and the in-process engine runs the
    same; overhead per round = (gRPC wall time − in-process time) / rounds. Best of ``--repeat``.
 
 Everything listens on 127.0.0.1; plaintext (``--insecure``) unless ``--tls`` is given.
 
-Reproduce:  .venv/bin/python experiments/bench_grpc.py  [--reports N] [--threads T] [--tls]
+Reproduce:  .venv/bin/python experiments/bench_grpc.py  [--devices 256] [--batch 100] [--tls]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from fedhh.clients.agent import PartyAgent
-from fedhh.clients.reporter import ReporterClient, make_report
+from fedhh.clients.budget import PrivacyLedger
+from fedhh.clients.credentials import Credentials, new_key
+from fedhh.clients.reporter import ReporterClient, ReportTask
 from fedhh.clients.store import AgentStore
 from fedhh.codec import IntCodec
 from fedhh.engine import simulate
@@ -38,7 +47,8 @@ from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party
 from fedhh.protocol.host import PartyHost
 from fedhh.server.analyst import AnalystClient
-from fedhh.wire.security import add_token, read_token_file
+from fedhh.wire.security import add_token, open_channel, read_token_file
+from fedhh.wire.v1 import report_pb2
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 
@@ -106,73 +116,196 @@ def client_sec(root: Path, tls: bool) -> dict:
     return {"ca_cert": root / "certs" / "ca.pem"} if tls else {"insecure": True}
 
 
-def bench_reports(n_reports: int, threads: int, tls: bool) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        procs = Procs(root)
-        try:
-            sec = security(root, tls)
-            tokens, dev_tokens = root / "tokens.json", root / "devices.json"
-            add_token(tokens, "analyst", "a", root / "a.token")
-            add_token(tokens, "party", "party-0", root / "p.token")
-            add_token(dev_tokens, "device", "app", root / "d.token")
-            port = start_coordinator(procs, root, sec, tokens)
-            port_file = root / "report.port"
-            agent = procs.start(
-                "agent",
-                "party",
-                "serve",
-                "--party-id",
-                "party-0",
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--token-file",
-                str(root / "p.token"),
-                "--db",
-                str(root / "party.sqlite"),
-                "--devices",
-                str(2 * n_reports + 2),
-                "--item-bits",
-                "8",
-                "--listen",
-                "127.0.0.1:0",
-                "--device-tokens",
-                str(dev_tokens),
-                "--port-file",
-                str(port_file),
-                "--log-level",
-                "warning",
-                *(["--ca-cert", str(root / "certs" / "ca.pem")] if tls else []),
-                *sec,
-            )
-            target = f"127.0.0.1:{wait_port(port_file, agent)}"
-            cs = client_sec(root, tls)
-            with AnalystClient(
-                f"127.0.0.1:{port}", token=read_token_file(root / "a.token"), **cs
-            ) as an:
-                an.start(MechanismParams(mechanism="pem-global", k=2, m=8, eta=7), ["party-0"])
-            token = read_token_file(root / "d.token")
-            clients = [ReporterClient(target, token=token, **cs) for _ in range(8)]
-            while True:
-                try:
-                    task = clients[0].fetch_task("probe")
-                    break
-                except Exception:
-                    time.sleep(0.05)
-            rng = np.random.default_rng(0)
-            blobs = [make_report(task, int(x), rng) for x in rng.integers(0, 256, n_reports)]
+class Ingest:
+    """A device party agent with ``users`` enrolled users and the first report task open."""
 
-            def submit(i: int) -> None:
-                clients[i % 8].submit(f"user-{i}", task, blobs[i])
+    def __init__(self, root: Path, procs: Procs, users: int, tls: bool, channels: int) -> None:
+        self.root, self.procs, self.users, self.tls = root, procs, users, tls
+        sec = security(root, tls)
+        tokens = root / "tokens.json"
+        add_token(tokens, "analyst", "a", root / "a.token")
+        add_token(tokens, "party", "party-0", root / "p.token")
+        port = start_coordinator(procs, root, sec, tokens)
+        self.db = root / "party.sqlite"
+        store = AgentStore(self.db)  # the agent's credential key, made before it starts
+        creds = Credentials("party-0", store.meta_default("credential-key", new_key()), users)
+        store.close()
+        self.creds = [creds.issue(u) for u in range(users)]
+        port_file = root / "report.port"
+        self.agent = procs.start(
+            "agent",
+            *("party", "serve", "--party-id", "party-0", "--coordinator", f"127.0.0.1:{port}"),
+            *("--token-file", str(root / "p.token"), "--db", str(self.db)),
+            *("--devices", str(users), "--item-bits", "8", "--listen", "127.0.0.1:0"),
+            *("--port-file", str(port_file), "--log-level", "warning"),
+            *(["--ca-cert", str(root / "certs" / "ca.pem")] if tls else []),
+            *sec,
+        )
+        self.target = f"127.0.0.1:{wait_port(port_file, self.agent)}"
+        cs = client_sec(root, tls)
+        with AnalystClient(f"127.0.0.1:{port}", token=read_token_file(root / "a.token"), **cs) as a:
+            # m = 8, η = 7: one level, whose report task takes every enrolled user
+            a.start(MechanismParams(mechanism="pem-global", k=2, m=8, eta=7), ["party-0"])
+        self.channels = [open_channel(self.target, token=None, **cs) for _ in range(channels)]
+        probe = self.client(users - 1)
+        while True:
+            try:
+                self.task: ReportTask = probe.fetch_task()
+                break
+            except Exception:
+                time.sleep(0.05)
+        oracle = self.task.build_oracle()
+        values = np.random.default_rng(0).integers(0, 256, users).astype(np.uint64)
+        cand = self.task.candidates if self.task.candidates.size else None
+        reps = oracle.perturb(
+            values >> np.uint64(8 - self.task.length), np.random.default_rng(1), cand
+        )
+        self.reports = [reps.take(slice(i, i + 1)).to_bytes() for i in range(users)]
+
+    def client(self, user: int) -> ReporterClient:
+        return ReporterClient(
+            self.target,
+            credential=self.creds[user],
+            channel=self.channels[user % len(self.channels)],
+        )
+
+    def _devices(self, calls: list[tuple[str, bytes, str]], threads: int) -> float:
+        """``threads`` devices (coroutines on aio channels: the lightest client Python has)
+        make the calls (method, request, credential); returns the seconds taken."""
+
+        async def run() -> float:
+            chans = [grpc.aio.insecure_channel(self.target) for _ in range(len(self.channels))]
+            if self.tls:
+                creds = grpc.ssl_channel_credentials((self.root / "certs" / "ca.pem").read_bytes())
+                chans = [grpc.aio.secure_channel(self.target, creds) for _ in self.channels]
+            stubs = {
+                name: [c.unary_unary(f"/fedhh.v1.ReportService/{name}") for c in chans]
+                for name in ("SubmitReport", "SubmitReportBatch")
+            }
+            todo = iter(range(len(calls)))
+
+            async def device() -> None:
+                for i in todo:
+                    name, body, cred = calls[i]
+                    md = (("authorization", f"Bearer {cred}"),)
+                    await stubs[name][i % len(chans)](body, metadata=md, timeout=60)
 
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(submit, range(n_reports)))
+            await asyncio.gather(*(device() for _ in range(threads)))
             dt = time.perf_counter() - t0
-            assert clients[0].status().accepted == n_reports
-            for c in clients:
-                c.close()
-            return n_reports / dt
+            for c in chans:
+                await c.close()
+            return dt
+
+        return asyncio.run(run())
+
+    def singles(self, users: range, threads: int) -> float:
+        t = self.task
+        calls = [
+            (
+                "SubmitReport",
+                report_pb2.SubmitReportRequest(
+                    user_id=str(u), run_id=t.run_id, task_id=t.task_id, report=self.reports[u]
+                ).SerializeToString(),
+                self.creds[u],
+            )
+            for u in users
+        ]
+        return len(users) / self._devices(calls, threads)
+
+    def batches(self, users: range, threads: int, size: int) -> float:
+        calls = [
+            (*self._batch(users[i : i + size]), self.creds[users[i]])
+            for i in range(0, len(users), size)
+        ]
+        return len(users) / self._devices(calls, threads)
+
+    def _batch(self, chunk: range) -> tuple[str, bytes]:
+        entries = [
+            report_pb2.UserReport(credential=self.creds[u], report=self.reports[u]) for u in chunk
+        ]
+        msg = report_pb2.ReportBatch(
+            run_id=self.task.run_id, task_id=self.task.task_id, reports=entries
+        )
+        return "SubmitReportBatch", msg.SerializeToString()
+
+    def kill_during(self, users: range, threads: int, size: int, after: float) -> tuple[int, int]:
+        """Batches keep coming; the agent is killed after ``after`` s. Returns (acknowledged
+        reports, of those found in the agent's file)."""
+        acked: list[int] = []
+        chunks = [users[i : i + size] for i in range(0, len(users), size)]
+
+        async def run() -> None:
+            chans = [grpc.aio.insecure_channel(self.target) for _ in self.channels]
+            if self.tls:
+                creds = grpc.ssl_channel_credentials((self.root / "certs" / "ca.pem").read_bytes())
+                chans = [grpc.aio.secure_channel(self.target, creds) for _ in self.channels]
+            stubs = [
+                c.unary_unary(
+                    "/fedhh.v1.ReportService/SubmitReportBatch",
+                    response_deserializer=report_pb2.ReportBatchResult.FromString,
+                )
+                for c in chans
+            ]
+            todo = iter(range(len(chunks)))
+
+            async def device() -> None:
+                for i in todo:
+                    chunk = chunks[i]
+                    md = (("authorization", f"Bearer {self.creds[chunk[0]]}"),)
+                    try:
+                        res = await stubs[i % len(stubs)](
+                            self._batch(chunk)[1], metadata=md, timeout=60
+                        )
+                    except grpc.aio.AioRpcError:
+                        continue  # not acknowledged
+                    bad = {r.index for r in res.refused}
+                    acked.extend(u for j, u in enumerate(chunk) if j not in bad)
+
+            loop = asyncio.get_running_loop()
+            loop.call_later(after, os.killpg, self.agent.pid, signal.SIGKILL)
+            await asyncio.gather(*(device() for _ in range(threads)))
+            for c in chans:
+                await c.close()
+
+        asyncio.run(run())
+        self.agent.wait()
+        db = sqlite3.connect(self.db)  # opening recovers the WAL, as a restarted agent would
+        stored = {int(r[0]) for r in db.execute("SELECT user_id FROM reports")}
+        db.close()
+        return len(acked), len(set(acked) & stored)
+
+    def close(self) -> None:
+        for c in self.channels:
+            c.close()
+
+
+def bench_reports(args: argparse.Namespace) -> None:
+    n_single, n_batch, n_kill = args.singles, args.reports, args.reports
+    users = n_single + n_batch + n_kill
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            ing = Ingest(Path(tmp), procs, users, args.tls, args.channels)
+            single = ing.singles(range(n_single), args.devices)
+            print(
+                f"report endpoint, single reports: {single:,.0f} reports/s accepted by one party "
+                f"agent ({n_single:,} reports, {args.devices} concurrent devices)"
+            )
+            batch = ing.batches(range(n_single, n_single + n_batch), args.devices, args.batch)
+            print(
+                f"report endpoint, batches of {args.batch}: {batch:,.0f} reports/s accepted by "
+                f"one party agent ({n_batch:,} reports, {args.devices} concurrent devices)"
+            )
+            after = 0.5 * n_kill / batch  # about half-way through a burst like the last one
+            kill = range(n_single + n_batch, users)
+            acked, kept = ing.kill_during(kill, args.devices, args.batch, after)
+            print(
+                f"agent killed (SIGKILL) {after:.2f} s into {n_kill:,} more reports in batches: "
+                f"{acked:,} acknowledged before, {kept:,} of them in its SQLite file afterwards "
+                f"({acked - kept} lost)"
+            )
+            ing.close()
         finally:
             procs.stop()
 
@@ -211,6 +344,7 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
                     source_kind="data",
                     n_users=int(codes.size),
                     codec="int:16",
+                    ledger=PrivacyLedger(store, int(codes.size)),
                     poll_seconds=5.0,
                     **cs,
                 )
@@ -243,26 +377,28 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reports", type=int, default=4000, help="reports submitted")
-    ap.add_argument("--threads", type=int, default=64, help="concurrent devices")
+    ap.add_argument("--devices", type=int, default=256, help="concurrent devices")
+    ap.add_argument("--singles", type=int, default=12_000, help="single reports submitted")
+    ap.add_argument("--reports", type=int, default=120_000, help="reports submitted in batches")
+    ap.add_argument("--batch", type=int, default=100, help="reports per batch")
+    ap.add_argument("--channels", type=int, default=8, help="client channels the devices share")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-rounds", action="store_true", help="skip the round-trip figures")
     ap.add_argument("--tls", action="store_true", help="TLS instead of plaintext on loopback")
     args = ap.parse_args()
     print(
         f"fedhh gRPC load check ({'TLS' if args.tls else 'plaintext'} on 127.0.0.1, "
         f"{os.cpu_count()} cores)"
     )
-    rate = bench_reports(args.reports, args.threads, args.tls)
-    print(
-        f"report endpoint: {rate:,.0f} reports/s accepted by one party agent "
-        f"({args.reports} reports, {args.threads} concurrent devices)"
-    )
-    for m in (8, 32):
-        wall, rounds, local, per_round = bench_rounds(m, args.tls, args.repeat)
-        print(
-            f"{m:>2} parties: gRPC run {wall * 1000:7.1f} ms, in-process {local * 1000:6.1f} ms, "
-            f"{rounds} rounds -> coordinator round-trip overhead {per_round * 1000:6.1f} ms/round"
-        )
+    bench_reports(args)
+    if not args.no_rounds:
+        for m in (8, 32):
+            wall, rounds, local, per_round = bench_rounds(m, args.tls, args.repeat)
+            print(
+                f"{m:>2} parties: gRPC run {wall * 1000:7.1f} ms, in-process {local * 1000:6.1f} "
+                f"ms, {rounds} rounds -> coordinator round-trip overhead "
+                f"{per_round * 1000:6.1f} ms/round"
+            )
     print("reproduce: .venv/bin/python experiments/bench_grpc.py" + (" --tls" if args.tls else ""))
 
 

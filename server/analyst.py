@@ -38,7 +38,7 @@ def _info(msg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in msg.DESCRIPTOR.fields:
         v = getattr(msg, f.name)
-        if f.label == f.LABEL_REPEATED:
+        if f.is_repeated:
             v = [_info(x) if f.message_type is not None else x for x in v]
         out[f.name] = v
     return out

@@ -1,0 +1,230 @@
+"""The party agent's parts, in one process: per-user credentials, the privacy ledger, report
+checking, the group commit (acknowledged means stored) and the connection lifecycle (one
+heartbeat per connection, stopped before its channel closes, across coordinator restarts)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedhh.clients.agent import Heartbeat, PartyAgent
+from fedhh.clients.budget import PrivacyLedger
+from fedhh.clients.credentials import Credentials, new_key
+from fedhh.clients.ingest import ReportChecker
+from fedhh.clients.reporter import ReportTask, make_report
+from fedhh.clients.store import AgentStore, GroupCommit, StorageError
+from fedhh.errors import BudgetExceeded, ParameterError
+from fedhh.oracles import GRR, OLH, OUE, OLHPool, Reports
+from fedhh.protocol import Party
+from fedhh.protocol.host import PartyHost
+from fedhh.server.services import build_server
+from fedhh.server.state import CoordinatorState
+from fedhh.server.store import Store
+from fedhh.wire.security import Identity, TokenStore, add_token, read_token_file
+
+
+def test_credentials_bind_a_user_and_cannot_be_forged() -> None:
+    creds = Credentials("party-1", new_key(), 100)
+    c7 = creds.issue(7)
+    assert creds.verify(c7) == 7
+    assert creds.identity_of([("authorization", f"Bearer {c7}")]) == Identity("device", "7")
+    tag = c7.rsplit(":", 1)[1]
+    forged = [
+        c7.replace(":7:", ":8:"),  # another user, same tag
+        c7[:-1] + ("A" if c7[-1] != "A" else "B"),  # another tag
+        c7.replace("party-1", "party-2"),  # another party
+        f"fhc1:party-1:007:{tag}",  # not the canonical id
+        f"fhc1:party-1:100:{creds.issue(99).rsplit(':', 1)[1]}",  # not enrolled
+        "fhc1:party-1:7",
+        c7 + ":x",
+        "x" * 1000,
+        "",
+    ]
+    assert [creds.verify(f) for f in forged] == [None] * len(forged)
+    other_key = Credentials("party-1", new_key(), 100)
+    assert other_key.verify(c7) is None  # another agent's key
+    with pytest.raises(ParameterError):
+        creds.issue(100)
+
+
+def test_privacy_ledger(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "a.sqlite")
+    ledger = PrivacyLedger(store, 10, budget=10.0, max_epsilon=4.0)
+    with pytest.raises(BudgetExceeded, match="maximum of 4 per run"):
+        ledger.admit("r0", 5.0)
+    ledger.admit("r1", 4.0)
+    ledger.admit("r2", 4.0)
+    assert ledger.committed() == 8.0 and ledger.open_runs() == ["r1", "r2"]
+    with pytest.raises(BudgetExceeded, match="2 left"):
+        ledger.admit("r3", 3.0)  # could take a user to 11
+    ledger.admit("r1", 4.0)  # admitted already: nothing changes
+    ledger.settle("r1", np.array([0, 3]))  # only users 0 and 3 reported
+    assert ledger.spent.tolist() == [4, 0, 0, 4, 0, 0, 0, 0, 0, 0]
+    assert ledger.committed() == 8.0  # r2 still open
+    ledger.settle("r2", None)  # a data party: every user
+    assert ledger.committed() == 8.0 and ledger.remaining() == 2.0
+    ledger.admit("r4", 2.0)
+    store.close()
+    again = PrivacyLedger(AgentStore(tmp_path / "a.sqlite"), 12, budget=10.0, max_epsilon=4.0)
+    assert again.spent.tolist() == [8, 4, 4, 8, 4, 4, 4, 4, 4, 4, 0, 0]
+    assert again.open_runs() == ["r4"] and again.committed() == 10.0
+    state = again.state()
+    assert state["admitted_runs"] == ["r4"] and state["budget"] == 10.0
+    with pytest.raises(ParameterError):
+        PrivacyLedger(again.store, 12, budget=1.0, max_epsilon=2.0)
+
+
+@pytest.mark.parametrize(
+    "oracle",
+    [GRR(2.0), OUE(2.0), OLH(2.0), OLHPool(2.0, pool_size=64, pool_seed=3)],
+    ids=lambda o: o.name,
+)
+def test_report_checker(oracle) -> None:  # type: ignore[no-untyped-def]
+    cand = np.arange(20, dtype=np.uint64)
+    task = ReportTask.for_oracle("r", 1, 8, 5, "int:8", oracle, cand)
+    checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)
+    rng = np.random.default_rng(1)
+    good = [make_report(task, int(x), rng) for x in rng.integers(0, 256, 300)]
+    assert checker.check(good) == [None] * 300
+    assert checker.check(good[:1]) == [None]
+    # The same report in a valid but non-canonical encoding (spaces in its header).
+    rep = Reports.from_bytes(good[0])
+    head = json.dumps(
+        {
+            "kind": rep.kind,
+            "size": rep.size,
+            "fields": json.loads(good[0][9 : 9 + struct.unpack_from("<I", good[0], 5)[0]])[
+                "fields"
+            ],
+        },
+        indent=1,
+    ).encode()
+    body = good[0][9 + struct.unpack_from("<I", good[0], 5)[0] :]
+    spaced = struct.pack("<4sBI", b"FHHR", 2, len(head)) + head + body
+    assert spaced != good[0] and checker.check([spaced]) == [None]
+    bad = [b"", b"junk", good[0][:-1], good[0] + b"\x00", Reports.concat(rep, rep).to_bytes()]
+    if oracle.name != "oue":  # a value out of range (OUE's bits have none)
+        over = bytearray(good[0])
+        over[-4:] = (1 << 31).to_bytes(4, "little")
+        bad.append(bytes(over))
+    assert all(problem is not None for problem in checker.check(bad))
+    assert all(checker.check([b])[0] is not None for b in bad)
+
+
+def test_group_commit_acknowledges_only_stored_reports(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "a.sqlite")
+    commit = GroupCommit(store)
+    rows = [[("r", str(t * 100 + i), 1, b"x") for i in range(100)] for t in range(16)]
+    threads = [threading.Thread(target=commit.write, args=(r,)) for r in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_reports("r") == 1600
+    assert 1 <= commit.commits <= 16  # rows of waiting writers share a commit
+    store.close()  # a store that cannot write: every waiter hears it
+    with pytest.raises(StorageError):
+        commit.write([("r", "x", 1, b"x")])
+    commit.close()
+    with pytest.raises(StorageError):
+        commit.write([("r", "y", 1, b"x")])
+
+
+class _Call:
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def result(self) -> None:
+        if not self.cancelled.wait(10):
+            raise AssertionError("a heartbeat call was never cancelled")
+        raise grpc.FutureCancelledError()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class _Stub:
+    """Heartbeat calls that never answer until cancelled."""
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.Heartbeat = self
+
+    def future(self, request: object, timeout: float) -> _Call:
+        self.calls.append(_Call())
+        return self.calls[-1]
+
+
+def test_heartbeat_stops_and_cancels_its_call() -> None:
+    stub = _Stub()
+    beat = Heartbeat(stub, lambda: None, 0.05).start()
+    deadline = time.monotonic() + 10
+    while not stub.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    beat.stop()
+    assert not beat.thread.is_alive() and stub.calls[0].cancelled.is_set()
+
+
+class _Coordinator:
+    def __init__(self, db: Path, tokens: TokenStore, port: int) -> None:
+        self.store = Store(db)
+        self.state = CoordinatorState(self.store, 60.0, heartbeat_seconds=0.05)
+        self.server, _ = build_server(self.state, tokens)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+        self.state.close()
+        self.store.close()
+
+
+def test_one_heartbeat_per_agent_across_restarts(tmp_path: Path) -> None:
+    """The coordinator (in this process) stops and starts again three times under a running
+    agent: the agent reconnects each time and never holds more than one heartbeat thread."""
+    add_token(tmp_path / "tokens.json", "party", "party-0", tmp_path / "p.token")
+    tokens = TokenStore.load(tmp_path / "tokens.json")
+    coord = _Coordinator(tmp_path / "c.sqlite", tokens, 0)
+    port = coord.port
+    store = AgentStore(tmp_path / "a.sqlite")
+    codes = np.arange(50, dtype=np.uint64)
+    agent = PartyAgent(
+        party_id="party-0",
+        coordinator=f"127.0.0.1:{port}",
+        token=read_token_file(tmp_path / "p.token"),
+        host=PartyHost("party-0", lambda spec: Party(spec, "party-0", codes), store),
+        source_kind="data",
+        n_users=50,
+        codec="int:8",
+        ledger=PrivacyLedger(store, 50),
+        insecure=True,
+        poll_seconds=0.2,
+    )
+    runner = threading.Thread(target=agent.run, daemon=True)
+    runner.start()
+    most = 0
+    try:
+        for restart in range(4):
+            end = time.monotonic() + 30
+            while time.monotonic() < end and (
+                agent.connections <= restart or agent.heartbeat is None or not agent.heartbeat.beats
+            ):
+                beats = [t for t in threading.enumerate() if t.name == "heartbeat"]
+                most = max(most, len(beats))
+                time.sleep(0.02)
+            assert agent.connections == restart + 1 and agent.heartbeat and agent.heartbeat.beats
+            coord.stop()
+            if restart < 3:
+                coord = _Coordinator(tmp_path / "c.sqlite", tokens, port)
+    finally:
+        agent.stop.set()
+        runner.join(30)
+    assert not runner.is_alive() and most == 1
+    assert not [t for t in threading.enumerate() if t.name == "heartbeat"]
