@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from fedhh.codec import IntCodec
+from fedhh.codes import children
 from fedhh.datasets import synthetic_zipf
 from fedhh.engine import build_run, run_in_process, simulate
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms import MECHANISMS, MechanismParams, combine
-from fedhh.mechanisms.local import UserLedger, children, local_search, top_indices
+from fedhh.mechanisms.local import UserLedger, local_search, top_indices
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import (
     AdaptiveStep,
@@ -69,7 +70,7 @@ def test_resolved_defaults_of_the_planner() -> None:
         {"epsilon": 0},
         {"epsilon": float("nan")},
         {"k": 0},
-        {"m": 65},
+        {"m": 513},
         {"mechanism": "pem-magic"},
         {"oracle": "rappor"},
         {"eta": 0},
@@ -161,7 +162,7 @@ def test_ledger_hands_out_disjoint_groups_and_refuses_repeats() -> None:
 
 def test_children_and_top_indices() -> None:
     np.testing.assert_array_equal(
-        children(np.array([1, 3], np.uint64), 2), [4, 5, 6, 7, 12, 13, 14, 15]
+        children(np.array([1, 3], np.uint64), 2, 2), [4, 5, 6, 7, 12, 13, 14, 15]
     )
     vals = np.array([3.0, 9.0, 9.0, 1.0, 5.0])
     np.testing.assert_array_equal(top_indices(vals, 3), [1, 2, 4])

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import prefix
+from fedhh import codes as cd
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.strategies import StepContext, Strategies
+from fedhh.mechanisms.strategies import StepContext, Strategies, final_level
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.trie import PrefixTrie
@@ -86,8 +86,8 @@ def estimate_level(
     Standard error² = scale²·Var_FO(n_g, |C|+1, ĉ_g) + the sampling variance of the group
     (hypergeometric: scale²·n_g·f(1−f)·(n_i−n_g)/(n_i−1), f = ĉ/n_i).
     """
-    values = prefix(codes[users], m, length)
-    reports = oracle.perturb(values, rng, candidates)
+    values = cd.oracle_keys(cd.prefix(codes[users], m, length), length)
+    reports = oracle.perturb(values, rng, cd.oracle_keys(candidates, length))
     return estimate_reports(reports, length, candidates, oracle, party_size, step)
 
 
@@ -100,10 +100,12 @@ def estimate_reports(
     step: int = 0,
 ) -> EstimateResult:
     """The estimate of :func:`estimate_level` from a group's reports, wherever they were made
-    (perturbed by the party for its users, or on the users' devices)."""
+    (perturbed by the party for its users, or on the users' devices). The oracle scores the
+    candidates' 64-bit keys (:func:`fedhh.codes.oracle_keys`)."""
     n_g = int(reports.n)
-    d = int(candidates.size) + 1
-    raw = oracle.estimate(reports, candidates)
+    n_cand = cd.count(candidates)
+    d = n_cand + 1
+    raw = oracle.estimate(reports, cd.oracle_keys(candidates, length))
     scale = party_size / n_g if n_g else 0.0
     est = raw * scale
     p, q = oracle.probabilities(d)
@@ -111,16 +113,10 @@ def estimate_reports(
     var_fo = (c * p * (1 - p) + (n_g - c) * q * (1 - q)) / (p - q) ** 2
     f = np.clip(est / max(party_size, 1), 0.0, 1.0)
     var_s = n_g * f * (1 - f) * (party_size - n_g) / max(party_size - 1, 1)
-    se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(candidates.size, np.inf)
-    evals = oracle.decode_evaluations(n_g, int(candidates.size))
-    cost = LevelCost(length, step, int(candidates.size), n_g, oracle.name, evals, reports.nbytes())
+    se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(n_cand, np.inf)
+    evals = oracle.decode_evaluations(n_g, n_cand)
+    cost = LevelCost(length, step, n_cand, n_g, oracle.name, evals, reports.nbytes())
     return EstimateResult(est, se, cost)
-
-
-def children(prefixes: Codes, step: int) -> Codes:
-    """All extensions p·2^s + z (z < 2^s) of each prefix, in prefix order."""
-    z = np.arange(2**step, dtype=np.uint64)
-    return ((prefixes.astype(np.uint64)[:, None] << np.uint64(step)) | z[None, :]).reshape(-1)
 
 
 def top_indices(
@@ -135,20 +131,31 @@ def top_indices(
 
 
 def _level_nodes(
-    tree: PrefixTrie, p_ids: NDArray[np.int64], step: int, cons: Codes, length: int
-) -> NDArray[np.int64]:
-    """Node ids of one level's candidates: the children of P, plus every consensus prefix that
-    is not among them (hung under its parent node at the previous length when it exists)."""
-    ids = tree.extend(p_ids, step)
-    if cons.size == 0:
-        return ids
-    have = np.isin(cons, tree.label[ids])
-    missing = cons[~have]
-    if missing.size == 0:
-        return ids
-    parents = tree.find(missing >> np.uint64(step), length, alive_only=True)
-    extra = tree.add_nodes(missing, parents, length + step)
-    return np.concatenate([ids, extra])
+    tree: PrefixTrie,
+    p_ids: NDArray[np.int64],
+    prefixes: Codes,
+    length: int,
+    step: int,
+    cons: Codes,
+    done: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.int64], Codes]:
+    """Node ids and codes of one level's candidates: the children of P (``prefixes``, the codes
+    of the nodes ``p_ids``; one marked ``done`` has ended and has one child, its zero
+    extension), plus every consensus prefix that is not among them (hung under its parent node
+    at the previous length when it exists). Node labels are the codes' oracle keys (the code up
+    to 64 bits, its fingerprint above; :mod:`fedhh.trie`)."""
+    new = length + step
+    kids, parent = cd.extend(prefixes, length, step, done)
+    ids = tree.add_nodes(cd.oracle_keys(kids, new), p_ids[parent], new)
+    if cd.count(cons) == 0:
+        return ids, kids
+    missing = cons[~cd.isin(cons, kids)]
+    if cd.count(missing) == 0:
+        return ids, kids
+    up = cd.oracle_keys(cd.prefix(missing, new, length), length)
+    parents = tree.find(up, length, alive_only=True)
+    extra = tree.add_nodes(cd.oracle_keys(missing, new), parents, new)
+    return np.concatenate([ids, extra]), np.concatenate([kids, missing])
 
 
 @dataclass
@@ -171,6 +178,7 @@ def local_search(
     prior_items: Codes | None = None,
     trie: PrefixTrie | None = None,
     prune_bar: float = -math.inf,
+    ended_rule: bool = False,
 ) -> SearchResult:
     """PEM / TAP Phase II / TAPS Phase II inside one party (docs/mechanisms.md §4–6).
 
@@ -184,19 +192,20 @@ def local_search(
     The candidate tree lives in a :class:`~fedhh.trie.PrefixTrie` (``trie``, or a fresh one):
     each level's candidates are nodes with their ``estimate`` and ``stderr``; candidates that
     were neither kept nor consensus are pruned, so the alive nodes are the search's frontier.
+
+    ``ended_rule`` (zero-padded text items, docs/mechanisms.md §10): a prefix whose last
+    complete byte is 0x00 has ended; it has one child, the level plan counts it as one
+    candidate, and once every kept prefix has ended one last level takes them to m with every
+    user left.
     """
     m = params.m
     kappa = int(params.kappa or 2 * params.k)
     report_k = int(params.report_k or 2 * params.k)
-    party_size = int(codes.size)
-    prior = (
-        np.unique(np.asarray(prior_items, dtype=np.uint64))
-        if prior_items is not None
-        else np.zeros(0, np.uint64)
-    )
-    state = SearchState(start_length, np.unique(np.asarray(start_prefixes, dtype=np.uint64)))
+    party_size = cd.count(codes)
+    prior = cd.unique(prior_items) if prior_items is not None else cd.empty(m)
+    state = SearchState(start_length, cd.unique(start_prefixes))
     tree = trie if trie is not None else PrefixTrie()
-    p_ids = tree.add_nodes(state.prefixes, -1, state.length)
+    p_ids = tree.add_nodes(cd.oracle_keys(state.prefixes, state.length), -1, state.length)
     levels: list[LevelCost] = []
     est = se = np.zeros(0)
     cand: Codes = state.prefixes
@@ -204,8 +213,11 @@ def local_search(
     if state.length >= m:
         raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
     while state.length < m:
+        done = cd.ended(state.prefixes, state.length) if ended_rule else None
+        n_done = int(done.sum()) if done is not None else 0
+        n_open = cd.count(state.prefixes) - n_done
         ctx = StepContext(
-            n_prefixes=max(1, int(state.prefixes.size)),
+            n_prefixes=max(1, n_open) if n_done == 0 else n_open,
             length=state.length,
             m=m,
             users_left=ledger.remaining,
@@ -213,33 +225,33 @@ def local_search(
             bar=state.bar,
             n_keep=kappa,
             final_weight=float(params.final_weight or 1.0),
+            n_ended=n_done,
         )
-        plan = strategies.step.plan(ctx)
+        plan = final_level(ctx) if n_done and not n_open else strategies.step.plan(ctx)
         s = plan.steps[0]
         new_len = plan.lengths[0]
         users = ledger.take(plan.users[0])
-        cons = np.unique(prior >> np.uint64(m - new_len)) if prior.size else prior
-        ids = _level_nodes(tree, p_ids, s, cons, state.length)
-        order = np.argsort(tree.label[ids], kind="stable")
-        ids = ids[order]
-        cand = tree.label[ids]
+        cons = cd.unique(cd.prefix(prior, m, new_len)) if cd.count(prior) else cd.empty(new_len)
+        ids, cand = _level_nodes(tree, p_ids, state.prefixes, state.length, s, cons, done)
+        order = np.argsort(cd.keys(cand), kind="stable")
+        ids, cand = ids[order], cand[order]
         if users.size == 0:
             raise ParameterError(
                 f"party has too few users for its levels (no users left at length {new_len})"
             )
-        oracle = strategies.oracle_for(int(cand.size) + 1, int(users.size))
+        oracle = strategies.oracle_for(cd.count(cand) + 1, int(users.size))
         res = estimate_level(codes, users, m, new_len, cand, oracle, rng, party_size, s)
         est, se = res.estimates, res.stderrs
         levels.append(res.cost)
         tree.set_stat("estimate", ids, est)
         tree.set_stat("stderr", ids, se)
-        is_cons = np.isin(cand, cons) if cons.size else np.zeros(cand.size, dtype=bool)
+        is_cons = cd.isin(cand, cons) if cd.count(cons) else np.zeros(cd.count(cand), dtype=bool)
         passing = strategies.prune.keep(est, se, prune_bar)
         top = top_indices(est, kappa, passing)
         kept = is_cons.copy()
         kept[top] = True
         tree.prune(ids, kept)
-        top_sorted = np.sort(top)  # candidates are sorted by label, so this sorts by label
+        top_sorted = np.sort(top)  # candidates are sorted by code, so this sorts by code
         p_ids = ids[top_sorted]
         state.prefixes = cand[top_sorted]
         state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
@@ -247,9 +259,9 @@ def local_search(
     # Report the top-k' of the last level plus every consensus item whose estimate is significant.
     passing = strategies.prune.keep(est, se, prune_bar)
     chosen = top_indices(est, report_k, passing)
-    keep = np.zeros(cand.size, dtype=bool)
+    keep = np.zeros(cd.count(cand), dtype=bool)
     keep[chosen] = True
     keep |= is_cons & (est > params.consensus_z * se)
     out = np.flatnonzero(keep)
     out = out[np.lexsort((out, -est[out]))]
-    return SearchResult(cand[out], est[out], se[out], tuple(levels))
+    return SearchResult(cand[out], est[out], se[out], tuple(levels), m)

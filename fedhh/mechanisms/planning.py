@@ -43,11 +43,13 @@ class LevelPlan:
         return {"start": self.start, "lengths": list(self.lengths), "users": list(self.users)}
 
 
-def max_step(n_prefixes: int, max_candidates: int) -> int:
-    """The widest step s with n_prefixes·2^s ≤ max_candidates (at least 1 bit)."""
+def max_step(n_prefixes: int, max_candidates: int, n_ended: int = 0) -> int:
+    """The widest step s with n_prefixes·2^s + n_ended ≤ max_candidates (at least 1 bit): an
+    ended prefix has one child whatever the step."""
     if n_prefixes < 1 or max_candidates < 1:
         raise ParameterError("a level needs at least one prefix and a candidate budget ≥ 1")
-    return max(1, math.floor(math.log2(max_candidates / n_prefixes)))
+    room = max(max_candidates - n_ended, n_prefixes)
+    return max(1, math.floor(math.log2(room / n_prefixes)))
 
 
 def balanced_steps(total: int, caps: list[int]) -> list[int]:
@@ -92,16 +94,18 @@ def plan_levels(
     users: int,
     max_candidates: int,
     final_weight: float = 1.0,
+    n_ended: int = 0,
 ) -> LevelPlan:
     """The plan from ``n_prefixes`` prefixes of length ``start_length`` to full m-bit items.
 
-    The first level extends the ``n_prefixes`` given prefixes, every later level the ``n_keep``
-    prefixes a level keeps; each level's candidate set stays within ``max_candidates``.
+    The first level extends the ``n_prefixes`` given prefixes (and the ``n_ended`` ones that
+    have ended, one child each), every later level the ``n_keep`` prefixes a level keeps; each
+    level's candidate set stays within ``max_candidates``.
     """
     remaining = m - start_length
     if remaining < 1:
         raise ParameterError(f"nothing to plan: start length {start_length} ≥ m = {m}")
-    first = min(max_step(n_prefixes, max_candidates), remaining)
+    first = min(max_step(n_prefixes, max_candidates, n_ended), remaining)
     steps = [first]
     if first < remaining:
         later = max_step(n_keep, max_candidates)

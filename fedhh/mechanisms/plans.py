@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedhh.mechanisms.local import children, top_indices
+from fedhh import codes as cd
+from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.planning import plan_levels
 from fedhh.mechanisms.strategies import party_order
@@ -27,7 +28,6 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
-from fedhh.oracles.base import candidate_index
 
 Task = EstimateTask | SearchTask
 Result = EstimateResult | SearchResult
@@ -50,6 +50,11 @@ class Combined:
             self.items[idx], self.estimates[idx], self.stderrs[idx], self.contributors[idx]
         )
 
+    @classmethod
+    def empty(cls, bits: int) -> Combined:
+        z = np.zeros(0, dtype=np.float64)
+        return cls(cd.empty(bits), z, z, np.zeros(0, np.int64))
+
 
 @dataclass
 class PlanOutcome:
@@ -60,19 +65,20 @@ class PlanOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def combine(parts: list[tuple[Codes, Floats, Floats]]) -> Combined:
-    """Sum estimates per item over parties (missing = 0); SE = √Σ SE² over reporting parties."""
-    parts = [p for p in parts if p[0].size]
+def combine(parts: list[tuple[Codes, Floats, Floats]], bits: int = 64) -> Combined:
+    """Sum estimates per item over parties (missing = 0); SE = √Σ SE² over reporting parties.
+    Items are codes of ``bits`` bits (the width of an empty answer)."""
+    parts = [p for p in parts if cd.count(p[0])]
     if not parts:
-        z = np.zeros(0, dtype=np.float64)
-        return Combined(np.zeros(0, np.uint64), z, z, np.zeros(0, np.int64))
+        return Combined.empty(bits)
     items = np.concatenate([p[0] for p in parts])
-    uniq, inv = np.unique(items, return_inverse=True)
+    uniq, inv = cd.unique_inverse(items)
     weights = np.concatenate([p[1] for p in parts])
-    est = np.bincount(inv, weights=weights, minlength=uniq.size).astype(np.float64)
+    n = cd.count(uniq)
+    est = np.bincount(inv, weights=weights, minlength=n).astype(np.float64)
     sq = np.concatenate([p[2] for p in parts]) ** 2
-    var = np.bincount(inv, weights=sq, minlength=uniq.size).astype(np.float64)
-    contrib = np.bincount(inv, minlength=uniq.size)
+    var = np.bincount(inv, weights=sq, minlength=n).astype(np.float64)
+    contrib = np.bincount(inv, minlength=n)
     return Combined(uniq, est, np.sqrt(var), contrib)
 
 
@@ -180,8 +186,8 @@ def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) 
 
 
 def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]:
-    est = np.zeros(candidates.size)
-    var = np.zeros(candidates.size)
+    est = np.zeros(cd.count(candidates))
+    var = np.zeros(cd.count(candidates))
     for res in replies.values():
         assert isinstance(res, EstimateResult)
         est += res.estimates
@@ -198,20 +204,22 @@ def _search_parts(replies: Replies) -> list[tuple[Codes, Floats, Floats]]:
 
 
 def run_plan(
-    params: MechanismParams, party_sizes: list[int]
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
 ) -> Generator[Round, Replies, PlanOutcome]:
-    """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes."""
+    """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes.
+    ``ended_rule``: the items are zero-padded text and TAP/TAPS give a prefix that has ended one
+    child (docs/mechanisms.md §10)."""
     parties = list(range(len(party_sizes)))
-    k = params.k
+    k, m = params.k, params.m
     assert params.gamma is not None and params.kappa1 is not None
     mech = params.mechanism
-    outcome = PlanOutcome(Combined(np.zeros(0, np.uint64), np.zeros(0), np.zeros(0), np.zeros(0)))
+    outcome = PlanOutcome(Combined.empty(m))
 
     if mech in ("pem", "pem-local"):
         start = np.arange(2**params.gamma, dtype=np.uint64)
-        task = SearchTask("pem", params.gamma, start)
+        task = SearchTask("pem", params.gamma, start, item_bits=m)
         replies = yield {i: task for i in parties}
-        outcome.answer = combine(_search_parts(replies)).top(k)
+        outcome.answer = combine(_search_parts(replies), m).top(k)
         return outcome
 
     shared, _ = phase1_plan(params)
@@ -237,34 +245,38 @@ def run_plan(
         if stop:
             cand, est, se = cand[top], est[top], se[top]
             break
-        cand = children(np.sort(cand[top]), shared[j + 1] - length)
+        kept = cd.sort(cand[top])
+        done = cd.ended(kept, length) if ended_rule and mech in ("tap", "taps") else None
+        cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
     if mech == "pem-global" or last >= params.m:
-        contrib = np.full(cand.size, len(parties), np.int64)
+        contrib = np.full(cd.count(cand), len(parties), np.int64)
         outcome.answer = Combined(cand, est, se, contrib).top(k)
         return outcome
 
-    start = np.sort(cand)
+    start = cd.sort(cand)
     if mech == "tap":
-        replies = yield {i: SearchTask("phase2", last, start) for i in parties}
-        outcome.answer = combine(_search_parts(replies)).top(k)
+        replies = yield {i: SearchTask("phase2", last, start, item_bits=m) for i in parties}
+        outcome.answer = combine(_search_parts(replies), m).top(k)
         return outcome
 
     # TAPS: sequential Phase II with the running prior F.
     n_prior = max(1, math.ceil(params.prior_factor * k))
     by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
     for i in party_order(params.party_order, party_sizes):
-        prior = combine(list(by_party.values())).top(n_prior)
-        task = SearchTask("phase2", last, start, prior.items, prior.estimates, prior.stderrs)
+        prior = combine(list(by_party.values()), m).top(n_prior)
+        task = SearchTask(
+            "phase2", last, start, prior.items, prior.estimates, prior.stderrs, item_bits=m
+        )
         replies = yield {i: task}
         for idx, part in zip(replies, _search_parts(replies), strict=True):
             by_party[idx] = part
-    combined = combine(list(by_party.values()))
+    combined = combine(list(by_party.values()), m)
     if params.completion > 0:
         final = combined.top(n_prior)
         replies = yield {i: EstimateTask(-1, params.m, final.items, "reserve") for i in parties}
         combined = complete(by_party, replies, final.items, params.completion_mode)
-        outcome.notes.append(f"completion round over {final.items.size} items")
+        outcome.notes.append(f"completion round over {cd.count(final.items)} items")
     outcome.answer = combined.top(k)
     return outcome
 
@@ -278,17 +290,18 @@ def complete(
     it did not. "sum": the reserve estimates alone (fresh users, so free of selection bias).
     A party without a completion reply keeps its Phase II estimates (missing = 0).
     """
-    est = np.zeros(items.size)
-    var = np.zeros(items.size)
-    contrib = np.zeros(items.size, np.int64)
+    n = cd.count(items)
+    est = np.zeros(n)
+    var = np.zeros(n)
+    contrib = np.zeros(n, np.int64)
     for i in set(by_party) | set(replies):
-        p_est, p_var = np.zeros(items.size), np.zeros(items.size)
-        have = np.zeros(items.size, dtype=bool)
+        p_est, p_var = np.zeros(n), np.zeros(n)
+        have = np.zeros(n, dtype=bool)
         if i in by_party and (mode == "fill" or i not in replies):
             p_items, p_e, p_s = by_party[i]
-            if p_items.size:
-                idx = candidate_index(items, p_items)  # len(p_items) where not reported
-                hit = idx < p_items.size
+            if cd.count(p_items):
+                idx = cd.index_of(items, p_items)  # len(p_items) where not reported
+                hit = idx < cd.count(p_items)
                 p_est[hit], p_var[hit] = p_e[idx[hit]], p_s[idx[hit]] ** 2
                 have |= hit
         res = replies.get(i)

@@ -32,6 +32,7 @@ class StepContext:
     bar: float  # the κ-th largest estimate of the last level (scaled), or +inf if unknown
     n_keep: int = 1  # κ: prefixes a level keeps (what later levels extend)
     final_weight: float = 1.0  # users of the last level relative to every other level
+    n_ended: int = 0  # prefixes that have ended (one child each; zero-padded text, §10)
 
 
 class StepRule(Protocol):
@@ -41,6 +42,11 @@ class StepRule(Protocol):
     def plan(self, ctx: StepContext) -> LevelPlan:
         """The levels still to run from ``ctx`` to full items; the search runs the first."""
         ...
+
+
+def final_level(ctx: StepContext) -> LevelPlan:
+    """Every prefix has ended (docs/mechanisms.md §10): one level to m with every user left."""
+    return LevelPlan((ctx.m,), (ctx.users_left,), ctx.length)
 
 
 def _uniform_plan(ctx: StepContext, step: int) -> LevelPlan:
@@ -133,6 +139,7 @@ class PlannedSteps:
             ctx.users_left,
             self.max_candidates,
             ctx.final_weight,
+            ctx.n_ended,
         )
 
 

@@ -1,19 +1,32 @@
 """The mechanism-level tasks a coordinator gives a party, and the party's results.
 
 These are the payloads of the protocol's request/reply envelopes (:mod:`fedhh.protocol`). Arrays
-are numpy arrays with fixed dtypes (uint64 codes, float64 estimates), so every transport can carry
-them as raw little-endian bytes.
+are numpy arrays with fixed dtypes: codes as :mod:`fedhh.codes` holds them (1-D ``uint64`` up to
+64 bits, ``(n, W)`` words above) and float64 estimates. A codes field names, in its metadata
+(:func:`bits_from`), the field that gives its width in bits: the wire carries codes as
+⌈bits/8⌉ big-endian bytes each (:mod:`fedhh.protocol.encoding`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 Codes = NDArray[np.uint64]
 Floats = NDArray[np.float64]
+
+
+def bits_from(name: str) -> Mapping[str, Any]:
+    """Field metadata of a codes field: its codes have as many bits as field ``name`` says."""
+    return {"bits": name}
+
+
+def _no_codes() -> Codes:
+    return np.zeros(0, dtype=np.uint64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,7 +39,7 @@ class EstimateTask:
 
     level: int
     length: int
-    candidates: Codes
+    candidates: Codes = field(metadata=bits_from("length"))
     group: str = "level"
 
 
@@ -38,15 +51,16 @@ class SearchTask:
     ``mode`` "phase2": TAP/TAPS Phase II from ``start_prefixes`` of length ``start_length``;
     ``prior_items`` / ``prior_estimates`` / ``prior_stderrs`` are the TAPS consensus prior: the
     items the parties before this one reported most, with their summed estimates and standard
-    errors (empty for TAP).
+    errors (empty for TAP); ``item_bits`` is the run's m, the width of the prior items.
     """
 
     mode: str
     start_length: int
-    start_prefixes: Codes
-    prior_items: Codes = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    start_prefixes: Codes = field(metadata=bits_from("start_length"))
+    prior_items: Codes = field(default_factory=_no_codes, metadata=bits_from("item_bits"))
     prior_estimates: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     prior_stderrs: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    item_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,12 +87,14 @@ class EstimateResult:
 
 @dataclass(frozen=True, eq=False)
 class SearchResult:
-    """A party's reported items (full m-bit codes) with scaled estimates and standard errors."""
+    """A party's reported items (full codes of ``item_bits`` = m bits) with scaled estimates and
+    standard errors."""
 
-    items: Codes
+    items: Codes = field(metadata=bits_from("item_bits"))
     estimates: Floats
     stderrs: Floats
     levels: tuple[LevelCost, ...]
+    item_bits: int = 0
 
 
 @dataclass(frozen=True)

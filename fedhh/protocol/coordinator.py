@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedhh import codes as cd
 from fedhh.errors import FedHHError, ImplausibleReply, ProtocolError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
@@ -76,7 +77,7 @@ class Coordinator:
         self.params = spec.params.resolved()
         self.policy = policy
         self._plan: Generator[Round, Replies, PlanOutcome] = run_plan(
-            self.params, list(spec.party_sizes)
+            self.params, list(spec.party_sizes), spec.ended_rule
         )
         self._pending: dict[int, _Pending] = {}
         self._replies: Replies = {}
@@ -155,21 +156,23 @@ class Coordinator:
         if isinstance(task, EstimateTask):
             if not isinstance(result, EstimateResult):
                 raise ProtocolError("an estimate request needs an estimate reply")
-            n = task.candidates.size
+            n = cd.count(task.candidates)
             if result.estimates.shape != (n,) or result.stderrs.shape != (n,):
                 raise ProtocolError(f"estimate reply must have {n} estimates and stderrs")
         else:
             if not isinstance(result, SearchResult):
                 raise ProtocolError("a search request needs a search reply")
-            n = result.items.size
+            n = cd.count(result.items)
             if n > MAX_REPLY_ITEMS or len(result.levels) > MAX_REPLY_LEVELS:
                 raise ProtocolError(
                     f"search reply: more than {MAX_REPLY_ITEMS} items or {MAX_REPLY_LEVELS} levels"
                 )
             if result.estimates.shape != (n,) or result.stderrs.shape != (n,):
                 raise ProtocolError("search reply: items, estimates and stderrs differ in length")
-            if n and self.params.m < 64 and int(result.items.max()) >> self.params.m:
-                raise ProtocolError(f"search reply holds items wider than m = {self.params.m}")
+            if n and result.item_bits != self.params.m:
+                raise ProtocolError(
+                    f"search reply holds items of {result.item_bits} bits, not m = {self.params.m}"
+                )
         for arr in (result.estimates, result.stderrs):
             if not np.all(np.isfinite(arr)):
                 raise ProtocolError("reply holds non-finite estimates or standard errors")
@@ -324,7 +327,7 @@ def check_figures(
             raise ImplausibleReply(f"implausible level cost: {problem}")
     if isinstance(result, EstimateResult):
         assert isinstance(task, EstimateTask)
-        if (result.cost.length, result.cost.candidates) != (task.length, task.candidates.size):
+        if (result.cost.length, result.cost.candidates) != (task.length, cd.count(task.candidates)):
             raise ImplausibleReply("the estimate's level cost is not that of its task")
     if result.estimates.size == 0:
         return sum(c.reports for c in costs)

@@ -5,7 +5,11 @@ gRPC carries the messages as they are, Flower carries their bytes in its records
 in-process engine passes the same bytes from coordinator to party, so the byte costs of a run
 (``bytes_to_parties``, ``bytes_to_coordinator``) count what is sent, the same on every transport.
 
-* Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes).
+* Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes); codes (candidates, start
+  prefixes, prior and reported items) as ``Prefixes``: their bit length and ⌈bits/8⌉ big-endian
+  bytes a code (:func:`fedhh.codes.to_bytes`), the length named by the field's metadata
+  (:func:`fedhh.mechanisms.tasks.bits_from`), so a 17-bit candidate costs 3 bytes and a 256-bit
+  item 32.
 * Every message is mapped field by field from its dataclass (a task or result field is the
   proto's oneof of that name); :class:`~fedhh.mechanisms.params.MechanismParams` travels as a
   JSON object of its fields, so a new parameter needs no change here or in the proto, and a new
@@ -26,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from fedhh import codes as cd
 from fedhh.errors import FedHHError, ProtocolError
 from fedhh.mechanisms import tasks
 from fedhh.mechanisms.params import MechanismParams
@@ -76,6 +81,28 @@ def array_from_pb(msg: pb.NDArray, what: str, dtype: str) -> Any:
     return np.frombuffer(msg.data, dtype=dt.newbyteorder("<"), count=count).astype(dt, copy=True)
 
 
+def codes_to_pb(codes: np.ndarray, bits: int) -> pb.Prefixes:
+    """Codes of ``bits`` bits as a ``Prefixes`` message."""
+    try:
+        return pb.Prefixes(bits=int(bits), data=cd.to_bytes(np.asarray(codes, np.uint64), bits))
+    except FedHHError as exc:
+        raise ProtocolError(f"cannot send codes of {bits} bits: {exc}") from None
+
+
+def codes_from_pb(msg: pb.Prefixes, what: str) -> Any:
+    """The codes of ``msg`` (1-D up to 64 bits, ``(n, W)`` words above)."""
+    bits = int(msg.bits)
+    if bits > cd.MAX_BITS:
+        raise ProtocolError(f"{what}: codes of {bits} bits (at most {cd.MAX_BITS})")
+    per = max(1, -(-bits // 8))
+    if len(msg.data) // per > MAX_ARRAY_ELEMENTS:
+        raise ProtocolError(f"{what}: more than {MAX_ARRAY_ELEMENTS} codes")
+    try:
+        return cd.from_bytes(bytes(msg.data), bits)
+    except FedHHError as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
+
+
 # --- run parameters ----------------------------------------------------------------------------
 def params_to_pb(params: MechanismParams) -> pb.MechanismParams:
     return pb.MechanismParams(json=json.dumps(params.to_dict(), allow_nan=False))
@@ -122,7 +149,9 @@ def to_pb(obj: Any) -> Any:
         value, slot = getattr(obj, f.name), f.name
         if type(value) in _ONEOF:  # a oneof member
             slot = _ONEOF[type(value)]
-        if isinstance(value, np.ndarray):
+        if "bits" in f.metadata:  # codes, as wide as the field the metadata names
+            getattr(msg, slot).CopyFrom(codes_to_pb(value, getattr(obj, f.metadata["bits"])))
+        elif isinstance(value, np.ndarray):
             getattr(msg, slot).CopyFrom(array_to_pb(value))
         elif isinstance(value, MechanismParams):
             getattr(msg, slot).CopyFrom(params_to_pb(value))
@@ -135,10 +164,25 @@ def to_pb(obj: Any) -> Any:
     return msg
 
 
+@cache
+def _widths(cls: Any) -> dict[str, str]:
+    """Codes fields of a dataclass and the field that gives their width."""
+    return {f.name: f.metadata["bits"] for f in fields(cls) if "bits" in f.metadata}
+
+
 def _from_pb(cls: type[T], msg: Any) -> T:
     kwargs: dict[str, Any] = {}
+    widths = _widths(typing.cast(Any, cls))
     for name, hint in _hints(typing.cast(Any, cls)).items():
-        if hint in (Task, Result):  # the oneof of this name
+        if name in widths:
+            sub = getattr(msg, name)
+            kwargs[name] = codes_from_pb(sub, name)
+            if msg.HasField(name) and int(sub.bits) != int(getattr(msg, widths[name])):
+                raise ProtocolError(
+                    f"{name}: codes of {sub.bits} bits where {widths[name]} is "
+                    f"{getattr(msg, widths[name])}"
+                )
+        elif hint in (Task, Result):  # the oneof of this name
             kind = msg.WhichOneof(name)
             if kind is None:
                 raise ProtocolError(f"{cls.__name__.lower()} carries no {name}")

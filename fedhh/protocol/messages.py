@@ -28,11 +28,11 @@ from fedhh.mechanisms.tasks import (
     SearchTask,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: codes travel as bytes with their bit length (items of any width)
 
 
 def codec_from_name(name: str) -> StringCodec | IntCodec:
-    """ "str:W" → StringCodec(W); "int:B" → IntCodec(B)."""
+    """ "str:W" → StringCodec(W) (W ≤ 64 bytes); "int:B" → IntCodec(B) (B ≤ 64)."""
     kind, _, width = name.partition(":")
     if kind == "str" and width.isdigit():
         return StringCodec(int(width))
@@ -68,6 +68,13 @@ class RunSpec:
             raise ParameterError(
                 f"the item codec has {codec.m} bits but the run asks for m = {self.params.m}"
             )
+
+    @property
+    def ended_rule(self) -> bool:
+        """Whether TAP/TAPS give a prefix that has ended one child (docs/mechanisms.md §10):
+        zero-padded text items (a string codec) wider than 64 bits. Up to 64 bits the plan keeps
+        its earlier rule, so those runs give exactly the results they always gave."""
+        return self.codec.startswith("str:") and self.params.m > 64
 
     def party_index(self, party_id: str) -> int:
         try:

@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import as_codes, prefix
+from fedhh import codes as cd
+from fedhh.codes import as_codes
 from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
 from fedhh.mechanisms.planning import next_group
@@ -70,16 +71,18 @@ class ReportSource(Protocol):
 
 
 class LocalUsers:
-    """The party holds its users' items (m-bit codes) and perturbs them itself."""
+    """The party holds its users' items (m-bit codes) and perturbs them itself: each user's
+    report is made from the 64-bit oracle key of its prefix (:func:`fedhh.codes.oracle_keys`)."""
 
     def __init__(self, codes: Codes, m: int) -> None:
         self.codes = as_codes(codes, m)
         self.m = m
-        self.n_users = int(self.codes.size)
+        self.n_users = cd.count(self.codes)
 
     def reports(self, group: Group, rng: np.random.Generator) -> Reports:
-        values = prefix(self.codes[group.users], self.m, group.length)
-        return group.oracle.perturb(values, rng, group.candidates)
+        values = cd.prefix(self.codes[group.users], self.m, group.length)
+        keys = cd.oracle_keys(values, group.length)
+        return group.oracle.perturb(keys, rng, cd.oracle_keys(group.candidates, group.length))
 
 
 @dataclass
@@ -131,6 +134,7 @@ class Party:
         strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
         self.strategies = replace(strategies, oracle_for=_Checkpointed(strategies.oracle_for, self))
         self.shared_lengths, self.planned_levels = phase1_plan(self.params)
+        self.ended_rule = spec.ended_rule and self.params.mechanism in ("tap", "taps")
         self._progress = _Progress()
         self._last_shared: tuple[Codes, np.ndarray] | None = None
         self.trie = PrefixTrie()  # the party's local-search candidate tree, for inspection
@@ -200,8 +204,9 @@ class Party:
 
     def _check_candidates(self, candidates: np.ndarray, length: int) -> Codes:
         cand = as_codes(candidates, max(length, 1)) if length > 0 else candidates
-        if cand.size == 0 or cand.size > MAX_CANDIDATES:
-            raise ParameterError(f"candidate set of {cand.size} prefixes (1..{MAX_CANDIDATES})")
+        n = cd.count(cand)
+        if n == 0 or n > MAX_CANDIDATES:
+            raise ParameterError(f"candidate set of {n} prefixes (1..{MAX_CANDIDATES})")
         return np.asarray(cand, dtype=np.uint64)
 
     def _estimate(self, request: Request, task: EstimateTask) -> EstimateResult | None:
@@ -237,7 +242,7 @@ class Party:
             raise ParameterError(f"unknown user group {task.group!r}")
         if users.size == 0:
             raise ParameterError("no users left for this level")
-        oracle = self.strategies.oracle_for(int(cand.size) + 1, int(users.size))
+        oracle = self.strategies.oracle_for(cd.count(cand) + 1, int(users.size))
         return self._collect(task, Group(request, users, task.length, cand, oracle))
 
     def _collect(self, task: EstimateTask, group: Group) -> EstimateResult | None:
@@ -278,11 +283,13 @@ class Party:
         else:
             raise ParameterError(f"unknown search mode {task.mode!r}")
         start = self._check_candidates(task.start_prefixes, task.start_length)
+        if cd.count(task.prior_items) and task.item_bits != p.m:
+            raise ParameterError(f"prior items of {task.item_bits} bits in a run of m = {p.m}")
         if task.mode == "phase2" and p.local_start and self._last_shared is not None:
             cand, est = self._last_shared  # the party's own view of the last shared level
             mine = cand[top_indices(est, int(p.kappa or 2 * p.k), est > 0)]
-            start = np.union1d(start, mine)
-        prior = as_codes(task.prior_items, p.m) if task.prior_items.size else None
+            start = cd.unique(np.concatenate([start, mine]))
+        prior = as_codes(task.prior_items, p.m) if cd.count(task.prior_items) else None
         bar = consensus_bar(task.prior_estimates, task.prior_stderrs, p.k, p.prune_z or 0.0)
         prog.searched = True
         return local_search(
@@ -296,4 +303,5 @@ class Party:
             prior,
             trie=self.trie,
             prune_bar=bar,
+            ended_rule=self.ended_rule,
         )

@@ -16,6 +16,14 @@ class NDArray(_message.Message):
     data: bytes
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class Prefixes(_message.Message):
+    __slots__ = ("bits", "data")
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    bits: int
+    data: bytes
+    def __init__(self, bits: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class MechanismParams(_message.Message):
     __slots__ = ("json",)
     JSON_FIELD_NUMBER: _ClassVar[int]
@@ -39,32 +47,34 @@ class RunSpec(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., params: _Optional[_Union[MechanismParams, _Mapping]] = ..., party_ids: _Optional[_Iterable[str]] = ..., party_sizes: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class EstimateTask(_message.Message):
-    __slots__ = ("level", "length", "candidates", "group")
+    __slots__ = ("level", "length", "group", "candidates")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     level: int
     length: int
-    candidates: NDArray
     group: str
-    def __init__(self, level: _Optional[int] = ..., length: _Optional[int] = ..., candidates: _Optional[_Union[NDArray, _Mapping]] = ..., group: _Optional[str] = ...) -> None: ...
+    candidates: Prefixes
+    def __init__(self, level: _Optional[int] = ..., length: _Optional[int] = ..., group: _Optional[str] = ..., candidates: _Optional[_Union[Prefixes, _Mapping]] = ...) -> None: ...
 
 class SearchTask(_message.Message):
-    __slots__ = ("mode", "start_length", "start_prefixes", "prior_items", "prior_estimates", "prior_stderrs")
+    __slots__ = ("mode", "start_length", "prior_estimates", "prior_stderrs", "start_prefixes", "prior_items", "item_bits")
     MODE_FIELD_NUMBER: _ClassVar[int]
     START_LENGTH_FIELD_NUMBER: _ClassVar[int]
-    START_PREFIXES_FIELD_NUMBER: _ClassVar[int]
-    PRIOR_ITEMS_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
     PRIOR_STDERRS_FIELD_NUMBER: _ClassVar[int]
+    START_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_BITS_FIELD_NUMBER: _ClassVar[int]
     mode: str
     start_length: int
-    start_prefixes: NDArray
-    prior_items: NDArray
     prior_estimates: NDArray
     prior_stderrs: NDArray
-    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., start_prefixes: _Optional[_Union[NDArray, _Mapping]] = ..., prior_items: _Optional[_Union[NDArray, _Mapping]] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ..., prior_stderrs: _Optional[_Union[NDArray, _Mapping]] = ...) -> None: ...
+    start_prefixes: Prefixes
+    prior_items: Prefixes
+    item_bits: int
+    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ..., prior_stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., start_prefixes: _Optional[_Union[Prefixes, _Mapping]] = ..., prior_items: _Optional[_Union[Prefixes, _Mapping]] = ..., item_bits: _Optional[int] = ...) -> None: ...
 
 class LevelCost(_message.Message):
     __slots__ = ("length", "step", "candidates", "reports", "oracle", "hash_evaluations", "report_bytes")
@@ -95,16 +105,18 @@ class EstimateResult(_message.Message):
     def __init__(self, estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., cost: _Optional[_Union[LevelCost, _Mapping]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
-    __slots__ = ("items", "estimates", "stderrs", "levels")
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("estimates", "stderrs", "levels", "items", "item_bits")
     ESTIMATES_FIELD_NUMBER: _ClassVar[int]
     STDERRS_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
-    items: NDArray
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_BITS_FIELD_NUMBER: _ClassVar[int]
     estimates: NDArray
     stderrs: NDArray
     levels: _containers.RepeatedCompositeFieldContainer[LevelCost]
-    def __init__(self, items: _Optional[_Union[NDArray, _Mapping]] = ..., estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., levels: _Optional[_Iterable[_Union[LevelCost, _Mapping]]] = ...) -> None: ...
+    items: Prefixes
+    item_bits: int
+    def __init__(self, estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., levels: _Optional[_Iterable[_Union[LevelCost, _Mapping]]] = ..., items: _Optional[_Union[Prefixes, _Mapping]] = ..., item_bits: _Optional[int] = ...) -> None: ...
 
 class ErrorResult(_message.Message):
     __slots__ = ("code", "message")
