@@ -209,16 +209,21 @@ class DeviceSource:
         return cur
 
     def submit(
-        self, entries: Sequence[tuple[int, bytes]], run_id: str, task_id: int
+        self,
+        entries: Sequence[tuple[int, bytes]],
+        run_id: str,
+        task_id: int,
+        single: bool = False,
     ) -> tuple[list[tuple[int, Refused]], int]:
         """Take reports ``(user, report)`` for task ``task_id`` of ``run_id``; returns the
         refused entries (index, refusal) and the task's report count. Accepted reports are
-        durable when this returns. A task that is not open refuses the whole call."""
+        durable when this returns. A task that is not open refuses the whole call (a
+        ``single`` report of a user who has reported in the run: ALREADY_EXISTS)."""
         with self.cond:
             try:
                 cur = self._task_for(run_id, task_id)
             except Refused:
-                if len(entries) == 1 and self._has_reported(run_id, entries[0][0]):
+                if single and self._has_reported(run_id, entries[0][0]):
                     why = f"user {entries[0][0]} has already reported in run {run_id}"
                     raise Refused(Code.ALREADY_EXISTS, why) from None
                 raise
@@ -309,7 +314,9 @@ class ReportServicer:
                     Code.RESOURCE_EXHAUSTED,
                     f"report of {len(request.report)} bytes exceeds {MAX_REPORT_BYTES}",
                 )
-            bad, n = self.source.submit([(user, request.report)], request.run_id, request.task_id)
+            bad, n = self.source.submit(
+                [(user, request.report)], request.run_id, request.task_id, single=True
+            )
             if bad:
                 raise bad[0][1]
             return report_pb2.SubmitReportResponse(accepted=True, reports_in_task=n)

@@ -205,8 +205,8 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     assert cluster.query("cancel", "batch-1").returncode == 0
 
     def closed() -> bool:
-        try:
-            relay.submit_batch(task, [(creds["60"], entries[0][1])])
+        try:  # a malformed report: refused on its own while the task is open
+            relay.submit_batch(task, [(creds["60"], b"junk")])
         except grpc.RpcError as exc:
             return exc.code() == grpc.StatusCode.FAILED_PRECONDITION
         return False

@@ -127,7 +127,7 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
         start(params={"epsilon": 0.0}),
         start(params={"epsilon": float("nan")}),
         start(params={"k": 0}),
-        start(params={"m": 65}),
+        start(params={"m": 0}),
         start(params={"eta": 40}),
         start(params={"mechanism": "nope"}),
         start(parties=[]),
