@@ -2,7 +2,9 @@
 
 1. Reports per second accepted by one party agent's report endpoint: a device-mode agent
    (separate process, SQLite with synchronous=FULL and group commit: a report is acknowledged
-   only once durable) and a PEM-Global run whose one report task takes every enrolled user.
+   only once durable) and a PEM-Global run whose one report task takes every enrolled user;
+   the agent process's CPU time a report is printed beside the rate (the rate depends on what
+   else the 2 cores run).
    ``--devices`` concurrent devices (threads of this process over ``--channels`` channels, each
    call with its user's credential) submit pre-made reports, first one per call
    (``SubmitReport``), then ``--batch`` per call (``SubmitReportBatch``). Perturbation and
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 
 from fedhh.clients.agent import PartyAgent
 from fedhh.clients.budget import PrivacyLedger
@@ -287,15 +290,21 @@ def bench_reports(args: argparse.Namespace) -> None:
         procs = Procs(Path(tmp))
         try:
             ing = Ingest(Path(tmp), procs, users, args.tls, args.channels)
+            agent = psutil.Process(ing.agent.pid)
+            cpu = _cpu(agent)
             single = ing.singles(range(n_single), args.devices)
+            cpu, used = _cpu(agent), _cpu(agent) - cpu
             print(
                 f"report endpoint, single reports: {single:,.0f} reports/s accepted by one party "
-                f"agent ({n_single:,} reports, {args.devices} concurrent devices)"
+                f"agent ({n_single:,} reports, {args.devices} concurrent devices; agent CPU "
+                f"{used / n_single * 1e6:,.0f} µs a report)"
             )
             batch = ing.batches(range(n_single, n_single + n_batch), args.devices, args.batch)
+            used = _cpu(agent) - cpu
             print(
                 f"report endpoint, batches of {args.batch}: {batch:,.0f} reports/s accepted by "
-                f"one party agent ({n_batch:,} reports, {args.devices} concurrent devices)"
+                f"one party agent ({n_batch:,} reports, {args.devices} concurrent devices; agent "
+                f"CPU {used / n_batch * 1e6:,.1f} µs a report)"
             )
             after = 0.5 * n_kill / batch  # about half-way through a burst like the last one
             kill = range(n_single + n_batch, users)
@@ -366,6 +375,11 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
             procs.stop()
 
 
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn()
@@ -388,7 +402,7 @@ def main() -> None:
     args = ap.parse_args()
     print(
         f"fedhh gRPC load check ({'TLS' if args.tls else 'plaintext'} on 127.0.0.1, "
-        f"{os.cpu_count()} cores)"
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start)"
     )
     bench_reports(args)
     if not args.no_rounds:
