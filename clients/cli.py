@@ -70,7 +70,7 @@ def add_party_parser(sub: Any) -> None:
         metavar="EPS",
         help="ε one run may use (default 10)",
     )
-    add_limit_args(b, "this party")
+    add_limit_args(b, "this party accepts")
     s.add_argument("--poll-seconds", type=float, default=5.0, help="long-poll wait")
     s.add_argument(
         "--stop-after",

@@ -5,8 +5,9 @@
    only once durable) and a PEM-Global run whose one report task takes every enrolled user;
    the agent process's CPU time a report is printed beside the rate (the rate depends on what
    else the 2 cores run).
-   ``--devices`` concurrent devices (threads of this process over ``--channels`` channels, each
-   call with its user's credential) submit pre-made reports, first one per call
+   ``--devices`` concurrent devices (coroutines of this process on ``--channels`` aio channels,
+   the lightest gRPC client Python has; each call with its user's credential) submit pre-made
+   reports, first one per call
    (``SubmitReport``), then ``--batch`` per call (``SubmitReportBatch``). Perturbation and
    credentials are made beforehand, so the figures are the endpoint's.
 2. Nothing acknowledged is lost: batches keep coming while the agent is killed (SIGKILL); every
@@ -19,6 +20,7 @@
 Everything listens on 127.0.0.1; plaintext (``--insecure``) unless ``--tls`` is given.
 
 Reproduce:  .venv/bin/python experiments/bench_grpc.py  [--devices 256] [--batch 100] [--tls]
+            [--no-rounds]
 """
 
 from __future__ import annotations

@@ -62,22 +62,25 @@ def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
 
 
 def add_limit_args(g: Any, who: str) -> None:
-    """The resource limits of a coordinator or a party agent (fedhh.protocol.limits)."""
+    """The resource limits of a coordinator or a party agent (fedhh.protocol.limits); ``who``
+    names whose they are in the help texts."""
     from fedhh.protocol.limits import Limits
 
     default = Limits()
-    g.add_argument("--max-k", type=int, default=default.max_k, help=f"largest k {who} accepts")
+    g.add_argument(
+        "--max-k", type=int, default=default.max_k, help=f"largest k {who} (%(default)s)"
+    )
     g.add_argument(
         "--max-candidates",
         type=int,
         default=default.max_candidates,
-        help=f"most candidates one level may decode at {who}",
+        help=f"most candidates one level of a run may decode, {who} (%(default)s)",
     )
     g.add_argument(
         "--max-memory-mb",
         type=float,
         default=default.max_memory_mb,
-        help=f"largest estimated memory of one run at {who} (MB)",
+        help=f"largest estimated memory of a run at a party in MB, {who} (%(default)s)",
     )
 
 

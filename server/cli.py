@@ -43,7 +43,7 @@ def add_coordinator_parser(sub: Any) -> None:
     )
     add_limit_args(
         serve.add_argument_group("resource limits (runs over them are refused when started)"),
-        "a party",
+        "this coordinator accepts",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
     serve.add_argument("--log-level", default="info")
