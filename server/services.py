@@ -33,7 +33,7 @@ from fedhh.codec import IntCodec
 from fedhh.errors import FedHHError, ParameterError
 from fedhh.protocol import RunDriver, codec_from_name, encoding, limits
 from fedhh.protocol.coordinator import POLICIES
-from fedhh.server.state import CoordinatorState
+from fedhh.server.state import CoordinatorState, failed_in
 from fedhh.server.store import RunRow, Store
 from fedhh.wire.rpc import SERVER_OPTIONS, Refused, add_servicer, refused
 from fedhh.wire.security import (
@@ -205,7 +205,7 @@ def run_info(row: RunRow, driver: RunDriver | None, state: CoordinatorState | No
     parties = []
     if state is not None:
         waiting = {s.party_id for s in driver.waiting()} if driver is not None else set()
-        failed = set(driver.coord.failed) if driver is not None else set(row.failed)
+        failed = failed_in(driver) if driver is not None else set(row.failed)
         parties = [
             analyst_pb2.PartyStatus(
                 **p, outstanding=p["party_id"] in waiting, failed=p["party_id"] in failed

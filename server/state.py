@@ -46,6 +46,13 @@ log = logging.getLogger("fedhh.coordinator")
 _SLACK = 1e-9
 
 
+def failed_in(driver: RunDriver) -> set[str]:
+    """The parties that failed in a run so far, in the round still open too (the driver hands
+    a round's failures to the coordinator only once the round is complete)."""
+    now = {driver.current[r].party_id for r, ev in driver.events.items() if isinstance(ev, str)}
+    return set(driver.coord.failed) | now
+
+
 class StoredRun:
     """A run's stored messages, as the driver's :class:`~fedhh.protocol.RunRecord`."""
 
@@ -296,7 +303,7 @@ class CoordinatorState:
             for run_id in run_ids:
                 driver = self.drivers.get(run_id)
                 if driver is not None:
-                    if party_id in driver.coord.failed or party_id not in driver.spec.party_ids:
+                    if party_id in failed_in(driver) or party_id not in driver.spec.party_ids:
                         out.append(run_id)
                     continue
                 row = self.store.run(run_id)

@@ -4,6 +4,7 @@ heartbeat per connection, stopped before its channel closes, across coordinator 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import threading
@@ -228,3 +229,42 @@ def test_one_heartbeat_per_agent_across_restarts(tmp_path: Path) -> None:
         runner.join(30)
     assert not runner.is_alive() and most == 1
     assert not [t for t in threading.enumerate() if t.name == "heartbeat"]
+
+
+def test_runs_over_for_a_party(tmp_path: Path) -> None:
+    """A party that failed in a run (here: an implausible reply) is told the run is over for it
+    (its agent then closes the run's report task and settles its ε) while the run goes on with
+    the others; a cancelled run is over for everyone."""
+    from fedhh.mechanisms.params import MechanismParams
+    from fedhh.protocol.encoding import encode
+    from fedhh.wire.rpc import Refused
+
+    store = Store(tmp_path / "c.sqlite")
+    state = CoordinatorState(store, 60.0)
+    try:
+        for pid in ("party-0", "party-1"):
+            state.register(pid, 500, "int:8", "data", {})
+        params = MechanismParams(mechanism="pem-global", k=2, m=8, eta=2)
+        state.start_run("alice", "r", params, ["party-0", "party-1"], "continue", 60.0)
+        assert state.finished_for("party-1", ["r", "gone"]) == ["gone"]
+        found = state.next_request("party-1", 1.0)
+        assert found is not None
+        spec, sent, left = found
+        assert 0 < left <= 60.0
+        reply = Party(spec, "party-1", np.arange(500, dtype=np.uint64) % 256).handle(sent.request)
+        assert reply is not None
+        absurd = dataclasses.replace(
+            reply,
+            result=dataclasses.replace(
+                reply.result, cost=dataclasses.replace(reply.result.cost, reports=10**9)
+            ),
+        )
+        with pytest.raises(Refused, match="counts as failed"):
+            state.submit("party-1", absurd, encode(absurd))
+        assert state.finished_for("party-1", ["r"]) == ["r"]  # failed: over for party-1
+        assert state.finished_for("party-0", ["r"]) == []  # the run goes on for party-0
+        state.cancel("alice", "r")
+        assert state.finished_for("party-0", ["r"]) == ["r"]
+    finally:
+        state.close()
+        store.close()
