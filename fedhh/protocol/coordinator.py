@@ -301,7 +301,8 @@ def check_figures(
     * estimates and standard errors: a debiased support count of n_g reports lies in
       [−n_g·q, n_g·(1−q)]/(p − q) and is scaled by n_users/n_g, so every scaled estimate lies
       within n_users·max(q, 1 − q)/(p − q) of zero and every standard error below
-      n_users/(p − q), with (p, q) of the level's oracle (the last level's, for a search).
+      n_users/(p − q), with (p, q) of a level's oracle (the loosest of the reply's levels, since
+      a search may report items it kept from an earlier level).
     """
     costs = (result.cost,) if isinstance(result, EstimateResult) else result.levels
     m = params.m
@@ -333,19 +334,22 @@ def check_figures(
         return sum(c.reports for c in costs)
     if not costs:
         raise ImplausibleReply("a search reply with items but no level")
-    last = costs[-1]
-    try:
-        p, q = make_oracle(last.oracle, params.epsilon).probabilities(last.candidates + 1)
-    except FedHHError as exc:  # pragma: no cover - the name was checked above
-        raise ImplausibleReply(f"oracle {last.oracle!r}: {exc}") from None
+    factor = se_factor = 0.0
+    for c in costs:
+        try:
+            p, q = make_oracle(c.oracle, params.epsilon).probabilities(c.candidates + 1)
+        except FedHHError as exc:  # pragma: no cover - the name was checked above
+            raise ImplausibleReply(f"oracle {c.oracle!r}: {exc}") from None
+        factor = max(factor, max(q, 1 - q) / (p - q))
+        se_factor = max(se_factor, 1 / (p - q))
     slack = 1 + 1e-9
-    bound = n_users * max(q, 1 - q) / (p - q) * slack + 1e-6
+    bound = n_users * factor * slack + 1e-6
     if float(np.max(np.abs(result.estimates))) > bound:
         raise ImplausibleReply(
             f"estimates up to {float(np.max(np.abs(result.estimates))):.4g} from a party of "
-            f"{n_users:,} users (at most {bound:.4g} with {last.oracle} at ε = {params.epsilon:g})"
+            f"{n_users:,} users (at most {bound:.4g} at ε = {params.epsilon:g})"
         )
-    if float(np.max(result.stderrs)) > n_users / (p - q) * slack + 1e-6:
+    if float(np.max(result.stderrs)) > n_users * se_factor * slack + 1e-6:
         raise ImplausibleReply(
             f"standard errors up to {float(np.max(result.stderrs)):.4g} from a party of "
             f"{n_users:,} users"
