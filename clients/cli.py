@@ -202,16 +202,19 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
 
     from fedhh.clients.devices import MAX_BATCH, DeviceSource, ReportServicer
     from fedhh.clients.ingest import MAX_REPORT_BYTES
+    from fedhh.clients.store import GroupCommit
     from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer
     from fedhh.wire.security import bind_port
     from fedhh.wire.v1 import report_pb2
 
-    source = DeviceSource(creds, codec, store, args.collect_seconds)
+    # Each call is authenticated by the user credential it carries (ReportServicer). 32 workers:
+    # more only add thread switches; a commit waits (up to 2 ms) until all of them wait on it.
+    workers = 32
+    commit = GroupCommit(store, min_rows=workers)
+    source = DeviceSource(creds, codec, store, args.collect_seconds, commit)
     batch_bytes = MAX_BATCH * (MAX_REPORT_BYTES // 64 + 256)
-    # Each call is authenticated by the user credential it carries (ReportServicer); 32 workers:
-    # more only add thread switches, the group commit gathers what they have in flight.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="report"),
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report"),
         options=[*SERVER_OPTIONS, ("grpc.max_receive_message_length", batch_bytes)],
     )
     add_servicer(server, report_pb2, "ReportService", ReportServicer(source))
