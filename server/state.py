@@ -40,7 +40,7 @@ from fedhh.protocol.encoding import decode_spec, encode
 from fedhh.protocol.messages import check_feasible
 from fedhh.report import result_document
 from fedhh.server.store import ACTIVE_STATES, PartyRow, RunRow, Store
-from fedhh.wire.rpc import Refused
+from fedhh.wire.rpc import Refused, status_of
 
 log = logging.getLogger("fedhh.coordinator")
 _SLACK = 1e-9
@@ -378,10 +378,8 @@ class CoordinatorState:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{reason}; party {party_id} counts as failed"
                 ) from None
-            except ProtocolError as exc:
-                raise Refused(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"reply to request {rid}: {exc}"
-                ) from None
+            except ProtocolError as exc:  # malformed (or over a size limit): nothing changes
+                raise Refused(status_of(exc), f"reply to request {rid}: {exc}") from None
             with self.store.transaction() as db:
                 Store.insert(db, "replies", reply.run_id, rid, party_id, payload)
                 kind = type(reply.result).__name__

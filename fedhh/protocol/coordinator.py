@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedhh import codes as cd
-from fedhh.errors import FedHHError, ImplausibleReply, ProtocolError
+from fedhh.errors import FedHHError, ImplausibleReply, ProtocolError, ProtocolLimit
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
 from fedhh.mechanisms.tasks import (
@@ -164,7 +164,7 @@ class Coordinator:
                 raise ProtocolError("a search request needs a search reply")
             n = cd.count(result.items)
             if n > MAX_REPLY_ITEMS or len(result.levels) > MAX_REPLY_LEVELS:
-                raise ProtocolError(
+                raise ProtocolLimit(
                     f"search reply: more than {MAX_REPLY_ITEMS} items or {MAX_REPLY_LEVELS} levels"
                 )
             if result.estimates.shape != (n,) or result.stderrs.shape != (n,):

@@ -31,7 +31,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from fedhh import codes as cd
-from fedhh.errors import FedHHError, ProtocolError
+from fedhh.errors import FedHHError, ProtocolError, ProtocolLimit
 from fedhh.mechanisms import tasks
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.tasks import (
@@ -74,7 +74,7 @@ def array_from_pb(msg: pb.NDArray, what: str, dtype: str) -> Any:
         raise ProtocolError(f"{what}: expected a 1-d array, got shape {shape}")
     count = math.prod(shape)
     if count > MAX_ARRAY_ELEMENTS:
-        raise ProtocolError(f"{what}: {count} elements exceed the limit {MAX_ARRAY_ELEMENTS}")
+        raise ProtocolLimit(f"{what}: {count} elements exceed the limit {MAX_ARRAY_ELEMENTS}")
     dt = np.dtype(dtype)
     if len(msg.data) != count * dt.itemsize:
         raise ProtocolError(f"{what}: {len(msg.data)} bytes do not hold {count} values of {dtype}")
