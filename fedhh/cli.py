@@ -22,7 +22,7 @@ from fedhh.engine import expected_rounds, simulate
 from fedhh.errors import FedHHError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Progress
-from fedhh.report import format_table, result_document
+from fedhh.report import code_labels, format_table, result_document
 from fedhh.settings import DatasetParams
 
 EXIT_USAGE = 2
@@ -171,7 +171,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.output is not None:
         args.output.write_text(json.dumps(doc, indent=2) + "\n")
     if not args.quiet:
-        truth = dict(zip(ds.global_codes.tolist(), ds.global_counts.tolist(), strict=True))
+        codes = code_labels(ds.global_codes, ds.m)
+        truth = dict(zip(codes, ds.global_counts.tolist(), strict=True))
         print(format_table(doc, truth))
         if args.output is not None:
             print(f"result written to {args.output}")

@@ -1,11 +1,17 @@
-"""Items ↔ m-bit codes (m ≤ 64) held in ``uint64`` arrays, and vectorised prefixes.
+"""Items ↔ m-bit codes (held as :mod:`fedhh.codes` arrays: 1-D up to 64 bits, ``(n, W)`` words
+above), and the rules for items that do not fit.
 
-* :class:`StringCodec` — UTF-8 bytes, zero-padded or truncated to ``width`` bytes (m = 8·width);
-  decoding strips the zero padding. The most significant byte is the first byte of the item, so a
-  bit prefix of a code is a byte prefix of the item.
-* :class:`IntCodec` — non-negative integers of at most ``bits`` bits (m = bits).
+* :class:`StringCodec` — items are byte strings (text as UTF-8) of at most ``width`` bytes
+  (1..64, m = 8·width), zero-padded on the right; the first byte of the item is the most
+  significant, so a bit prefix of a code is a byte prefix of the item. Zero bytes are the
+  padding, so an item may not hold one (the code would be ambiguous), and padding never
+  appears in output. An item longer than the width is refused with one :class:`CodecError`
+  naming how many are too long and an example, unless the codec truncates
+  (``truncate=True``: cut at a UTF-8 character boundary, as text should be).
+* :class:`IntCodec` — non-negative integers of at most ``bits`` bits (m = bits ≤ 64).
 
-A prefix of length ℓ of an m-bit code x is ``x >> (m − ℓ)`` (most significant bits first).
+Display: an item that is not valid UTF-8 is shown with its bad bytes escaped (``\\xff``);
+:meth:`StringCodec.item_bytes` gives the exact bytes (the result document carries them as hex).
 """
 
 from __future__ import annotations
@@ -17,64 +23,50 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh import codes as cd
+from fedhh.codes import MAX_BITS, Codes, as_codes, check_bits, prefix
 from fedhh.errors import CodecError, ParameterError
 
-Codes = NDArray[np.uint64]
+__all__ = [
+    "MAX_INT_BITS",
+    "MAX_WIDTH",
+    "Codec",
+    "Codes",
+    "IntCodec",
+    "StringCodec",
+    "as_codes",
+    "check_bits",
+    "codec_for",
+    "display",
+    "prefix",
+]
 
-MAX_BITS = 64
-
-
-def check_bits(m: int) -> int:
-    """Validate a code width m (1 ≤ m ≤ 64) and return it as ``int``."""
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise ParameterError(f"bit width must be an integer, got {m!r}")
-    if not 1 <= int(m) <= MAX_BITS:
-        raise ParameterError(f"bit width must be between 1 and {MAX_BITS}, got {m}")
-    return int(m)
-
-
-def as_codes(values: ArrayLike, m: int) -> Codes:
-    """Return ``values`` as a 1-D ``uint64`` array of m-bit codes, or raise :class:`CodecError`.
-
-    Accepts any integer array-like; rejects negative values and values ≥ 2^m, naming the first one.
-    """
-    m = check_bits(m)
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1)
-    if arr.dtype == np.uint64:
-        codes = arr
-    elif arr.size == 0:
-        return np.zeros(0, dtype=np.uint64)
-    elif arr.dtype.kind == "u":
-        codes = arr.astype(np.uint64)
-    elif arr.dtype.kind == "i":
-        neg = np.flatnonzero(arr < 0)
-        if neg.size:
-            raise CodecError(f"code must be non-negative, got {int(arr[neg[0]])}")
-        codes = arr.astype(np.uint64)
-    elif arr.dtype == object:
-        return IntCodec(m).encode(arr.tolist())
-    else:
-        raise CodecError(f"codes must be integers, got an array of dtype {arr.dtype}")
-    if m < MAX_BITS and codes.size:
-        over = np.flatnonzero(codes >> np.uint64(m))
-        if over.size:
-            raise CodecError(f"code {int(codes[over[0]])} does not fit in {m} bits")
-    return codes
+MAX_INT_BITS = 64  # integer items stay one word
+MAX_WIDTH = MAX_BITS // 8  # bytes of the widest string item (fedhh.codes: a party's memory)
+_MAX_CONTINUATION = 3  # a UTF-8 character has at most 3 continuation bytes
 
 
-def prefix(codes: ArrayLike, m: int, length: int) -> Codes:
-    """Vectorised prefix of length ``length`` of m-bit codes: ``codes >> (m − length)``."""
-    m = check_bits(m)
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-        raise ParameterError(f"prefix length must be an integer, got {length!r}")
-    if not 0 <= int(length) <= m:
-        raise ParameterError(f"prefix length must be between 0 and m={m}, got {length}")
-    arr = np.asarray(codes, dtype=np.uint64)
-    if length == 0:
-        return np.zeros(arr.shape, dtype=np.uint64)
-    return arr >> np.uint64(m - int(length))
+def display(raw: bytes) -> str:
+    """An item's bytes as text: UTF-8, with any byte that is not valid UTF-8 escaped."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _example(raw: bytes) -> str:
+    shown = display(raw)
+    return repr(shown if len(shown) <= 40 else shown[:37] + "...")
+
+
+def utf8_cut(raw: bytes, width: int) -> bytes:
+    """``raw`` cut to at most ``width`` bytes, never inside a UTF-8 character (a byte string
+    that is not UTF-8 is cut at ``width`` if no character start is near)."""
+    if len(raw) <= width:
+        return raw
+    cut = width
+    while cut > width - _MAX_CONTINUATION and cut > 0 and (raw[cut] & 0xC0) == 0x80:
+        cut -= 1
+    if (raw[cut] & 0xC0) == 0x80:
+        cut = width
+    return raw[:cut]
 
 
 class Codec(Protocol):
@@ -89,21 +81,29 @@ class Codec(Protocol):
 
 
 @dataclass(frozen=True)
-class StringCodec:
-    """UTF-8 strings as ``width``-byte big-endian codes (m = 8·width bits, width ≤ 8).
+class Encoded:
+    """Codes of items with what truncation did: ``cut[i]`` is True where item i was longer than
+    the width and was cut (only with a truncating codec)."""
 
-    Longer items are truncated to ``width`` bytes (possibly inside a multi-byte character, which
-    then decodes as U+FFFD); shorter ones are zero-padded. Decoding strips trailing zero bytes.
-    """
+    codes: Codes
+    cut: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class StringCodec:
+    """Byte strings (text as UTF-8) of at most ``width`` bytes as m = 8·width-bit codes (see the
+    module docstring for the rules). ``truncate`` cuts longer items instead of refusing them;
+    it is how data is loaded, not part of the code (``str:W`` on the wire either way)."""
 
     width: int
+    truncate: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, (int, np.integer)):
             raise ParameterError(f"item width in bytes must be an integer, got {self.width!r}")
-        if not 1 <= int(self.width) <= MAX_BITS // 8:
+        if not 1 <= int(self.width) <= MAX_WIDTH:
             raise ParameterError(
-                f"item width must be between 1 and {MAX_BITS // 8} bytes, got {self.width}"
+                f"item width must be between 1 and {MAX_WIDTH} bytes, got {self.width}"
             )
 
     @property
@@ -111,43 +111,65 @@ class StringCodec:
         return 8 * int(self.width)
 
     def encode(self, items: Iterable[object]) -> Codes:
-        """Encode strings (or ``bytes``) to codes; a non-string item raises :class:`CodecError`."""
-        w = int(self.width)
-        chunks: list[bytes] = []
+        """Encode strings (or ``bytes``); a non-string item, a zero byte or (without
+        ``truncate``) an item longer than the width raises :class:`CodecError`."""
+        return self.encode_counted(items).codes
+
+    def encode_counted(self, items: Iterable[object]) -> Encoded:
+        """:meth:`encode`, also telling which items were cut (``truncate=True``)."""
+        raws: list[bytes] = []
         for item in items:
             if isinstance(item, str):
-                raw = item.encode("utf-8")
+                raws.append(item.encode("utf-8"))
             elif isinstance(item, (bytes, bytearray)):
-                raw = bytes(item)
+                raws.append(bytes(item))
             else:
                 raise CodecError(
                     f"string codec needs str or bytes items, got {type(item).__name__} {item!r}"
                 )
-            chunks.append(raw[:w].ljust(w, b"\0"))
-        return self.encode_fixed(b"".join(chunks))
+        return self.encode_raw(raws)
+
+    def encode_raw(self, raws: Sequence[bytes]) -> Encoded:
+        """Encode byte strings (one loop over the items to check and pad them)."""
+        w = int(self.width)
+        zero = [r for r in raws if b"\0" in r]
+        if zero:
+            raise CodecError(
+                f"{len(zero):,} item(s) hold a zero byte, e.g. {_example(zero[0])}: zero bytes "
+                "pad the items, so an item cannot hold one"
+            )
+        cut = np.fromiter((len(r) > w for r in raws), dtype=bool, count=len(raws))
+        if cut.any() and not self.truncate:
+            first = raws[int(np.argmax(cut))]
+            raise CodecError(
+                f"{int(cut.sum()):,} item(s) longer than {w} bytes, e.g. {_example(first)} "
+                f"({len(first)} bytes): use a wider item width (--item-bytes, at most "
+                f"{MAX_WIDTH}) or cut them (--truncate)"
+            )
+        if cut.any():
+            raws = [utf8_cut(r, w) for r in raws]
+        buffer = b"".join(r.ljust(w, b"\0") for r in raws)
+        return Encoded(self.encode_fixed(buffer), cut)
 
     def encode_fixed(self, buffer: bytes) -> Codes:
         """Encode a buffer of back-to-back ``width``-byte records (already padded) to codes."""
         w = int(self.width)
         if len(buffer) % w:
             raise CodecError(f"buffer length {len(buffer)} is not a multiple of width {w}")
-        mat = np.frombuffer(buffer, dtype=np.uint8).reshape(-1, w).astype(np.uint64)
-        codes = np.zeros(mat.shape[0], dtype=np.uint64)
-        for j in range(w):  # loop over bytes of the width (≤ 8), vectorised over items
-            codes <<= np.uint64(8)
-            codes |= mat[:, j]
-        return codes
+        return cd.from_bytes(buffer, self.m)
 
-    def to_bytes(self, codes: ArrayLike) -> list[bytes]:
-        """Decode codes to their raw bytes with the zero padding stripped."""
+    def item_bytes(self, codes: ArrayLike) -> list[bytes]:
+        """The items' exact bytes (the zero padding stripped)."""
         arr = as_codes(codes, self.m)
-        raw = arr.astype(">u8").tobytes()
+        raw = cd.to_bytes(arr, self.m)
         w = int(self.width)
-        return [raw[8 * i + 8 - w : 8 * i + 8].rstrip(b"\0") for i in range(arr.size)]
+        return [raw[i : i + w].rstrip(b"\0") for i in range(0, len(raw), w)]
+
+    to_bytes = item_bytes
 
     def decode(self, codes: ArrayLike) -> list[str]:
-        """Decode codes to strings (invalid UTF-8 from truncation becomes U+FFFD)."""
-        return [b.decode("utf-8", errors="replace") for b in self.to_bytes(codes)]
+        """Codes to text (bytes that are not valid UTF-8 escaped, see :func:`display`)."""
+        return [display(b) for b in self.item_bytes(codes)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +179,7 @@ class IntCodec:
     bits: int
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
+        check_bits(self.bits, MAX_INT_BITS)
 
     @property
     def m(self) -> int:
@@ -188,12 +210,15 @@ class IntCodec:
 
 
 def codec_for(
-    item_bytes: int | None = None, item_bits: int | None = None
+    item_bytes: int | None = None, item_bits: int | None = None, *, truncate: bool = False
 ) -> StringCodec | IntCodec:
-    """The codec for a ``--item-bytes W`` (strings) or ``--item-bits B`` (integers) choice."""
+    """The codec for a ``--item-bytes W`` (strings; ``--truncate`` cuts longer ones) or
+    ``--item-bits B`` (integers) choice."""
     if (item_bytes is None) == (item_bits is None):
         raise ParameterError("give exactly one of item_bytes (strings) or item_bits (integers)")
     if item_bytes is not None:
-        return StringCodec(item_bytes)
+        return StringCodec(item_bytes, truncate)
+    if truncate:
+        raise ParameterError("truncate applies to string items (item_bytes) only")
     assert item_bits is not None
     return IntCodec(item_bits)

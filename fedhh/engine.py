@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
@@ -44,9 +45,9 @@ def build_run(
     if params.mechanism == "pem":  # the single-population reference pools all users
         arrays, ids = [np.concatenate(arrays)], ["all-users"]
     for pid, arr in zip(ids, arrays, strict=True):
-        if arr.size == 0:
+        if cd.count(arr) == 0:
             raise ParameterError(f"party {pid} has no users")
-    sizes = tuple(int(a.size) for a in arrays)
+    sizes = tuple(cd.count(a) for a in arrays)
     check_feasible(params, ids, sizes)
     spec = RunSpec(run_id, params, tuple(ids), sizes, codec_name(codec))
     return spec, {pid: Party(spec, pid, arr) for pid, arr in zip(ids, arrays, strict=True)}

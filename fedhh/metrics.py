@@ -14,9 +14,10 @@ Notation: T is the true global top-k (:func:`true_top_k`), Ĥ the returned set, 
 Ties: the true top-k orders items by count descending and breaks ties by code ascending, so T is
 deterministic; an item tied with the k-th item but with a larger code is not in T.
 
-Codes are m-bit item codes (any integer array-like, held as ``uint64``). Every function is
-vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or with more than
-k items raise :class:`~fedhh.errors.ParameterError`.
+Codes are m-bit item codes (any integer array-like, held as ``uint64``; codes wider than 64 bits
+as :mod:`fedhh.codes` holds them, ``(n, W)`` words, compared through their sortable keys). Every
+function is vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or
+with more than k items raise :class:`~fedhh.errors.ParameterError`.
 
 **The known-domain reference** (docs/mechanisms.md §8, :func:`known_domain_reference`): the
 scores an analyst would get if the item domain were known and all N users answered one round of
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.codec import MAX_BITS, Codes, as_codes
+from fedhh import codes as cd
+from fedhh.codes import Codes, as_codes
 from fedhh.errors import CodecError, ParameterError
 
 if TYPE_CHECKING:
@@ -69,14 +71,19 @@ def _check_k(k: int) -> int:
 
 
 def _codes(values: ArrayLike, what: str) -> Codes:
-    """``values`` as a 1-D uint64 code array; a wrong shape or kind raises ParameterError."""
+    """``values`` as a 1-D array of sortable code keys (uint64 codes up to 64 bits, the
+    :func:`fedhh.codes.keys` of wider ones); a wrong shape or kind raises ParameterError."""
     arr = np.asarray(values)
+    if arr.ndim == 2 and arr.dtype == np.uint64:
+        return cd.keys(arr)  # type: ignore[return-value]
+    if arr.ndim == 1 and arr.dtype.kind == "V":
+        return arr
     if arr.ndim != 1:
         raise ParameterError(f"{what} must be a 1-D sequence of codes, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iuO":
         raise ParameterError(f"{what} must hold integer codes, got dtype {arr.dtype}")
     try:
-        return as_codes(arr, MAX_BITS)
+        return as_codes(arr, 64)
     except CodecError as exc:
         raise ParameterError(f"{what}: {exc}") from None
 
@@ -140,7 +147,14 @@ def true_top_k(counts: CountTable, k: int) -> Codes:
         cand = cnt >= kth
         codes, cnt = codes[cand], cnt[cand]
     order = np.lexsort((codes, -cnt))  # last key is primary: count descending, then code
-    return codes[order[:k]]
+    return _from_keys(codes[order[:k]])
+
+
+def _from_keys(keys: NDArray[np.generic]) -> Codes:
+    """Codes from the keys of :func:`_codes` (wide codes back to their words)."""
+    if keys.dtype.kind == "V":
+        return cd.from_keys(keys, 8 * keys.dtype.itemsize)
+    return keys  # type: ignore[return-value]
 
 
 def precision(returned: ArrayLike, truth: ArrayLike) -> float:
@@ -256,7 +270,7 @@ def evaluate(
     k = _check_k(k)
     ret = _returned(returned_codes, k)
     codes, cnt = _count_table((global_codes, global_counts))
-    truth = true_top_k((codes, cnt), k)
+    truth = _codes(true_top_k((codes, cnt), k), "true top-k")
     hits = int(np.count_nonzero(np.isin(ret, truth)))
     p = hits / ret.size if ret.size else 0.0
     r = hits / k
@@ -349,7 +363,7 @@ def known_domain_reference(
     codes, cnt = codes[keep], cnt[keep]
     # Only items counted at least as often as the k-th can be in T: scoring against them alone
     # gives the same T (and the same ARE) at a fraction of the cost of the whole table.
-    truth = true_top_k((codes, cnt), k)
+    truth = _codes(true_top_k((codes, cnt), k), "true top-k")
     kth = int(cnt[codes == truth[-1]][0]) if truth.size else 0
     sure = cnt >= kth
     out = []

@@ -5,7 +5,10 @@ Result document (``"format": "fedhh.result/1"``):
 
 * ``run_id``, ``mechanism``, ``params`` — the resolved run parameters;
 * ``top_k`` — list of ``{rank, item, code, estimate, stderr, parties}`` (``item`` decoded with the
-  run's codec, ``code`` the m-bit integer, ``parties`` how many parties contributed an estimate);
+  run's codec: text, with bytes that are not UTF-8 escaped as ``\\xff``; ``code`` the m-bit code:
+  an integer up to 64 bits, above a string ``"0x…"`` of 2·⌈m/8⌉ hex digits; ``parties`` how
+  many parties contributed an estimate), plus ``bytes_hex`` for string items: the item's exact
+  bytes (padding stripped) in hex, lossless whatever the display shows;
 * ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
   ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
   estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
@@ -13,7 +16,8 @@ Result document (``"format": "fedhh.result/1"``):
   (``step_rule``), ``level_candidates`` and ``final_weight`` as resolved, ``shared`` (the
   lengths of the levels all parties estimated together) and, per party, the ``lengths``,
   ``steps``, ``candidates``, ``users`` and ``oracles`` of its levels in order (a view of
-  ``cost.levels``);
+  ``cost.levels``), and ``length_users`` when a share of its users reported their item's length
+  for the plan (text items wider than 64 bits, docs/mechanisms.md §10);
 * ``privacy`` — ε, reports per user, the oracles used and a plain statement;
 * ``failed_parties``, ``notes``; and ``evaluation`` (precision, recall, F1, NCR, ARE) when the
   ground truth is known (synthetic, AOL or baby-names data, party files), with ``reference``:
@@ -21,8 +25,8 @@ Result document (``"format": "fedhh.result/1"``):
   ``f1``, ``ncr``, ... and their ``*_std`` over the draws) when the caller computed it;
 * ``dataset`` (when the caller knows it): ``name``, ``users``, ``parties``, ``party_sizes``,
   ``party_names`` (real federations), ``distinct_items``, ``m`` and ``params`` — how the data
-  was made, including ``truncated_names`` / ``truncated_users`` when items longer than the item
-  width were truncated (baby names).
+  was made, and ``truncated`` (``item_bytes``, ``distinct``, ``users``) when the data was loaded
+  with truncation: how many distinct items and users had items longer than the width cut.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
@@ -45,6 +50,23 @@ def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
+def code_labels(codes: np.ndarray, m: int) -> list[int | str]:
+    """The result document's ``code`` of each item: the integer up to 64 bits, above a string
+    ``"0x"`` + the 2·⌈m/8⌉ hex digits of the code's big-endian bytes."""
+    if m <= 64:
+        return [int(c) for c in np.asarray(codes).tolist()]
+    nb = -(-m // 8)
+    raw = cd.to_bytes(codes, m)
+    return ["0x" + raw[i : i + nb].hex() for i in range(0, len(raw), nb)]
+
+
+def code_hex(code: int | str, m: int) -> str:
+    """A ``code`` of the result document as the 2·⌈m/8⌉ hex digits of its big-endian bytes."""
+    if isinstance(code, str):
+        return code.removeprefix("0x")
+    return f"{code:0{2 * max(1, -(-m // 8))}x}"
+
+
 def result_document(
     result: RunResult,
     codec: StringCodec | IntCodec,
@@ -55,20 +77,21 @@ def result_document(
 ) -> dict[str, Any]:
     """The JSON-serialisable document of a run (``dataset``: the dataset's ``summary()``;
     ``reference``: its known-domain reference, ``FederatedDataset.reference``)."""
-    items = codec.decode(result.items) if result.items.size else []
+    n = cd.count(result.items)
+    items = codec.decode(result.items) if n else []
     top = [
         {
             "rank": i + 1,
             "item": item,
-            "code": int(code),
+            "code": code,
             "estimate": float(est),
             "stderr": float(se),
-            "parties": int(n),
+            "parties": int(c),
         }
-        for i, (item, code, est, se, n) in enumerate(
+        for i, (item, code, est, se, c) in enumerate(
             zip(
                 items,
-                result.items,
+                code_labels(result.items, codec.m),
                 result.estimates,
                 result.stderrs,
                 np.asarray(result.contributors),
@@ -76,6 +99,9 @@ def result_document(
             )
         )
     ]
+    if isinstance(codec, StringCodec) and n:
+        for row, raw in zip(top, codec.item_bytes(result.items), strict=True):
+            row["bytes_hex"] = raw.hex()
     doc: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "run_id": result.run_id,
@@ -108,6 +134,9 @@ def plan_of(params: Mapping[str, Any], levels: list[dict[str, Any]]) -> dict[str
             str(lv["party"]),
             {"lengths": [], "steps": [], "candidates": [], "users": [], "oracles": []},
         )
+        if lv.get("phase") == "length":  # the item-length level of wide text items (§10)
+            mine["length_users"] = lv["reports"]
+            continue
         for key, field in (
             ("lengths", "length"),
             ("steps", "step"),
@@ -141,20 +170,39 @@ def _plan_line(plan: Mapping[str, Any]) -> str:
     )
 
 
-def format_table(doc: dict[str, Any], truth_counts: dict[int, int] | None = None) -> str:
-    """A readable table of the top-k (with true counts when known) and the cost summary."""
+def _shown(row: Mapping[str, Any]) -> str:
+    """An item as the table shows it: text quoted, bytes that are not UTF-8 as a bytes literal
+    (``b'www.b\\xc3'``), integers as they are."""
+    if not isinstance(row["item"], str):
+        return str(row["item"])
+    if "bytes_hex" in row:
+        raw = bytes.fromhex(row["bytes_hex"])
+        try:
+            return repr(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return repr(raw)
+    return repr(row["item"])
+
+
+def format_table(doc: dict[str, Any], truth_counts: Mapping[int | str, int] | None = None) -> str:
+    """A readable table of the top-k (with true counts, keyed by the rows' ``code``, when known)
+    and the cost summary."""
     has_truth = truth_counts is not None
+    shown = [_shown(row) for row in doc["top_k"]]
+    width = min(max([18, *(len(t) + 1 for t in shown)]), 44)
     lines = [
         f"{doc['mechanism'].upper()}  ε = {doc['params']['epsilon']:g}  "
         f"k = {doc['params']['k']}  m = {doc['params']['m']}  oracle = {doc['params']['oracle']}",
         "",
-        f"{'rank':>4}  {'item':<18}{'estimate':>12}{'± stderr':>11}"
+        f"{'rank':>4}  {'item':<{width}}{'estimate':>12}{'± stderr':>11}"
         + (f"{'true':>10}" if has_truth else "")
         + f"{'parties':>9}",
     ]
-    for row in doc["top_k"]:
-        item = repr(row["item"]) if isinstance(row["item"], str) else str(row["item"])
-        line = f"{row['rank']:>4}  {item[:18]:<18}{row['estimate']:>12,.0f}{row['stderr']:>11,.0f}"
+    for row, item in zip(doc["top_k"], shown, strict=True):
+        line = (
+            f"{row['rank']:>4}  {item[:width]:<{width}}{row['estimate']:>12,.0f}"
+            f"{row['stderr']:>11,.0f}"
+        )
         if truth_counts is not None:
             line += f"{truth_counts.get(row['code'], 0):>10,}"
         lines.append(line + f"{row['parties']:>9}")

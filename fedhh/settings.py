@@ -35,6 +35,7 @@ from fedhh.datasets import (
     load_aol,
     load_babynames,
     load_party_files,
+    synthetic_urls,
     synthetic_zipf,
 )
 from fedhh.datasets.babynames import PARTY_RULES
@@ -42,7 +43,7 @@ from fedhh.errors import ParameterError
 from fedhh.mechanisms import params as mp
 
 T = TypeVar("T")
-DATASETS = ("zipf", "aol", "babynames")
+DATASETS = ("zipf", "aol", "babynames", "urls")
 SPLITS = ("dirichlet", "permutation", "iid")
 DEFAULT_PARTIES = 8
 DERIVED = frozenset({"m"})  # set by the item codec of the data
@@ -66,13 +67,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 class DatasetParams:
     """The data of a simulated federation (``fedhh simulate``, a Flower run's SuperNodes)."""
 
-    dataset: str = "zipf"  # zipf: synthetic Zipf users; aol: AOL queries; babynames: IL births
-    parties: int | None = None  # zipf/aol: number of parties M (8); babynames: see party_by
-    users: int = 200_000  # zipf: users N
-    items: int = 10_000  # zipf: distinct items
-    zipf_s: float = 1.1  # zipf: Zipf exponent
+    dataset: str = "zipf"  # zipf: synthetic Zipf; aol: AOL queries; babynames: IL births; urls
+    parties: int | None = None  # zipf/aol/urls: number of parties M (8); babynames: see party_by
+    users: int = 200_000  # zipf/urls: users N
+    items: int = 10_000  # zipf/urls: distinct items
+    zipf_s: float = 1.1  # zipf/urls: Zipf exponent
     bits: int = 32  # zipf: bits per item m
-    split: str = "dirichlet"  # zipf/aol: non-IID rule for splitting users into parties
+    split: str = "dirichlet"  # zipf/aol/urls: non-IID rule for splitting users into parties
     alpha: float = 0.5  # Dirichlet concentration α
     sizes: str = "equal"  # party sizes: equal or skewed
     data_seed: int = 0  # seed of the data and its split
@@ -80,8 +81,13 @@ class DatasetParams:
     max_users: int | None = None  # aol/babynames: keep this many users
     party_by: str | None = None  # babynames: parties are sector-sex (8) or sector-decade
     years: str = ""  # babynames: keep these birth years, FIRST-LAST or YEAR
-    item_bytes: int | None = None  # party files: string items of this width; babynames: ≤ 8
+    item_bytes: int | None = (
+        None  # party files, babynames: string items of ≤ this many bytes (≤ 64)
+    )
     item_bits: int | None = None  # party files: integer items of this many bits
+    truncate: bool = (
+        False  # cut items longer than item_bytes (else refused); the result counts them
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -115,7 +121,8 @@ class DatasetParams:
 def load_dataset(d: DatasetParams, party_files: list[Path] | None = None) -> FederatedDataset:
     """The federation ``d`` describes (or the given party files, one party each)."""
     if party_files:
-        return load_party_files(party_files, codec=codec_for(d.item_bytes, d.item_bits))
+        codec = codec_for(d.item_bytes, d.item_bits, truncate=d.truncate)
+        return load_party_files(party_files, codec=codec)
     path = d.data_path or None
     if d.dataset != "babynames" and (d.party_by is not None or d.years):
         raise ParameterError("party_by and years apply to the babynames dataset only")
@@ -131,12 +138,13 @@ def load_dataset(d: DatasetParams, party_files: list[Path] | None = None) -> Fed
             path,
             party_by=d.party_by or "sector-sex",
             years=d.year_range(),
-            item_bytes=8 if d.item_bytes is None else d.item_bytes,
+            item_bytes=d.item_bytes,
+            truncate=d.truncate,
             max_users=d.max_users,
             seed=d.data_seed,
         )
-    if d.item_bytes is not None or d.item_bits is not None:
-        raise ParameterError("item_bytes/item_bits apply to party files only")
+    if d.item_bytes is not None or d.item_bits is not None or d.truncate:
+        raise ParameterError("item_bytes/item_bits/truncate apply to party files and babynames")
     parties = DEFAULT_PARTIES if d.parties is None else d.parties
     common: dict[str, Any] = {
         "split": d.split,
@@ -146,6 +154,8 @@ def load_dataset(d: DatasetParams, party_files: list[Path] | None = None) -> Fed
     }
     if d.dataset == "aol":
         return load_aol(path, n_parties=parties, max_users=d.max_users, **common)
+    if d.dataset == "urls":
+        return synthetic_urls(d.users, parties, n_items=d.items, s=d.zipf_s, **common)
     return synthetic_zipf(d.users, parties, m=d.bits, n_items=d.items, s=d.zipf_s, **common)
 
 

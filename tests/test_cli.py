@@ -92,13 +92,23 @@ def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     doc = json.loads(out.read_text())
     ds = doc["dataset"]
     assert ds["name"] == "babynames" and ds["users"] == 60_000 and ds["parties"] == 8
-    assert ds["party_names"][0] == "Christian-Arab-F" and ds["m"] == 64
-    assert 0 < ds["params"]["truncated_names"] < ds["params"]["names"]
-    assert 0 < ds["params"]["truncated_users"] < 60_000
+    assert ds["party_names"][0] == "Christian-Arab-F" and ds["m"] > 64  # whole names
+    assert "truncated" not in ds and "truncated_names" not in ds["params"]
     assert doc["evaluation"]["reference"]["draws"] == 3
-    assert all(isinstance(row["item"], str) and row["item"] for row in doc["top_k"])
-    err = capsys.readouterr().err
-    assert "truncated to 8 bytes:" in err and "Jewish-M" in err  # the dataset description
+    for row in doc["top_k"]:  # wide codes: a hex string, and the exact bytes beside the text
+        assert row["code"].startswith("0x") and len(row["code"]) == 2 + ds["m"] // 4
+        assert bytes.fromhex(row["bytes_hex"]).decode() == row["item"] != ""
+    assert "Jewish-M" in capsys.readouterr().err  # the dataset description
+    cut = tmp_path / "cut.json"
+    argv += ["--item-bytes", "8", "--truncate", "-k", "8", "--reference-draws", "0"]
+    assert main([*argv, "--quiet", "--output", str(cut)]) == 0
+    ds = json.loads(cut.read_text())["dataset"]
+    assert ds["m"] == 64 and 0 < ds["truncated"]["distinct"] < ds["params"]["names"]
+    assert ds["truncated"] == {
+        "item_bytes": 8,
+        "distinct": ds["params"]["truncated_names"],
+        "users": ds["params"]["truncated_users"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -112,11 +122,11 @@ def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["--mechanism", "magic"], "invalid choice"),
         (["--party-file", "/nonexistent/file.txt", "--item-bytes", "4"], "nonexistent"),
         (["--party-file", "EMPTY", "--item-bytes", "4"], "empty"),
-        (["--party-file", "GOOD", "--item-bytes", "40"], "between 1 and 8"),
+        (["--party-file", "GOOD", "--item-bytes", "65"], "between 1 and 64"),
         (["--dataset", "babynames", "--parties", "4"], "parties does not apply"),
         (["--dataset", "babynames", "--years", "2010-2000"], "after the last"),
         (["--dataset", "babynames", "--years", "soon"], "FIRST-LAST"),
-        (["--dataset", "babynames", "--item-bytes", "9"], "at most 8"),
+        (["--dataset", "babynames", "--item-bytes", "9"], "longer than 9 bytes"),
         (["--dataset", "babynames", "--engine", "flower"], "inprocess only"),
         (["--party-by", "sector-decade"], "babynames dataset only"),
         (["--users", "-5"], "users must be"),

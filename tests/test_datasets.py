@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedhh import codes as cd
 from fedhh import datasets
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.datasets import (
@@ -35,14 +36,15 @@ from fedhh.metrics import true_top_k
 def assert_consistent(ds: FederatedDataset) -> None:
     """Parties are uint64 arrays whose concatenation has exactly the global counts."""
     assert len(ds.parties) == ds.n_parties
-    assert all(p.dtype == np.uint64 and p.ndim == 1 and p.size > 0 for p in ds.parties)
-    codes, counts = np.unique(np.concatenate(ds.parties), return_counts=True)
+    ndim = 1 if ds.m <= 64 else 2  # fedhh.codes: (n, W) words above 64 bits
+    assert all(p.dtype == np.uint64 and p.ndim == ndim and p.size > 0 for p in ds.parties)
+    codes, counts = cd.unique_counts(np.concatenate(ds.parties))
     np.testing.assert_array_equal(codes, ds.global_codes)
     np.testing.assert_array_equal(counts, ds.global_counts)
     assert ds.global_codes.dtype == np.uint64
     assert ds.global_counts.dtype == np.int64
     assert ds.n_users == int(ds.party_sizes.sum()) == int(ds.global_counts.sum())
-    assert ds.n_distinct == ds.global_codes.size
+    assert ds.n_distinct == cd.count(ds.global_codes)
     if ds.m < 64:
         assert int(ds.global_codes.max()) < 1 << ds.m
 
@@ -355,7 +357,8 @@ def test_aol_top_items(aol: FederatedDataset) -> None:
 def test_aol_invalid_utf8_values_load(aol: FederatedDataset) -> None:
     code = StringCodec(6).encode([b"www.b\xc3"])
     assert aol.count_of(code)[0] >= 1
-    assert aol.decode(code)[0] == "www.b\ufffd"
+    assert aol.decode(code)[0] == "www.b\\xc3"  # shown escaped
+    assert aol.codec.item_bytes(code) == [b"www.b\xc3"]  # carried exactly
 
 
 def test_aol_strip_trailing_spaces() -> None:
@@ -467,8 +470,11 @@ def test_party_files_round_trip_strings(tmp_path: Path) -> None:
 
 def test_party_files_bytes_and_gzip(tmp_path: Path) -> None:
     path = write_gz(tmp_path / "p.txt.gz", [b"\xff\xfe\n", b"abcdefgh\n"])
-    ds = load_party_files(path, codec=StringCodec(4))
+    with pytest.raises(DataError, match=r"1 item.* longer than 4 bytes, e.g. 'abcdefgh'"):
+        load_party_files(path, codec=StringCodec(4))
+    ds = load_party_files(path, codec=StringCodec(4, truncate=True))
     assert StringCodec(4).to_bytes(ds.parties[0]) == [b"\xff\xfe", b"abcd"]  # truncated to 4
+    assert ds.truncation() == {"item_bytes": 4, "distinct": 1, "users": 1}
 
 
 def test_party_files_round_trip_ints(tmp_path: Path) -> None:
@@ -518,8 +524,9 @@ def test_csv_column(tmp_path: Path) -> None:
     a.write_text('user,query,n\n1,"hello, world",5\n2,bye,7\n\n3,bye,9\n', encoding="utf-8")
     b = tmp_path / "b.csv"
     b.write_text("user,query,n\n4,bye,1\n", encoding="utf-8")
-    ds = load_csv_column([a, b], "query", codec=StringCodec(8))
+    ds = load_csv_column([a, b], "query", codec=StringCodec(8, truncate=True))
     assert ds.decode(ds.parties[0]) == ["hello, w", "bye", "bye"]
+    assert ds.params["truncated_items"] == 1 and ds.params["truncated_users"] == 1
     assert ds.party_sizes.tolist() == [3, 1]
     ints = load_csv_column(a, 2, codec=IntCodec(8))
     assert ints.decode(ints.parties[0]) == [5, 7, 9]
@@ -584,7 +591,12 @@ BABY_ROWS = [
 
 def test_babynames_parties_truncation_and_counts(tmp_path: Path) -> None:
     write_babynames(tmp_path, BABY_ROWS)
-    ds = load_babynames(tmp_path, seed=0)  # a directory holding the file
+    whole = load_babynames(tmp_path, seed=0)  # a directory holding the file; names whole
+    assert whole.m == 80 and whole.n_distinct == 6 and whole.truncation() is None
+    assert "אבגדה" in whole.decode(whole.global_codes)
+    with pytest.raises(DataError, match=r"3 names .12 births. are longer than 8 bytes"):
+        load_babynames(tmp_path, item_bytes=8, seed=0)
+    ds = load_babynames(tmp_path, item_bytes=8, truncate=True, seed=0)
     assert_consistent(ds)
     assert ds.name == "babynames" and ds.m == 64 and ds.n_users == 31
     assert ds.party_names == ("Jewish-F", "Jewish-M", "Muslim-F", "Muslim-M")
@@ -607,7 +619,7 @@ def test_babynames_options(tmp_path: Path) -> None:
     by_decade = load_babynames(tmp_path, party_by="sector-decade", seed=0)
     assert by_decade.party_names == ("Jewish-1990s", "Jewish-2000s", "Muslim-1990s", "Muslim-2000s")
     assert by_decade.party_sizes.tolist() == [7, 16, 4, 4]
-    recent = load_babynames(tmp_path, years=(2000, 2024), item_bytes=4, seed=0)
+    recent = load_babynames(tmp_path, years=(2000, 2024), item_bytes=4, truncate=True, seed=0)
     assert recent.n_users == 20 and recent.m == 32
     assert recent.party_names == ("Jewish-F", "Jewish-M", "Muslim-F", "Muslim-M")
     assert sorted(recent.decode(recent.global_codes)) == sorted(["אב", "דו", "נו"])
@@ -623,7 +635,7 @@ def test_babynames_options(tmp_path: Path) -> None:
     ("kwargs", "match"),
     [
         ({"party_by": "sex"}, "party_by"),
-        ({"item_bytes": 9}, "at most 8"),
+        ({"item_bytes": 65}, "at most 64"),
         ({"years": (2010, 2000)}, "after"),
         ({"years": (1800, 1801)}, "no births in the years 1800-1801"),
         ({"max_users": 0}, "max_users"),
@@ -659,7 +671,7 @@ def test_babynames_real_file() -> None:
     assert int(ds.party_sizes.min()) == 33_336 and int(ds.party_sizes.max()) == 3_658_626
     assert ds.party_names[5] == "Jewish-M"
     top = ds.decode(ds.top_k(3))
-    assert top[1:] == ["יוסף", "אורי"]  # 'מוחמ' (Muhammad, truncated) is first
-    assert 0 < ds.params["truncated_names"] < ds.params["names"]  # type: ignore[operator]
+    assert top == ["מוחמד", "יוסף", "דוד"]  # whole names (the widest is 21 bytes)
+    assert ds.m == 168 and ds.truncation() is None
     ref = ds.reference(2.0, 16, 0, repeats=5)
     assert ref["oracle"].startswith("olh") and 0.8 < ref["f1"] <= 1.0

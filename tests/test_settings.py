@@ -82,7 +82,9 @@ def test_every_mechanism_parameter_is_reachable(name: str, tmp_path: Path) -> No
 def test_dataset_fields_are_flags_and_config_keys() -> None:
     for f in dataclasses.fields(settings.DatasetParams):
         value = _other(settings.DatasetParams, f.name)
-        args = build_parser().parse_args(["simulate", f"--{settings.key(f.name)}", _text(value)])
+        flag = f"--{settings.key(f.name)}"
+        argv = [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else []
+        args = build_parser().parse_args(["simulate", *(argv or [flag, _text(value)])])
         assert getattr(settings.from_flags(settings.DatasetParams, args), f.name) == value
         cfg = settings.from_config(settings.DatasetParams, {settings.key(f.name): value})
         assert getattr(cfg, f.name) == value

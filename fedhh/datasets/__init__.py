@@ -13,7 +13,8 @@ The package, by job:
 * :mod:`~fedhh.datasets.synthetic` — :func:`synthetic_zipf` and its Zipf helpers;
 * :mod:`~fedhh.datasets.aol` — the AOL query log and ``value<TAB>count`` files;
 * :mod:`~fedhh.datasets.babynames` — the Israeli baby-names federation (sector × sex parties);
-* :mod:`~fedhh.datasets.files` — one file (or CSV column) per party;
+* :mod:`~fedhh.datasets.files` — one file (or CSV column) per party, and writing them;
+* :mod:`~fedhh.datasets.urls` — :func:`synthetic_urls`, long text items (URLs of 20–32 bytes);
 * :mod:`~fedhh.datasets.common` — the seeded RNG, argument checks, finding the shared data files.
 
 All randomness comes from a ``numpy.random.Generator`` passed as ``rng`` (or an int seed, as
@@ -26,9 +27,10 @@ from fedhh.datasets.aol import AOL_WIDTH, load_aol, read_value_counts
 from fedhh.datasets.babynames import BABYNAMES_FILE, load_babynames
 from fedhh.datasets.common import AOL_FILE, find_data_file, make_rng
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.files import load_csv_column, load_party_files
+from fedhh.datasets.files import load_csv_column, load_party_files, write_party_files
 from fedhh.datasets.splits import SPLITS, apportion, partition, size_weights
 from fedhh.datasets.synthetic import synthetic_zipf, zipf_labels, zipf_pmf
+from fedhh.datasets.urls import synthetic_urls
 
 __all__ = [
     "AOL_FILE",
@@ -46,7 +48,9 @@ __all__ = [
     "partition",
     "read_value_counts",
     "size_weights",
+    "synthetic_urls",
     "synthetic_zipf",
+    "write_party_files",
     "zipf_labels",
     "zipf_pmf",
 ]

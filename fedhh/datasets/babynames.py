@@ -6,11 +6,13 @@ names given to at least 5 babies in a year, 1949–2024, 8,983,686 births in all
 user holding the name (its UTF-8 bytes). Parties are the sector × sex groups (8 parties, 33,336 to
 3,658,626 births) or, with ``party_by="sector-decade"``, the sector × decade groups.
 
-Names are Hebrew script, 2 bytes a letter: median 8 bytes, up to 21. Items are at most 8 bytes
-(m ≤ 64) today, so a longer name is **truncated** to the item width, at a UTF-8 character boundary
-(a letter is never cut in half, so every item decodes as text); names that agree on their first
-bytes then become one item. The number truncated is recorded in the dataset's ``params``
-(``truncated_names`` distinct names, ``truncated_users`` births) and shown by ``describe()``.
+Names are Hebrew script, 2 bytes a letter: median 8 bytes, up to 21. By default every name is an
+item of its full length: the item width is the longest name's (21 bytes, m = 168 bits, in the
+whole file). A narrower ``item_bytes`` refuses names that do not fit, unless ``truncate``: then a
+longer name is cut to the width at a UTF-8 character boundary (a letter is never cut in half, so
+every item decodes as text), names that agree on their first bytes become one item, and the
+number cut is recorded in the dataset's ``params`` (``truncated_names`` distinct names,
+``truncated_users`` births) and shown by ``describe()``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import StringCodec
+from fedhh import codes as cd
+from fedhh.codec import MAX_WIDTH, StringCodec, display
 from fedhh.datasets.common import (
     RngLike,
     StrPath,
@@ -74,14 +77,16 @@ def load_babynames(
     *,
     party_by: str = "sector-sex",
     years: tuple[int, int] | None = None,
-    item_bytes: int = 8,
+    item_bytes: int | None = None,
+    truncate: bool = False,
     max_users: int | None = None,
     rng: RngLike = None,
     seed: int | None = None,
 ) -> FederatedDataset:
     """The Israeli baby-names federation: one user per birth holding the name, parties by
-    ``party_by`` ("sector-sex", 8 parties, or "sector-decade"), names as ``item_bytes``-byte
-    UTF-8 items (m = 8·item_bytes ≤ 64; longer names truncated at a character boundary).
+    ``party_by`` ("sector-sex", 8 parties, or "sector-decade"), names as UTF-8 items of
+    ``item_bytes`` bytes (m = 8·item_bytes; default: the longest name kept). A name longer than
+    ``item_bytes`` raises DataError, or with ``truncate`` is cut at a character boundary.
 
     ``path`` is the file (or its directory), found like the AOL file by default
     (:func:`~fedhh.datasets.find_data_file`: ``$FEDHH_DATA_DIR``, ``../shared/data/``).
@@ -93,9 +98,9 @@ def load_babynames(
     """
     if party_by not in PARTY_RULES:
         raise ParameterError(f"party_by must be one of {', '.join(PARTY_RULES)}; got {party_by!r}")
-    width = _check_int("item_bytes", item_bytes, 1)
-    if width > 8:
-        raise ParameterError(f"item_bytes must be at most 8 (m ≤ 64 bits), got {width}")
+    width = None if item_bytes is None else _check_int("item_bytes", item_bytes, 1)
+    if width is not None and width > MAX_WIDTH:
+        raise ParameterError(f"item_bytes must be at most {MAX_WIDTH}, got {width}")
     if years is not None:
         if len(years) != 2:
             raise ParameterError(f"years must be a pair (first, last), got {years!r}")
@@ -160,18 +165,31 @@ def load_babynames(
     party_users = cells.sum(axis=1)
     name_users = cells.sum(axis=0)
     present = name_users > 0
-    codec = StringCodec(width)
-    records, lengths = _truncate(name_u, width)
-    name_code = codec.encode_fixed(records)
+    lengths = np.char.str_len(name_u).astype(np.int64)
+    longest = int(lengths[present].max())
+    if width is None:
+        width = longest
+        if width > MAX_WIDTH:
+            raise DataError(f"{file}: a name of {width} bytes, over the widest item ({MAX_WIDTH})")
     long = present & (lengths > width)
-    codes, code_of_name = np.unique(name_code[present], return_inverse=True)
+    if long.any() and not truncate:
+        example = name_u[np.flatnonzero(long)[0]].tobytes().rstrip(b"\0")
+        raise DataError(
+            f"{file}: {int(long.sum()):,} names ({int(name_users[long].sum()):,} births) are "
+            f"longer than {width} bytes, e.g. {display(example)!r} ({len(example)} bytes): give "
+            f"item_bytes ≥ {longest} (--item-bytes) or truncate them (--truncate)"
+        )
+    codec = StringCodec(width, truncate)
+    records, _ = _truncate(name_u, width)
+    name_code = codec.encode_fixed(records)
+    codes, code_of_name = cd.unique_inverse(name_code[present])
     counts = np.rint(
-        np.bincount(code_of_name, weights=name_users[present], minlength=codes.size)
+        np.bincount(code_of_name, weights=name_users[present], minlength=cd.count(codes))
     ).astype(np.int64)
     held = name_code[present]
     parties, labels = [], []
     for i in np.flatnonzero(party_users):  # a loop over the ≤ 36 parties, vectorised inside
-        users = np.repeat(held, cells[i, present])
+        users = np.repeat(held, cells[i, present], axis=0)
         gen.shuffle(users)
         parties.append(users)
         labels.append(
@@ -183,12 +201,12 @@ def load_babynames(
         params["years"] = f"{first}-{last}"
     if max_users is not None:
         params["max_users"] = max_users
-    params.update(
-        item_bytes=width,
-        names=int(np.count_nonzero(present)),
-        truncated_names=int(np.count_nonzero(long)),
-        truncated_users=int(name_users[long].sum()),
-    )
+    params.update(item_bytes=width, names=int(np.count_nonzero(present)))
+    if truncate:
+        params.update(
+            truncated_names=int(np.count_nonzero(long)),
+            truncated_users=int(name_users[long].sum()),
+        )
     return FederatedDataset(
         name="babynames",
         m=8 * width,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh import codes as cd
 from fedhh.codec import Codes, IntCodec, StringCodec, as_codes, check_bits
 from fedhh.datasets.common import RngLike, make_rng
 from fedhh.errors import CodecError, DataError, ParameterError
@@ -23,7 +24,8 @@ from fedhh.metrics import (
 
 __all__ = ["FederatedDataset"]
 
-_TRUNCATION = ("names", "truncated_names", "truncated_users")  # shown by truncation_note()
+# shown by truncation_note(), not among the parameters
+_TRUNCATION = ("names", "truncated_names", "truncated_items", "truncated_users")
 
 
 def _count(value: object) -> int:
@@ -35,7 +37,8 @@ def _count(value: object) -> int:
 class FederatedDataset:
     """Users' item codes split over parties, with the exact global counts.
 
-    ``parties[i]`` is a read-only ``uint64`` array with one m-bit code per user of party i.
+    ``parties[i]`` is a read-only ``uint64`` array with one m-bit code per user of party i
+    (:mod:`fedhh.codes`: 1-D up to 64 bits, ``(n, W)`` words above).
     ``global_codes`` (sorted, unique) and ``global_counts`` (int64, aligned, all ≥ 1) are the
     exact counts over all parties, computed once at construction (or passed in as
     ``precomputed=(codes, counts)`` by the generators, which know them already; checked only
@@ -67,7 +70,7 @@ class FederatedDataset:
                 arr = as_codes(p, m).view()
             except CodecError as exc:
                 raise DataError(f"party {i}: {exc}") from None
-            if arr.size == 0:
+            if cd.count(arr) == 0:
                 raise DataError(f"party {i} has no users")
             arr.flags.writeable = False
             parties.append(arr)
@@ -78,15 +81,15 @@ class FederatedDataset:
         if names and len(names) != len(parties):
             raise ParameterError(f"{len(names)} party names for {len(parties)} parties")
         object.__setattr__(self, "party_names", names)
-        n = sum(p.size for p in parties)
+        n = sum(cd.count(p) for p in parties)
         if precomputed is None:
-            codes, counts = np.unique(np.concatenate(parties), return_counts=True)
+            codes, counts = cd.unique_counts(np.concatenate(parties))
         else:
             codes = as_codes(precomputed[0], m)
             counts = np.asarray(precomputed[1])
             if (
-                counts.shape != codes.shape
-                or (codes.size > 1 and not np.all(codes[1:] > codes[:-1]))
+                counts.shape != (cd.count(codes),)
+                or not cd.strictly_increasing(codes)
                 or (counts.size and int(counts.min()) < 1)
                 or int(counts.sum()) != n
             ):
@@ -105,16 +108,16 @@ class FederatedDataset:
     @property
     def party_sizes(self) -> NDArray[np.int64]:
         """Number of users of each party."""
-        return np.array([p.size for p in self.parties], dtype=np.int64)
+        return np.array([cd.count(p) for p in self.parties], dtype=np.int64)
 
     @property
     def n_users(self) -> int:
-        return int(sum(p.size for p in self.parties))
+        return int(sum(cd.count(p) for p in self.parties))
 
     @property
     def n_distinct(self) -> int:
         """Number of distinct items held by at least one user."""
-        return int(self.global_codes.size)
+        return cd.count(self.global_codes)
 
     def top_k(self, k: int) -> Codes:
         """The true global top-k codes, most frequent first (ties: smaller code first)."""
@@ -123,17 +126,17 @@ class FederatedDataset:
     def count_of(self, codes: ArrayLike) -> NDArray[np.int64]:
         """Exact global counts of ``codes`` (0 for codes nobody holds)."""
         q = as_codes(codes, self.m)
-        out = np.zeros(q.size, dtype=np.int64)
-        if self.global_codes.size == 0 or q.size == 0:
+        out = np.zeros(cd.count(q), dtype=np.int64)
+        if self.n_distinct == 0 or out.size == 0:
             return out
-        pos = np.minimum(np.searchsorted(self.global_codes, q), self.global_codes.size - 1)
-        hit = self.global_codes[pos] == q
-        out[hit] = self.global_counts[pos[hit]]
+        idx = cd.index_of(q, self.global_codes)
+        hit = idx < self.n_distinct
+        out[hit] = self.global_counts[idx[hit]]
         return out
 
     def party_counts(self, i: int) -> tuple[Codes, NDArray[np.int64]]:
         """Exact counts (sorted unique codes, counts) of party ``i``."""
-        codes, counts = np.unique(self.parties[i], return_counts=True)
+        codes, counts = cd.unique_counts(self.parties[i])
         return codes, counts.astype(np.int64)
 
     def decode(self, codes: ArrayLike) -> list[Any]:
@@ -168,17 +171,34 @@ class FederatedDataset:
             out[key], out[f"{key}_std"] = means[key], means[f"{key}_std"]
         return out
 
-    def truncation_note(self) -> str:
-        """One line on the items cut to the item width ("" if the loader cut none or says
-        nothing): how many distinct items and how many users were affected."""
+    def truncation(self) -> dict[str, int] | None:
+        """What a truncating load cut: ``item_bytes``, ``distinct`` items and ``users`` (None
+        when the items were not truncated, i.e. every item is whole)."""
         p = self.params
-        names, cut, users = (_count(p.get(key)) for key in _TRUNCATION)
-        if not cut:
+        if "truncated_users" not in p:
+            return None
+        distinct = _count(p.get("truncated_names", p.get("truncated_items")))
+        return {
+            "item_bytes": _count(p.get("item_bytes")) or self.m // 8,
+            "distinct": distinct,
+            "users": _count(p.get("truncated_users")),
+        }
+
+    def truncation_note(self) -> str:
+        """One line on the items cut to the item width ("" if none was cut): how many distinct
+        items and how many users were affected."""
+        cut = self.truncation()
+        if not cut or not cut["distinct"]:
             return ""
+        names = _count(self.params.get("names"))
+        what = (
+            f"{cut['distinct']:,} of {names:,} distinct names"
+            if names
+            else (f"{cut['distinct']:,} distinct items")
+        )
         return (
-            f"truncated to {_count(p.get('item_bytes')) or self.m // 8} bytes: {cut:,} of "
-            f"{names:,} distinct names ({users:,} of {self.n_users:,} users); "
-            f"{self.n_distinct:,} distinct items remain"
+            f"truncated to {cut['item_bytes']} bytes: {what} ({cut['users']:,} of "
+            f"{self.n_users:,} users); {self.n_distinct:,} distinct items remain"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -198,6 +218,9 @@ class FederatedDataset:
             k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
             for k, v in self.params.items()
         }
+        cut = self.truncation()
+        if cut is not None:
+            out["truncated"] = cut
         return out
 
     def describe(self, top: int = 5) -> str:

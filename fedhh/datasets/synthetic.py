@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import Codes, IntCodec, check_bits
+from fedhh.codec import MAX_INT_BITS, Codes, IntCodec, check_bits
 from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.splits import (
@@ -37,7 +37,7 @@ def zipf_labels(n_items: int, m: int, rng: RngLike = None) -> Codes:
     random permutation of all 2^m codes; sparse ones draw, drop repeats and redraw the shortfall.
     """
     n_items = _check_int("n_items", n_items, 1)
-    m = check_bits(m)
+    m = check_bits(m, MAX_INT_BITS)
     gen = make_rng(rng)
     space = 1 << m
     if space < n_items:
@@ -84,7 +84,7 @@ def synthetic_zipf(
         raise ParameterError(
             f"n_users={n_users} is fewer than n_parties={n_parties}: every party needs a user"
         )
-    m = check_bits(m)
+    m = check_bits(m, MAX_INT_BITS)
     n_items = _check_int("n_items", n_items, 1)
     s = _check_s(s)
     split, alpha, permute = _check_split(split, alpha, permute)
