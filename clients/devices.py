@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from fedhh import codes as cd
 from fedhh.clients.credentials import Credentials
 from fedhh.clients.ingest import MAX_REPORT_BYTES, ReportChecker, check_single_report
 from fedhh.clients.reporter import ReportTask
@@ -147,7 +148,8 @@ class DeviceSource:
         self.ready.notify_all()
 
     def _open(self, key: tuple[str, int], group: Group) -> None:
-        oracle, cand, quota = group.oracle, group.candidates, max(int(group.users.size), 1)
+        oracle, quota = group.oracle, max(int(group.users.size), 1)
+        cand = cd.oracle_keys(group.candidates, group.length)  # what devices index and hash
         task = ReportTask.for_oracle(*key, self.m, group.length, self.codec, oracle, cand)
         count = self.store.count_reports(*key)
         checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)

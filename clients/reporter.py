@@ -1,9 +1,11 @@
 """The user SDK: what runs on a user's device.
 
 A device fetches its party's current report task (:class:`ReportTask`: run, prefix length, oracle
-and its parameters, and the candidate set for GRR/OUE), turns its one item into an ε-LDP report
-with :func:`make_report` (the item is encoded, cut to the task's prefix and perturbed on the
-device; only the perturbed report leaves it) and submits it once per run. :class:`ReporterClient`
+and its parameters, and the candidate set for GRR/OUE as the candidates' 64-bit oracle keys),
+turns its one item into an ε-LDP report with :func:`make_report` (the item is encoded, cut to the
+task's prefix, keyed like the candidates — the prefix itself up to 64 bits, its
+:func:`fedhh.codes.fingerprint` above — and perturbed on the device; only the perturbed report
+leaves it) and submits it once per run. :class:`ReporterClient`
 does the three steps against a party agent's report endpoint, with the user's credential (issued
 by the party, ``fedhh party enroll``)::
 
@@ -23,7 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from fedhh.codec import prefix
+from fedhh import codes as cd
 from fedhh.errors import ParameterError, TransportError
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
@@ -120,8 +122,8 @@ def make_report(task: ReportTask, item: object, rng: np.random.Generator | None 
     wants): encode, cut to the task's prefix, perturb. Returns ``Reports.to_bytes()`` of one
     report; the item itself never leaves this function."""
     codec = codec_from_name(task.codec)
-    code = codec.encode([item])
-    value = prefix(code, task.m, task.length)
+    code = codec.encode([item])  # an item longer than the codec's width is refused here
+    value = cd.oracle_keys(cd.prefix(code, task.m, task.length), task.length)
     gen = rng if rng is not None else np.random.default_rng()
     cand = task.candidates if task.oracle in NEEDS_CANDIDATES else None
     return task.build_oracle().perturb(value, gen, cand).to_bytes()

@@ -51,6 +51,7 @@ __all__ = [
     "prefix",
     "shift_left",
     "sort",
+    "strictly_increasing",
     "to_bytes",
     "to_ints",
     "unique",
@@ -268,6 +269,8 @@ def extend(
     child's prefix. Without ``done`` these are :func:`children`; a prefix marked ``done`` (one
     that has :func:`ended`) has one child, its zero extension."""
     n = count(prefixes)
+    if n == 0:
+        return empty(length + step), np.zeros(0, dtype=np.int64)
     if done is None or not done.any():
         return children(prefixes, length, step), np.repeat(np.arange(n, dtype=np.int64), 1 << step)
     if not done.all() and step >= WORD:
@@ -340,6 +343,17 @@ def unique_counts(codes: Codes) -> tuple[Codes, NDArray[np.int64]]:
     return from_keys(uk, _bits_of(codes)), counts
 
 
+def strictly_increasing(codes: Codes) -> bool:
+    """Whether the codes are sorted and distinct."""
+    if codes.ndim == 1:
+        return bool(np.all(codes[1:] > codes[:-1]))
+    k = keys(codes)
+    if k.size < 2:
+        return True
+    order = np.argsort(k, kind="stable")
+    return bool(np.all(order == np.arange(k.size)) and np.all(k[1:] != k[:-1]))
+
+
 def sort(codes: Codes) -> Codes:
     """Codes in ascending order."""
     return np.sort(codes) if codes.ndim == 1 else codes[np.argsort(keys(codes), kind="stable")]
@@ -372,6 +386,8 @@ def _nbytes(bits: int) -> int:
 def to_bytes(codes: Codes, bits: int) -> bytes:
     """⌈bits/8⌉ big-endian bytes a code (at least one), back to back."""
     nb = _nbytes(bits)
+    if count(codes) == 0:
+        return b""
     big = _matrix(codes)
     mat = np.ascontiguousarray(big.astype(">u8")).view(np.uint8)
     mat = mat.reshape(count(codes), 8 * big.shape[1])

@@ -3,9 +3,13 @@
 A :class:`PrefixTrie` stores its nodes in growable numpy arrays (no per-node Python objects):
 
 * ``label`` (``uint64``): for a bit trie, the node's full prefix code (a prefix of length ℓ bits
-  of an m-bit code, most significant bits first, as in :mod:`fedhh.codec`); for a token tree, the
-  token on the edge into the node (the first token of the edge in a compressed tree), or
-  :data:`END` for an end-of-sequence child "⊥".
+  of an m-bit code, most significant bits first, as in :mod:`fedhh.codes`) while ℓ ≤ 64; for a
+  longer prefix, its 64-bit fingerprint (:func:`fedhh.codes.fingerprint` of the prefix and ℓ,
+  the key the oracles use): labels stay one word, :meth:`find` works on them, and whoever needs
+  the full prefixes keeps them beside the node ids (:func:`fedhh.mechanisms.local.local_search`
+  does); :meth:`extend` works on full labels only (ℓ + step ≤ 64). For a token tree, the token on
+  the edge into the node (the first token of the edge in a compressed tree), or :data:`END` for
+  an end-of-sequence child "⊥".
 * ``parent`` (``int64``): the parent's node id, ``-1`` for a root. A parent always has a smaller id
   than its children, so node order is a topological order.
 * ``depth`` (``int64``): the prefix length in bits or tokens (never smaller than the parent's).

@@ -126,6 +126,8 @@ class AnalystClient(ServiceClient):
                 "rank": r.rank,
                 "item": r.item,
                 "code": r.code,
+                "code_hex": r.code_hex,
+                "bytes_hex": r.item_bytes.hex(),
                 "estimate": r.estimate,
                 "stderr": r.stderr,
                 "parties": r.parties,
@@ -139,9 +141,14 @@ class AnalystClient(ServiceClient):
         doc: dict[str, Any] = json.loads(resp.document_json)
         return doc
 
-    def freq(self, run_id: str, items: Sequence[str]) -> list[dict[str, Any]]:
+    def freq(self, run_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
+        """Estimates of ``items`` (text, or bytes for items that are not UTF-8); the rows give
+        the text items first, then the bytes."""
+        text = [i for i in items if isinstance(i, str)]
+        raw = [bytes(i) for i in items if not isinstance(i, str)]
         resp = self._call(
-            "GetFrequency", analyst_pb2.FrequencyRequest(run_id=run_id, items=list(items))
+            "GetFrequency",
+            analyst_pb2.FrequencyRequest(run_id=run_id, items=text, item_bytes=raw),
         )
         return [
             MessageToDict(

@@ -29,10 +29,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fedhh.codec import IntCodec
+from fedhh.codec import IntCodec, StringCodec, display
 from fedhh.errors import FedHHError, ParameterError
 from fedhh.protocol import RunDriver, codec_from_name, encoding, limits
 from fedhh.protocol.coordinator import POLICIES
+from fedhh.report import code_hex, code_labels
 from fedhh.server.state import CoordinatorState, failed_in
 from fedhh.server.store import RunRow, Store
 from fedhh.wire.rpc import SERVER_OPTIONS, Refused, add_servicer, refused
@@ -307,16 +308,19 @@ class AnalystServicer:
         row = self._done(request.run_id, ident)
         assert row.result is not None
         rows = row.result["top_k"][: request.k or None]
+        m = int(row.result["params"]["m"])
         return analyst_pb2.TopResponse(
             run_id=row.run_id,
             rows=[
                 analyst_pb2.TopRow(
                     rank=r["rank"],
                     item=str(r["item"]),
-                    code=r["code"],
+                    code=r["code"] if isinstance(r["code"], int) else 0,
                     estimate=r["estimate"],
                     stderr=r["stderr"],
                     parties=r["parties"],
+                    code_hex=code_hex(r["code"], m),
+                    item_bytes=bytes.fromhex(r.get("bytes_hex", "")),
                 )
                 for r in rows
             ],
@@ -325,16 +329,17 @@ class AnalystServicer:
 
     @_guard("GetFrequency")
     def GetFrequency(self, request: Any, context: Any, ident: Identity) -> Any:
-        if not request.items:
+        queried = [*request.items, *request.item_bytes]
+        if not queried:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "give at least one item")
-        if len(request.items) > MAX_QUERY_ITEMS:
+        if len(queried) > MAX_QUERY_ITEMS:
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"give at most {MAX_QUERY_ITEMS} items"
             )
         row = self._done(request.run_id, ident)
         assert row.result is not None and row.spec is not None
         codec = codec_from_name(encoding.decode_spec(row.spec).codec)
-        items: list[Any] = list(request.items)
+        items: list[Any] = queried
         if isinstance(codec, IntCodec):
             try:
                 items = [int(x) for x in items]
@@ -343,14 +348,18 @@ class AnalystServicer:
                     grpc.StatusCode.INVALID_ARGUMENT, "this run's items are integers"
                 ) from None
         codes = codec.encode(items)
+        labels = code_labels(codes, codec.m)
+        raws = codec.item_bytes(codes) if isinstance(codec, StringCodec) else [b""] * len(labels)
         by_code = {r["code"]: r for r in row.result["top_k"]}
         out = []
-        for text, code in zip(request.items, codes.tolist(), strict=True):
-            hit = by_code.get(int(code))
+        for query, code, raw in zip(queried, labels, raws, strict=True):
+            hit = by_code.get(code)
             out.append(
                 analyst_pb2.FrequencyRow(
-                    item=text,
-                    code=int(code),
+                    item=query if isinstance(query, str) else display(query),
+                    code=code if isinstance(code, int) else 0,
+                    code_hex=code_hex(code, codec.m),
+                    item_bytes=raw,
                     found=hit is not None,
                     estimate=hit["estimate"] if hit else 0.0,
                     stderr=hit["stderr"] if hit else 0.0,

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from fedhh import codes as cd
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.strategies import StepContext, Strategies, final_level
+from fedhh.mechanisms.strategies import StepContext, Strategies, final_level, significant
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.trie import PrefixTrie
@@ -179,6 +179,7 @@ def local_search(
     trie: PrefixTrie | None = None,
     prune_bar: float = -math.inf,
     ended_rule: bool = False,
+    horizon: int | None = None,
 ) -> SearchResult:
     """PEM / TAP Phase II / TAPS Phase II inside one party (docs/mechanisms.md §4–6).
 
@@ -195,8 +196,12 @@ def local_search(
 
     ``ended_rule`` (zero-padded text items, docs/mechanisms.md §10): a prefix whose last
     complete byte is 0x00 has ended; it has one child, the level plan counts it as one
-    candidate, and once every kept prefix has ended one last level takes them to m with every
-    user left.
+    candidate, and once no kept prefix is open (all ended, or pruned) one last level takes the
+    ended prefixes and the consensus items to m with every user left. ``horizon`` is the prefix
+    length by which the party's items have ended (measured, :func:`~fedhh.mechanisms.planning.
+    horizon_bits`): the plan gives its users to the levels up to it, and past it an open
+    prefix is kept only when its estimate is significant
+    (:func:`~fedhh.mechanisms.strategies.significant`).
     """
     m = params.m
     kappa = int(params.kappa or 2 * params.k)
@@ -212,7 +217,8 @@ def local_search(
     is_cons = np.zeros(0, dtype=bool)
     if state.length >= m:
         raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
-    while state.length < m:
+    verified = False  # wide text: the last level estimates the kept items afresh
+    while state.length < m or (ended_rule and not verified and ledger.remaining > 0):
         done = cd.ended(state.prefixes, state.length) if ended_rule else None
         n_done = int(done.sum()) if done is not None else 0
         n_open = cd.count(state.prefixes) - n_done
@@ -226,8 +232,15 @@ def local_search(
             n_keep=kappa,
             final_weight=float(params.final_weight or 1.0),
             n_ended=n_done,
+            horizon=horizon,
+            verify=ended_rule,
         )
-        plan = final_level(ctx) if n_done and not n_open else strategies.step.plan(ctx)
+        if ended_rule and (not n_open or state.length == m):  # the items are known
+            if not cd.count(state.prefixes) and not cd.count(prior):
+                return SearchResult(cd.empty(m), np.zeros(0), np.zeros(0), tuple(levels), m)
+            plan, verified = final_level(ctx), True
+        else:
+            plan = strategies.step.plan(ctx)
         s = plan.steps[0]
         new_len = plan.lengths[0]
         users = ledger.take(plan.users[0])
@@ -247,6 +260,9 @@ def local_search(
         tree.set_stat("stderr", ids, se)
         is_cons = cd.isin(cand, cons) if cd.count(cons) else np.zeros(cd.count(cand), dtype=bool)
         passing = strategies.prune.keep(est, se, prune_bar)
+        if ended_rule and horizon is not None and new_len >= horizon:  # past the horizon, an
+            # open prefix goes on only if it is significant (docs/mechanisms.md §10)
+            passing &= cd.ended(cand, new_len) | significant(est, se, cd.count(cand))
         top = top_indices(est, kappa, passing)
         kept = is_cons.copy()
         kept[top] = True

@@ -20,9 +20,16 @@ users are split over the levels in proportion to their weights: 1 for every leve
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 from fedhh.errors import ParameterError
+
+LENGTH_SHARE = 0.02  # wide text items: share of a party's users that report their item's length
+TAIL_SHARE = 0.01  # the horizon leaves at most this share of the users' items longer than it
 
 
 @dataclass(frozen=True)
@@ -95,24 +102,79 @@ def plan_levels(
     max_candidates: int,
     final_weight: float = 1.0,
     n_ended: int = 0,
+    horizon: int | None = None,
+    verify: bool = False,
 ) -> LevelPlan:
     """The plan from ``n_prefixes`` prefixes of length ``start_length`` to full m-bit items.
 
     The first level extends the ``n_prefixes`` given prefixes (and the ``n_ended`` ones that
     have ended, one child each), every later level the ``n_keep`` prefixes a level keeps; each
-    level's candidate set stays within ``max_candidates``.
+    level's candidate set stays within ``max_candidates``. With a ``horizon`` (zero-padded text,
+    docs/mechanisms.md §10: the prefix length by which the items have ended) the levels go to
+    the horizon and one last level takes the ended prefixes to m; a search past its horizon
+    plans to m. With ``verify`` the last level always estimates the kept items afresh: the
+    level that takes ended prefixes to m does, and a plan that reaches m by extending ends
+    with one more level at m (step 0).
     """
-    remaining = m - start_length
-    if remaining < 1:
+    if start_length >= m:
         raise ParameterError(f"nothing to plan: start length {start_length} ≥ m = {m}")
+    target = horizon if horizon is not None and start_length < horizon < m else m
+    remaining = target - start_length
     first = min(max_step(n_prefixes, max_candidates, n_ended), remaining)
     steps = [first]
     if first < remaining:
         later = max_step(n_keep, max_candidates)
         n_later = math.ceil((remaining - first) / later)
         steps += balanced_steps(remaining - first, [later] * n_later)
+        if target < m:  # to a horizon: no sliver of a level just before it
+            steps = balanced_steps(remaining, [first] + [later] * n_later)
     lengths, at = [], start_length
     for s in steps:
         at += s
         lengths.append(at)
-    return LevelPlan(tuple(lengths), split_users(users, len(steps), final_weight), start_length)
+    if target < m or verify:
+        lengths.append(m)
+    return LevelPlan(tuple(lengths), split_users(users, len(lengths), final_weight), start_length)
+
+
+def levels_left(lengths: Sequence[int], level: int, horizon: int | None, m: int) -> int:
+    """Levels from shared level ``level`` on (itself included) for a party of a wide text run
+    (docs/mechanisms.md §10): the shared levels below its ``horizon``, the one that reaches it
+    and one last level to m; past the horizon (or without one) every shared level left and one
+    more level that estimates the items afresh."""
+    rest = len(lengths) - level + 1
+    if horizon is None or horizon >= m or lengths[level] >= horizon:
+        return rest
+    below = sum(1 for n in lengths[level:] if n < horizon)
+    return min(below + 2, rest)
+
+
+def byte_lengths(raw: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """The length of each zero-padded item of an ``(n, W)`` byte matrix (its last non-zero
+    byte's position + 1)."""
+    nz = raw != 0
+    last = raw.shape[1] - np.argmax(nz[:, ::-1], axis=1)
+    return np.where(nz.any(axis=1), last, 0).astype(np.int64)
+
+
+def horizon_bits(
+    counts: NDArray[np.float64],
+    stderrs: NDArray[np.float64],
+    n_reports: int,
+    m: int,
+    tail_share: float = TAIL_SHARE,
+    z: float = 1.0,
+) -> int:
+    """The horizon of the level plan from a group's estimated counts of its items' byte lengths
+    0..W (``counts``, ``stderrs``): with L the fewest bytes such that the items longer than L
+    hold at most ``tail_share`` of the ``n_reports`` users (their estimated count plus z
+    standard errors), every item of at most L bytes has ended by prefix length 8·(L + 1); m if
+    no such L < W."""
+    c = np.asarray(counts, dtype=np.float64)  # unclipped: the tail sums stay unbiased
+    var = np.asarray(stderrs, dtype=np.float64) ** 2
+    tail = np.concatenate([np.cumsum(c[::-1])[::-1][1:], [0.0]])  # users longer than L
+    tail_var = np.concatenate([np.cumsum(var[::-1])[::-1][1:], [0.0]])
+    ok = np.flatnonzero(tail + z * np.sqrt(tail_var) <= tail_share * max(n_reports, 1))
+    if ok.size == 0:
+        return m
+    return min(m, 8 * (int(ok[0]) + 1))

@@ -18,8 +18,8 @@ import numpy as np
 from fedhh import codes as cd
 from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.planning import plan_levels
-from fedhh.mechanisms.strategies import party_order
+from fedhh.mechanisms.planning import horizon_bits, plan_levels
+from fedhh.mechanisms.strategies import party_order, significant
 from fedhh.mechanisms.tasks import (
     Codes,
     EstimateResult,
@@ -185,6 +185,39 @@ def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) 
     return math.sqrt(len(replies)) * den / num
 
 
+def _shared_horizon(replies: Replies, m: int, sizes: list[int]) -> int | None:
+    """The horizon of the shared levels (wide text items, docs/mechanisms.md §10) from the
+    parties' item-length levels (their first replies); None when no party measured one."""
+    got = {
+        i: r for i, r in replies.items() if isinstance(r, EstimateResult) and r.length_counts.size
+    }
+    if not got or len({r.length_counts.size for r in got.values()}) != 1:
+        return None
+    total = np.sum([r.length_counts for r in got.values()], axis=0)
+    var = np.sum([r.length_stderrs**2 for r in got.values()], axis=0)
+    return horizon_bits(total, np.sqrt(var), max(1, sum(sizes[i] for i in got)), m)
+
+
+def _wide_keep(
+    top: np.ndarray,
+    cand: Codes,
+    length: int,
+    est: Floats,
+    se: Floats,
+    horizon: int | None,
+    kappa: int,
+) -> tuple[np.ndarray, bool]:
+    """Wide text items: past the ``horizon`` the kept prefixes that are still open must be
+    significant (:func:`~fedhh.mechanisms.strategies.significant`); and whether every kept
+    prefix has ended (the shared levels stop, the parties take the items to m)."""
+    done = cd.ended(cand, length)
+    if horizon is not None and length >= horizon:
+        ok = done | significant(est, se, cd.count(cand))
+        if ok[top].any():
+            top = top[ok[top]]
+    return top, bool(top.size) and bool(done[top].all())
+
+
 def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]:
     est = np.zeros(cd.count(candidates))
     var = np.zeros(cd.count(candidates))
@@ -222,31 +255,47 @@ def run_plan(
         outcome.answer = combine(_search_parts(replies), m).top(k)
         return outcome
 
+    wide = ended_rule and mech in ("tap", "taps")
     shared, _ = phase1_plan(params)
     # Without Phase I (t = 0) the parties start Phase II from all prefixes of length γ.
     cand = np.arange(2 ** (shared[0] if shared else params.gamma), dtype=np.uint64)
     keep_n = k if mech == "pem-global" else params.kappa1
     est = se = np.zeros(0)
     last = params.gamma
+    horizon: int | None = None
     for j, length in enumerate(shared):
         replies = yield {i: EstimateTask(j, length, cand) for i in parties}
         est, se = _sum_estimates(replies, cand)
         outcome.phase1_lengths.append(length)
         last = length
+        if wide and j == 0:
+            horizon = _shared_horizon(replies, m, party_sizes)
         if mech == "pem-global":
             top = top_indices(est, keep_n)
         else:
             top = _phase1_keep(params, est, se, outcome.notes, j)
-        stop = j + 1 == len(shared) or (
-            mech != "pem-global"
-            and j + 1 >= (params.phase1_levels or 0)
-            and (not params.adaptive_depth or go_local(params, replies, top, est, se, party_sizes))
+        ended_all = False
+        if wide:  # docs/mechanisms.md §10: past the horizon an open prefix must be significant
+            top, ended_all = _wide_keep(top, cand, length, est, se, horizon, kappa=keep_n)
+        # wide text: the parties take the last bits (their searches end with a fresh estimate)
+        stop = (
+            j + 1 == len(shared)
+            or ended_all
+            or (wide and shared[j + 1] >= m)
+            or (
+                mech != "pem-global"
+                and j + 1 >= (params.phase1_levels or 0)
+                and (
+                    not params.adaptive_depth
+                    or go_local(params, replies, top, est, se, party_sizes)
+                )
+            )
         )
         if stop:
             cand, est, se = cand[top], est[top], se[top]
             break
         kept = cd.sort(cand[top])
-        done = cd.ended(kept, length) if ended_rule and mech in ("tap", "taps") else None
+        done = cd.ended(kept, length) if wide else None
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
     if mech == "pem-global" or last >= params.m:
@@ -255,8 +304,10 @@ def run_plan(
         return outcome
 
     start = cd.sort(cand)
+    reach = horizon or 0
     if mech == "tap":
-        replies = yield {i: SearchTask("phase2", last, start, item_bits=m) for i in parties}
+        task = SearchTask("phase2", last, start, item_bits=m, horizon=reach)
+        replies = yield {i: task for i in parties}
         outcome.answer = combine(_search_parts(replies), m).top(k)
         return outcome
 
@@ -266,7 +317,14 @@ def run_plan(
     for i in party_order(params.party_order, party_sizes):
         prior = combine(list(by_party.values()), m).top(n_prior)
         task = SearchTask(
-            "phase2", last, start, prior.items, prior.estimates, prior.stderrs, item_bits=m
+            "phase2",
+            last,
+            start,
+            prior.items,
+            prior.estimates,
+            prior.stderrs,
+            item_bits=m,
+            horizon=reach,
         )
         replies = yield {i: task}
         for idx, part in zip(replies, _search_parts(replies), strict=True):

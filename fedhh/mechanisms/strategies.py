@@ -33,6 +33,8 @@ class StepContext:
     n_keep: int = 1  # κ: prefixes a level keeps (what later levels extend)
     final_weight: float = 1.0  # users of the last level relative to every other level
     n_ended: int = 0  # prefixes that have ended (one child each; zero-padded text, §10)
+    horizon: int | None = None  # prefix length by which the items have ended (§10), if known
+    verify: bool = False  # the plan ends with a level that estimates the kept items afresh
 
 
 class StepRule(Protocol):
@@ -45,7 +47,8 @@ class StepRule(Protocol):
 
 
 def final_level(ctx: StepContext) -> LevelPlan:
-    """Every prefix has ended (docs/mechanisms.md §10): one level to m with every user left."""
+    """No prefix is open (docs/mechanisms.md §10): one level at m with every user left, over
+    the ended prefixes taken to m, or the items already at m."""
     return LevelPlan((ctx.m,), (ctx.users_left,), ctx.length)
 
 
@@ -140,6 +143,8 @@ class PlannedSteps:
             self.max_candidates,
             ctx.final_weight,
             ctx.n_ended,
+            ctx.horizon,
+            ctx.verify,
         )
 
 
@@ -186,6 +191,20 @@ class ConsensusPrune:
         self, estimates: NDArray[np.float64], stderrs: NDArray[np.float64], bar: float = -math.inf
     ) -> NDArray[np.bool_]:
         return (estimates > 0) & (estimates + self.z * stderrs >= bar)
+
+
+NOISE_KEEP = 0.05  # wide text items: expected zero-count candidates a level keeps (§10)
+
+
+def significant(
+    estimates: NDArray[np.float64], stderrs: NDArray[np.float64], n_candidates: int
+) -> NDArray[np.bool_]:
+    """Candidates whose estimate exceeds z·SE with z = Φ̄⁻¹(NOISE_KEEP/|C|): of |C| candidates
+    nobody holds, NOISE_KEEP pass on average (docs/mechanisms.md §10). Wide text items need it:
+    a noise prefix that passes is extended level after level, and over many levels (up to 512
+    bits) one would reach full length with a noisy, selected, large estimate."""
+    z = float(norm.isf(NOISE_KEEP / max(n_candidates, 1)))
+    return np.asarray(estimates > z * stderrs)
 
 
 def consensus_bar(

@@ -51,7 +51,9 @@ class SearchTask:
     ``mode`` "phase2": TAP/TAPS Phase II from ``start_prefixes`` of length ``start_length``;
     ``prior_items`` / ``prior_estimates`` / ``prior_stderrs`` are the TAPS consensus prior: the
     items the parties before this one reported most, with their summed estimates and standard
-    errors (empty for TAP); ``item_bits`` is the run's m, the width of the prior items.
+    errors (empty for TAP); ``item_bits`` is the run's m, the width of the prior items;
+    ``horizon`` (wide text items, docs/mechanisms.md §10; 0: none) the prefix length by which
+    the federation's items have ended, from the parties' item-length levels.
     """
 
     mode: str
@@ -61,11 +63,14 @@ class SearchTask:
     prior_estimates: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     prior_stderrs: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     item_bits: int = 0
+    horizon: int = 0
 
 
 @dataclass(frozen=True)
 class LevelCost:
-    """Bookkeeping of one estimation level inside a party (docs/mechanisms.md §7)."""
+    """Bookkeeping of one estimation level inside a party (docs/mechanisms.md §7). A level of
+    length 0 is the item-length level of wide text items (§10): ``candidates`` counts the byte
+    lengths 0..W."""
 
     length: int
     step: int
@@ -78,11 +83,18 @@ class LevelCost:
 
 @dataclass(frozen=True, eq=False)
 class EstimateResult:
-    """Scaled estimates (× n_i / n_group) and standard errors, in the task's candidate order."""
+    """Scaled estimates (× n_i / n_group) and standard errors, in the task's candidate order.
+    ``pre_levels``: levels the party ran before this one for its own plan (the item-length
+    level of wide text items, docs/mechanisms.md §10), declared with its first reply, and
+    ``length_counts`` / ``length_stderrs`` what that level found: the party's users per item
+    length 0..W bytes (scaled estimates), from which the coordinator plans the shared levels."""
 
     estimates: Floats
     stderrs: Floats
     cost: LevelCost
+    pre_levels: tuple[LevelCost, ...] = ()
+    length_counts: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    length_stderrs: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
 
 @dataclass(frozen=True, eq=False)

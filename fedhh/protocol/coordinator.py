@@ -233,14 +233,17 @@ class Coordinator:
 
     def _record_cost(self, idx: int, result: EstimateResult | SearchResult) -> None:
         pid = self.spec.party_ids[idx]
-        costs: tuple[LevelCost, ...] = (
-            (result.cost,) if isinstance(result, EstimateResult) else result.levels
-        )
+        costs = _costs_of(result)
         self._reports[idx] += sum(c.reports for c in costs)
         phase = "shared" if isinstance(result, EstimateResult) else "local"
         for c in costs:
             self._costs.levels.append(
-                {"party": pid, "round": self.round, "phase": phase, **c.__dict__}
+                {
+                    "party": pid,
+                    "round": self.round,
+                    "phase": "length" if c.length == 0 else phase,
+                    **c.__dict__,
+                }
             )
 
     def _finish(self, outcome: PlanOutcome) -> None:
@@ -288,6 +291,13 @@ class Coordinator:
         self.progress = Progress(self.round, "done", 0, True)
 
 
+def _costs_of(result: EstimateResult | SearchResult) -> tuple[LevelCost, ...]:
+    """The levels a reply declares (an estimate's own and those its party ran before it)."""
+    if isinstance(result, EstimateResult):
+        return (*result.pre_levels, result.cost)
+    return result.levels
+
+
 def check_figures(
     result: EstimateResult | SearchResult, task: object, n_users: int, params: MechanismParams
 ) -> int:
@@ -304,7 +314,7 @@ def check_figures(
       n_users/(p − q), with (p, q) of a level's oracle (the loosest of the reply's levels, since
       a search may report items it kept from an earlier level).
     """
-    costs = (result.cost,) if isinstance(result, EstimateResult) else result.levels
+    costs = _costs_of(result)
     m = params.m
     for c in costs:
         problem = ""

@@ -13,6 +13,7 @@ their reports, and answers ``None`` until a group's reports are in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
@@ -24,7 +25,13 @@ from fedhh import codes as cd
 from fedhh.codes import as_codes
 from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
-from fedhh.mechanisms.planning import next_group
+from fedhh.mechanisms.planning import (
+    LENGTH_SHARE,
+    byte_lengths,
+    horizon_bits,
+    levels_left,
+    next_group,
+)
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import build_strategies, consensus_bar
 from fedhh.mechanisms.tasks import (
@@ -32,6 +39,7 @@ from fedhh.mechanisms.tasks import (
     ErrorResult,
     EstimateResult,
     EstimateTask,
+    LevelCost,
     SearchResult,
     SearchTask,
 )
@@ -135,6 +143,11 @@ class Party:
         self.strategies = replace(strategies, oracle_for=_Checkpointed(strategies.oracle_for, self))
         self.shared_lengths, self.planned_levels = phase1_plan(self.params)
         self.ended_rule = spec.ended_rule and self.params.mechanism in ("tap", "taps")
+        self.horizon: int | None = None
+        self._pre_levels: tuple[LevelCost, ...] = ()
+        self._lengths = (np.zeros(0), np.zeros(0))
+        if self.ended_rule and self.params.planned and isinstance(self.source, LocalUsers):
+            self._measure_lengths(self.source)
         self._progress = _Progress()
         self._last_shared: tuple[Codes, np.ndarray] | None = None
         self.trie = PrefixTrie()  # the party's local-search candidate tree, for inspection
@@ -165,6 +178,41 @@ class Party:
         reply = Reply(self.spec.run_id, request.request_id, self.party_id, result)
         self._replies[request.request_id] = reply
         return reply
+
+    def _measure_lengths(self, source: LocalUsers) -> None:
+        """The item-length level of wide text items (docs/mechanisms.md §10): a share of the
+        users reports its item's byte length (ε-LDP, their one report), and the level plan
+        gives the other users to the levels up to the length the items have ended by."""
+        users = self.ledger.take(max(1, math.ceil(LENGTH_SHARE * self.ledger.n_users)))
+        width = self.params.m // 8
+        raw = np.frombuffer(cd.to_bytes(source.codes[users], self.params.m), dtype=np.uint8)
+        lengths = byte_lengths(raw.reshape(-1, width)).astype(np.uint64)
+        symbols = np.arange(width + 1, dtype=np.uint64)
+        oracle = self.strategies.oracle_for(width + 2, int(users.size))
+        reports = oracle.perturb(lengths, self.rng, symbols)
+        res = estimate_reports(reports, 0, symbols, oracle, self.ledger.n_users)
+        self.horizon = horizon_bits(res.estimates, res.stderrs, self.ledger.n_users, self.params.m)
+        self._pre_levels = (res.cost,)
+        self._lengths = (res.estimates, res.stderrs)
+
+    def _search_horizon(self, task: SearchTask) -> int | None:
+        """The federation's horizon when the coordinator sent one (every party's length level:
+        more reports, a surer horizon), else the party's own."""
+        if self.horizon is not None and 0 < task.horizon <= self.params.m:
+            return int(task.horizon)
+        return self.horizon
+
+    def _take_pre_levels(self) -> tuple[LevelCost, ...]:
+        out, self._pre_levels = self._pre_levels, ()
+        return out
+
+    def _first_reply(self, res: EstimateResult) -> EstimateResult:
+        """An estimate with what the party ran before it (declared once)."""
+        pre = self._take_pre_levels()
+        if not pre:
+            return res
+        counts, stderrs = self._lengths
+        return replace(res, pre_levels=pre, length_counts=counts, length_stderrs=stderrs)
 
     def check_time(self) -> None:
         if self.checkpoint is not None:
@@ -235,6 +283,8 @@ class Party:
                     f"not {task.length}"
                 )
             left = self.planned_levels - task.level
+            if self.ended_rule and p.planned:
+                left = levels_left(self.shared_lengths, task.level, self.horizon, p.m)
             assert p.final_weight is not None
             users = self.ledger.take(next_group(self.ledger.remaining, left, p.final_weight))
             prog.levels_done += 1
@@ -261,7 +311,7 @@ class Party:
         res = estimate_reports(reports, task.length, cand, group.oracle, self.ledger.n_users, step)
         if task.group == "level":
             self._last_shared = (cand, res.estimates)
-        return res
+        return self._first_reply(res)
 
     def _search(self, task: SearchTask) -> SearchResult:
         p, prog = self.params, self._progress
@@ -292,7 +342,7 @@ class Party:
         prior = as_codes(task.prior_items, p.m) if cd.count(task.prior_items) else None
         bar = consensus_bar(task.prior_estimates, task.prior_stderrs, p.k, p.prune_z or 0.0)
         prog.searched = True
-        return local_search(
+        res = local_search(
             self.codes,
             self.ledger,
             p,
@@ -304,4 +354,6 @@ class Party:
             trie=self.trie,
             prune_bar=bar,
             ended_rule=self.ended_rule,
+            horizon=self._search_horizon(task),
         )
+        return replace(res, levels=self._take_pre_levels() + res.levels)

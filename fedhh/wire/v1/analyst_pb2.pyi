@@ -116,20 +116,24 @@ class TopRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
 
 class TopRow(_message.Message):
-    __slots__ = ("rank", "item", "code", "estimate", "stderr", "parties")
+    __slots__ = ("rank", "item", "code", "estimate", "stderr", "parties", "code_hex", "item_bytes")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     PARTIES_FIELD_NUMBER: _ClassVar[int]
+    CODE_HEX_FIELD_NUMBER: _ClassVar[int]
+    ITEM_BYTES_FIELD_NUMBER: _ClassVar[int]
     rank: int
     item: str
     code: int
     estimate: float
     stderr: float
     parties: int
-    def __init__(self, rank: _Optional[int] = ..., item: _Optional[str] = ..., code: _Optional[int] = ..., estimate: _Optional[float] = ..., stderr: _Optional[float] = ..., parties: _Optional[int] = ...) -> None: ...
+    code_hex: str
+    item_bytes: bytes
+    def __init__(self, rank: _Optional[int] = ..., item: _Optional[str] = ..., code: _Optional[int] = ..., estimate: _Optional[float] = ..., stderr: _Optional[float] = ..., parties: _Optional[int] = ..., code_hex: _Optional[str] = ..., item_bytes: _Optional[bytes] = ...) -> None: ...
 
 class TopResponse(_message.Message):
     __slots__ = ("run_id", "rows", "document_json")
@@ -142,28 +146,34 @@ class TopResponse(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[TopRow, _Mapping]]] = ..., document_json: _Optional[str] = ...) -> None: ...
 
 class FrequencyRequest(_message.Message):
-    __slots__ = ("run_id", "items")
+    __slots__ = ("run_id", "items", "item_bytes")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_BYTES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     items: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run_id: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ...) -> None: ...
+    item_bytes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, run_id: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ..., item_bytes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class FrequencyRow(_message.Message):
-    __slots__ = ("item", "code", "found", "estimate", "stderr", "rank")
+    __slots__ = ("item", "code", "code_hex", "item_bytes", "found", "estimate", "stderr", "rank")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    CODE_HEX_FIELD_NUMBER: _ClassVar[int]
+    ITEM_BYTES_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     item: str
     code: int
+    code_hex: str
+    item_bytes: bytes
     found: bool
     estimate: float
     stderr: float
     rank: int
-    def __init__(self, item: _Optional[str] = ..., code: _Optional[int] = ..., found: _Optional[bool] = ..., estimate: _Optional[float] = ..., stderr: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+    def __init__(self, item: _Optional[str] = ..., code: _Optional[int] = ..., code_hex: _Optional[str] = ..., item_bytes: _Optional[bytes] = ..., found: _Optional[bool] = ..., estimate: _Optional[float] = ..., stderr: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class FrequencyResponse(_message.Message):
     __slots__ = ("run_id", "rows")

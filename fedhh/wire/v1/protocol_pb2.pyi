@@ -59,7 +59,7 @@ class EstimateTask(_message.Message):
     def __init__(self, level: _Optional[int] = ..., length: _Optional[int] = ..., group: _Optional[str] = ..., candidates: _Optional[_Union[Prefixes, _Mapping]] = ...) -> None: ...
 
 class SearchTask(_message.Message):
-    __slots__ = ("mode", "start_length", "prior_estimates", "prior_stderrs", "start_prefixes", "prior_items", "item_bits")
+    __slots__ = ("mode", "start_length", "prior_estimates", "prior_stderrs", "start_prefixes", "prior_items", "item_bits", "horizon")
     MODE_FIELD_NUMBER: _ClassVar[int]
     START_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ESTIMATES_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class SearchTask(_message.Message):
     START_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ITEMS_FIELD_NUMBER: _ClassVar[int]
     ITEM_BITS_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
     mode: str
     start_length: int
     prior_estimates: NDArray
@@ -74,7 +75,8 @@ class SearchTask(_message.Message):
     start_prefixes: Prefixes
     prior_items: Prefixes
     item_bits: int
-    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ..., prior_stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., start_prefixes: _Optional[_Union[Prefixes, _Mapping]] = ..., prior_items: _Optional[_Union[Prefixes, _Mapping]] = ..., item_bits: _Optional[int] = ...) -> None: ...
+    horizon: int
+    def __init__(self, mode: _Optional[str] = ..., start_length: _Optional[int] = ..., prior_estimates: _Optional[_Union[NDArray, _Mapping]] = ..., prior_stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., start_prefixes: _Optional[_Union[Prefixes, _Mapping]] = ..., prior_items: _Optional[_Union[Prefixes, _Mapping]] = ..., item_bits: _Optional[int] = ..., horizon: _Optional[int] = ...) -> None: ...
 
 class LevelCost(_message.Message):
     __slots__ = ("length", "step", "candidates", "reports", "oracle", "hash_evaluations", "report_bytes")
@@ -95,14 +97,20 @@ class LevelCost(_message.Message):
     def __init__(self, length: _Optional[int] = ..., step: _Optional[int] = ..., candidates: _Optional[int] = ..., reports: _Optional[int] = ..., oracle: _Optional[str] = ..., hash_evaluations: _Optional[int] = ..., report_bytes: _Optional[int] = ...) -> None: ...
 
 class EstimateResult(_message.Message):
-    __slots__ = ("estimates", "stderrs", "cost")
+    __slots__ = ("estimates", "stderrs", "cost", "pre_levels", "length_counts", "length_stderrs")
     ESTIMATES_FIELD_NUMBER: _ClassVar[int]
     STDERRS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    PRE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_STDERRS_FIELD_NUMBER: _ClassVar[int]
     estimates: NDArray
     stderrs: NDArray
     cost: LevelCost
-    def __init__(self, estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., cost: _Optional[_Union[LevelCost, _Mapping]] = ...) -> None: ...
+    pre_levels: _containers.RepeatedCompositeFieldContainer[LevelCost]
+    length_counts: NDArray
+    length_stderrs: NDArray
+    def __init__(self, estimates: _Optional[_Union[NDArray, _Mapping]] = ..., stderrs: _Optional[_Union[NDArray, _Mapping]] = ..., cost: _Optional[_Union[LevelCost, _Mapping]] = ..., pre_levels: _Optional[_Iterable[_Union[LevelCost, _Mapping]]] = ..., length_counts: _Optional[_Union[NDArray, _Mapping]] = ..., length_stderrs: _Optional[_Union[NDArray, _Mapping]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("estimates", "stderrs", "levels", "items", "item_bits")
