@@ -60,7 +60,8 @@ def test_core_and_protocol_import_neither_grpc_nor_flwr() -> None:
 
 @pytest.mark.parametrize("top", ["server", "clients", "fedhh"])
 def test_no_test_tooling_in_the_package(top: str) -> None:
-    assert _offending(_modules(top), ("pytest", "psutil", "hypothesis")) == []
+    # (psutil is a run-time dependency: fedhh.procs stops the services a command started)
+    assert _offending(_modules(top), ("pytest", "hypothesis")) == []
 
 
 def test_no_module_over_500_lines() -> None:
