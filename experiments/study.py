@@ -34,8 +34,8 @@ Config tables (see ``experiments/configs/study.toml``):
   (label → ``MechanismParams`` fields);
 * ``[datasets.<name>]``: ``kind`` = ``zipf`` (``users``, ``items``, ``s``, ``m``, ``split``,
   ``alpha``, ``sizes``), ``aol`` (``split``, ``alpha``, ``sizes``, ``max_users``, ``path``) or
-  ``babynames`` (``party_by``, ``years``, ``max_users``, ``item_bytes``, ``path``; its parties
-  are its own: the grid's M does not apply).
+  ``babynames`` (``party_by``, ``years``, ``max_users``, ``item_bytes`` and ``truncate``: whole
+  names by default, ``path``; its parties are its own: the grid's M does not apply).
 """
 
 from __future__ import annotations
@@ -250,7 +250,8 @@ def _dataset(name: str, spec_json: str, parties: int, rep: int, users: int) -> A
             spec.get("path"),
             party_by=spec.get("party_by", "sector-sex"),
             years=tuple(years) if years else None,
-            item_bytes=int(spec.get("item_bytes", 8)),
+            item_bytes=spec.get("item_bytes"),  # default: whole names (m = 168)
+            truncate=bool(spec.get("truncate", False)),
             max_users=spec.get("max_users"),
             seed=rep,
         )

@@ -111,6 +111,20 @@ def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     }
 
 
+def test_truncate_counts_what_it_cut(party_files: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "cut.json"
+    argv = ["simulate", "--party-file", str(party_files[0]), "--item-bytes", "3", "--truncate"]
+    assert main([*argv, "-k", "4", "--quiet", "--reference-draws", "0", "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    lines = party_files[0].read_text().split()
+    assert doc["dataset"]["truncated"] == {
+        "item_bytes": 3,
+        "distinct": len(set(lines)),  # every word is 4 bytes: all cut, 'w123' → 'w12'
+        "users": len(lines),
+    }
+    assert {row["item"] for row in doc["top_k"]} <= {w[:3] for w in lines}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -123,6 +137,7 @@ def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["--party-file", "/nonexistent/file.txt", "--item-bytes", "4"], "nonexistent"),
         (["--party-file", "EMPTY", "--item-bytes", "4"], "empty"),
         (["--party-file", "GOOD", "--item-bytes", "65"], "between 1 and 64"),
+        (["--party-file", "GOOD", "--item-bytes", "3"], "8,000 item(s) longer than 3 bytes, e.g."),
         (["--dataset", "babynames", "--parties", "4"], "parties does not apply"),
         (["--dataset", "babynames", "--years", "2010-2000"], "after the last"),
         (["--dataset", "babynames", "--years", "soon"], "FIRST-LAST"),
