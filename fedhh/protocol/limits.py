@@ -23,6 +23,7 @@ import numpy as np
 
 from fedhh.errors import ParameterError, ParameterLimit
 from fedhh.mechanisms.params import BASELINES, MAX_LEVEL_CANDIDATES, MechanismParams
+from fedhh.codes import words
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.oracles import choose_oracle, make_oracle
 
@@ -92,7 +93,8 @@ def report_bytes(params: MechanismParams, candidates: int) -> int:
 def run_memory(params: MechanismParams, n_users: int) -> int:
     """Estimated peak bytes of the run at a party of ``n_users`` users."""
     cand = level_candidates(params)
-    per_user = BYTES_PER_USER + report_bytes(params, cand)
+    wider = 2 * 8 * (words(params.m) - 1)  # items over 64 bits: the code and a prefix, a word each
+    per_user = BYTES_PER_USER + wider + report_bytes(params, cand)
     return int(BASE_BYTES + n_users * per_user + cand * BYTES_PER_CANDIDATE)
 
 
