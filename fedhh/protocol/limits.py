@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedhh.codes import words
 from fedhh.errors import ParameterError, ParameterLimit
 from fedhh.mechanisms.params import BASELINES, MAX_LEVEL_CANDIDATES, MechanismParams
-from fedhh.codes import words
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.oracles import choose_oracle, make_oracle
 
