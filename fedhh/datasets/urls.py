@@ -7,14 +7,11 @@ the distinct URLs in random rank order and are split over the parties by the rul
 :mod:`fedhh.datasets.splits` (Dirichlet, permutation, IID). The codec is ``StringCodec(32)``
 (m = 256 bits).
 
-``python -m fedhh.datasets.urls DIR`` writes such a federation as party files (one item a line,
+``python -m fedhh.datasets urls DIR`` writes such a federation as party files (one item a line,
 ``party-0.txt``, ...) for ``fedhh simulate --party-file ... --item-bytes 32``.
 """
 
 from __future__ import annotations
-
-import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +19,6 @@ from fedhh import codes as cd
 from fedhh.codec import StringCodec
 from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.files import write_party_files
 from fedhh.datasets.splits import _check_s, _check_split, _split_counts, size_weights
 from fedhh.datasets.synthetic import zipf_pmf
 from fedhh.errors import ParameterError
@@ -126,30 +122,3 @@ def synthetic_urls(
         params=params,
         precomputed=(table[nz][order], counts[nz][order]),
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Write a URL federation as party files (one item a line)."""
-    ap = argparse.ArgumentParser(prog="python -m fedhh.datasets.urls", description=main.__doc__)
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("--users", type=int, default=1_000_000)
-    ap.add_argument("--parties", type=int, default=8)
-    ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--zipf-s", type=float, default=1.1)
-    ap.add_argument("--alpha", type=float, default=0.5, help="Dirichlet α of the split")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    ds = synthetic_urls(
-        args.users,
-        args.parties,
-        n_items=args.items,
-        s=args.zipf_s,
-        alpha=args.alpha,
-        seed=args.seed,
-    )
-    for path in write_party_files(ds, args.folder):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
