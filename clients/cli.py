@@ -35,8 +35,13 @@ def add_party_parser(sub: Any) -> None:
     s.add_argument("--db", type=Path, required=True, help="the agent's SQLite state file")
     d = s.add_argument_group("source (a): a data file of the party's items")
     d.add_argument("--data", type=Path, help="one item per line (gzip if .gz)")
-    d.add_argument("--item-bytes", type=int, help="items are strings of this many bytes")
+    d.add_argument("--item-bytes", type=int, help="items are strings of up to this many bytes")
     d.add_argument("--item-bits", type=int, help="items are integers of this many bits")
+    d.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut longer string items at a character boundary (else the file is refused)",
+    )
     v = s.add_argument_group(
         "source (b): reports from user devices",
         "Devices authenticate with per-user credentials (`fedhh party enroll`).",
@@ -137,7 +142,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         raise ParameterError("--insecure and --ca-cert exclude each other")
     split_address(args.coordinator)
     token = read_token_file(args.token_file)
-    codec = codec_for(args.item_bytes, args.item_bits)
+    codec = codec_for(args.item_bytes, args.item_bits, truncate=args.truncate)
     lim = limits_of(args)
     if args.devices is not None:
         if args.devices < 1:
