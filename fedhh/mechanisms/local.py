@@ -180,6 +180,7 @@ def local_search(
     prune_bar: float = -math.inf,
     ended_rule: bool = False,
     horizon: int | None = None,
+    one_child: bool = False,
 ) -> SearchResult:
     """PEM / TAP Phase II / TAPS Phase II inside one party (docs/mechanisms.md §4–6).
 
@@ -201,7 +202,8 @@ def local_search(
     length by which the party's items have ended (measured, :func:`~fedhh.mechanisms.planning.
     horizon_bits`): the plan gives its users to the levels up to it, and past it an open
     prefix is kept only when its estimate is significant
-    (:func:`~fedhh.mechanisms.strategies.significant`).
+    (:func:`~fedhh.mechanisms.strategies.significant`). ``one_child`` alone (the baselines on
+    such items) gives an ended prefix one child and changes nothing else.
     """
     m = params.m
     kappa = int(params.kappa or 2 * params.k)
@@ -219,7 +221,7 @@ def local_search(
         raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
     verified = False  # wide text: the last level estimates the kept items afresh
     while state.length < m or (ended_rule and not verified and ledger.remaining > 0):
-        done = cd.ended(state.prefixes, state.length) if ended_rule else None
+        done = cd.ended(state.prefixes, state.length) if ended_rule or one_child else None
         n_done = int(done.sum()) if done is not None else 0
         n_open = cd.count(state.prefixes) - n_done
         ctx = StepContext(

@@ -240,8 +240,8 @@ def run_plan(
     params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
 ) -> Generator[Round, Replies, PlanOutcome]:
     """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes.
-    ``ended_rule``: the items are zero-padded text and TAP/TAPS give a prefix that has ended one
-    child (docs/mechanisms.md §10)."""
+    ``ended_rule``: the items are zero-padded text wider than 64 bits (docs/mechanisms.md §10):
+    a prefix that has ended has one child, and TAP/TAPS plan by the items' lengths."""
     parties = list(range(len(party_sizes)))
     k, m = params.k, params.m
     assert params.gamma is not None and params.kappa1 is not None
@@ -295,7 +295,7 @@ def run_plan(
             cand, est, se = cand[top], est[top], se[top]
             break
         kept = cd.sort(cand[top])
-        done = cd.ended(kept, length) if wide else None
+        done = cd.ended(kept, length) if ended_rule else None
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
     if mech == "pem-global" or last >= params.m:

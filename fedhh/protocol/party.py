@@ -355,5 +355,6 @@ class Party:
             prune_bar=bar,
             ended_rule=self.ended_rule,
             horizon=self._search_horizon(task),
+            one_child=self.spec.ended_rule,
         )
         return replace(res, levels=self._take_pre_levels() + res.levels)
