@@ -299,7 +299,8 @@ def run_plan(
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
     if mech == "pem-global" or last >= params.m:
-        contrib = np.full(cd.count(cand), len(parties), np.int64)
+        # every party that answered the last shared level estimated every item
+        contrib = np.full(cd.count(cand), len(replies), np.int64)
         outcome.answer = Combined(cand, est, se, contrib).top(k)
         return outcome
 

@@ -253,9 +253,6 @@ class Coordinator:
         for lv in levels:
             reports[lv["party"]] += lv["reports"]
         oracles = sorted({lv["oracle"] for lv in levels})
-        # A party without a single report contributed to no item, whatever the plan counted.
-        contributing = sum(1 for n in reports.values() if n > 0)
-        contributors = np.minimum(np.asarray(ans.contributors, dtype=np.int64), contributing)
         p = self.params
         self.result = RunResult(
             run_id=self.spec.run_id,
@@ -263,7 +260,7 @@ class Coordinator:
             items=ans.items,
             estimates=ans.estimates,
             stderrs=ans.stderrs,
-            contributors=contributors,
+            contributors=np.asarray(ans.contributors, dtype=np.int64),
             params=p.to_dict(),
             cost={
                 "rounds": self.round,
