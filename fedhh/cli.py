@@ -115,6 +115,7 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--output", type=Path, help="write the result document (JSON) here")
     g.add_argument("--quiet", action="store_true", help="no progress display and no table")
+    add_limit_args(p.add_argument_group("limits (checked before any work)"), "of this run")
     g.add_argument(
         "--engine",
         choices=["inprocess", "flower"],
@@ -149,6 +150,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
         raise FedHHError("--reference-draws must be ≥ 0")
+    from fedhh.protocol.limits import check_run
+
+    sizes = [int(n) for n in ds.party_sizes]
+    check_run(params, [f"party-{i}" for i in range(ds.n_parties)], sizes, limits_of(args))
     if not args.quiet:
         print(ds.describe(), file=sys.stderr)
     if args.engine == "flower":

@@ -131,6 +131,8 @@ def test_truncate_counts_what_it_cut(party_files: list[Path], tmp_path: Path) ->
         (["--epsilon", "0"], "epsilon"),
         (["--epsilon", "-2"], "epsilon"),
         (["-k", "0"], "k must be"),
+        (["-k", "20000"], "k = 20000 is over the limit of 4096"),
+        (["-k", "3000", "--max-k", "5000"], "more than the 2,000 users"),
         (["--bits", "65"], "bit"),
         (["--users", "50", "--bits", "48", "--step-rule", "fixed", "--eta", "1"], "fewer than"),
         (["--mechanism", "magic"], "invalid choice"),
