@@ -4,11 +4,15 @@ terminal table. One place for both, used by the CLI and the transports' analyst 
 Result document (``"format": "fedhh.result/1"``):
 
 * ``run_id``, ``mechanism``, ``params`` — the resolved run parameters;
-* ``top_k`` — list of ``{rank, item, code, estimate, stderr, parties}`` (``item`` decoded with the
-  run's codec: text, with bytes that are not UTF-8 escaped as ``\\xff``; ``code`` the m-bit code:
-  an integer up to 64 bits, above a string ``"0x…"`` of 2·⌈m/8⌉ hex digits; ``parties`` how
-  many parties contributed an estimate), plus ``bytes_hex`` for string items: the item's exact
-  bytes (padding stripped) in hex, lossless whatever the display shows;
+* ``top_k`` — list of ``{rank, item, code, estimate, stderr, significant, parties}`` (``item``
+  decoded with the run's codec: text, with bytes that are not UTF-8 escaped as ``\\xff``;
+  ``code`` the m-bit code: an integer up to 64 bits, above a string ``"0x…"`` of 2·⌈m/8⌉ hex
+  digits; ``significant`` whether the estimate is above the noise bar; ``parties`` how many
+  parties contributed an estimate), plus ``bytes_hex`` for string items: the item's exact bytes
+  (padding stripped) in hex, lossless whatever the display shows;
+* ``significance`` — the noise bar: ``z`` = Φ̄⁻¹(``alpha`` / ``candidates``), Bonferroni over the
+  candidates of the widest full-length level; a row below z·stderr could be noise (the table
+  marks it ``?``), as when k is larger than the items the users really share;
 * ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
   ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
   estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
@@ -43,6 +49,7 @@ from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"
+NOISE_ALPHA = 0.05  # a row counts as significant when noise alone would reach it w.p. < 5%
 
 
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +74,22 @@ def code_hex(code: int | str, m: int) -> str:
     return f"{code:0{2 * max(1, -(-m // 8))}x}"
 
 
+@dataclass(frozen=True)
+class NoiseBar:
+    """The z-score above which a row's estimate is unlikely to be noise: Bonferroni over the
+    candidates of the widest last (full-length) level, z = Φ̄⁻¹(α / |C|)."""
+
+    z: float
+    candidates: int
+
+
+def noise_bar(levels: list[dict[str, Any]], m: int | None) -> NoiseBar:
+    """The :class:`NoiseBar` of a run from its per-level cost records."""
+    last = [int(lv["candidates"]) for lv in levels if m is None or int(lv["length"]) == m]
+    n = max(last, default=1)
+    return NoiseBar(float(norm.isf(NOISE_ALPHA / max(n, 1))), n)
+
+
 def result_document(
     result: RunResult,
     codec: StringCodec | IntCodec,
@@ -79,6 +102,7 @@ def result_document(
     ``reference``: its known-domain reference, ``FederatedDataset.reference``)."""
     n = cd.count(result.items)
     items = codec.decode(result.items) if n else []
+    bar = noise_bar(result.cost.get("levels", []), result.params.get("m"))
     top = [
         {
             "rank": i + 1,
@@ -86,6 +110,7 @@ def result_document(
             "code": code,
             "estimate": float(est),
             "stderr": float(se),
+            "significant": bool(est > bar.z * se),
             "parties": int(c),
         }
         for i, (item, code, est, se, c) in enumerate(
@@ -108,6 +133,7 @@ def result_document(
         "mechanism": result.mechanism,
         "params": result.params,
         "top_k": top,
+        "significance": {"alpha": NOISE_ALPHA, "z": bar.z, "candidates": bar.candidates},
         "cost": result.cost,
         "plan": plan_of(result.params, result.cost.get("levels", [])),
         "privacy": result.privacy,
@@ -198,14 +224,24 @@ def format_table(doc: dict[str, Any], truth_counts: Mapping[int | str, int] | No
         + (f"{'true':>10}" if has_truth else "")
         + f"{'parties':>9}",
     ]
+    doubtful = 0
     for row, item in zip(doc["top_k"], shown, strict=True):
+        mark = "" if row.get("significant", True) else "?"
+        doubtful += bool(mark)
         line = (
-            f"{row['rank']:>4}  {item[:width]:<{width}}{row['estimate']:>12,.0f}"
+            f"{row['rank']:>4}  {item[:width]:<{width}}{row['estimate']:>11,.0f}{mark or ' '}"
             f"{row['stderr']:>11,.0f}"
         )
         if truth_counts is not None:
             line += f"{truth_counts.get(row['code'], 0):>10,}"
         lines.append(line + f"{row['parties']:>9}")
+    if doubtful:
+        sig = doc.get("significance", {})
+        lines.append(
+            f"? {doubtful} row(s) below {sig.get('z', 0):.1f} standard errors: noise alone reaches "
+            f"that among the {sig.get('candidates', 0):,} candidates of a last level with "
+            f"probability ≥ {NOISE_ALPHA:g}, so they may not be items the users hold"
+        )
     cost = doc["cost"]
     lines += [
         "",

@@ -161,3 +161,20 @@ def test_bad_input_gives_one_clear_line(
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("fedhh: error")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_rows_that_could_be_noise_are_marked(tmp_path: Path) -> None:
+    """k far above what ε and the users can tell apart: the rows below the noise bar (Bonferroni
+    over the last level's candidates) are marked, in the table and in the document."""
+    out = tmp_path / "r.json"
+    proc = _fedhh(
+        "simulate", "--users", "20000", "-k", "64", "--epsilon", "1", "--output", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    sig = doc["significance"]
+    assert sig["alpha"] == 0.05 and sig["candidates"] >= 1000 and sig["z"] > 4
+    flags = [row["significant"] for row in doc["top_k"]]
+    assert flags == [row["estimate"] > sig["z"] * row["stderr"] for row in doc["top_k"]]
+    assert sum(not f for f in flags) >= len(flags) // 2
+    assert f"? {sum(not f for f in flags)} row(s) below" in proc.stdout
