@@ -13,8 +13,10 @@ from fedhh.engine import build_run, run_in_process
 from fedhh.errors import ParameterError, ProtocolError
 from fedhh.mechanisms import MechanismParams
 from fedhh.mechanisms.tasks import ErrorResult, EstimateResult, EstimateTask, SearchTask
-from fedhh.protocol import Coordinator, Reply, Request, RunDriver, RunSpec
+from fedhh.oracles import Reports
+from fedhh.protocol import Coordinator, Party, Reply, Request, RunDriver, RunSpec
 from fedhh.protocol.encoding import decode_reply, decode_request, decode_spec, encode
+from fedhh.protocol.party import Group, LocalUsers
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +270,35 @@ def test_run_fails_when_every_party_fails(fed) -> None:
     for pid in spec.party_ids:
         queue = coord.fail_party(pid, "node gone") or queue
     assert coord.result is None and "no party answered" in (coord.error or "")
+
+
+class _HalfReports:
+    """A report source whose first group closes with only half of its users' reports (as a
+    device group can when its collection time runs out)."""
+
+    def __init__(self, codes: np.ndarray, m: int) -> None:
+        self.inner = LocalUsers(codes, m)
+        self.n_users = self.inner.n_users
+        self.sizes: list[int] = []
+
+    def reports(self, group: Group, rng: np.random.Generator) -> Reports:
+        self.sizes.append(int(group.users.size))
+        got = self.inner.reports(group, rng)
+        return got.take(slice(0, got.n // 2)) if len(self.sizes) == 1 else got
+
+
+def test_users_who_did_not_report_stay_for_later_levels(fed) -> None:
+    """A group that closes with fewer reports than users gives the rest back to the ledger: the
+    party's users still all get a level, none is lost."""
+    params = MechanismParams(mechanism="pem-global", epsilon=3.0, k=4, m=16, eta=4, seed=4)
+    spec, parties = build_run(fed.parties, fed.codec, params)
+    pid = spec.party_ids[0]
+    source = _HalfReports(fed.parties[0], 16)
+    parties[pid] = Party(spec, pid, source)
+    run_in_process(spec, parties)
+    first, rest = source.sizes[0], source.sizes[1:]
+    assert len(rest) >= 1
+    # the users of the first group who did not report were handed to the later levels: every
+    # user of the party reported exactly once over the run
+    assert sum(rest) == source.n_users - first // 2
+    assert parties[pid].ledger.reports == source.n_users

@@ -61,6 +61,15 @@ class UserLedger:
         self._cursor += count
         return users
 
+    def release(self, count: int) -> None:
+        """Give back the last ``count`` users of the latest ``take``: a group whose users
+        report from their devices may close with fewer reports than users, and the users who
+        did not report stay available to the later levels."""
+        count = max(0, min(int(count), self._cursor))
+        users = self.order[self._cursor - count : self._cursor]
+        self.reported[users] = False
+        self._cursor -= count
+
     def take_reserve(self) -> NDArray[np.int64]:
         """All users of the completion reserve (once)."""
         users = self.order[self._reserve_cursor :]

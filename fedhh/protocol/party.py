@@ -303,6 +303,8 @@ class Party:
         self._waiting = None
         if reports.n == 0:
             raise ParameterError("no user reported for this level")
+        if task.group == "level" and reports.n < group.users.size:
+            self.ledger.release(group.users.size - reports.n)  # for the levels still to come
         self.check_time()
         cand = group.candidates
         step = 0
