@@ -201,3 +201,20 @@ def urls_f1(parties: list[np.ndarray], codec: StringCodec, res: RunResult) -> fl
 
     ds = FederatedDataset("short", codec.m, parties, codec)
     return ds.evaluate(res.items, res.estimates, 8).f1
+
+
+def test_a_wide_level_drops_open_prefixes_that_cannot_reach_the_top_k() -> None:
+    """Once k complete items are kept, an open prefix whose ĉ + 2·SE is below the k-th
+    ĉ − 2·SE of them cannot hold a top-k item (its subtree counts at most ĉ) and is dropped;
+    with fewer than k complete items every open prefix stays a candidate."""
+    from fedhh.mechanisms.local import _wide_top
+
+    # 16-bit prefixes of text: 'a\0' and 'b\0' have ended, 'cd' and 'ef' are open
+    cand = np.array([0x6100, 0x6200, 0x6364, 0x6566], dtype=np.uint64)
+    est = np.array([1000.0, 900.0, 950.0, 500.0])
+    se = np.full(4, 50.0)  # k-th (2nd) complete lower bound: 900 − 100 = 800
+    passing = np.ones(4, dtype=bool)
+    top = _wide_top(est, se, cand, 16, passing, kappa=4, k=2, horizon=None)
+    assert [int(cand[i]) for i in top] == [0x6100, 0x6364, 0x6200]  # 500 + 100 < 800: dropped
+    top3 = _wide_top(est, se, cand, 16, passing, kappa=4, k=3, horizon=None)
+    assert sorted(int(cand[i]) for i in top3) == sorted(int(c) for c in cand)

@@ -167,6 +167,35 @@ def _level_nodes(
     return np.concatenate([ids, extra]), np.concatenate([kids, missing])
 
 
+ENDED_BAR_Z = 2.0  # wide text: an open prefix must be able to reach the k-th complete item
+
+
+def _wide_top(
+    est: Floats,
+    se: Floats,
+    cand: Codes,
+    length: int,
+    passing: NDArray[np.bool_],
+    kappa: int,
+    k: int,
+    horizon: int | None,
+) -> NDArray[np.int64]:
+    """The prefixes a level of a wide text search keeps (docs/mechanisms.md §10): the top-κ
+    ended ones (complete items, one candidate each) and the top-κ open ones, where an open
+    prefix must be able to hold a top-k item (ĉ + 2·SE reaches the k-th largest ĉ − 2·SE of the
+    complete items kept) and, past the horizon, be significant. Descending by estimate."""
+    done = cd.ended(cand, length)
+    top_done = top_indices(est, kappa, passing & done)
+    open_ok = passing & ~done
+    if top_done.size >= k:  # an open subtree below the bar holds no top-k item
+        bar = float(np.sort(est[top_done] - ENDED_BAR_Z * se[top_done])[-k])
+        open_ok &= est + ENDED_BAR_Z * se >= bar
+    if horizon is not None and length >= horizon:
+        open_ok &= significant(est, se, cd.count(cand))
+    top = np.concatenate([top_done, top_indices(est, kappa, open_ok)])
+    return top[np.lexsort((top, -est[top]))].astype(np.int64)
+
+
 @dataclass
 class SearchState:
     """Working state of a local search (for inspection and tests)."""
@@ -209,9 +238,8 @@ def local_search(
     candidate, and once no kept prefix is open (all ended, or pruned) one last level takes the
     ended prefixes and the consensus items to m with every user left. ``horizon`` is the prefix
     length by which the party's items have ended (measured, :func:`~fedhh.mechanisms.planning.
-    horizon_bits`): the plan gives its users to the levels up to it, and past it an open
-    prefix is kept only when its estimate is significant
-    (:func:`~fedhh.mechanisms.strategies.significant`). ``one_child`` alone (the baselines on
+    horizon_bits`): the plan gives its users to the levels up to it. Which prefixes a level keeps:
+    :func:`_wide_top`. ``one_child`` alone (the baselines on
     such items) gives an ended prefix one child and changes nothing else.
     """
     m = params.m
@@ -271,10 +299,10 @@ def local_search(
         tree.set_stat("stderr", ids, se)
         is_cons = cd.isin(cand, cons) if cd.count(cons) else np.zeros(cd.count(cand), dtype=bool)
         passing = strategies.prune.keep(est, se, prune_bar)
-        if ended_rule and horizon is not None and new_len >= horizon:  # past the horizon, an
-            # open prefix goes on only if it is significant (docs/mechanisms.md §10)
-            passing &= cd.ended(cand, new_len) | significant(est, se, cd.count(cand))
-        top = top_indices(est, kappa, passing)
+        if ended_rule:
+            top = _wide_top(est, se, cand, new_len, passing, kappa, params.k, horizon)
+        else:
+            top = top_indices(est, kappa, passing)
         kept = is_cons.copy()
         kept[top] = True
         tree.prune(ids, kept)
