@@ -22,9 +22,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test tooling
+from tempo_reference import reference_tempo
 
 from fedhh.tempo import build_prefix_tree, grpo_advantages, tempo_advantages
 
@@ -72,50 +76,6 @@ def make_batch(
         "index": index[perm],
         "responses": responses[perm],
     }
-
-
-def reference_tempo(
-    rewards: np.ndarray,
-    mask: np.ndarray,
-    index: np.ndarray,
-    responses: np.ndarray,
-    epsilon: float = 1e-6,
-) -> np.ndarray:
-    """The straightforward loop: a dict trie per group, then one pass per token."""
-    n, width = mask.shape
-    scores = rewards.sum(axis=1, dtype=np.float64).tolist()
-    groups: dict[Any, list[int]] = {}
-    for i, uid in enumerate(index.tolist()):
-        groups.setdefault(uid, []).append(i)
-    out = np.zeros((n, width), dtype=np.float64)
-    for rows in groups.values():
-        vals = [scores[i] for i in rows]
-        mu, sd = (statistics.fmean(vals), statistics.stdev(vals)) if len(rows) > 1 else (0.0, 1.0)
-        root: dict[str, Any] = {"s": 0.0, "c": 0, "k": {}}
-        seqs = {}
-        for i in rows:
-            m = mask[i].tolist()
-            cols = [c for c in range(width) if m[c]]
-            toks = responses[i].tolist()
-            seq = [toks[c] for c in cols]
-            seqs[i] = (seq, cols)
-            node = root
-            node["s"] += scores[i]
-            node["c"] += 1
-            for tok in seq:
-                node = node["k"].setdefault(tok, {"s": 0.0, "c": 0, "k": {}})
-                node["s"] += scores[i]
-                node["c"] += 1
-        for i in rows:
-            seq, cols = seqs[i]
-            row = out[i]
-            node = root
-            for t, tok in enumerate(seq):
-                nxt = node["k"][tok]
-                delta = nxt["s"] / nxt["c"] - node["s"] / node["c"]
-                row[cols[t]] = ((scores[i] - mu) + delta) / (sd + epsilon)
-                node = nxt
-    return out
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:

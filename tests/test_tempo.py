@@ -1,168 +1,27 @@
-"""Tests of TEMPO advantages and the prefix forest (fedhh.tempo; docs/tempo.md §4)."""
+"""Tests of TEMPO advantages (fedhh.tempo; docs/tempo.md §4): the golden example, agreement with
+the plain reference, the §4 properties, GRPO."""
 
 from __future__ import annotations
 
 import json
-import os
-import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-
-from fedhh.errors import DataError, ParameterError
-from fedhh.tempo import (
-    build_prefix_tree,
-    grpo_advantages,
-    tempo_advantages,
-    tempo_advantages_trl,
+from tempo_cases import (
+    GOLDEN_UNNORM,
+    SETTINGS,
+    Batch,
+    batches,
+    for_random_batches,
+    golden_inputs,
 )
-from fedhh.trie import END
+from tempo_reference import reference_tempo
 
-# FEDHH_HYPOTHESIS_EXAMPLES=1000 runs a longer search locally
-SETTINGS = settings(
-    max_examples=int(os.environ.get("FEDHH_HYPOTHESIS_EXAMPLES", "60")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-# ---------------------------------------------------------------- a plain reference (dict trie)
-def reference_tempo(
-    rewards: np.ndarray,
-    mask: np.ndarray,
-    index: Any,
-    responses: np.ndarray,
-    epsilon: float = 1e-6,
-    norm: bool = True,
-    td_coef: float = 1.0,
-) -> np.ndarray:
-    """Spec §1–2 token by token, with a Python dict trie per group."""
-    n, width = mask.shape
-    score = [float(sum(rewards[i].tolist())) for i in range(n)]
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i in range(n):
-        groups[index[i]].append(i)
-    adv = np.zeros((n, width), dtype=np.float64)
-    for rows in groups.values():
-        if len(rows) == 1:
-            mu, sd = 0.0, 1.0
-        else:
-            mu = statistics.fmean(score[i] for i in rows)
-            sd = statistics.stdev(score[i] for i in rows)
-        root: dict[str, Any] = {"sum": 0.0, "count": 0, "kids": {}}
-        seqs = {}
-        for i in rows:
-            cols = [c for c in range(width) if mask[i, c] != 0]
-            seq = [int(responses[i, c]) for c in cols]
-            seqs[i] = (seq, cols)
-            node = root
-            node["sum"] += score[i]
-            node["count"] += 1
-            for tok in seq:
-                node = node["kids"].setdefault(tok, {"sum": 0.0, "count": 0, "kids": {}})
-                node["sum"] += score[i]
-                node["count"] += 1
-        for i in rows:
-            seq, cols = seqs[i]
-            node = root
-            for t, tok in enumerate(seq):
-                nxt = node["kids"][tok]
-                delta = nxt["sum"] / nxt["count"] - node["sum"] / node["count"]
-                a = (score[i] - mu) + td_coef * delta
-                adv[i, cols[t]] = a / (sd + epsilon) if norm else a
-                node = nxt
-    return adv
-
-
-# ---------------------------------------------------------------- random batches
-@dataclass
-class Batch:
-    rewards: np.ndarray  # [n, L] token-level
-    mask: np.ndarray
-    index: np.ndarray  # object array of uids
-    responses: np.ndarray
-    seqs: list[list[int]]  # response tokens of each row
-    cols: list[np.ndarray]  # their columns
-
-    def group_rows(self) -> dict[Any, list[int]]:
-        out: dict[Any, list[int]] = defaultdict(list)
-        for i, u in enumerate(self.index.tolist()):
-            out[u].append(i)
-        return out
-
-    @property
-    def scores(self) -> np.ndarray:
-        return self.rewards.sum(axis=1)
-
-
-@st.composite
-def batches(
-    draw: Any,
-    max_groups: int = 4,
-    max_g: int = 6,
-    max_len: int = 8,
-    holes: bool | None = None,
-    equal_rewards: bool = False,
-) -> Batch:
-    n_groups = draw(st.integers(1, max_groups))
-    width = draw(st.integers(1, max_len))
-    vocab = draw(st.integers(1, 3))
-    tok = st.integers(0, vocab - 1)
-    seqs: list[list[int]] = []
-    uids: list[str] = []
-    for g in range(n_groups):
-        size = draw(st.integers(1, max_g))
-        group: list[list[int]] = []
-        for _ in range(size):
-            mode = draw(st.sampled_from(["new", "dup", "prefix", "extend"])) if group else "new"
-            if mode == "new":
-                y = draw(st.lists(tok, max_size=width))
-            else:
-                src = draw(st.sampled_from(group))
-                if mode == "dup":
-                    y = list(src)
-                elif mode == "prefix":
-                    y = src[: draw(st.integers(0, len(src)))]
-                else:
-                    cut = draw(st.integers(0, len(src)))
-                    y = src[:cut] + draw(st.lists(tok, max_size=width - cut))
-            group.append(y)
-        seqs += group
-        uids += [f"uid-{g}"] * size
-    n = len(seqs)
-    perm = draw(st.permutations(range(n)))
-    seqs = [seqs[p] for p in perm]
-    uids = [uids[p] for p in perm]
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    use_holes = draw(st.booleans()) if holes is None else holes
-    responses = rng.integers(0, vocab, size=(n, width))  # pads are real token ids
-    mask = np.zeros((n, width), dtype=np.int64)
-    cols = []
-    for i, y in enumerate(seqs):
-        if use_holes and rng.random() < 0.5:
-            c = np.sort(rng.choice(width, size=len(y), replace=False))
-        else:
-            c = np.arange(len(y))
-        mask[i, c] = 1
-        responses[i, c] = y
-        cols.append(c)
-    if equal_rewards:
-        values = np.full(n, draw(st.sampled_from([0.0, 1.0, 0.3, -7.5])))
-    else:
-        values = np.array(
-            draw(st.lists(st.sampled_from([0.0, 1.0, 0.5, -2.0, 3.25]), min_size=n, max_size=n))
-        )
-    rewards = np.zeros((n, width))
-    at = rng.integers(0, width, size=n)
-    rewards[np.arange(n), at] = values
-    index = np.array(uids, dtype=object)
-    return Batch(rewards, mask, index, responses, seqs, cols)
+from fedhh.tempo import build_prefix_tree, grpo_advantages, tempo_advantages
 
 
 def deltas(b: Batch, td: float = 1.0) -> np.ndarray:
@@ -185,23 +44,6 @@ def prefix_value(b: Batch, rows: list[int], prefix: list[int]) -> float:
 
 
 # ---------------------------------------------------------------- golden example (§4.10)
-GOLDEN_RESP = np.array([[5, 7, 1, 9], [5, 7, 2, 9], [5, 8, 3, 9], [5, 8, 3, 9]])
-GOLDEN_UNNORM = np.array(
-    [
-        [0.25, 0, 0.75, 0.25],
-        [-0.75, -1, -1.25, -0.75],
-        [0.25, 0.5, 0.25, 0.25],
-        [0.25, 0.5, 0.25, 0.25],
-    ]
-)
-
-
-def golden_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    rewards = np.zeros((4, 4))
-    rewards[:, -1] = [1, 0, 1, 1]
-    return rewards, np.ones((4, 4), dtype=np.int64), np.array(["p"] * 4, dtype=object), GOLDEN_RESP
-
-
 def test_golden_example() -> None:
     rewards, mask, index, resp = golden_inputs()
     a, ret = tempo_advantages(rewards, mask, index, resp, norm_adv_by_std_in_grpo=False)
@@ -281,8 +123,7 @@ def test_matches_reference_long_and_large_groups() -> None:
 
 
 # ---------------------------------------------------------------- §4 properties
-@SETTINGS
-@given(b=batches())
+@for_random_batches
 def test_shape_and_mask(b: Batch) -> None:  # §4.1
     a, r = tempo_advantages(b.rewards, b.mask, b.index, b.responses)
     assert a.shape == b.mask.shape and r.shape == b.mask.shape
@@ -313,8 +154,7 @@ def test_off_branch_equals_grpo(b: Batch, td: float) -> None:  # §4.2
             assert np.array_equal(a[rows], g[rows])
 
 
-@SETTINGS
-@given(b=batches())
+@for_random_batches
 def test_telescoping(b: Batch) -> None:  # §4.3
     d = deltas(b)
     for rows in b.group_rows().values():
@@ -331,8 +171,7 @@ def test_telescoping(b: Batch) -> None:  # §4.3
                 assert d[i].sum() == pytest.approx(b.scores[i] - mu, abs=1e-9)
 
 
-@SETTINGS
-@given(b=batches())
+@for_random_batches
 def test_zero_sum_at_every_node(b: Batch) -> None:  # §4.4
     """Σ_{k∈N(s)} δ_{k,|s|} = 0, where a member ending at s steps to its ⊥ child (V = its mean)."""
     d = deltas(b)
@@ -351,8 +190,7 @@ def test_zero_sum_at_every_node(b: Batch) -> None:  # §4.4
             assert total == pytest.approx(0.0, abs=1e-9)
 
 
-@SETTINGS
-@given(b=batches())
+@for_random_batches
 def test_sparsity(b: Batch) -> None:  # §4.5
     d = deltas(b)
     for rows in b.group_rows().values():
@@ -406,8 +244,7 @@ def test_affine_invariance(b: Batch, scale: float, shift: float) -> None:  # §4
     np.testing.assert_allclose(m[multi], a[multi], rtol=1e-4, atol=1e-4)
 
 
-@SETTINGS
-@given(b=batches())
+@for_random_batches
 def test_delta_bounded_by_reward_range(b: Batch) -> None:  # §4.9
     d = deltas(b)
     for rows in b.group_rows().values():
@@ -437,236 +274,3 @@ def test_grpo_matches_verl_semantics(b: Batch, norm: bool) -> None:
     g, r = grpo_advantages(b.rewards, b.mask, b.index, norm_adv_by_std_in_grpo=norm)
     assert r is g
     np.testing.assert_allclose(g, verl_grpo_reference(b.rewards, b.mask, b.index, norm=norm))
-
-
-# ---------------------------------------------------------------- the forest
-@SETTINGS
-@given(b=batches())
-def test_forest_structure(b: Batch) -> None:
-    f = build_prefix_tree(b.responses, b.mask, b.index, rewards=b.rewards)
-    trie = f.trie
-    par, depth = trie.parent, trie.depth
-    assert (par[par >= 0] < np.flatnonzero(par >= 0)).all()
-    groups = b.group_rows()
-    assert len(f.groups) == len(groups) and f.roots.size == len(groups)
-    for g, uid in enumerate(f.groups):
-        rows = groups[uid]
-        nodes = f.group_nodes(g)
-        assert nodes[0] == f.roots[g] and par[nodes[0]] == -1
-        assert trie.label[nodes[0]] == g
-        assert f.members[f.roots[g]] == len(rows)
-        assert (f.node_group[nodes] == g).all()
-        distinct = {tuple(b.seqs[i]) for i in rows}
-        leaves = [v for v in nodes if f.branching[v] is False or not (par == v).any()]
-        assert len([v for v in nodes if not (par == v).any()]) == len(distinct)
-        assert int(f.branching[nodes].sum()) <= len(rows) - 1
-        assert len(leaves) >= len(distinct)
-        for v in nodes:
-            members = sorted(f.rows_under(v).tolist())
-            some = members[0]
-            pref = b.seqs[some][: depth[v]]
-            is_leaf = not (par == v).any()  # a leaf holds the responses ending there
-            expected = [
-                i for i in rows if (b.seqs[i] == pref if is_leaf else b.seqs[i][: depth[v]] == pref)
-            ]
-            assert members == expected
-            assert trie.get_stat("value", [v])[0] == pytest.approx(
-                float(np.mean(b.scores[expected])), abs=1e-12
-            )
-            ends = sum(1 for i in members if len(b.seqs[i]) == depth[v])
-            assert trie.get_stat("ends", [v])[0] == ends
-            p = par[v]
-            if p >= 0:
-                if depth[v] == depth[p]:
-                    assert trie.label[v] == END  # ⊥ child of a strict prefix
-                else:
-                    assert trie.label[v] == b.seqs[some][depth[p]]
-                # compressed: the path between p and v does not branch
-                inner = {tuple(b.seqs[i][: depth[p] + 1]) for i in members}
-                assert len(inner) == 1 or depth[v] == depth[p]
-            internal = (par == v).any()
-            if internal and p >= 0:
-                assert f.branching[v]  # kept internal nodes are branch points
-        for i in rows:
-            leaf = f.row_leaf[i]
-            assert depth[leaf] == len(b.seqs[i])
-            assert i in f.rows_under(leaf).tolist()
-            assert not (par == leaf).any()
-    json.dumps(f.to_dict(), allow_nan=False)
-
-
-def test_forest_without_rewards_and_strict_prefix() -> None:
-    resp = np.array([[3, 4, 0, 0], [3, 4, 6, 0], [3, 4, 6, 0], [9, 9, 9, 9]])
-    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 1, 0]])
-    f = build_prefix_tree(resp, mask, np.array([1, 1, 1, 2]))
-    assert f.groups == [1, 2]
-    assert np.isnan(f.values).all()
-    rec = f.trie.to_records()
-    # group 1: root (one child) → [3, 4] (branches: ⊥ and 6) → ⊥ leaf, [3, 4, 6] leaf
-    assert [(r["depth"], r["members"], r["ends"]) for r in rec[:4]] == [
-        (0, 3, 0),
-        (2, 3, 1),
-        (2, 1, 1),
-        (3, 2, 2),
-    ]
-    assert rec[2]["label"] == int(END)
-    assert f.branching[:4].tolist() == [False, True, False, False]
-    # group 2: a hole in the mask: response (9, 9) at columns 0 and 2
-    assert rec[5]["depth"] == 2 and f.columns(np.array([3]), np.array([1])).tolist() == [2]
-
-
-# ---------------------------------------------------------------- layouts, types, errors
-@SETTINGS
-@given(b=batches(holes=False), one_d=st.booleans())
-def test_trl_helper_matches_verl_layout(b: Batch, one_d: bool) -> None:
-    n = len(b.seqs)
-    k = n  # one prompt in TRL's layout; also try blocks when they divide evenly
-    for gen in sorted({k, 1, *(d for d in (2, 3) if n % d == 0)}):
-        index = np.arange(n) // gen
-        rewards = b.scores if one_d else b.rewards
-        got = tempo_advantages_trl(rewards, b.mask, b.responses, gen, epsilon=1e-4)
-        ref, _ = tempo_advantages(b.rewards, b.mask, index, b.responses, epsilon=1e-4)
-        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
-    off = tempo_advantages_trl(b.scores, b.mask, b.responses, 1, scale_rewards="none")
-    assert np.array_equal(
-        off, tempo_advantages_trl(b.scores, b.mask, b.responses, 1, scale_rewards=False)
-    )
-
-
-@SETTINGS
-@given(b=batches(holes=False), data=st.data())
-def test_trl_helper_batch_scaling_and_unscorable(b: Batch, data: Any) -> None:
-    """TRL's scale_rewards="batch" and its NaN reward for an unscorable completion."""
-    n = len(b.seqs)
-    index = np.zeros(n, dtype=np.int64)
-    got = tempo_advantages_trl(b.scores, b.mask, b.responses, n, scale_rewards="batch")
-    raw, _ = tempo_advantages(b.rewards, b.mask, index, b.responses, norm_adv_by_std_in_grpo=False)
-    std = np.std(b.scores, ddof=1) if n > 1 else 0.0
-    np.testing.assert_allclose(got, raw / (std + 1e-4), rtol=1e-12, atol=1e-12)
-    if n < 2:
-        return
-    drop = data.draw(st.integers(0, n - 1))
-    scores = b.scores.copy()
-    scores[drop] = np.nan
-    keep = np.arange(n) != drop
-    for scale in ("group", "batch", "none"):
-        got = tempo_advantages_trl(scores, b.mask, b.responses, n, scale_rewards=scale)
-        assert (got[drop] == 0).all()
-        ref = tempo_advantages_trl(
-            b.scores[keep], b.mask[keep], b.responses[keep], n - 1, scale_rewards=scale
-        )
-        np.testing.assert_allclose(got[keep], ref, rtol=1e-12, atol=1e-12)
-
-
-def test_inputs_not_mutated_and_dtypes() -> None:
-    rewards, mask, index, resp = golden_inputs()
-    copies = [x.copy() for x in (rewards, mask, index, resp)]
-    a, _ = tempo_advantages(
-        rewards.astype(np.float32), mask.astype(bool), index, resp.astype(np.int32)
-    )
-    assert a.dtype == np.float32
-    for x, c in zip((rewards, mask, index, resp), copies, strict=True):
-        assert np.array_equal(x, c)
-    a64, _ = tempo_advantages(rewards.astype(int), mask, index.tolist(), resp)
-    assert a64.dtype == np.float64
-
-
-def test_token_id_ranges() -> None:
-    rewards, mask, index, resp = golden_inputs()
-    ref, _ = tempo_advantages(rewards, mask, index, resp)
-    for tokens in (
-        resp - 100,  # negative ids
-        resp * 10**6,  # beyond 16 bits
-        resp.astype(np.int64) * 2**40 - 2**62,  # beyond 32 bits, negative
-        resp.astype(np.uint64) * np.uint64(2**60),
-        (resp + 118).astype(np.int8),  # up to 127: no overflow when shifted by one
-        resp.astype(np.uint8),
-    ):
-        got, _ = tempo_advantages(rewards, mask, index, tokens)
-        np.testing.assert_allclose(got, ref, rtol=1e-12)
-    pad = resp.copy()
-    pad[:, 3] = 1  # pads may be real tokens
-    m = mask.copy()
-    m[:, 3] = 0
-    got, _ = tempo_advantages(rewards, m, index, pad)
-    ref2 = reference_tempo(rewards, m, index, pad)
-    np.testing.assert_allclose(got, ref2, atol=1e-9)
-
-
-def test_empty_and_singleton_edge_cases() -> None:
-    a, _ = tempo_advantages(np.zeros((0, 3)), np.zeros((0, 3)), np.array([]), np.zeros((0, 3), int))
-    assert a.shape == (0, 3)
-    a, _ = tempo_advantages(
-        np.ones((2, 0)), np.ones((2, 0)), np.array([1, 1]), np.ones((2, 0), int)
-    )
-    assert a.shape == (2, 0)
-    rew = np.array([[0.0, 2.0]])
-    a, _ = tempo_advantages(rew, np.array([[1, 1]]), np.array(["x"]), np.array([[1, 2]]))
-    np.testing.assert_allclose(a, [[2 / (1 + 1e-6)] * 2])
-    mask0 = np.zeros((3, 2))
-    a, _ = tempo_advantages(np.ones((3, 2)), mask0, np.array([0, 0, 0]), np.ones((3, 2), int))
-    assert (a == 0).all()
-
-
-def test_errors() -> None:
-    rewards, mask, index, resp = golden_inputs()
-    with pytest.raises(DataError):
-        tempo_advantages(rewards, mask[:, :3], index, resp)
-    with pytest.raises(DataError):
-        tempo_advantages(rewards, mask, index[:3], resp)
-    with pytest.raises(DataError):
-        tempo_advantages(rewards, mask, index, resp[:, :2])
-    with pytest.raises(DataError):
-        tempo_advantages(rewards, mask, index, resp.astype(float))
-    with pytest.raises(DataError):
-        grpo_advantages(rewards[0], mask, index)
-    # the options are keyword-only: verl's positional epsilon cannot land in responses
-    with pytest.raises(TypeError):
-        tempo_advantages(rewards, mask, index, resp, 1e-6)  # type: ignore[misc]
-    with pytest.raises(DataError, match="responses"):
-        tempo_advantages(rewards, mask, index, 1e-6)
-    with pytest.raises(TypeError):
-        grpo_advantages(rewards, mask, index, 1e-6)  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        build_prefix_tree(resp, mask, index, rewards)  # type: ignore[misc]
-    with pytest.raises(ParameterError):
-        tempo_advantages(rewards, mask, index, resp, epsilon=-1.0)
-    with pytest.raises(ParameterError):
-        tempo_advantages(rewards, mask, index, resp, td_coef=float("nan"))
-    with pytest.raises(DataError):
-        tempo_advantages_trl(rewards, mask, resp, 3)
-    with pytest.raises(ParameterError):
-        tempo_advantages_trl(rewards, mask, resp, 0)
-    with pytest.raises(ParameterError):
-        tempo_advantages_trl(rewards, mask, resp, 2, scale_rewards="batchwise")
-
-
-# ---------------------------------------------------------------- torch
-def test_torch_path() -> None:
-    torch = pytest.importorskip("torch")
-    rewards, mask, index, resp = golden_inputs()
-    for dtype in (torch.float32, torch.float64, torch.bfloat16):
-        tr = torch.tensor(rewards, dtype=dtype)
-        tm = torch.tensor(mask)
-        tt = torch.tensor(resp)
-        before = [x.clone() for x in (tr, tm, tt)]
-        a, r = tempo_advantages(tr, tm, index, tt, norm_adv_by_std_in_grpo=False)
-        assert isinstance(a, torch.Tensor) and a.dtype == dtype and a.device == tr.device
-        assert r is a
-        tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
-        np.testing.assert_allclose(a.double().numpy(), GOLDEN_UNNORM, atol=tol)
-        for x, c in zip((tr, tm, tt), before, strict=True):
-            assert torch.equal(x, c)
-        g, _ = grpo_advantages(tr, tm, index)
-        assert isinstance(g, torch.Tensor) and g.dtype == dtype
-    # TRL layout with torch tensors; integer rewards give the default float dtype
-    out = tempo_advantages_trl(
-        torch.tensor([1, 0, 1, 1]), torch.tensor(mask), torch.tensor(resp), 4
-    )
-    assert out.dtype == torch.get_default_dtype()
-    np.testing.assert_allclose(out.numpy(), GOLDEN_UNNORM / (0.5 + 1e-4), rtol=1e-6)
-    # torch index (uids as a tensor)
-    a, _ = tempo_advantages(
-        torch.tensor(rewards), torch.tensor(mask), torch.zeros(4), torch.tensor(resp)
-    )
-    np.testing.assert_allclose(a.numpy(), GOLDEN_UNNORM / (0.5 + 1e-6), rtol=1e-9)
