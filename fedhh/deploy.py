@@ -39,7 +39,6 @@ from typing import Any
 from fedhh import procs, settings
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import DataError, FedHHError, ParameterError
-from fedhh.flower_run import config_value
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.settings import DatasetParams
 
@@ -184,21 +183,9 @@ def write_party_files(d: Path, args: argparse.Namespace) -> tuple[list[Path], li
 
 def write_run_spec(path: Path, args: argparse.Namespace, parties: list[str], m: int) -> None:
     params = settings.from_flags(MechanismParams, args, m=m)  # checked as the coordinator will
-    names = [f.name for f in dataclasses.fields(params)]
     given = {"mechanism", "epsilon", "k", "seed", "m"}
-    given |= {n for n in names if getattr(args, n, None) is not None}
-    lines = [
-        f"parties = [{', '.join(config_value(p) for p in parties)}]",
-        'policy = "continue"',
-        "deadline_seconds = 300",
-        "[params]",
-        *(
-            f"{n} = {config_value(getattr(params, n))}"
-            for n in names
-            if n in given and getattr(params, n) is not None
-        ),
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    given |= {f.name for f in dataclasses.fields(params) if getattr(args, f.name, None) is not None}
+    path.write_text(settings.run_spec_text(parties, params, given))
 
 
 # --- the processes ------------------------------------------------------------------------------

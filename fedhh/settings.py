@@ -23,7 +23,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,6 +40,7 @@ from fedhh.datasets import (
 )
 from fedhh.datasets.babynames import PARTY_RULES
 from fedhh.errors import ParameterError
+from fedhh.flower_run import config_value
 from fedhh.mechanisms import params as mp
 
 T = TypeVar("T")
@@ -272,3 +273,27 @@ def params_from_table(table: Mapping[str, Any]) -> mp.MechanismParams:
     if unknown:
         raise ParameterError(f"unknown run parameter(s): {', '.join(unknown)}")
     return mp.MechanismParams(**{n: coerce(mp.MechanismParams, n, v) for n, v in table.items()})
+
+
+def run_spec_text(
+    parties: Sequence[str],
+    params: mp.MechanismParams,
+    names: Collection[str] | None = None,
+    *,
+    run_id: str | None = None,
+    policy: str = "continue",
+    deadline_seconds: float = 300,
+) -> str:
+    """A run spec for ``fedhh query start`` (TOML): the run id (if given), parties, policy,
+    deadline and a ``[params]`` table (read back with :func:`params_from_table`) of the fields of
+    ``params`` named in ``names`` (default: all) that are not None."""
+    fields = [f.name for f in dataclasses.fields(params) if names is None or f.name in names]
+    lines = [
+        *([f"run_id = {config_value(run_id)}"] if run_id is not None else []),
+        f"parties = [{', '.join(config_value(p) for p in parties)}]",
+        f"policy = {config_value(policy)}",
+        f"deadline_seconds = {config_value(deadline_seconds)}",
+        "[params]",
+        *(f"{n} = {config_value(v)}" for n in fields if (v := getattr(params, n)) is not None),
+    ]
+    return "\n".join(lines) + "\n"
