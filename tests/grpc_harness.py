@@ -3,23 +3,22 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from fedhh import deploy, procs
 from fedhh.codec import IntCodec
 from fedhh.datasets import synthetic_zipf
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.settings import run_spec_text
 from fedhh.wire.security import add_token
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
@@ -34,50 +33,9 @@ class Certs:
 
 
 def make_certs(d: Path) -> Certs:
-    """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it."""
-    d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedhh test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    out = Certs(d / "ca.pem", d / "server.pem", d / "server.key")
-    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return out
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it (those of
+    ``fedhh deploy local``)."""
+    return Certs(*deploy.make_certs(d))
 
 
 @dataclass
@@ -119,18 +77,8 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> Proc:
         log = self.root / f"{name}-{len(self.procs)}.log"
-        fh = open(log, "wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        popen = subprocess.Popen(
-            [*FEDHH, *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=self.root,
-            env=env,
-        )
-        fh.close()
-        proc = Proc(name, popen, log)
+        proc = Proc(name, procs.start([*FEDHH, *args], log, env=env, cwd=self.root), log)
         self.procs.append(proc)
         return proc
 
@@ -234,6 +182,39 @@ class Cluster:
         )
         return proc, f"127.0.0.1:{wait_file(port_file, proc)}"
 
+    def start_run(
+        self,
+        run_id: str,
+        parties: Sequence[str],
+        params: MechanismParams,
+        *args: str,
+        policy: str = "continue",
+        deadline_seconds: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """``fedhh query start`` of a run spec of ``params`` over ``parties`` (``args``: more
+        flags, e.g. ``--wait``)."""
+        spec = self.root / f"{run_id}.toml"
+        spec.write_text(
+            run_spec_text(
+                parties, params, run_id=run_id, policy=policy, deadline_seconds=deadline_seconds
+            )
+        )
+        return self.query("start", str(spec), *args)
+
+    def handled(self, party_id: str) -> list[tuple[str, int]]:
+        """(run id, request id) of every request a party agent answered (from its state file)."""
+        db = sqlite3.connect(self.root / f"{party_id}.sqlite")
+        return [(r[0], r[1]) for r in db.execute("SELECT run_id, request_id FROM handled")]
+
+    def check_answered_once(
+        self, parties: Iterable[str], requests: int, run_id: str | None = None
+    ) -> None:
+        """Each party agent answered ``requests`` requests (of ``run_id``, or of any run), each
+        exactly once."""
+        for pid in parties:
+            ids = [req for run, req in self.handled(pid) if run_id in (None, run)]
+            assert len(ids) == len(set(ids)) == requests, (pid, ids)
+
     def query(self, *args: str, json_out: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [
             *FEDHH,
@@ -243,6 +224,22 @@ class Cluster:
             *args,
         ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.root)
+
+
+@contextmanager
+def running_cluster(
+    root: Path, parties: Iterable[str], *others: tuple[str, str]
+) -> Iterator[Cluster]:
+    """A test's cluster under ``root``: a fresh CA, the tokens of the analyst alice, of each party
+    in ``parties`` and of the ``others`` (role, name); every process it started is stopped on
+    exit (the body of each test module's ``cluster`` fixture)."""
+    c = Cluster(root, make_certs(root / "certs"), root / "tokens.json")
+    for role, name in (("analyst", "alice"), *(("party", p) for p in parties), *others):
+        c.token(role, name)
+    try:
+        yield c
+    finally:
+        c.stop_all()
 
 
 def wait_file(path: Path, proc: Proc, timeout: float = 60.0) -> str:

@@ -14,41 +14,29 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, make_certs, wait_until
+from grpc_harness import Cluster, running_cluster, wait_until
 
 from fedhh.clients.reporter import ReporterClient, make_report
+from fedhh.mechanisms.params import MechanismParams
 from fedhh.oracles import Reports
 from fedhh.wire.security import open_channel
 
 DEVICES = 200
 DOMINANT = 77
-SPEC = """run_id = "{run_id}"
-parties = ["party-0"]
-deadline_seconds = 120
-[params]
-mechanism = "pem-global"
-k = 2
-m = 8
-epsilon = 4.0
-seed = 1
-"""
+PARAMS = MechanismParams(mechanism="pem-global", k=2, m=8, epsilon=4.0, seed=1)
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    c.token("analyst", "alice")
-    c.token("party", "party-0")
-    try:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, ["party-0"]) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def code_of(fn, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
@@ -58,9 +46,7 @@ def code_of(fn, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
 
 
 def start_run(cluster: Cluster, run_id: str) -> None:
-    spec = cluster.root / f"{run_id}.toml"
-    spec.write_text(SPEC.format(run_id=run_id))
-    done = cluster.query("start", str(spec))
+    done = cluster.start_run(run_id, ["party-0"], PARAMS)
     assert done.returncode == 0, done.stderr
 
 

@@ -12,38 +12,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from grpc_harness import Cluster, make_certs, party_data, wait_until
+from grpc_harness import Cluster, party_data, running_cluster, wait_until
 
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.limits import run_memory
 
 PARTIES = ["party-0", "party-1"]
-SPEC = """run_id = "{run_id}"
-parties = {parties}
-policy = "{policy}"
-deadline_seconds = 60
-[params]
-mechanism = "pem-global"
-k = {k}
-m = 16
-epsilon = {epsilon}
-seed = 2
-"""
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    c.token("analyst", "alice")
-    for p in PARTIES:
-        c.token("party", p)
-    try:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, PARTIES) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def start(  # type: ignore[no-untyped-def]
@@ -56,19 +40,13 @@ def start(  # type: ignore[no-untyped-def]
     parties: list[str] = PARTIES,
     wait: bool = False,
 ):
-    spec = cluster.root / f"{run_id}.toml"
-    ids = json.dumps(parties)
-    spec.write_text(SPEC.format(run_id=run_id, parties=ids, policy=policy, k=k, epsilon=epsilon))
-    return cluster.query("start", str(spec), *(["--wait"] if wait else []))
+    params = MechanismParams("pem-global", k=k, m=16, epsilon=epsilon, seed=2)
+    flags = ["--wait"] if wait else []
+    return cluster.start_run(run_id, parties, params, *flags, policy=policy, deadline_seconds=60)
 
 
 def party_rows(cluster: Cluster) -> dict[str, dict]:
     return {p["party_id"]: p for p in json.loads(cluster.query("parties").stdout)}
-
-
-def handled(cluster: Cluster, pid: str) -> list[tuple[str, int]]:
-    db = sqlite3.connect(cluster.root / f"{pid}.sqlite")
-    return [(r[0], r[1]) for r in db.execute("SELECT run_id, request_id FROM handled")]
 
 
 def test_bounds_and_budget_before_any_work(cluster: Cluster) -> None:
@@ -113,7 +91,7 @@ def test_bounds_and_budget_before_any_work(cluster: Cluster) -> None:
     assert top and all(r["parties"] == 1 for r in top)
     cost = json.loads(cluster.query("cost", "k-agent").stdout)["cost"]
     assert cost["reports_per_party"]["party-1"] == 0
-    assert handled(cluster, "party-1") == [("k-agent", 1)]  # its one answer: the refusal
+    assert cluster.handled("party-1") == [("k-agent", 1)]  # its one answer: the refusal
     reply = sqlite3.connect(cluster.root / "party-1.sqlite").execute("SELECT reply FROM handled")
     assert b"resource-exhausted" in reply.fetchone()[0]
 
@@ -129,6 +107,6 @@ def test_bounds_and_budget_before_any_work(cluster: Cluster) -> None:
     wait_until(lambda: left() <= 2.0, what="party-0's ledger to reach the coordinator")
     over = refused(start(cluster, "over", epsilon=4.0, parties=["party-0"]), "RESOURCE_EXHAUSTED")
     assert "privacy budget" in over
-    assert "over" not in {run for run, _ in handled(cluster, "party-0")}
+    assert "over" not in {run for run, _ in cluster.handled("party-0")}
     assert coord.execute("SELECT COUNT(*) FROM runs WHERE run_id='over'").fetchone()[0] == 0
     assert party_rows(cluster)["party-0"]["epsilon_budget"] == 6.0

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, M, codec, make_certs, party_data, wait_until
+from grpc_harness import Cluster, M, codec, party_data, running_cluster, wait_until
 
 from fedhh.clients.reporter import ReporterClient, ReportTask, make_report
 from fedhh.datasets import load_party_files
@@ -29,28 +30,12 @@ from fedhh.wire.security import open_channel
 DEVICES = 400
 PARTIES = ["party-0", "party-1", "party-2"]  # party-2: devices
 PARAMS = MechanismParams(mechanism="pem-global", k=4, m=M, eta=4, seed=9)  # 4 rounds
-SPEC = """run_id = "kills"
-parties = ["party-0", "party-1", "party-2"]
-deadline_seconds = 120
-[params]
-mechanism = "pem-global"
-k = 4
-m = 16
-eta = 4
-seed = 9
-"""
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    c.token("analyst", "alice")
-    for p in PARTIES:
-        c.token("party", p)
-    try:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, PARTIES) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 class Replayed:
@@ -98,9 +83,7 @@ def test_coordinator_killed_three_times_mid_run(cluster: Cluster) -> None:
     device_agent, target = cluster.start_device_party("party-2", DEVICES, bits=M)
     agents.append(device_agent)
     pids = [a.popen.pid for a in agents]
-    spec = cluster.root / "spec.toml"
-    spec.write_text(SPEC)
-    assert cluster.query("start", str(spec)).returncode == 0
+    assert cluster.start_run("kills", PARTIES, PARAMS).returncode == 0
 
     channel = open_channel(target, token=None, ca_cert=cluster.certs.ca)
     rng = np.random.default_rng(5)
@@ -160,11 +143,8 @@ def test_coordinator_killed_three_times_mid_run(cluster: Cluster) -> None:
     db = sqlite3.connect(cluster.root / "coord.sqlite")
     assert db.execute("SELECT COUNT(*) FROM audit WHERE action='resumed'").fetchone()[0] == 3
     assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
-    for pid in PARTIES:  # each party answered each of its four requests once
-        pdb = sqlite3.connect(cluster.root / f"{pid}.sqlite")
-        ids = [r[0] for r in pdb.execute("SELECT request_id FROM handled WHERE run_id='kills'")]
-        assert len(ids) == len(set(ids)) == 4
-        assert "Traceback" not in cluster.procs[[p.name for p in cluster.procs].index(pid)].output()
+    cluster.check_answered_once(PARTIES, 4, "kills")  # each of its four requests
+    assert not [p.name for p in cluster.procs if p.name in PARTIES and "Traceback" in p.output()]
     # The analyst sees each party's last heartbeat and remaining budget.
     parties = {p["party_id"]: p for p in json.loads(cluster.query("parties").stdout)}
     assert set(parties) == set(PARTIES)

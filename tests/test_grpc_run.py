@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, codec, make_certs, party_data, wait_until
+from grpc_harness import Cluster, codec, party_data, running_cluster, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -25,29 +27,12 @@ from fedhh.wire.security import open_channel, read_token_file
 PARTIES = ["party-0", "party-1", "party-2"]
 # step_rule "adaptive" pins the run's shape: one shared level and three sequential searches
 PARAMS = MechanismParams(mechanism="taps", k=8, m=16, seed=3, step_rule="adaptive")
-SPEC = """run_id = "{run_id}"
-parties = ["party-0", "party-1", "party-2"]
-policy = "continue"
-deadline_seconds = 120
-[params]
-mechanism = "taps"
-k = 8
-m = 16
-seed = 3
-step_rule = "adaptive"
-"""
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    c.token("analyst", "alice")
-    for p in PARTIES:
-        c.token("party", p)
-    try:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, PARTIES) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def expected(files: list[Path], params: MechanismParams = PARAMS, run_id: str = "expected"):
@@ -69,9 +54,7 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     cluster.start_coordinator()
     for pid, f in zip(PARTIES, files, strict=True):
         cluster.start_party(pid, f)
-    spec = cluster.root / "spec.toml"
-    spec.write_text(SPEC.format(run_id="taps-1"))
-    started = cluster.query("start", str(spec), "--wait")
+    started = cluster.start_run("taps-1", PARTIES, PARAMS, "--wait")
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["state"] == "done"
 
@@ -136,12 +119,9 @@ def test_every_mechanism_matches_simulate(cluster: Cluster) -> None:
     for pid, f in zip(PARTIES, files, strict=True):
         cluster.start_party(pid, f)
     for mechanism in ("pem-local", "pem-global", "tap"):
-        spec = cluster.root / f"{mechanism}.toml"
-        text = SPEC.format(run_id=mechanism).replace('"taps"', f'"{mechanism}"')
-        spec.write_text(text)
-        started = cluster.query("start", str(spec), "--wait")
+        params = replace(PARAMS, mechanism=mechanism)
+        started = cluster.start_run(mechanism, PARTIES, params, "--wait")
         assert json.loads(started.stdout)["state"] == "done", started.stdout
-        params = MechanismParams(mechanism=mechanism, k=8, m=16, seed=3, step_rule="adaptive")
         check_same(json.loads(cluster.query("top", mechanism).stdout), files, params)
         cost = json.loads(cluster.query("cost", mechanism).stdout)["cost"]
         want = expected(files, params, run_id=mechanism).cost  # the run id is in every request
@@ -162,9 +142,7 @@ def test_party_and_coordinator_killed_mid_run(cluster: Cluster) -> None:
         "party-1": cluster.start_party("party-1", files[1], "--stop-after", "1"),
         "party-2": cluster.start_party("party-2", files[2]),
     }
-    spec = cluster.root / "spec.toml"
-    spec.write_text(SPEC.format(run_id="resume-1"))
-    assert cluster.query("start", str(spec)).returncode == 0
+    assert cluster.start_run("resume-1", PARTIES, PARAMS).returncode == 0
 
     def stalled() -> dict | None:
         out = cluster.query("status", "resume-1")
@@ -198,7 +176,4 @@ def test_party_and_coordinator_killed_mid_run(cluster: Cluster) -> None:
     db = sqlite3.connect(cluster.root / "coord.sqlite")
     assert db.execute("SELECT COUNT(*) FROM replies WHERE run_id='resume-1'").fetchone()[0] == 6
     assert db.execute("SELECT COUNT(*) FROM audit WHERE action='resumed'").fetchone()[0] == 1
-    for pid in PARTIES:  # every party answered each of its requests exactly once
-        pdb = sqlite3.connect(cluster.root / f"{pid}.sqlite")
-        ids = [r[0] for r in pdb.execute("SELECT request_id FROM handled")]
-        assert len(ids) == len(set(ids)) == 2
+    cluster.check_answered_once(PARTIES, 2)

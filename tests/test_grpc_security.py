@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, make_certs
+from grpc_harness import Cluster, running_cluster
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fedhh.codec import IntCodec
@@ -36,16 +37,11 @@ def code_of(call, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-de
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path, make_certs(tmp_path / "certs"), tmp_path / "tokens.json")
-    roles = (("analyst", "alice"), ("analyst", "bob"), ("admin", "root"), ("device", "app"))
-    for role, name in (*roles, ("party", "party-0"), ("party", "party-1")):
-        c.token(role, name)
-    try:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    others = (("analyst", "bob"), ("admin", "root"), ("device", "app"))
+    with running_cluster(tmp_path, ["party-0", "party-1"], *others) as c:
         c.start_coordinator("--max-message-bytes", str(1 << 20))
         yield c
-    finally:
-        c.stop_all()
 
 
 def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
