@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
@@ -69,24 +71,24 @@ def _reports(
     return keys, y.astype(np.uint32)
 
 
-def _both_olh(
-    keys: HashKeys, y: np.ndarray, g: int, cand: np.ndarray, threads: int | None = None
+def _both(
+    decode: Callable[..., np.ndarray],
+    keys: HashKeys,
+    data: np.ndarray,
+    g: int,
+    cand: np.ndarray,
+    threads: int | None = None,
 ) -> np.ndarray:
-    fast = count_matches(keys, y, g, cand, threads, kernel="numba")
-    slow = count_matches(keys, y, g, cand, threads, kernel="numpy")
+    """``decode``'s counts with the compiled and the numpy kernel, checked to be the same."""
+    fast = decode(keys, data, g, cand, threads, kernel="numba")
+    slow = decode(keys, data, g, cand, threads, kernel="numpy")
     assert fast.dtype == slow.dtype == np.int64
     np.testing.assert_array_equal(fast, slow)
     return fast
 
 
-def _both_pool(
-    keys: HashKeys, matrix: np.ndarray, g: int, cand: np.ndarray, threads: int | None = None
-) -> np.ndarray:
-    fast = pool_support(keys, matrix, g, cand, threads, kernel="numba")
-    slow = pool_support(keys, matrix, g, cand, threads, kernel="numpy")
-    assert fast.dtype == slow.dtype == np.int64
-    np.testing.assert_array_equal(fast, slow)
-    return fast
+_both_olh = partial(_both, count_matches)  # data: the reports' buckets
+_both_pool = partial(_both, pool_support)  # data: the S×g count matrix
 
 
 # --- random inputs ----------------------------------------------------------------------------
