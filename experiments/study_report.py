@@ -335,6 +335,14 @@ def plots(summary: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> list
         ax.grid(alpha=0.3)
 
     made: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(path)
+
     keys = sorted({(s["dataset"], s["parties"]) for s in summary})
     many_m = len({m for _, m in keys}) > 1
     for ds, m in keys:
@@ -352,11 +360,7 @@ def plots(summary: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> list
             ax.set_ylabel("F1")
             ax.legend(fontsize=7)
             ax.set_title(f"{ds}: F1 against ε (k = {k}, M = {m}; mean ± SE)", fontsize=9)
-            fig.tight_layout()
-            path = out / f"{ds}_f1_eps_k{k}{tag}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            made.append(path)
+            save(fig, f"{ds}_f1_eps_k{k}{tag}.png")
         if len(ks) >= 2:
             fig, axes = plt.subplots(1, len(es), figsize=(3.3 * len(es), 3.6), squeeze=False)
             for ax, e in zip(axes[0], es, strict=True):
@@ -366,11 +370,7 @@ def plots(summary: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> list
             axes[0][0].set_ylabel("F1")
             axes[0][-1].legend(fontsize=6)
             fig.suptitle(f"{ds}: F1 against k (M = {m}; mean ± SE)", fontsize=10)
-            fig.tight_layout()
-            path = out / f"{ds}_f1_k{tag}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            made.append(path)
+            save(fig, f"{ds}_f1_k{tag}.png")
     return made
 
 
