@@ -21,7 +21,7 @@ from fedhh.datasets.common import (
     make_rng,
 )
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import _check_split, _split_counts, size_weights
+from fedhh.datasets.splits import _check_split, _split_counts, size_weights, split_params
 from fedhh.errors import DataError, ParameterError
 
 __all__ = ["AOL_FILE", "AOL_WIDTH", "load_aol", "read_value_counts"]
@@ -110,12 +110,7 @@ def load_aol(
         keep = counts > 0
         codes, counts = codes[keep], counts[keep].astype(np.int64)
     parties = _split_counts(codes, counts, n_parties, split, alpha, weights, permute, 1.0, gen)
-    params: dict[str, object] = {"split": split}
-    if split == "dirichlet":
-        params["alpha"] = alpha
-    if split == "permutation":
-        params["permute"] = permute
-    params["sizes"] = sizes if isinstance(sizes, str) else "custom"
+    params = split_params(split, alpha, permute, sizes)
     if max_users is not None:
         params["max_users"] = max_users
     return FederatedDataset(

@@ -73,6 +73,18 @@ def _check_split(split: str, alpha: float, permute: float) -> tuple[str, float, 
     return split, alpha, permute
 
 
+def split_params(split: str, alpha: float, permute: float, sizes: Sizes) -> dict[str, object]:
+    """What a dataset's ``params`` records of its split: the rule (as checked), its α
+    ("dirichlet") or shuffled share of the ranks ("permutation"), and the size profile."""
+    params: dict[str, object] = {"split": split}
+    if split == "dirichlet":
+        params["alpha"] = alpha
+    if split == "permutation":
+        params["permute"] = permute
+    params["sizes"] = sizes if isinstance(sizes, str) else "custom"
+    return params
+
+
 def _check_s(s: float) -> float:
     s = _check_float("Zipf exponent s", s)
     if not math.isfinite(s) or s <= 0:

@@ -16,6 +16,7 @@ from fedhh.datasets.splits import (
     _split_counts,
     apportion,
     size_weights,
+    split_params,
 )
 from fedhh.errors import ParameterError
 
@@ -113,12 +114,7 @@ def synthetic_zipf(
         )
     nz = counts > 0
     order = np.argsort(labels[nz])
-    params: dict[str, object] = {"n_items": n_items, "s": s, "split": split}
-    if split == "dirichlet":
-        params["alpha"] = alpha
-    if split == "permutation":
-        params["permute"] = permute
-    params["sizes"] = sizes if isinstance(sizes, str) else "custom"
+    params = {"n_items": n_items, "s": s, **split_params(split, alpha, permute, sizes)}
     return FederatedDataset(
         name=name or f"zipf(s={s:g})",
         m=m,

@@ -19,7 +19,13 @@ from fedhh import codes as cd
 from fedhh.codec import StringCodec
 from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import _check_s, _check_split, _split_counts, size_weights
+from fedhh.datasets.splits import (
+    _check_s,
+    _check_split,
+    _split_counts,
+    size_weights,
+    split_params,
+)
 from fedhh.datasets.synthetic import zipf_pmf
 from fedhh.errors import ParameterError
 
@@ -110,10 +116,7 @@ def synthetic_urls(
     parts = _split_counts(ranks, counts[nz], n_parties, split, alpha, weights, permute, s, gen)
     parties = [table[p.astype(np.int64)] for p in parts]
     order = np.argsort(cd.keys(table[nz]), kind="stable")
-    params: dict[str, object] = {"n_items": n_items, "s": s, "split": split}
-    if split == "dirichlet":
-        params["alpha"] = alpha
-    params["sizes"] = sizes if isinstance(sizes, str) else "custom"
+    params = {"n_items": n_items, "s": s, **split_params(split, alpha, permute, sizes)}
     return FederatedDataset(
         name=f"urls(s={s:g})",
         m=codec.m,
