@@ -103,6 +103,13 @@ def candidate_index(values: Codes, candidates: Codes) -> NDArray[np.int64]:
     return np.where(found, order[pos_c], candidates.size).astype(np.int64)
 
 
+def value_symbols(values: ArrayLike, candidates: ArrayLike | None) -> tuple[int, NDArray[np.int64]]:
+    """For the oracles over C ∪ {⊥} (GRR, OUE): the domain size d = |C| + 1 and each value's
+    symbol (:func:`candidate_index`), both arguments checked."""
+    cand = as_candidates(candidates)
+    return cand.size + 1, candidate_index(as_values(values), cand)
+
+
 @dataclass(frozen=True, eq=False)
 class Reports:
     """A batch of ε-LDP reports of one oracle kind, as named arrays whose first axis is the user.
@@ -209,6 +216,10 @@ class FrequencyOracle(ABC):
 
     name: ClassVar[str]
     epsilon: float
+
+    def __post_init__(self) -> None:
+        """Every oracle (a frozen dataclass) holds a checked ε."""
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
 
     # --- probabilities and variance -------------------------------------------------------
     @abstractmethod

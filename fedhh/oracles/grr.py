@@ -13,17 +13,21 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
-from fedhh.oracles.base import (
-    FrequencyOracle,
-    Reports,
-    Support,
-    as_candidates,
-    as_values,
-    candidate_index,
-    check_epsilon,
-)
+from fedhh.oracles.base import FrequencyOracle, Reports, Support, as_candidates, value_symbols
+
+
+def randomised_response(
+    truth: NDArray[np.integer], d: int, p: float, rng: np.random.Generator
+) -> NDArray[np.uint32]:
+    """GRR over the symbols 0..d−1: each true symbol stays with probability p, else becomes a
+    uniform *other* symbol (drawn from d−1 symbols, skipping over the true one)."""
+    keep = rng.random(truth.size) < p
+    other = rng.integers(0, d - 1, size=truth.size, dtype=np.int64)
+    truth = truth.astype(np.int64)
+    other += other >= truth
+    return np.where(keep, truth, other).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,6 @@ class GRR(FrequencyOracle):
     epsilon: float
     name: ClassVar[str] = "grr"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
-
     def probabilities(self, domain_size: int) -> tuple[float, float]:
         e = math.exp(self.epsilon)
         return e / (e + domain_size - 1), 1.0 / (e + domain_size - 1)
@@ -43,16 +44,8 @@ class GRR(FrequencyOracle):
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
     ) -> Reports:
-        cand = as_candidates(candidates)
-        vals = as_values(values)
-        d = cand.size + 1
-        truth = candidate_index(vals, cand)
-        p, _ = self.probabilities(d)
-        keep = rng.random(vals.size) < p
-        # A uniform *other* symbol: draw from d−1 symbols and skip over the true one.
-        other = rng.integers(0, d - 1, size=vals.size, dtype=np.int64)
-        other += other >= truth
-        out = np.where(keep, truth, other).astype(np.uint32)
+        d, truth = value_symbols(values, candidates)
+        out = randomised_response(truth, d, self.probabilities(d)[0], rng)
         return Reports(self.name, d, {"symbol": out})
 
     def support(self, reports: Reports, candidates: ArrayLike) -> Support:

@@ -32,8 +32,8 @@ from fedhh.oracles.base import (
     as_candidates,
     as_values,
     check_count,
-    check_epsilon,
 )
+from fedhh.oracles.grr import randomised_response
 from fedhh.oracles.hashing import (
     HashKeys,
     bucket_of,
@@ -52,23 +52,13 @@ def optimal_g(epsilon: float) -> int:
     return int(min(round(math.exp(epsilon)) + 1, MAX_G))
 
 
-def _grr_over_buckets(
-    true_bucket: NDArray[np.uint64], g: int, p: float, rng: np.random.Generator
-) -> NDArray[np.uint32]:
-    keep = rng.random(true_bucket.size) < p
-    other = rng.integers(0, g - 1, size=true_bucket.size, dtype=np.int64)
-    truth = true_bucket.astype(np.int64)
-    other += other >= truth
-    return np.where(keep, truth, other).astype(np.uint32)
-
-
 class _LocalHashing(FrequencyOracle):
     """What plain and seed-pool OLH share: the hash range g and the GRR over buckets."""
 
     g: int
 
-    def _init_g(self) -> None:
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+    def __post_init__(self) -> None:
+        super().__post_init__()
         g = optimal_g(self.epsilon) if self.g == 0 else check_count("g", self.g, 2)
         if g > MAX_G:
             raise ParameterError(f"g must be at most {MAX_G}, got {g}")
@@ -95,16 +85,13 @@ class OLH(_LocalHashing):
     threads: int | None = None
     name: ClassVar[str] = "olh"
 
-    def __post_init__(self) -> None:
-        self._init_g()
-
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
     ) -> Reports:
         vals = as_values(values)
         seeds = rng.integers(0, 2**64, size=vals.size, dtype=np.uint64, endpoint=False)
         h = bucket_of(hash32(HashKeys.from_seeds(seeds), vals), self.g)
-        y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
+        y = randomised_response(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed": seeds, "bucket": y})
 
     def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
@@ -159,7 +146,7 @@ class OLHPool(_LocalHashing):
     name: ClassVar[str] = "olh-pool"
 
     def __post_init__(self) -> None:
-        self._init_g()
+        super().__post_init__()
         check_count("pool_size", self.pool_size, 1)
         if self.pool_size > 1 << 24:
             raise ParameterError(f"pool_size must be at most 2^24, got {self.pool_size}")
@@ -191,7 +178,7 @@ class OLHPool(_LocalHashing):
         vals = as_values(values)
         idx = rng.integers(0, self.pool_size, size=vals.size, dtype=np.uint32)
         h = bucket_of(hash32(self.pool_keys.take(idx), vals), self.g)
-        y = _grr_over_buckets(h, self.g, self.keep_probability, rng)
+        y = randomised_response(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed_index": idx, "bucket": y})
 
     def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:

@@ -17,15 +17,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fedhh.oracles.base import (
-    FrequencyOracle,
-    Reports,
-    Support,
-    as_candidates,
-    as_values,
-    candidate_index,
-    check_epsilon,
-)
+from fedhh.oracles.base import FrequencyOracle, Reports, Support, as_candidates, value_symbols
 
 _BLOCK_ELEMENTS = 1 << 22  # users × bits handled per block (bounded memory)
 
@@ -36,9 +28,6 @@ class OUE(FrequencyOracle):
 
     epsilon: float
     name: ClassVar[str] = "oue"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
 
     @property
     def threshold(self) -> int:
@@ -51,16 +40,13 @@ class OUE(FrequencyOracle):
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
     ) -> Reports:
-        cand = as_candidates(candidates)
-        vals = as_values(values)
-        d = cand.size + 1
-        truth = candidate_index(vals, cand)
+        d, truth = value_symbols(values, candidates)
         n_bytes = (d + 7) // 8
-        out = np.empty((vals.size, n_bytes), dtype=np.uint8)
+        out = np.empty((truth.size, n_bytes), dtype=np.uint8)
         thr = np.uint32(self.threshold)
         block = max(1, _BLOCK_ELEMENTS // d)
-        for lo in range(0, vals.size, block):
-            hi = min(lo + block, vals.size)
+        for lo in range(0, truth.size, block):
+            hi = min(lo + block, truth.size)
             bits = rng.integers(0, 1 << 32, size=(hi - lo, d), dtype=np.uint32) < thr
             rows = np.arange(hi - lo)
             bits[rows, truth[lo:hi]] = rng.integers(0, 2, size=hi - lo, dtype=np.uint8) == 1
