@@ -56,6 +56,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def write_connection(home: Path, port: int) -> None:
+    """``home/config.toml`` (``FLWR_HOME``): the SuperLink on 127.0.0.1:``port`` (insecure) as
+    flwr's default connection, named :data:`CONNECTION`."""
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+
+
 def config_value(value: Any) -> str:
     """A run-config value as TOML (the syntax of ``--run-config`` and ``pyproject.toml``)."""
     if isinstance(value, bool):
@@ -240,10 +249,7 @@ class SimulationLink:
             env=self.env,
             cwd=self.root,
         )
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
-        )
+        write_connection(home, self.port)
         deadline = time.monotonic() + timeout
         while not self._healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -23,9 +23,15 @@ from typing import Any
 
 from fedhh import procs
 from fedhh.errors import FedHHError
-from fedhh.flower_run import config_args, config_value, free_port, tool
-
-CONNECTION = "fedhh-local"
+from fedhh.flower_run import (
+    COMPLETED,
+    CONNECTION,
+    Flwr,
+    config_args,
+    free_port,
+    tool,
+    write_connection,
+)
 
 
 @dataclass
@@ -83,11 +89,7 @@ class LocalDeployment:
                 "--disable-runtime-dependency-installation",
             ],
         )
-        (self.home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f"[superlink.{CONNECTION}]\n"
-            f'address = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
-        )
+        write_connection(self.home, self.superlink_port)
         self._wait_port(self.superlink_port, "superlink")
 
     def start_supernode(self, name: str, node_config: Mapping[str, Any]) -> None:
@@ -151,61 +153,18 @@ class LocalDeployment:
         return "\n".join(f"--- {p.name}\n{self.log_tail(p.name, chars)}" for p in self.procs)
 
     # --- runs ------------------------------------------------------------------------------
-    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [tool("flwr"), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.root,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> int:
-        """``flwr run`` the app (without streaming) and return the run id."""
-        args = ["run", str(app_dir), CONNECTION, "--format", "json"]
-        for key, value in run_config.items():
-            args += ["--run-config", f"{key}={config_value(value)}"]
-        out = self.flwr(*args)
-        try:
-            payload = json.loads(out.stdout)
-            return int(payload["run-id"])
-        except (ValueError, KeyError, TypeError):
-            raise FedHHError(
-                f"flwr run failed ({out.returncode}): {out.stdout}{out.stderr}"
-            ) from None
-
-    def status(self, run_id: int) -> str:
-        """The run's status text from ``flwr ls`` (e.g. ``finished:completed``)."""
-        out = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
-        try:
-            runs = json.loads(out.stdout)["runs"]
-            return str(runs[0]["status"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise FedHHError(
-                f"flwr ls failed ({out.returncode}): {out.stdout}{out.stderr}"
-            ) from None
-
-    def wait(self, run_id: int, timeout: float = 300.0) -> str:
-        """Wait for the run to finish; returns its final status."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.status(run_id)
-            if status.startswith("finished"):
-                return status
-            time.sleep(0.5)
-        raise FedHHError(f"run {run_id} did not finish within {timeout:g} s")
-
     def run_app(
         self, app_dir: Path, run_config: Mapping[str, Any], output: Path, timeout: float = 300.0
     ) -> dict[str, Any]:
         """Run the app, wait for it and return the result document from ``output``."""
         output.unlink(missing_ok=True)
-        run_id = self.submit(app_dir, {**run_config, "output": str(output)})
-        status = self.wait(run_id, timeout)
-        if status != "finished:completed":
-            raise FedHHError(f"run {run_id} ended {status}\n{self.logs()}")
+        flwr = Flwr(CONNECTION, self.env, self.root)
+        run_id = flwr.submit(app_dir, config_args({**run_config, "output": str(output)}))
+        status, details = flwr.wait(run_id, timeout)
+        if status != COMPLETED:
+            raise FedHHError(
+                f"run {run_id}: {status} {details} (timeout {timeout:g} s)\n{self.logs()}"
+            )
         if not output.exists():
             raise FedHHError(f"run {run_id} completed but wrote no {output}\n{self.logs()}")
         doc: dict[str, Any] = json.loads(output.read_text())
