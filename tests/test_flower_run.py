@@ -21,6 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fedhh import procs
+from fedhh.flower_run import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -31,14 +34,6 @@ def readme_command(prefix: str) -> list[str]:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(prefix)]
     assert lines, f"README shows no `{prefix} ...` command"
     return shlex.split(lines[0].split("#")[0])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def flower_pids(home: Path, port: int) -> set[int]:
@@ -55,19 +50,7 @@ def flower_pids(home: Path, port: int) -> set[int]:
                 found.add(proc.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
-    for pid in list(found):
-        try:
-            found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return found | set(procs.descendants(found))
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +84,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[s
             except psutil.NoSuchProcess:
                 pass
         deadline = time.monotonic() + 15
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(procs.running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [p for p in pids if alive(p)] == []
+        assert [p for p in pids if procs.running(p)] == []
 
 
 def run(argv: list[str], app_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
