@@ -23,7 +23,6 @@ from fedhh.errors import FedHHError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Progress
 from fedhh.report import code_labels, format_table, result_document
-from fedhh.settings import DatasetParams
 
 EXIT_USAGE = 2
 
@@ -91,18 +90,11 @@ def limits_of(args: argparse.Namespace) -> Any:
 
 
 def _add_simulate_args(p: argparse.ArgumentParser) -> None:
-    settings.add_flags(
+    settings.add_data_flags(
         p,
-        DatasetParams,
         "data (default: a non-IID synthetic federation; data files are read from --data-path, "
         "$FEDHH_DATA_DIR or ../shared/data/ beside the project)",
-    )
-    p.add_argument(
-        "--party-file",
-        action="append",
-        type=Path,
-        metavar="PATH",
-        help="one file per party, one item per line (repeat for each party)",
+        "one file per party, one item per line (repeat for each party)",
     )
     settings.add_flags(p, MechanismParams, "mechanism (docs/mechanisms.md)")
     g = p.add_argument_group("output")
@@ -145,8 +137,7 @@ class ProgressLine:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    data = settings.from_flags(DatasetParams, args)
-    ds = settings.load_dataset(data, args.party_file)
+    data, ds = settings.data_from_flags(args)
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
         raise FedHHError("--reference-draws must be ≥ 0")

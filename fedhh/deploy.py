@@ -40,7 +40,6 @@ from fedhh import procs, settings
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import DataError, FedHHError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.settings import DatasetParams
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 ANALYST = "analyst"
@@ -66,13 +65,10 @@ def add_deploy_parser(sub: Any) -> None:
         "--port", type=int, default=0, help="the coordinator's port on 127.0.0.1 (0: a free one)"
     )
     p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL on stop")
-    settings.add_flags(p, DatasetParams, "data (the same flags as fedhh simulate)")
-    p.add_argument(
-        "--party-file",
-        action="append",
-        type=Path,
-        metavar="PATH",
-        help="one file per party, one item per line (repeat; with --item-bytes or --item-bits)",
+    settings.add_data_flags(
+        p,
+        "data (the same flags as fedhh simulate)",
+        "one file per party, one item per line (repeat; with --item-bytes or --item-bits)",
     )
     settings.add_flags(p, MechanismParams, "mechanism of the run spec run.toml")
     p.set_defaults(func=cmd_deploy_local)
@@ -157,8 +153,7 @@ def add_token(d: Path, role: str, name: str) -> Path:
 def write_party_files(d: Path, args: argparse.Namespace) -> tuple[list[Path], list[str], int]:
     """The parties' data files, their user counts and the codec flag of ``fedhh party serve``
     (returns files, ``--item-*`` flag and value, and the codec's m)."""
-    data = settings.from_flags(DatasetParams, args)
-    ds = settings.load_dataset(data, args.party_file)
+    _, ds = settings.data_from_flags(args)
     codec = ds.codec
     flag = ["--item-bits", str(codec.m)] if isinstance(codec, IntCodec) else []
     if isinstance(codec, StringCodec):

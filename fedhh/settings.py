@@ -250,6 +250,21 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
         )
 
 
+def add_data_flags(parser: argparse.ArgumentParser, title: str, party_file_help: str) -> None:
+    """The data flags: one per :class:`DatasetParams` field, and ``--party-file`` (repeated, one
+    file per party) for a federation of data files instead; read by :func:`data_from_flags`."""
+    add_flags(parser, DatasetParams, title)
+    parser.add_argument(
+        "--party-file", action="append", type=Path, metavar="PATH", help=party_file_help
+    )
+
+
+def data_from_flags(args: argparse.Namespace) -> tuple[DatasetParams, FederatedDataset]:
+    """The data flags of :func:`add_data_flags` and the federation they give."""
+    data = from_flags(DatasetParams, args)
+    return data, load_dataset(data, args.party_file)
+
+
 def from_flags(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T:
     """An instance from the flags the user gave (others keep the class's defaults)."""
     given = {n: getattr(args, n) for n in _fields(cls) if getattr(args, n, None) is not None}
