@@ -21,7 +21,7 @@ from fedhh.datasets.common import (
     make_rng,
 )
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import _check_split, _split_counts, size_weights, split_params
+from fedhh.datasets.splits import SplitRule, _split_counts
 from fedhh.errors import DataError, ParameterError
 
 __all__ = ["AOL_FILE", "AOL_WIDTH", "load_aol", "read_value_counts"]
@@ -93,8 +93,7 @@ def load_aol(
     :func:`partition` (module docstring).
     """
     n_parties = _check_int("n_parties", n_parties, 1)
-    split, alpha, permute = _check_split(split, alpha, permute)
-    weights = size_weights(n_parties, sizes)
+    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
     if max_users is not None:
         max_users = _check_int("max_users", max_users, 1)
         if max_users < n_parties:
@@ -109,8 +108,8 @@ def load_aol(
         counts = gen.multivariate_hypergeometric(counts, max_users, method="marginals")
         keep = counts > 0
         codes, counts = codes[keep], counts[keep].astype(np.int64)
-    parties = _split_counts(codes, counts, n_parties, split, alpha, weights, permute, 1.0, gen)
-    params = split_params(split, alpha, permute, sizes)
+    parties = _split_counts(codes, counts, rule, 1.0, gen)
+    params = rule.params()
     if max_users is not None:
         params["max_users"] = max_users
     return FederatedDataset(

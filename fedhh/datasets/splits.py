@@ -41,6 +41,7 @@ All randomness comes from a ``numpy.random.Generator`` passed as ``rng`` (or an 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -71,18 +72,6 @@ def _check_split(split: str, alpha: float, permute: float) -> tuple[str, float, 
     if split == "dirichlet" and math.isinf(alpha):
         split = "iid"
     return split, alpha, permute
-
-
-def split_params(split: str, alpha: float, permute: float, sizes: Sizes) -> dict[str, object]:
-    """What a dataset's ``params`` records of its split: the rule (as checked), its α
-    ("dirichlet") or shuffled share of the ranks ("permutation"), and the size profile."""
-    params: dict[str, object] = {"split": split}
-    if split == "dirichlet":
-        params["alpha"] = alpha
-    if split == "permutation":
-        params["permute"] = permute
-    params["sizes"] = sizes if isinstance(sizes, str) else "custom"
-    return params
 
 
 def _check_s(s: float) -> float:
@@ -149,6 +138,38 @@ def _rank_permutation(n: int, permute: float, rng: np.random.Generator) -> NDArr
     return sigma
 
 
+@dataclass(frozen=True, eq=False)
+class SplitRule:
+    """A checked split of users into ``n_parties`` parties (the rules of the module docstring):
+    the rule ("iid" also for Dirichlet with α = inf), α, the shuffled share of the ranks
+    ``permute``, the size profile as given and its weights w."""
+
+    n_parties: int
+    split: str
+    alpha: float
+    permute: float
+    sizes: Sizes
+    weights: NDArray[np.float64]
+
+    @classmethod
+    def check(
+        cls, n_parties: int, split: str, alpha: float, permute: float, sizes: Sizes
+    ) -> SplitRule:
+        split, alpha, permute = _check_split(split, alpha, permute)
+        return cls(n_parties, split, alpha, permute, sizes, size_weights(n_parties, sizes))
+
+    def params(self) -> dict[str, object]:
+        """What a dataset's ``params`` records of its split: the rule, its α ("dirichlet") or
+        shuffled share ("permutation"), and the size profile."""
+        params: dict[str, object] = {"split": self.split}
+        if self.split == "dirichlet":
+            params["alpha"] = self.alpha
+        if self.split == "permutation":
+            params["permute"] = self.permute
+        params["sizes"] = self.sizes if isinstance(self.sizes, str) else "custom"
+        return params
+
+
 def _fill_empty(parties: list[Codes]) -> list[Codes]:
     """Give each empty party one (random, since parties are shuffled) user of the largest one."""
     for i in range(len(parties)):
@@ -169,17 +190,11 @@ def _shuffled(parts: list[list[Codes]], rng: np.random.Generator) -> list[Codes]
 
 
 def _split_counts(
-    labels: Codes,
-    counts: NDArray[np.int64],
-    n_parties: int,
-    split: str,
-    alpha: float,
-    weights: NDArray[np.float64],
-    permute: float,
-    s: float,
-    rng: np.random.Generator,
+    labels: Codes, counts: NDArray[np.int64], rule: SplitRule, s: float, rng: np.random.Generator
 ) -> list[Codes]:
-    """Split the users of distinct items ``labels`` (``counts`` users each) into parties."""
+    """Split the users of distinct items ``labels`` (``counts`` users each) into parties (``s``:
+    the Zipf exponent of the "permutation" affinity)."""
+    n_parties, split, alpha, weights = rule.n_parties, rule.split, rule.alpha, rule.weights
     total = int(counts.sum())
     if total < n_parties:
         raise ParameterError(
@@ -210,7 +225,7 @@ def _split_counts(
     ranks = np.arange(1, labels.size + 1, dtype=np.float64)
     logw = np.empty((labels.size, n_parties))
     for i in range(n_parties):
-        sigma = _rank_permutation(labels.size, permute, rng)
+        sigma = _rank_permutation(labels.size, rule.permute, rng)
         logw[:, i] = math.log(weights[i]) + s * (np.log(ranks) - np.log(sigma))
     logw -= logw.max(axis=1, keepdims=True)
     shares = np.exp(logw)
@@ -249,11 +264,8 @@ def partition(
         raise ParameterError(
             f"{pop.size} users are fewer than n_parties={n_parties}: every party needs a user"
         )
-    split, alpha, permute = _check_split(split, alpha, permute)
+    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
     s = _check_s(s)
-    weights = size_weights(n_parties, sizes)
     gen = make_rng(rng, seed)
     labels, counts = np.unique(pop, return_counts=True)
-    return _split_counts(
-        labels, counts.astype(np.int64), n_parties, split, alpha, weights, permute, s, gen
-    )
+    return _split_counts(labels, counts.astype(np.int64), rule, s, gen)

@@ -10,13 +10,11 @@ from fedhh.codec import MAX_INT_BITS, Codes, IntCodec, check_bits
 from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.splits import (
+    SplitRule,
     _check_s,
-    _check_split,
     _rank_permutation,
     _split_counts,
     apportion,
-    size_weights,
-    split_params,
 )
 from fedhh.errors import ParameterError
 
@@ -88,18 +86,17 @@ def synthetic_zipf(
     m = check_bits(m, MAX_INT_BITS)
     n_items = _check_int("n_items", n_items, 1)
     s = _check_s(s)
-    split, alpha, permute = _check_split(split, alpha, permute)
-    weights = size_weights(n_parties, sizes)
+    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
     gen = make_rng(rng, seed)
 
     labels = zipf_labels(n_items, m, gen)
     p = zipf_pmf(n_items, s)
-    if split == "permutation":
-        target = apportion(n_users, weights)
+    if rule.split == "permutation":
+        target = apportion(n_users, rule.weights)
         glob = np.zeros(n_items, dtype=np.int64)
         parties: list[Codes] = []
         for i in range(n_parties):
-            sigma = _rank_permutation(n_items, permute, gen)
+            sigma = _rank_permutation(n_items, rule.permute, gen)
             c = gen.multinomial(int(target[i]), p[sigma - 1])
             glob += c
             arr = np.repeat(labels, c)
@@ -109,12 +106,10 @@ def synthetic_zipf(
     else:
         counts = gen.multinomial(n_users, p).astype(np.int64)
         nz = counts > 0
-        parties = _split_counts(
-            labels[nz], counts[nz], n_parties, split, alpha, weights, permute, s, gen
-        )
+        parties = _split_counts(labels[nz], counts[nz], rule, s, gen)
     nz = counts > 0
     order = np.argsort(labels[nz])
-    params = {"n_items": n_items, "s": s, **split_params(split, alpha, permute, sizes)}
+    params = {"n_items": n_items, "s": s, **rule.params()}
     return FederatedDataset(
         name=name or f"zipf(s={s:g})",
         m=m,

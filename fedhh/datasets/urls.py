@@ -19,13 +19,7 @@ from fedhh import codes as cd
 from fedhh.codec import StringCodec
 from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import (
-    _check_s,
-    _check_split,
-    _split_counts,
-    size_weights,
-    split_params,
-)
+from fedhh.datasets.splits import SplitRule, _check_s, _split_counts
 from fedhh.datasets.synthetic import zipf_pmf
 from fedhh.errors import ParameterError
 
@@ -105,18 +99,17 @@ def synthetic_urls(
     n_users = _check_int("n_users", n_users, 1)
     n_parties = _check_int("n_parties", n_parties, 1)
     s = _check_s(s)
-    split, alpha, permute = _check_split(split, alpha, permute)
-    weights = size_weights(n_parties, sizes)
+    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
     gen = make_rng(rng, seed)
     codec = StringCodec(URL_WIDTH)
     table = codec.encode(url_items(n_items, gen))
     counts = gen.multinomial(n_users, zipf_pmf(n_items, s)).astype(np.int64)
     nz = np.flatnonzero(counts)
     ranks = np.arange(n_items, dtype=np.uint64)[nz]
-    parts = _split_counts(ranks, counts[nz], n_parties, split, alpha, weights, permute, s, gen)
+    parts = _split_counts(ranks, counts[nz], rule, s, gen)
     parties = [table[p.astype(np.int64)] for p in parts]
     order = np.argsort(cd.keys(table[nz]), kind="stable")
-    params = {"n_items": n_items, "s": s, **split_params(split, alpha, permute, sizes)}
+    params = {"n_items": n_items, "s": s, **rule.params()}
     return FederatedDataset(
         name=f"urls(s={s:g})",
         m=codec.m,
