@@ -257,6 +257,20 @@ def _pool_compiled(
 # --- numpy decode (the fallback) --------------------------------------------------------------
 
 
+def _numpy_threads(
+    body: Callable[[int, int], NDArray[np.int64]], total: int, n_threads: int
+) -> list[NDArray[np.int64]]:
+    """``body(lo, hi)`` over ``n_threads`` equal ranges of [0, total), in order (on the calling
+    thread when there is one range)."""
+    if n_threads == 1:
+        return [body(0, total)]
+    bounds = np.linspace(0, total, n_threads + 1).astype(int)
+    futures = [
+        _executor().submit(body, int(bounds[i]), int(bounds[i + 1])) for i in range(n_threads)
+    ]
+    return [f.result() for f in futures]
+
+
 def _count_block_range(
     keys: HashKeys, offset: U64, width: U64, x_lo: U64, x_hi: U64 | None, lo: int, hi: int
 ) -> NDArray[np.int64]:
@@ -315,17 +329,13 @@ def count_matches(
     if _resolve_kernel(kernel) == "numba":
         return _count_compiled(keys.a_lo, keys.a_hi, offset, width, x_lo, hi, threads)
     x_hi = hi if bool(hi.any()) else None
+
+    def by_users(i: int, j: int) -> NDArray[np.int64]:
+        return _count_block_range(keys, offset, width, x_lo, x_hi, i, j)
+
     n_threads = max(1, min(threads or default_threads(), n // 2048 + 1))
-    if n_threads == 1:
-        return _count_block_range(keys, offset, width, x_lo, x_hi, 0, n)
-    bounds = np.linspace(0, n, n_threads + 1).astype(int)
-    futures = [
-        _executor().submit(
-            _count_block_range, keys, offset, width, x_lo, x_hi, int(bounds[i]), int(bounds[i + 1])
-        )
-        for i in range(n_threads)
-    ]
-    return np.sum([f.result() for f in futures], axis=0)
+    parts = _numpy_threads(by_users, n, n_threads)
+    return parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
 
 
 def _pool_block_range(
@@ -375,14 +385,10 @@ def pool_support(
         return np.zeros(cand.size, dtype=np.int64)
     if _resolve_kernel(kernel) == "numba":
         return _pool_compiled(keys, flat, g, cand, threads)
+
+    def by_candidates(i: int, j: int) -> NDArray[np.int64]:
+        return _pool_block_range(keys, flat, g, cand, i, j)
+
     n_threads = max(1, min(threads or default_threads(), cand.size // 64 + 1))
-    if n_threads == 1:
-        return _pool_block_range(keys, flat, g, cand, 0, cand.size)
-    bounds = np.linspace(0, cand.size, n_threads + 1).astype(int)
-    futures = [
-        _executor().submit(
-            _pool_block_range, keys, flat, g, cand, int(bounds[i]), int(bounds[i + 1])
-        )
-        for i in range(n_threads)
-    ]
-    return np.concatenate([f.result() for f in futures])
+    parts = _numpy_threads(by_candidates, cand.size, n_threads)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
