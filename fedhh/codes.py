@@ -188,35 +188,25 @@ def to_ints(codes: Codes) -> list[int]:
     return [int.from_bytes(raw[i : i + step], "big") for i in range(0, len(raw), step)]
 
 
-def _shift_right(mat: Codes, r: int) -> Codes:
-    """Each row of ``mat`` (a big integer) shifted right by r bits (same width)."""
-    q, b = divmod(r, WORD)
+def _shift(mat: Codes, bits: int, left: bool) -> Codes:
+    """Each row of ``mat`` (a big integer, most significant word first) shifted left or right by
+    ``bits`` (same width; bits shifted out are lost): whole words move by q = bits // 64, toward
+    the front for a left shift, and the b = bits % 64 bits that cross a word boundary come from
+    the neighbouring word (the next one for a left shift, the previous one for a right one)."""
+    q, b = divmod(bits, WORD)
     w = mat.shape[1]
     out = np.zeros_like(mat)
     if q >= w:
         return out
-    src = mat[:, : w - q]
+    src, dst = (mat[:, q:], out[:, : w - q]) if left else (mat[:, : w - q], out[:, q:])
     if b == 0:
-        out[:, q:] = src
+        dst[:] = src
+    elif left:
+        dst[:] = src << _U64(b)
+        dst[:, :-1] |= src[:, 1:] >> _U64(WORD - b)
     else:
-        out[:, q:] = src >> _U64(b)
-        out[:, q + 1 :] |= src[:, :-1] << _U64(WORD - b)
-    return out
-
-
-def _shift_left(mat: Codes, s: int) -> Codes:
-    """Each row of ``mat`` shifted left by s bits (same width; bits shifted out are lost)."""
-    q, b = divmod(s, WORD)
-    w = mat.shape[1]
-    out = np.zeros_like(mat)
-    if q >= w:
-        return out
-    src = mat[:, q:]
-    if b == 0:
-        out[:, : w - q] = src
-    else:
-        out[:, : w - q] = src << _U64(b)
-        out[:, : w - q - 1] |= src[:, 1:] >> _U64(WORD - b)
+        dst[:] = src >> _U64(b)
+        dst[:, 1:] |= src[:, :-1] << _U64(WORD - b)
     return out
 
 
@@ -236,7 +226,7 @@ def prefix(codes: ArrayLike, m: int, length: int) -> Codes:
         return np.zeros(arr.shape[0], dtype=np.uint64)
     if length == m:
         return arr
-    return _shaped(_shift_right(_matrix(arr), m - length), length)
+    return _shaped(_shift(_matrix(arr), m - length, left=False), length)
 
 
 def shift_left(prefixes: Codes, length: int, step: int) -> Codes:
@@ -245,7 +235,7 @@ def shift_left(prefixes: Codes, length: int, step: int) -> Codes:
     new = length + _int(step, "step")
     if new <= WORD:
         return prefixes.astype(np.uint64) << _U64(step)
-    return _shift_left(_widen(prefixes, words(new)), step)
+    return _shift(_widen(prefixes, words(new)), step, left=True)
 
 
 def children(prefixes: Codes, length: int, step: int) -> Codes:
