@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,7 +13,6 @@ from fedhh.codec import Codes, StringCodec
 from fedhh.datasets.common import (
     AOL_FILE,
     RngLike,
-    Sizes,
     StrPath,
     _check_int,
     _read_bytes,
@@ -21,7 +21,7 @@ from fedhh.datasets.common import (
     make_rng,
 )
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import SplitRule, _split_counts
+from fedhh.datasets.splits import SplitOptions, SplitRule, _split_counts
 from fedhh.errors import DataError, ParameterError
 
 __all__ = ["AOL_FILE", "AOL_WIDTH", "load_aol", "read_value_counts"]
@@ -74,14 +74,11 @@ def load_aol(
     path: StrPath | None = None,
     *,
     n_parties: int = 8,
-    split: str = "dirichlet",
-    alpha: float = 0.5,
-    sizes: Sizes = "equal",
-    permute: float = 0.5,
     rng: RngLike = None,
     seed: int | None = None,
     max_users: int | None = None,
     strip_trailing_spaces: bool = False,
+    **split: Unpack[SplitOptions],
 ) -> FederatedDataset:
     """The AOL query log (6-byte prefixes, m = 48), split into parties.
 
@@ -93,7 +90,7 @@ def load_aol(
     :func:`partition` (module docstring).
     """
     n_parties = _check_int("n_parties", n_parties, 1)
-    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
+    rule = SplitRule.check(n_parties, **split)
     if max_users is not None:
         max_users = _check_int("max_users", max_users, 1)
         if max_users < n_parties:

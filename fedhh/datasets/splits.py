@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -50,7 +51,15 @@ from fedhh.codec import Codes, as_codes
 from fedhh.datasets.common import RngLike, Sizes, _check_float, _check_int, make_rng
 from fedhh.errors import CodecError, ParameterError
 
-__all__ = ["SIZE_PROFILES", "SPLITS", "apportion", "partition", "size_weights"]
+__all__ = [
+    "SIZE_PROFILES",
+    "SPLITS",
+    "SplitOptions",
+    "SplitRule",
+    "apportion",
+    "partition",
+    "size_weights",
+]
 
 SPLITS = ("iid", "dirichlet", "permutation")
 SIZE_PROFILES = ("equal", "skewed")
@@ -138,6 +147,20 @@ def _rank_permutation(n: int, permute: float, rng: np.random.Generator) -> NDArr
     return sigma
 
 
+class SplitOptions(TypedDict, total=False):
+    """The split keywords of every federation builder (:func:`partition`,
+    :func:`~fedhh.datasets.synthetic_zipf`, :func:`~fedhh.datasets.synthetic_urls`,
+    :func:`~fedhh.datasets.load_aol`), checked by :meth:`SplitRule.check`: ``split`` ("iid",
+    "dirichlet" or "permutation"; default "dirichlet"), ``alpha`` (Dirichlet α, default 0.5; inf
+    is IID), ``sizes`` (the party size profile, default "equal") and ``permute`` (the share of
+    ranks each party shuffles for "permutation", default 0.5)."""
+
+    split: str
+    alpha: float
+    sizes: Sizes
+    permute: float
+
+
 @dataclass(frozen=True, eq=False)
 class SplitRule:
     """A checked split of users into ``n_parties`` parties (the rules of the module docstring):
@@ -153,8 +176,15 @@ class SplitRule:
 
     @classmethod
     def check(
-        cls, n_parties: int, split: str, alpha: float, permute: float, sizes: Sizes
+        cls,
+        n_parties: int,
+        *,
+        split: str = "dirichlet",
+        alpha: float = 0.5,
+        sizes: Sizes = "equal",
+        permute: float = 0.5,
     ) -> SplitRule:
+        """The split of :class:`SplitOptions` (defaults there) over ``n_parties`` parties."""
         split, alpha, permute = _check_split(split, alpha, permute)
         return cls(n_parties, split, alpha, permute, sizes, size_weights(n_parties, sizes))
 
@@ -239,18 +269,16 @@ def partition(
     codes: ArrayLike,
     n_parties: int,
     *,
-    split: str = "dirichlet",
-    alpha: float = 0.5,
-    sizes: Sizes = "equal",
-    permute: float = 0.5,
     s: float = 1.0,
     rng: RngLike = None,
     seed: int | None = None,
+    **split: Unpack[SplitOptions],
 ) -> list[Codes]:
     """Split a population (one code per user) into ``n_parties`` shuffled code arrays.
 
-    The multiset of codes is preserved exactly. Rules as in the module docstring; ``s`` is the
-    Zipf exponent of the "permutation" affinity (r / σ_i(r))^s.
+    The multiset of codes is preserved exactly. Rules as in the module docstring (the keywords
+    ``split``, ``alpha``, ``sizes``, ``permute``: :class:`SplitOptions`); ``s`` is the Zipf
+    exponent of the "permutation" affinity (r / σ_i(r))^s.
     """
     arr = np.asarray(codes)
     if arr.ndim != 1:
@@ -264,7 +292,7 @@ def partition(
         raise ParameterError(
             f"{pop.size} users are fewer than n_parties={n_parties}: every party needs a user"
         )
-    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
+    rule = SplitRule.check(n_parties, **split)
     s = _check_s(s)
     gen = make_rng(rng, seed)
     labels, counts = np.unique(pop, return_counts=True)

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 from numpy.typing import NDArray
 
 from fedhh.codec import MAX_INT_BITS, Codes, IntCodec, check_bits
-from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
+from fedhh.datasets.common import RngLike, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.splits import (
+    SplitOptions,
     SplitRule,
     _check_s,
     _rank_permutation,
@@ -61,13 +64,10 @@ def synthetic_zipf(
     m: int = 32,
     n_items: int = 10_000,
     s: float = 1.1,
-    split: str = "dirichlet",
-    alpha: float = 0.5,
-    sizes: Sizes = "equal",
-    permute: float = 0.5,
     rng: RngLike = None,
     seed: int | None = None,
     name: str | None = None,
+    **split: Unpack[SplitOptions],
 ) -> FederatedDataset:
     """Zipf(s) users over ``n_items`` random distinct m-bit labels, split non-IID over parties.
 
@@ -86,7 +86,7 @@ def synthetic_zipf(
     m = check_bits(m, MAX_INT_BITS)
     n_items = _check_int("n_items", n_items, 1)
     s = _check_s(s)
-    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
+    rule = SplitRule.check(n_parties, **split)
     gen = make_rng(rng, seed)
 
     labels = zipf_labels(n_items, m, gen)

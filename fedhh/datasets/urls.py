@@ -13,13 +13,15 @@ the distinct URLs in random rank order and are split over the parties by the rul
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 
 from fedhh import codes as cd
 from fedhh.codec import StringCodec
-from fedhh.datasets.common import RngLike, Sizes, _check_int, make_rng
+from fedhh.datasets.common import RngLike, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
-from fedhh.datasets.splits import SplitRule, _check_s, _split_counts
+from fedhh.datasets.splits import SplitOptions, SplitRule, _check_s, _split_counts
 from fedhh.datasets.synthetic import zipf_pmf
 from fedhh.errors import ParameterError
 
@@ -87,19 +89,16 @@ def synthetic_urls(
     *,
     n_items: int = 5_000,
     s: float = 1.1,
-    split: str = "dirichlet",
-    alpha: float = 0.5,
-    sizes: Sizes = "equal",
-    permute: float = 0.5,
     rng: RngLike = None,
     seed: int | None = None,
+    **split: Unpack[SplitOptions],
 ) -> FederatedDataset:
     """Zipf(s) users over ``n_items`` random distinct URLs (:func:`url_items`), split non-IID
     over ``n_parties`` parties; items are 256-bit codes (``StringCodec(32)``)."""
     n_users = _check_int("n_users", n_users, 1)
     n_parties = _check_int("n_parties", n_parties, 1)
     s = _check_s(s)
-    rule = SplitRule.check(n_parties, split, alpha, permute, sizes)
+    rule = SplitRule.check(n_parties, **split)
     gen = make_rng(rng, seed)
     codec = StringCodec(URL_WIDTH)
     table = codec.encode(url_items(n_items, gen))
