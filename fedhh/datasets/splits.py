@@ -51,15 +51,7 @@ from fedhh.codec import Codes, as_codes
 from fedhh.datasets.common import RngLike, Sizes, _check_float, _check_int, make_rng
 from fedhh.errors import CodecError, ParameterError
 
-__all__ = [
-    "SIZE_PROFILES",
-    "SPLITS",
-    "SplitOptions",
-    "SplitRule",
-    "apportion",
-    "partition",
-    "size_weights",
-]
+__all__ = ["SIZE_PROFILES", "SPLITS", "SplitOptions", "apportion", "partition", "size_weights"]
 
 SPLITS = ("iid", "dirichlet", "permutation")
 SIZE_PROFILES = ("equal", "skewed")
