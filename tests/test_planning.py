@@ -117,3 +117,20 @@ def test_runs_follow_the_plan(mechanism: str) -> None:
             # a level extends at most κ kept prefixes (+ the party's own starts and the TAPS prior)
             assert lv["candidates"] <= 3 * kappa * 2 ** lv["step"] + prior
             assert lv["candidates"] <= budget * 3 + prior
+
+
+def test_horizon_from_length_buckets_takes_the_tails_lower_bound() -> None:
+    """Items of at most 6 bytes fall in buckets ≤ 3 (⌈bytes / 2⌉): they have ended by
+    8·(6 + 1) = 56 bits. A noisy tail passes by its lower bound (estimate − SE ≤ 1%), not by its
+    upper bound; a tail that holds users beyond that keeps the horizon at m."""
+    from fedhh.mechanisms.planning import horizon_bits, length_buckets
+
+    assert list(length_buckets(np.array([0, 1, 2, 3, 6, 7]))) == [0, 1, 1, 2, 3, 4]
+    n = 10_000
+    counts = np.array([0.0, 2_000, 5_000, 3_000, 150, 0, 0, 0, 0])  # W = 16 bytes
+    se = np.full(counts.size, 60.0)  # tail after bucket 3: 150 ± 60·2 users, 1% = 100
+    assert horizon_bits(counts, se, n, 128) == 56
+    # the upper bound waits until the tail's noise alone is under 1%: 3 buckets of 60 → 104 > 100
+    assert horizon_bits(counts, se, n, 128, z=1.0) == 8 * (2 * 6 + 1)
+    counts[5:] = 2_000  # a fifth of the users hold items over 8 bytes
+    assert horizon_bits(counts, se, n, 128) == 128

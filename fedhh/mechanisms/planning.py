@@ -30,6 +30,7 @@ from fedhh.errors import ParameterError
 
 LENGTH_SHARE = 0.02  # wide text items: share of a party's users that report their item's length
 TAIL_SHARE = 0.01  # the horizon leaves at most this share of the users' items longer than it
+LENGTH_BUCKET = 2  # bytes of item length a length report tells apart
 
 
 @dataclass(frozen=True)
@@ -157,24 +158,40 @@ def byte_lengths(raw: NDArray[np.uint8]) -> NDArray[np.int64]:
     return np.where(nz.any(axis=1), last, 0).astype(np.int64)
 
 
+def length_buckets(lengths: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The symbol a length report carries: ⌈length / LENGTH_BUCKET⌉ (0 for an empty item). Few
+    symbols keep the tail sums of the horizon precise at small ε: over W + 1 byte lengths a
+    tail adds the noise of up to W symbols of a many-valued oracle."""
+    return -(-np.asarray(lengths, dtype=np.int64) // LENGTH_BUCKET)
+
+
+def n_length_buckets(width: int) -> int:
+    """Symbols of the length report for items of ``width`` bytes (buckets 0..⌈W / 8⌉)."""
+    return -(-width // LENGTH_BUCKET) + 1
+
+
 def horizon_bits(
     counts: NDArray[np.float64],
     stderrs: NDArray[np.float64],
     n_reports: int,
     m: int,
     tail_share: float = TAIL_SHARE,
-    z: float = 1.0,
+    z: float = -1.0,
 ) -> int:
-    """The horizon of the level plan from a group's estimated counts of its items' byte lengths
-    0..W (``counts``, ``stderrs``): with L the fewest bytes such that the items longer than L
-    hold at most ``tail_share`` of the ``n_reports`` users (their estimated count plus z
-    standard errors), every item of at most L bytes has ended by prefix length 8·(L + 1); m if
-    no such L < W."""
+    """The horizon of the level plan from a group's estimated counts of its items' length
+    buckets 0..⌈W/8⌉ (``counts``, ``stderrs``; :func:`length_buckets`): with b the first bucket
+    such that the items in later buckets hold at most ``tail_share`` of the ``n_reports`` users
+    (their estimated count plus z standard errors), every item of at most L = 8·b bytes has ended
+    by prefix length 8·(L + 1); m if no such b is below the last bucket.
+
+    The default z = −1 takes the tail's lower bound: a horizon too short costs the levels past it
+    a smaller share of the users, one too long (m) spreads every level thin, and at small ε the
+    tail's standard error exceeds 1% of a party's users (docs/mechanisms.md §10)."""
     c = np.asarray(counts, dtype=np.float64)  # unclipped: the tail sums stay unbiased
     var = np.asarray(stderrs, dtype=np.float64) ** 2
-    tail = np.concatenate([np.cumsum(c[::-1])[::-1][1:], [0.0]])  # users longer than L
+    tail = np.concatenate([np.cumsum(c[::-1])[::-1][1:], [0.0]])  # users in later buckets
     tail_var = np.concatenate([np.cumsum(var[::-1])[::-1][1:], [0.0]])
     ok = np.flatnonzero(tail + z * np.sqrt(tail_var) <= tail_share * max(n_reports, 1))
-    if ok.size == 0:
+    if ok.size == 0 or ok[0] >= c.size - 1:
         return m
-    return min(m, 8 * (int(ok[0]) + 1))
+    return min(m, 8 * (LENGTH_BUCKET * int(ok[0]) + 1))

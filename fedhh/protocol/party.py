@@ -29,7 +29,9 @@ from fedhh.mechanisms.planning import (
     LENGTH_SHARE,
     byte_lengths,
     horizon_bits,
+    length_buckets,
     levels_left,
+    n_length_buckets,
     next_group,
 )
 from fedhh.mechanisms.plans import phase1_plan
@@ -186,10 +188,10 @@ class Party:
         users = self.ledger.take(max(1, math.ceil(LENGTH_SHARE * self.ledger.n_users)))
         width = self.params.m // 8
         raw = np.frombuffer(cd.to_bytes(source.codes[users], self.params.m), dtype=np.uint8)
-        lengths = byte_lengths(raw.reshape(-1, width)).astype(np.uint64)
-        symbols = np.arange(width + 1, dtype=np.uint64)
-        oracle = self.strategies.oracle_for(width + 2, int(users.size))
-        reports = oracle.perturb(lengths, self.rng, symbols)
+        buckets = length_buckets(byte_lengths(raw.reshape(-1, width))).astype(np.uint64)
+        symbols = np.arange(n_length_buckets(width), dtype=np.uint64)
+        oracle = self.strategies.oracle_for(symbols.size + 1, int(users.size))
+        reports = oracle.perturb(buckets, self.rng, symbols)
         res = estimate_reports(reports, 0, symbols, oracle, self.ledger.n_users)
         self.horizon = horizon_bits(res.estimates, res.stderrs, self.ledger.n_users, self.params.m)
         self._pre_levels = (res.cost,)
