@@ -302,3 +302,31 @@ def test_users_who_did_not_report_stay_for_later_levels(fed) -> None:
     # user of the party reported exactly once over the run
     assert sum(rest) == source.n_users - first // 2
     assert parties[pid].ledger.reports == source.n_users
+
+
+def test_completion_fills_an_item_only_where_the_other_parties_hold_it() -> None:
+    """Completion "fill": the reserve estimates of the parties that did not report an item are
+    added only when their sum exceeds z standard errors; "sum" takes the reserve estimates."""
+    from fedhh.mechanisms.plans import complete
+    from fedhh.mechanisms.tasks import LevelCost
+
+    items = np.array([10, 20], dtype=np.uint64)
+    by_party = {  # party 0 reported both items, party 1 neither, party 2 only item 20
+        0: (items, np.array([1000.0, 900.0]), np.array([50.0, 50.0])),
+        1: (np.zeros(0, dtype=np.uint64), np.zeros(0), np.zeros(0)),
+        2: (items[1:], np.array([300.0]), np.array([40.0])),
+    }
+    cost = LevelCost(64, 0, 2, 100, "grr", 0, 0)
+    reserve = {  # item 10: 160 ± 40·√2 over parties 1 and 2 (2.8 SE); item 20: 500 ± 40
+        1: EstimateResult(np.array([60.0, 500.0]), np.array([40.0, 40.0]), cost),
+        2: EstimateResult(np.array([100.0, -20.0]), np.array([40.0, 40.0]), cost),
+    }
+    at3 = complete(by_party, reserve, items, "fill", 3.0)
+    assert list(at3.estimates) == [1000.0, 1700.0]  # 10: not significant; 20: party 1's 500
+    assert list(at3.contributors) == [1, 3]
+    assert np.allclose(at3.stderrs, [50.0, np.sqrt(50**2 + 40**2 + 40**2)])
+    at2 = complete(by_party, reserve, items, "fill", 2.0)
+    assert list(at2.estimates) == [1160.0, 1700.0] and list(at2.contributors) == [3, 3]
+    fresh = complete(by_party, reserve, items, "sum", 3.0)
+    assert list(fresh.estimates) == [1160.0, 1380.0]  # party 0 (no reserve reply) + 1 + 2
+    assert list(fresh.contributors) == [3, 3]

@@ -334,40 +334,50 @@ def run_plan(
     if params.completion > 0:
         final = combined.top(n_prior)
         replies = yield {i: EstimateTask(-1, params.m, final.items, "reserve") for i in parties}
-        combined = complete(by_party, replies, final.items, params.completion_mode)
+        combined = complete(
+            by_party, replies, final.items, params.completion_mode, params.consensus_z
+        )
         outcome.notes.append(f"completion round over {cd.count(final.items)} items")
     outcome.answer = combined.top(k)
     return outcome
 
 
 def complete(
-    by_party: dict[int, tuple[Codes, Floats, Floats]], replies: Replies, items: Codes, mode: str
+    by_party: dict[int, tuple[Codes, Floats, Floats]],
+    replies: Replies,
+    items: Codes,
+    mode: str,
+    z: float = 0.0,
 ) -> Combined:
     """Completion round [choice]: every party's estimate of every final item.
 
-    "fill": a party's Phase II estimate where it reported the item, its reserve estimate where
-    it did not. "sum": the reserve estimates alone (fresh users, so free of selection bias).
-    A party without a completion reply keeps its Phase II estimates (missing = 0).
+    "fill": a party's Phase II estimate where it reported the item; the reserve estimates of the
+    parties that did not report it are added only when their sum is significant (above z
+    standard errors; z = ``consensus_z``), so an item that those parties do not hold gains no
+    noise (docs/mechanisms.md §6). "sum": the reserve estimates alone (fresh users, so free of
+    selection bias). A party without a completion reply keeps its Phase II estimates.
     """
     n = cd.count(items)
-    est = np.zeros(n)
-    var = np.zeros(n)
-    contrib = np.zeros(n, np.int64)
+    est, var = np.zeros(n), np.zeros(n)
+    fill, fill_var = np.zeros(n), np.zeros(n)
+    contrib, fill_contrib = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for i in set(by_party) | set(replies):
-        p_est, p_var = np.zeros(n), np.zeros(n)
         have = np.zeros(n, dtype=bool)
         if i in by_party and (mode == "fill" or i not in replies):
             p_items, p_e, p_s = by_party[i]
             if cd.count(p_items):
                 idx = cd.index_of(items, p_items)  # len(p_items) where not reported
-                hit = idx < cd.count(p_items)
-                p_est[hit], p_var[hit] = p_e[idx[hit]], p_s[idx[hit]] ** 2
-                have |= hit
+                have = idx < cd.count(p_items)
+                est[have] += p_e[idx[have]]
+                var[have] += p_s[idx[have]] ** 2
+                contrib += have
         res = replies.get(i)
         if isinstance(res, EstimateResult):
-            p_est[~have], p_var[~have] = res.estimates[~have], res.stderrs[~have] ** 2
-            have[:] = True
-        est += p_est
-        var += p_var
-        contrib += have
+            fill[~have] += res.estimates[~have]
+            fill_var[~have] += res.stderrs[~have] ** 2
+            fill_contrib += ~have
+    use = np.ones(n, dtype=bool) if mode == "sum" else fill > z * np.sqrt(fill_var)
+    est[use] += fill[use]
+    var[use] += fill_var[use]
+    contrib[use] += fill_contrib[use]
     return Combined(items, est, np.sqrt(var), contrib)
