@@ -30,7 +30,7 @@ from fedhh.errors import ParameterError
 
 LENGTH_SHARE = 0.02  # wide text items: share of a party's users that report their item's length
 TAIL_SHARE = 0.01  # the horizon leaves at most this share of the users' items longer than it
-LENGTH_BUCKET = 2  # bytes of item length a length report tells apart
+LENGTH_BUCKET = 2  # bytes of item length a length report tells apart (few symbols, less noise)
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def length_buckets(lengths: NDArray[np.int64]) -> NDArray[np.int64]:
 
 
 def n_length_buckets(width: int) -> int:
-    """Symbols of the length report for items of ``width`` bytes (buckets 0..⌈W / 8⌉)."""
+    """Symbols of the length report for items of ``width`` bytes: buckets 0..⌈W / B⌉
+    (B = LENGTH_BUCKET)."""
     return -(-width // LENGTH_BUCKET) + 1
 
 
@@ -179,10 +180,11 @@ def horizon_bits(
     z: float = -1.0,
 ) -> int:
     """The horizon of the level plan from a group's estimated counts of its items' length
-    buckets 0..⌈W/8⌉ (``counts``, ``stderrs``; :func:`length_buckets`): with b the first bucket
+    buckets (``counts``, ``stderrs``; :func:`length_buckets`): with b the first bucket
     such that the items in later buckets hold at most ``tail_share`` of the ``n_reports`` users
-    (their estimated count plus z standard errors), every item of at most L = 8·b bytes has ended
-    by prefix length 8·(L + 1); m if no such b is below the last bucket.
+    (their estimated count plus z standard errors), every item of at most L = B·b bytes
+    (B = LENGTH_BUCKET) has ended by prefix length 8·(L + 1); m if no such b is below the last
+    bucket.
 
     The default z = −1 takes the tail's lower bound: a horizon too short costs the levels past it
     a smaller share of the users, one too long (m) spreads every level thin, and at small ε the
