@@ -46,7 +46,10 @@ def test_resolved_defaults_follow_the_spec() -> None:
     assert p.budget == 32 * 2**4
     assert p.phase1_levels == 2  # L_s = 4 + 2·4 = 12 = m/4
     assert p.prune_z == 0.0
-    assert MechanismParams(mechanism="taps").resolved().prune_z == 2.0
+    taps = MechanismParams(mechanism="taps").resolved()
+    assert taps.prune_rule == "threshold" and taps.prune_z == 0.0  # as TAP (the study)
+    consensus = MechanismParams(mechanism="taps", prune_rule="consensus").resolved()
+    assert consensus.prune_z == 2.0
     shared, planned = phase1_plan(p)
     assert shared == [8, 12] and planned == 2 + 9
     # with adaptive depth every η-level may be shared; the party plans the same group sizes
