@@ -361,7 +361,7 @@ def complete(
     est, var = np.zeros(n), np.zeros(n)
     fill, fill_var = np.zeros(n), np.zeros(n)
     contrib, fill_contrib = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for i in set(by_party) | set(replies):
+    for i in sorted(set(by_party) | set(replies)):  # summed in party order
         have = np.zeros(n, dtype=bool)
         if i in by_party and (mode == "fill" or i not in replies):
             p_items, p_e, p_s = by_party[i]
