@@ -17,7 +17,13 @@ from numpy.typing import NDArray
 from fedhh import codes as cd
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.strategies import StepContext, Strategies, final_level, significant
+from fedhh.mechanisms.strategies import (
+    StepContext,
+    Strategies,
+    consensus_bar,
+    final_level,
+    significant,
+)
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.trie import PrefixTrie
@@ -186,10 +192,9 @@ def _wide_top(
     complete items kept) and, past the horizon, be significant. Descending by estimate."""
     done = cd.ended(cand, length)
     top_done = top_indices(est, kappa, passing & done)
-    open_ok = passing & ~done
-    if top_done.size >= k:  # an open subtree below the bar holds no top-k item
-        bar = float(np.sort(est[top_done] - ENDED_BAR_Z * se[top_done])[-k])
-        open_ok &= est + ENDED_BAR_Z * se >= bar
+    # an open subtree below the bar holds no top-k item (−∞ while fewer than k have ended)
+    bar = consensus_bar(est[top_done], se[top_done], k, ENDED_BAR_Z)
+    open_ok = passing & ~done & (est + ENDED_BAR_Z * se >= bar)
     if horizon is not None and length >= horizon:
         open_ok &= significant(est, se, cd.count(cand))
     top = np.concatenate([top_done, top_indices(est, kappa, open_ok)])
