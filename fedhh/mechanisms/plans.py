@@ -205,7 +205,6 @@ def _wide_keep(
     est: Floats,
     se: Floats,
     horizon: int | None,
-    kappa: int,
 ) -> tuple[np.ndarray, bool]:
     """Wide text items: past the ``horizon`` the kept prefixes that are still open must be
     significant (:func:`~fedhh.mechanisms.strategies.significant`); and whether every kept
@@ -276,7 +275,7 @@ def run_plan(
             top = _phase1_keep(params, est, se, outcome.notes, j)
         ended_all = False
         if wide:  # docs/mechanisms.md §10: past the horizon an open prefix must be significant
-            top, ended_all = _wide_keep(top, cand, length, est, se, horizon, kappa=keep_n)
+            top, ended_all = _wide_keep(top, cand, length, est, se, horizon)
         # wide text: the parties take the last bits (their searches end with a fresh estimate)
         stop = (
             j + 1 == len(shared)
