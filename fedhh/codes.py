@@ -35,6 +35,7 @@ __all__ = [
     "Codes",
     "as_codes",
     "check_bits",
+    "check_int",
     "children",
     "count",
     "empty",
@@ -71,7 +72,8 @@ _MIX2 = _U64(0x94D049BB133111EB)
 _FP_SALT = _U64(0xF1A9E2C5B3D4A697)  # separates fingerprints from the OLH hash's seed mixing
 
 
-def _int(value: object, what: str) -> int:
+def check_int(value: object, what: str) -> int:
+    """``value`` as ``int`` if it is an integer (Python or numpy) and not a bool."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"{what} must be an integer, got {value!r}")
     return int(value)
@@ -79,9 +81,8 @@ def _int(value: object, what: str) -> int:
 
 def check_bits(m: int, maximum: int = MAX_BITS) -> int:
     """Validate a code width m (1 ≤ m ≤ ``maximum``) and return it as ``int``."""
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise ParameterError(f"bit width must be an integer, got {m!r}")
-    if not 1 <= int(m) <= maximum:
+    m = check_int(m, "bit width")
+    if not 1 <= m <= maximum:
         raise ParameterError(f"bit width must be between 1 and {maximum}, got {m}")
     return int(m)
 
@@ -214,7 +215,7 @@ def prefix(codes: ArrayLike, m: int, length: int) -> Codes:
     """Prefixes of ``length`` bits of m-bit codes: ``codes >> (m − length)`` (a big-integer
     shift); the result has the form of ``length``-bit codes."""
     m = check_bits(m)
-    length = _int(length, "prefix length")
+    length = check_int(length, "prefix length")
     if not 0 <= length <= m:
         raise ParameterError(f"prefix length must be between 0 and m={m}, got {length}")
     arr = np.asarray(codes, dtype=np.uint64)
@@ -232,7 +233,7 @@ def prefix(codes: ArrayLike, m: int, length: int) -> Codes:
 def shift_left(prefixes: Codes, length: int, step: int) -> Codes:
     """``length``-bit codes followed by ``step`` zero bits: p·2^step, codes of length + step
     bits."""
-    new = length + _int(step, "step")
+    new = length + check_int(step, "step")
     if new <= WORD:
         return prefixes.astype(np.uint64) << _U64(step)
     return _shift(_widen(prefixes, words(new)), step, left=True)
@@ -241,7 +242,7 @@ def shift_left(prefixes: Codes, length: int, step: int) -> Codes:
 def children(prefixes: Codes, length: int, step: int) -> Codes:
     """All extensions p·2^s + z (z < 2^s) of ``length``-bit prefixes, in prefix order, then z
     order: codes of ``length + step`` bits."""
-    s = _int(step, "step")
+    s = check_int(step, "step")
     if not 0 <= s < WORD:
         raise ParameterError(f"step must be in 0..63, got {s}")
     z = np.arange(1 << s, dtype=np.uint64)

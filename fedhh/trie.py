@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.codes import check_int
 from fedhh.errors import ParameterError
 
 __all__ = ["END", "MAX_BITS", "PrefixTrie"]
@@ -56,12 +57,6 @@ MAX_NEW_NODES = 1 << 31
 
 IdArray = NDArray[np.int64]
 _U1 = np.uint64(1)
-
-
-def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ParameterError(f"{what} must be an integer, got {value!r}")
-    return int(value)
 
 
 def _label_array(labels: ArrayLike) -> NDArray[Any]:
@@ -122,7 +117,7 @@ class PrefixTrie:
     __slots__ = ("_alive", "_depth", "_label", "_n", "_parent", "_stats")
 
     def __init__(self, capacity: int = 64) -> None:
-        cap = max(1, _as_int(capacity, "capacity"))
+        cap = max(1, check_int(capacity, "capacity"))
         self._n = 0
         self._label = np.zeros(cap, dtype=np.uint64)
         self._parent = np.full(cap, -1, dtype=np.int64)
@@ -146,7 +141,7 @@ class PrefixTrie:
 
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more nodes (arrays grow geometrically)."""
-        need = self._n + _as_int(extra, "extra")
+        need = self._n + check_int(extra, "extra")
         cap = self.capacity
         if need <= cap:
             return
@@ -283,7 +278,7 @@ class PrefixTrie:
         parent is. Requires step ≥ 1, ℓ + step ≤ 64 and p < 2^ℓ (a bit-prefix label).
         """
         ids = self._ids(node_ids)
-        s = _as_int(step, "step")
+        s = check_int(step, "step")
         if s < 1:
             raise ParameterError(f"step must be ≥ 1, got {s}")
         if ids.size == 0:
@@ -379,7 +374,7 @@ class PrefixTrie:
         NaN values never rank; with ``min_value`` only values > min_value do. ``ids=None`` ranks
         all alive nodes.
         """
-        kk = _as_int(k, "k")
+        kk = check_int(k, "k")
         if kk < 0:
             raise ParameterError(f"k must be ≥ 0, got {kk}")
         idx = np.flatnonzero(self.alive) if ids is None else self._ids(ids)
@@ -408,7 +403,7 @@ class PrefixTrie:
 
         If several nodes match, an alive one wins, then the smallest id.
         """
-        d = _as_int(depth, "depth")
+        d = check_int(depth, "depth")
         q = _as_labels(labels)
         mask = self.depth == d
         if alive_only:
@@ -430,7 +425,7 @@ class PrefixTrie:
         """Alive nodes at ``depth``, or (``depth=None``) alive nodes without alive children."""
         alive = self.alive
         if depth is not None:
-            d = _as_int(depth, "depth")
+            d = check_int(depth, "depth")
             return np.flatnonzero(alive & (self.depth == d)).astype(np.int64)
         par = self.parent
         with_parent = alive & (par >= 0)
