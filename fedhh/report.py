@@ -41,15 +41,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
+from fedhh.mechanisms.strategies import NOISE_KEEP, noise_z
 from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"
-NOISE_ALPHA = 0.05  # a row counts as significant when noise alone would reach it w.p. < 5%
+NOISE_ALPHA = NOISE_KEEP  # a row counts as significant when noise alone would reach it w.p. < 5%
 
 
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def noise_bar(levels: list[dict[str, Any]], m: int | None) -> NoiseBar:
     """The :class:`NoiseBar` of a run from its per-level cost records."""
     last = [int(lv["candidates"]) for lv in levels if m is None or int(lv["length"]) == m]
     n = max(last, default=1)
-    return NoiseBar(float(norm.isf(NOISE_ALPHA / max(n, 1))), n)
+    return NoiseBar(noise_z(n, NOISE_ALPHA), n)
 
 
 def result_document(

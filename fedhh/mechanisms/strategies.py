@@ -193,7 +193,13 @@ class ConsensusPrune:
         return (estimates > 0) & (estimates + self.z * stderrs >= bar)
 
 
-NOISE_KEEP = 0.05  # wide text items: expected zero-count candidates a level keeps (§10)
+NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
+
+
+def noise_z(n_candidates: int, alpha: float = NOISE_KEEP) -> float:
+    """The noise bar's z = Φ̄⁻¹(α/|C|) (Bonferroni): of |C| candidates nobody holds, α on
+    average have an estimate above z·SE."""
+    return float(norm.isf(alpha / max(n_candidates, 1)))
 
 
 def significant(
@@ -203,8 +209,7 @@ def significant(
     nobody holds, NOISE_KEEP pass on average (docs/mechanisms.md §10). Wide text items need it:
     a noise prefix that passes is extended level after level, and over many levels (up to 512
     bits) one would reach full length with a noisy, selected, large estimate."""
-    z = float(norm.isf(NOISE_KEEP / max(n_candidates, 1)))
-    return np.asarray(estimates > z * stderrs)
+    return np.asarray(estimates > noise_z(n_candidates) * stderrs)
 
 
 def consensus_bar(
