@@ -190,3 +190,37 @@ def test_tuning_sweep_at_chosen_k_and_a_short_one_elsewhere() -> None:
     at8 = {r.label for r in runs_at(cfg, 2.0, 8)}
     assert at16 == {"B", "B η=8", "B η=12"}  # η = 4 is B's own run
     assert at8 == {"B", "B η=12"}
+
+
+def test_held_out_baseline_chooses_on_the_other_repeats() -> None:
+    """Leave one out: each repeat is scored by the configuration best on the other repeats."""
+    f1 = {  # label → F1 per repeat 0..2
+        "B η=4": (0.9, 0.1, 0.1),  # best in hindsight at repeat 0 only
+        "B η=8": (0.5, 0.5, 0.5),
+        "C η=4": (0.2, 0.6, 0.6),
+    }
+    rows = [
+        {
+            "dataset": "d",
+            "parties": 8,
+            "k": 16,
+            "epsilon": 2.0,
+            "label": lab,
+            "family": lab.split()[0],
+            "eta": int(lab.split("=")[1]),
+            "rep": rep,
+            "f1": v,
+        }
+        for lab, vals in f1.items()
+        for rep, v in enumerate(vals)
+    ]
+    cfg = {
+        "tuning": {"labels": ["B", "C"]},
+        "mechanisms": {"B": {"mechanism": "pem-local"}, "C": {"mechanism": "pem-global"}},
+    }
+    held = [s for s in summarise(rows, cfg) if s["label"] == "baseline held-out"]
+    assert len(held) == 1 and held[0]["n"] == 3
+    # rep 0: others' means B4 0.1, B8 0.5, C4 0.6 → C η=4 scores 0.2; rep 1: B4 0.5, B8 0.5,
+    # C4 0.4 → B η=4 (first of the tie) scores 0.1; rep 2: same as rep 1 → B η=4 scores 0.1
+    assert held[0]["tuned_from"] == "C η=4, B η=4, B η=4"
+    assert held[0]["f1_mean"] == pytest.approx((0.2 + 0.1 + 0.1) / 3)
