@@ -44,7 +44,7 @@ import numpy as np
 
 from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
-from fedhh.mechanisms.strategies import NOISE_KEEP, noise_z
+from fedhh.mechanisms.strategies import NOISE_KEEP, noise_candidates, noise_z
 from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
 
@@ -77,16 +77,21 @@ def code_hex(code: int | str, m: int) -> str:
 @dataclass(frozen=True)
 class NoiseBar:
     """The z-score above which a row's estimate is unlikely to be noise: Bonferroni over the
-    candidates of the widest last (full-length) level, z = Φ̄⁻¹(α / |C|)."""
+    candidates N of the last (full-length) levels, z = Φ̄⁻¹(α / N) — TAP/TAPS's answer bar
+    (docs/mechanisms.md §8), so every row they answer passes it."""
 
     z: float
     candidates: int
 
 
 def noise_bar(levels: list[dict[str, Any]], m: int | None) -> NoiseBar:
-    """The :class:`NoiseBar` of a run from its per-level cost records."""
-    last = [int(lv["candidates"]) for lv in levels if m is None or int(lv["length"]) == m]
-    n = max(last, default=1)
+    """The :class:`NoiseBar` of a run from its per-level cost records (each party's last
+    full-length level; :func:`~fedhh.mechanisms.strategies.noise_candidates`)."""
+    last: dict[Any, tuple[bool, int]] = {}
+    for lv in levels:
+        if (m is None or int(lv["length"]) == m) and lv.get("phase") != "completion":
+            last[lv["party"]] = (lv.get("phase") == "shared", int(lv["candidates"]))
+    n = noise_candidates(last.values())
     return NoiseBar(noise_z(n, NOISE_ALPHA), n)
 
 
@@ -235,8 +240,16 @@ def format_table(doc: dict[str, Any], truth_counts: Mapping[int | str, int] | No
         if truth_counts is not None:
             line += f"{truth_counts.get(row['code'], 0):>10,}"
         lines.append(line + f"{row['parties']:>9}")
+    sig = doc.get("significance", {})
+    want, alpha = doc["params"].get("k"), doc["params"].get("answer_alpha")
+    if want and alpha and len(doc["top_k"]) < want:
+        lines.append(
+            f"{len(doc['top_k'])} of the k = {want} items asked for are above the noise bar "
+            f"({sig.get('z', 0):.1f} standard errors over {sig.get('candidates', 0):,} "
+            "candidates); the others cannot be told from noise at this ε and user count "
+            "(--answer-alpha 0 answers the top-k anyway)"
+        )
     if doubtful:
-        sig = doc.get("significance", {})
         lines.append(
             f"? {doubtful} row(s) below {sig.get('z', 0):.1f} standard errors: noise alone reaches "
             f"that among the {sig.get('candidates', 0):,} candidates of a last level with "

@@ -165,12 +165,16 @@ def test_bad_input_gives_one_clear_line(
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
-def test_rows_that_could_be_noise_are_marked(tmp_path: Path) -> None:
-    """k far above what ε and the users can tell apart: the rows below the noise bar (Bonferroni
-    over the last level's candidates) are marked, in the table and in the document."""
+@pytest.mark.parametrize("alpha", ["0", "default"])
+def test_rows_that_could_be_noise_are_marked_or_left_out(tmp_path: Path, alpha: str) -> None:
+    """k far above what ε and the users can tell apart. By default TAPS answers only the rows
+    above the noise bar (Bonferroni over the last levels' candidates) and says how many of the k
+    it could tell from noise; with --answer-alpha 0 it answers the top-k and marks the rows
+    below the bar, in the table and in the document."""
     out = tmp_path / "r.json"
+    extra = ["--answer-alpha", alpha] if alpha != "default" else []
     proc = _fedhh(
-        "simulate", "--users", "20000", "-k", "64", "--epsilon", "1", "--output", str(out)
+        "simulate", "--users", "20000", "-k", "64", "--epsilon", "1", "--output", str(out), *extra
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
@@ -178,5 +182,11 @@ def test_rows_that_could_be_noise_are_marked(tmp_path: Path) -> None:
     assert sig["alpha"] == 0.05 and sig["candidates"] >= 1000 and sig["z"] > 4
     flags = [row["significant"] for row in doc["top_k"]]
     assert flags == [row["estimate"] > sig["z"] * row["stderr"] for row in doc["top_k"]]
-    assert sum(not f for f in flags) >= len(flags) // 2
-    assert f"? {sum(not f for f in flags)} row(s) below" in proc.stdout
+    if alpha == "0":
+        assert len(flags) == 64 and sum(not f for f in flags) >= len(flags) // 2
+        assert f"? {sum(not f for f in flags)} row(s) below" in proc.stdout
+        assert "items asked for" not in proc.stdout
+    else:
+        assert 1 <= len(flags) < 32 and all(flags)
+        assert f"{len(flags)} of the k = 64 items asked for are above the noise bar" in proc.stdout
+        assert "row(s) below" not in proc.stdout

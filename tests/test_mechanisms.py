@@ -16,7 +16,7 @@ from fedhh.engine import build_run, run_in_process, simulate
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms import MECHANISMS, MechanismParams, combine
 from fedhh.mechanisms.local import UserLedger, local_search, top_indices
-from fedhh.mechanisms.plans import phase1_plan
+from fedhh.mechanisms.plans import Combined, phase1_plan
 from fedhh.mechanisms.strategies import (
     AdaptiveStep,
     AutoOracle,
@@ -27,6 +27,8 @@ from fedhh.mechanisms.strategies import (
     ThresholdPrune,
     VarianceAwareStep,
     build_strategies,
+    noise_candidates,
+    noise_z,
     party_order,
     pool_size_for,
 )
@@ -62,9 +64,10 @@ def test_resolved_defaults_of_the_planner() -> None:
     assert p.step_rule == "planned" and p.planned and p.phase1_levels == 1
     assert p.level_candidates == 1 << 17 and p.final_weight == 1.0
     assert p.consensus_z == 3.0
-    # the baselines keep PEM's rules: fixed η, equal groups
+    assert p.answer_alpha == 0.05  # the noise bar on the answer (mechanisms.md §5)
+    # the baselines keep PEM's rules: fixed η, equal groups, the top-k as the answer
     b = MechanismParams(mechanism="pem-local", k=16, m=48).resolved()
-    assert not b.planned and b.final_weight == 1.0
+    assert not b.planned and b.final_weight == 1.0 and b.answer_alpha == 0.0
 
 
 @pytest.mark.parametrize(
@@ -87,6 +90,9 @@ def test_resolved_defaults_of_the_planner() -> None:
         {"level_candidates": 0},
         {"level_candidates": 1 << 21},
         {"consensus_z": -1.0},
+        {"answer_alpha": -0.1},
+        {"answer_alpha": float("nan")},
+        {"answer_alpha": True},
     ],
 )
 def test_bad_parameters_are_refused(kwargs: dict) -> None:
@@ -180,6 +186,45 @@ def test_combine_sums_with_missing_as_zero() -> None:
     np.testing.assert_allclose(c.estimates, [10.0, 25.0, 7.0])
     np.testing.assert_allclose(c.stderrs, [3.0, math.sqrt(32.0), 1.0])
     np.testing.assert_array_equal(c.contributors, [1, 2, 1])
+
+
+def test_noise_bar_keeps_the_items_above_z_standard_errors() -> None:
+    items = np.array([5, 6, 7, 8], np.uint64)
+    c = Combined(items, np.array([50.0, 45.0, 30.0, -1.0]), np.full(4, 10.0), np.ones(4, np.int64))
+    z = noise_z(1000, 0.05)  # Φ̄⁻¹(0.05 / 1000) ≈ 3.89
+    assert 3.8 < z < 4.0
+    kept = c.above_noise(0.05, 1000)
+    np.testing.assert_array_equal(kept.items, [5, 6])
+    np.testing.assert_array_equal(kept.estimates, [50.0, 45.0])
+    assert c.above_noise(0.0, 1000) is c  # α = 0: the answer as it is
+    assert noise_z(10, 20.0) == -math.inf  # α ≥ N: no bar
+    # a shared last level counts once, the parties' own last levels add up
+    assert noise_candidates([(True, 4096)] * 8) == 4096
+    assert noise_candidates([(False, 4096)] * 8) == 8 * 4096
+    assert noise_candidates([]) == 1
+
+
+@pytest.mark.parametrize("mechanism", ["tap", "taps", "pem-local", "pem-global"])
+def test_noise_bar_is_post_processing_of_the_top_k(mechanism: str) -> None:
+    """Same seed, same reports: the answer with the bar is the top-k answer's items above
+    z·SE, z = Φ̄⁻¹(α/N) with N the candidates of the last levels (ε small for k, so the
+    top-k holds noise)."""
+    ds = synthetic_zipf(60_000, 4, m=24, n_items=3000, s=1.1, split="dirichlet", seed=3)
+    base = MechanismParams(mechanism=mechanism, epsilon=1.0, k=16, m=24, seed=4)
+    top_k = simulate(ds.parties, ds.codec, dataclasses.replace(base, answer_alpha=0.0))
+    cut = simulate(ds.parties, ds.codec, dataclasses.replace(base, answer_alpha=0.05))
+    assert len(top_k.items) == 16
+    levels = top_k.cost["levels"]
+    last: dict = {}
+    for lv in levels:
+        if lv["length"] == 24:
+            last[lv["party"]] = (lv["phase"] == "shared", lv["candidates"])
+    z = noise_z(noise_candidates(last.values()), 0.05)
+    keep = top_k.estimates > z * top_k.stderrs
+    assert 0 < keep.sum() < 16  # the bar cuts something here, and not everything
+    np.testing.assert_array_equal(cut.items, top_k.items[keep])
+    np.testing.assert_array_equal(cut.estimates, top_k.estimates[keep])
+    assert cut.privacy == top_k.privacy and cut.cost["levels"] == levels
 
 
 # --- local search ----------------------------------------------------------------------------

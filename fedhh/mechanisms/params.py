@@ -28,6 +28,7 @@ BASELINES = ("pem", "pem-local", "pem-global")
 MAX_LEVEL_CANDIDATES = 1 << 20  # a party refuses larger candidate sets
 DEFAULT_LEVEL_CANDIDATES = 1 << 17
 DEFAULT_FINAL_WEIGHT = 1.0
+NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class MechanismParams:
     consensus_z: float = 3.0  # TAPS: a prior item is reported when its estimate > z·SE [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
     completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
+    answer_alpha: float | None = (
+        None  # answer only items above the noise bar (α; 0: top-k) [choice]
+    )
     pool_size: int = 4096  # seed-pool OLH pool size S
     seed: int = 0
 
@@ -136,6 +140,16 @@ class MechanismParams:
             f"consensus_z must be a finite number ≥ 0, got {self.consensus_z!r}",
         )
         need(0.0 <= self.completion < 0.5, f"completion must be in [0, 0.5), got {self.completion}")
+        need(
+            self.answer_alpha is None
+            or (
+                isinstance(self.answer_alpha, (int, float))
+                and not isinstance(self.answer_alpha, bool)
+                and math.isfinite(self.answer_alpha)
+                and self.answer_alpha >= 0
+            ),
+            f"answer_alpha must be a finite number ≥ 0, got {self.answer_alpha!r}",
+        )
         need(
             self.phase1_keep in PHASE1_KEEP,
             f"unknown phase1_keep {self.phase1_keep!r}; choose one of {', '.join(PHASE1_KEEP)}",
@@ -209,6 +223,12 @@ class MechanismParams:
         # TAPS prunes as TAP by default: in the study, consensus pruning gave a lower F1 in 9 of
         # 120 paired runs (ε = 1, 2, 4), a higher one in 2, the same in the rest (mechanisms.md §6)
         prune_rule = self.prune_rule if self.prune_rule is not None else "threshold"
+        # TAP/TAPS answer only what noise is unlikely to reach (mechanisms.md §8); the baselines
+        # answer their top-k, as published
+        if self.answer_alpha is not None:
+            answer_alpha = float(self.answer_alpha)
+        else:
+            answer_alpha = 0.0 if self.mechanism in BASELINES else NOISE_KEEP
         return replace(
             self,
             gamma=gamma,
@@ -221,6 +241,7 @@ class MechanismParams:
             prune_rule=prune_rule,
             level_candidates=level_candidates,
             final_weight=final_weight,
+            answer_alpha=answer_alpha,
         )
 
     def level_lengths(self, start: int, step: int) -> list[int]:

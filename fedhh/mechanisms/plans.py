@@ -19,7 +19,7 @@ from fedhh import codes as cd
 from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.planning import horizon_bits, plan_levels
-from fedhh.mechanisms.strategies import party_order, significant
+from fedhh.mechanisms.strategies import noise_candidates, noise_z, party_order, significant
 from fedhh.mechanisms.tasks import (
     Codes,
     EstimateResult,
@@ -46,6 +46,18 @@ class Combined:
 
     def top(self, k: int) -> Combined:
         idx = top_indices(self.estimates, k)
+        return self._take(idx)
+
+    def above_noise(self, alpha: float, final_candidates: int) -> Combined:
+        """The items whose estimate exceeds the noise bar z·SE, z = Φ̄⁻¹(α/N) with N the
+        candidates of the last (full-length) levels that produced them: of N candidates nobody
+        holds, α on average would pass (docs/mechanisms.md §8). α = 0: every item."""
+        if alpha <= 0:
+            return self
+        keep = self.estimates > noise_z(final_candidates, alpha) * self.stderrs
+        return self._take(np.flatnonzero(keep))
+
+    def _take(self, idx: np.ndarray) -> Combined:
         return Combined(
             self.items[idx], self.estimates[idx], self.stderrs[idx], self.contributors[idx]
         )
@@ -227,6 +239,15 @@ def _sum_estimates(replies: Replies, candidates: Codes) -> tuple[Floats, Floats]
     return est, np.sqrt(var)
 
 
+def _final_candidates(replies: Replies) -> int:
+    """Candidates of the parties' last (full-length) levels: where a noise item could come from."""
+    return noise_candidates(
+        (False, res.levels[-1].candidates)
+        for res in replies.values()
+        if isinstance(res, SearchResult) and res.levels
+    )
+
+
 def _search_parts(replies: Replies) -> list[tuple[Codes, Floats, Floats]]:
     parts = []
     for res in replies.values():
@@ -251,7 +272,10 @@ def run_plan(
         start = np.arange(2**params.gamma, dtype=np.uint64)
         task = SearchTask("pem", params.gamma, start, item_bits=m)
         replies = yield {i: task for i in parties}
-        outcome.answer = combine(_search_parts(replies), m).top(k)
+        best = combine(_search_parts(replies), m).top(k)
+        outcome.answer = best.above_noise(
+            float(params.answer_alpha or 0.0), _final_candidates(replies)
+        )
         return outcome
 
     wide = ended_rule and mech in ("tap", "taps")
@@ -260,6 +284,7 @@ def run_plan(
     cand = np.arange(2 ** (shared[0] if shared else params.gamma), dtype=np.uint64)
     keep_n = k if mech == "pem-global" else params.kappa1
     est = se = np.zeros(0)
+    n_last = 0  # candidates of the last shared level
     last = params.gamma
     horizon: int | None = None
     for j, length in enumerate(shared):
@@ -291,16 +316,18 @@ def run_plan(
             )
         )
         if stop:
+            n_last = cd.count(cand)
             cand, est, se = cand[top], est[top], se[top]
             break
         kept = cd.sort(cand[top])
         done = cd.ended(kept, length) if ended_rule else None
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
+    alpha = float(params.answer_alpha or 0.0)
     if mech == "pem-global" or last >= params.m:
         # every party that answered the last shared level estimated every item
         contrib = np.full(cd.count(cand), len(replies), np.int64)
-        outcome.answer = Combined(cand, est, se, contrib).top(k)
+        outcome.answer = Combined(cand, est, se, contrib).top(k).above_noise(alpha, n_last)
         return outcome
 
     start = cd.sort(cand)
@@ -308,12 +335,14 @@ def run_plan(
     if mech == "tap":
         task = SearchTask("phase2", last, start, item_bits=m, horizon=reach)
         replies = yield {i: task for i in parties}
-        outcome.answer = combine(_search_parts(replies), m).top(k)
+        best = combine(_search_parts(replies), m).top(k)
+        outcome.answer = best.above_noise(alpha, _final_candidates(replies))
         return outcome
 
     # TAPS: sequential Phase II with the running prior F.
     n_prior = max(1, math.ceil(params.prior_factor * k))
     by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
+    finals: Replies = {}
     for i in party_order(params.party_order, party_sizes):
         prior = combine(list(by_party.values()), m).top(n_prior)
         task = SearchTask(
@@ -327,6 +356,7 @@ def run_plan(
             horizon=reach,
         )
         replies = yield {i: task}
+        finals.update(replies)
         for idx, part in zip(replies, _search_parts(replies), strict=True):
             by_party[idx] = part
     combined = combine(list(by_party.values()), m)
@@ -337,7 +367,7 @@ def run_plan(
             by_party, replies, final.items, params.completion_mode, params.consensus_z
         )
         outcome.notes.append(f"completion round over {cd.count(final.items)} items")
-    outcome.answer = combined.top(k)
+    outcome.answer = combined.top(k).above_noise(alpha, _final_candidates(finals))
     return outcome
 
 

@@ -6,6 +6,7 @@ objects.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
-from fedhh.mechanisms.params import BASELINES, MechanismParams
+from fedhh.mechanisms.params import BASELINES, NOISE_KEEP, MechanismParams
 from fedhh.mechanisms.planning import LevelPlan, plan_levels, split_users
 from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, make_oracle
 
@@ -193,13 +194,24 @@ class ConsensusPrune:
         return (estimates > 0) & (estimates + self.z * stderrs >= bar)
 
 
-NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
-
-
 def noise_z(n_candidates: int, alpha: float = NOISE_KEEP) -> float:
     """The noise bar's z = Φ̄⁻¹(α/|C|) (Bonferroni): of |C| candidates nobody holds, α on
-    average have an estimate above z·SE."""
-    return float(norm.isf(alpha / max(n_candidates, 1)))
+    average have an estimate above z·SE (−∞ when α ≥ |C|: no bar)."""
+    return float(norm.isf(min(1.0, alpha / max(n_candidates, 1))))
+
+
+def noise_candidates(last_levels: Iterable[tuple[bool, int]]) -> int:
+    """N of the answer's noise bar (:func:`noise_z`): the candidates a noise item of the answer
+    could come from, given each party's last full-length level as (shared, candidates). A shared
+    level counts once (every party estimated the same set and the coordinator summed them); the
+    parties' own levels add up (each party's noise candidates are its own)."""
+    shared, own = 0, 0
+    for is_shared, n in last_levels:
+        if is_shared:
+            shared = max(shared, int(n))
+        else:
+            own += int(n)
+    return max(1, shared + own)
 
 
 def significant(

@@ -112,7 +112,7 @@ class Coordinator:
         if isinstance(result, ErrorResult):
             self._party_failed(pending.party, f"{result.code}: {result.message}")
         else:
-            self._record_cost(pending.party, result)
+            self._record_cost(pending.party, result, pending.task)
             self._replies[pending.party] = result
         return self._maybe_next()
 
@@ -231,11 +231,14 @@ class Coordinator:
             return self._maybe_next()
         return requests
 
-    def _record_cost(self, idx: int, result: EstimateResult | SearchResult) -> None:
+    def _record_cost(self, idx: int, result: EstimateResult | SearchResult, task: object) -> None:
         pid = self.spec.party_ids[idx]
         costs = _costs_of(result)
         self._reports[idx] += sum(c.reports for c in costs)
-        phase = "shared" if isinstance(result, EstimateResult) else "local"
+        if isinstance(task, EstimateTask) and task.group == "reserve":
+            phase = "completion"
+        else:
+            phase = "shared" if isinstance(result, EstimateResult) else "local"
         for c in costs:
             self._costs.levels.append(
                 {
