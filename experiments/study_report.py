@@ -352,6 +352,12 @@ def acceptance(cmp: list[dict[str, Any]], ours: list[str]) -> list[str]:
             f"{v.count('win')} wins of {len(v)} points (want 0 losses, ≥ 1/3 wins): "
             + ("**met**" if ok else "**not met**")
         )
+        held = [c[f"{lab} vs held-out"][2] for c in low if c.get(f"{lab} vs held-out")]
+        if held:
+            out.append(
+                f"- (for reading) {lab} vs the held-out baseline at ε ≤ 2, k = 16: "
+                f"{held.count('loss')} losses, {held.count('win')} wins of {len(held)} points"
+            )
     pairs = [c["first vs second"][2] for c in cmp if c.get("first vs second")]
     if pairs:
         out.append(
