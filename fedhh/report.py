@@ -49,7 +49,7 @@ from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"
-NOISE_ALPHA = NOISE_KEEP  # a row counts as significant when noise alone would reach it w.p. < 5%
+NOISE_ALPHA = NOISE_KEEP  # a row of a top-k answer is significant when noise reaches it w.p. < 5%
 
 
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,22 +77,26 @@ def code_hex(code: int | str, m: int) -> str:
 @dataclass(frozen=True)
 class NoiseBar:
     """The z-score above which a row's estimate is unlikely to be noise: Bonferroni over the
-    candidates N of the last (full-length) levels, z = Φ̄⁻¹(α / N) — TAP/TAPS's answer bar
-    (docs/mechanisms.md §8), so every row they answer passes it."""
+    candidates N of the last (full-length) levels, z = Φ̄⁻¹(α / N). α is the run's answer bar
+    (``answer_alpha``, docs/mechanisms.md §5), so every row TAP/TAPS answer passes it; a run
+    that answers its top-k (α = 0) is marked at α = NOISE_ALPHA."""
 
+    alpha: float
     z: float
     candidates: int
 
 
-def noise_bar(levels: list[dict[str, Any]], m: int | None) -> NoiseBar:
+def noise_bar(levels: list[dict[str, Any]], m: int | None, alpha: float = 0.0) -> NoiseBar:
     """The :class:`NoiseBar` of a run from its per-level cost records (each party's last
-    full-length level; :func:`~fedhh.mechanisms.strategies.noise_candidates`)."""
+    full-length level; :func:`~fedhh.mechanisms.strategies.noise_candidates`) and its
+    ``answer_alpha``."""
     last: dict[Any, tuple[bool, int]] = {}
     for lv in levels:
         if (m is None or int(lv["length"]) == m) and lv.get("phase") != "completion":
             last[lv["party"]] = (lv.get("phase") == "shared", int(lv["candidates"]))
     n = noise_candidates(last.values())
-    return NoiseBar(noise_z(n, NOISE_ALPHA), n)
+    alpha = alpha if alpha > 0 else NOISE_ALPHA
+    return NoiseBar(alpha, noise_z(n, alpha), n)
 
 
 def result_document(
@@ -107,7 +111,11 @@ def result_document(
     ``reference``: its known-domain reference, ``FederatedDataset.reference``)."""
     n = cd.count(result.items)
     items = codec.decode(result.items) if n else []
-    bar = noise_bar(result.cost.get("levels", []), result.params.get("m"))
+    bar = noise_bar(
+        result.cost.get("levels", []),
+        result.params.get("m"),
+        float(result.params.get("answer_alpha") or 0.0),
+    )
     top = [
         {
             "rank": i + 1,
@@ -138,7 +146,7 @@ def result_document(
         "mechanism": result.mechanism,
         "params": result.params,
         "top_k": top,
-        "significance": {"alpha": NOISE_ALPHA, "z": bar.z, "candidates": bar.candidates},
+        "significance": {"alpha": bar.alpha, "z": bar.z, "candidates": bar.candidates},
         "cost": result.cost,
         "plan": plan_of(result.params, result.cost.get("levels", [])),
         "privacy": result.privacy,
@@ -252,8 +260,9 @@ def format_table(doc: dict[str, Any], truth_counts: Mapping[int | str, int] | No
     if doubtful:
         lines.append(
             f"? {doubtful} row(s) below {sig.get('z', 0):.1f} standard errors: noise alone reaches "
-            f"that among the {sig.get('candidates', 0):,} candidates of a last level with "
-            f"probability ≥ {NOISE_ALPHA:g}, so they may not be items the users hold"
+            f"that among the {sig.get('candidates', 0):,} candidates of the last levels with "
+            f"probability ≥ {sig.get('alpha', NOISE_ALPHA):g}, so they may not be items the "
+            "users hold"
         )
     cost = doc["cost"]
     lines += [

@@ -64,7 +64,7 @@ def test_resolved_defaults_of_the_planner() -> None:
     assert p.step_rule == "planned" and p.planned and p.phase1_levels == 1
     assert p.level_candidates == 1 << 17 and p.final_weight == 1.0
     assert p.consensus_z == 3.0
-    assert p.answer_alpha == 0.05  # the noise bar on the answer (mechanisms.md §5)
+    assert p.answer_alpha == 0.25  # the noise bar on the answer (mechanisms.md §5)
     # the baselines keep PEM's rules: fixed η, equal groups, the top-k as the answer
     b = MechanismParams(mechanism="pem-local", k=16, m=48).resolved()
     assert not b.planned and b.final_weight == 1.0 and b.answer_alpha == 0.0

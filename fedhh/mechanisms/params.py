@@ -29,6 +29,7 @@ MAX_LEVEL_CANDIDATES = 1 << 20  # a party refuses larger candidate sets
 DEFAULT_LEVEL_CANDIDATES = 1 << 17
 DEFAULT_FINAL_WEIGHT = 1.0
 NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
+ANSWER_ALPHA = 0.25  # TAP/TAPS answer bar: expected noise items answered (held-out seeds, §5)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class MechanismParams:
         if self.answer_alpha is not None:
             answer_alpha = float(self.answer_alpha)
         else:
-            answer_alpha = 0.0 if self.mechanism in BASELINES else NOISE_KEEP
+            answer_alpha = 0.0 if self.mechanism in BASELINES else ANSWER_ALPHA
         return replace(
             self,
             gamma=gamma,
