@@ -39,7 +39,8 @@ U64 = NDArray[np.uint64]
 I64 = NDArray[np.int64]
 
 USER_BLOCK = 8192  # reports per block: 4 words × 8 B × 8192 = 256 KiB (L2-resident)
-SEED_BLOCK = 4096  # pool rows per block (a block of M: 4096·g int64)
+SEED_BLOCK = 4096  # most pool rows per block
+POOL_BLOCK_BYTES = 1 << 19  # a block of M (rows·g int64) stays within half a core's L2 cache
 CANDIDATE_BLOCK = 2048  # candidates per pass of the g ≤ 8 pool loop (x_lo, x_hi, counts: 48 KiB)
 
 _S32 = np.uint64(32)
@@ -223,6 +224,13 @@ def _pool_select(
 
 
 @njit(cache=True, nogil=True)
+def pool_seed_block(g: int) -> int:
+    """Pool rows per block for a g-bucket pool: a block of the matrix fits POOL_BLOCK_BYTES
+    (at least 8 rows, at most SEED_BLOCK)."""
+    return max(8, min(SEED_BLOCK, POOL_BLOCK_BYTES // (8 * max(1, g))))
+
+
+@njit(cache=True, nogil=True)
 def pool_support(
     a_lo: U64,
     a_hi: U64,
@@ -232,10 +240,15 @@ def pool_support(
     x_lo: U64,
     x_hi: U64,
     counts: I64,
-    seed_block: int = SEED_BLOCK,
+    seed_block: int = 0,
 ) -> None:
     """Add to ``counts[k]`` Σ_s M[s, bucket_s(x_k)] over the seeds s of this block, for the
-    row-major S×g matrix ``flat`` (bucket_s(x) = (h_s(x)·g) >> 32 of the hashing module)."""
+    row-major S×g matrix ``flat`` (bucket_s(x) = (h_s(x)·g) >> 32 of the hashing module).
+
+    The seeds go in blocks of ``seed_block`` rows (0: :func:`pool_seed_block`, as many as fit
+    in POOL_BLOCK_BYTES), each block over every candidate: a candidate's lookups then hit the
+    cache. With 4,096 rows of g = e^8 + 1 ≈ 2,982 counts (98 MB) every lookup missed it, and a
+    decode took 7× longer (experiments/bench_oracles.py --epsilon 8)."""
     n_cand = x_lo.size
     if g <= 8:
         for lo in range(0, n_cand, CANDIDATE_BLOCK):
@@ -244,6 +257,7 @@ def pool_support(
         return
     gg = np.uint64(g) & _LOW32
     n = a_lo.size
+    seed_block = seed_block if seed_block > 0 else pool_seed_block(g)
     for lo in range(0, n, seed_block):
         hi = min(lo + seed_block, n)
         _pool_block(
