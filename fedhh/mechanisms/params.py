@@ -67,9 +67,7 @@ class MechanismParams:
     consensus_z: float = 3.0  # TAPS: a prior item is reported when its estimate > z·SE [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
     completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
-    answer_alpha: float | None = (
-        None  # answer only items above the noise bar (α; 0: top-k) [choice]
-    )
+    answer_alpha: float | None = None  # answer: items above the noise bar α (0: top-k) [choice]
     pool_size: int = 4096  # seed-pool OLH pool size S
     seed: int = 0
 
@@ -224,7 +222,7 @@ class MechanismParams:
         # TAPS prunes as TAP by default: in the study, consensus pruning gave a lower F1 in 9 of
         # 120 paired runs (ε = 1, 2, 4), a higher one in 2, the same in the rest (mechanisms.md §6)
         prune_rule = self.prune_rule if self.prune_rule is not None else "threshold"
-        # TAP/TAPS answer only what noise is unlikely to reach (mechanisms.md §8); the baselines
+        # TAP/TAPS answer only what noise is unlikely to reach (mechanisms.md §5); the baselines
         # answer their top-k, as published
         if self.answer_alpha is not None:
             answer_alpha = float(self.answer_alpha)

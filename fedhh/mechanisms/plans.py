@@ -51,7 +51,7 @@ class Combined:
     def above_noise(self, alpha: float, final_candidates: int) -> Combined:
         """The items whose estimate exceeds the noise bar z·SE, z = Φ̄⁻¹(α/N) with N the
         candidates of the last (full-length) levels that produced them: of N candidates nobody
-        holds, α on average would pass (docs/mechanisms.md §8). α = 0: every item."""
+        holds, α on average would pass (docs/mechanisms.md §5). α = 0: every item."""
         if alpha <= 0:
             return self
         keep = self.estimates > noise_z(final_candidates, alpha) * self.stderrs
