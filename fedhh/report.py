@@ -11,11 +11,14 @@ Result document (``"format": "fedhh.result/1"``):
   parties contributed an estimate), plus ``bytes_hex`` for string items: the item's exact bytes
   (padding stripped) in hex, lossless whatever the display shows;
 * ``significance`` — the noise bar: ``z`` = Φ̄⁻¹(``alpha`` / ``candidates``), Bonferroni over the
-  candidates of the widest full-length level; a row below z·stderr could be noise (the table
-  marks it ``?``), as when k is larger than the items the users really share;
+  candidates of the last full-length levels (a shared level once, the parties' own added up),
+  ``alpha`` the run's ``answer_alpha`` (0.05 for a top-k answer). TAP/TAPS answer only rows
+  above it, so their answer may hold fewer than k rows; in a top-k answer a row below
+  z·stderr could be noise (the table marks it ``?``);
 * ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
   ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
-  estimation level: party, round, phase, length, step, candidates, reports, oracle, ...);
+  estimation level: party, round, phase (``shared``, ``local``, ``completion``, or ``length``
+  for the item-length level), length, step, candidates, reports, oracle, ...);
 * ``plan`` — the level plan the run followed (docs/mechanisms.md, "The level plan"): ``rule``
   (``step_rule``), ``level_candidates`` and ``final_weight`` as resolved, ``shared`` (the
   lengths of the levels all parties estimated together) and, per party, the ``lengths``,
