@@ -267,15 +267,14 @@ def run_plan(
     assert params.gamma is not None and params.kappa1 is not None
     mech = params.mechanism
     outcome = PlanOutcome(Combined.empty(m))
+    alpha = float(params.answer_alpha or 0.0)  # the answer's noise bar (0: the top-k)
 
     if mech in ("pem", "pem-local"):
         start = np.arange(2**params.gamma, dtype=np.uint64)
         task = SearchTask("pem", params.gamma, start, item_bits=m)
         replies = yield {i: task for i in parties}
         best = combine(_search_parts(replies), m).top(k)
-        outcome.answer = best.above_noise(
-            float(params.answer_alpha or 0.0), _final_candidates(replies)
-        )
+        outcome.answer = best.above_noise(alpha, _final_candidates(replies))
         return outcome
 
     wide = ended_rule and mech in ("tap", "taps")
@@ -323,7 +322,6 @@ def run_plan(
         done = cd.ended(kept, length) if ended_rule else None
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
 
-    alpha = float(params.answer_alpha or 0.0)
     if mech == "pem-global" or last >= params.m:
         # every party that answered the last shared level estimated every item
         contrib = np.full(cd.count(cand), len(replies), np.int64)
