@@ -1,10 +1,9 @@
 """Choose the answer's noise bar α (docs/mechanisms.md §5) on seeds held out from the study.
 
-Runs TAPS with the top-k answer (``answer_alpha = 0``) on the study's datasets, keeps each
-answer row's z = ĉ/SE and whether it is a true top-k item, and N (the candidates of the last
-full-length levels, as the mechanism counts them); then scores the answer cut at
-z > Φ̄⁻¹(α/N) for several α from the same runs (the bar is post-processing, so one run serves
-every α). Prints mean F1 over the datasets per ε and α.
+Runs TAPS with the top-k answer (``answer_alpha = 0``) on the study's datasets and scores that
+answer cut at the noise bar of each α (``Combined.above_noise`` with N, the candidates of the
+last full-length levels, as the mechanism counts them): the bar is post-processing, so one run
+serves every α. Prints mean F1 over the datasets per ε and α.
 
 Reproduce (the figures of mechanisms.md §5, about 40 minutes on 2 cores):
   .venv/bin/python experiments/tune_answer_bar.py --seeds 5,6,7,8,9 --jobs 2
@@ -34,6 +33,8 @@ def one_run(job: tuple[str, float, int]) -> dict[str, Any]:
 
     from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
+    from fedhh.mechanisms.plans import Combined
+    from fedhh.metrics import f1
     from fedhh.report import noise_bar
 
     name, eps, seed = job
@@ -44,18 +45,14 @@ def one_run(job: tuple[str, float, int]) -> dict[str, Any]:
         mechanism="taps", epsilon=eps, k=16, m=ds.m, seed=seed, answer_alpha=0.0
     )
     res = simulate(ds.parties, ds.codec, params)
-    truth = set(ds.top_k(16).tolist())
-    z = (res.estimates / np.maximum(res.stderrs, 1e-12)).tolist()
+    answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
     n = noise_bar(res.cost["levels"], ds.m).candidates
-    return {"ds": name, "eps": eps, "z": z, "true": [int(x) in truth for x in res.items], "N": n}
-
-
-def f1_at(row: dict[str, Any], alpha: float) -> float:
-    from fedhh.mechanisms.strategies import noise_z
-
-    bar = -np.inf if alpha <= 0 else noise_z(row["N"], alpha)
-    kept = [t for z, t in zip(row["z"], row["true"], strict=True) if z > bar]
-    return 2.0 * sum(kept) / (len(kept) + 16)
+    truth = ds.top_k(16)
+    return {
+        "ds": name,
+        "eps": eps,
+        "f1": {a: f1(answer.above_noise(a, n).items, truth, 16) for a in ALPHAS},
+    }
 
 
 def main() -> None:
@@ -76,7 +73,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as ex:
         for i, row in enumerate(ex.map(one_run, jobs), 1):
             for a in ALPHAS:
-                scores[(row["eps"], row["ds"], a)].append(f1_at(row, a))
+                scores[(row["eps"], row["ds"], a)].append(row["f1"][a])
             print(f"\r{i}/{len(jobs)} runs", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print("mean F1 over the datasets (each the mean over its seeds); α = 0: the top-k")
