@@ -9,6 +9,7 @@ Reproduce (from the project root):
     .venv/bin/python experiments/study.py experiments/configs/quick.toml --jobs 2  # minutes
     .venv/bin/python experiments/study.py CONFIG --summarise-only    # tables and plots again
     .venv/bin/python experiments/study.py CONFIG --epsilon 0.5,1,2 --k 16   # part of the grid
+    .venv/bin/python experiments/study.py CONFIG --labels reference,PEM-Local  # some runs only
 
 The runner is **resumable**: every finished run is appended to ``runs.csv`` at once, and a
 restart skips the runs already there (same dataset, label, ε, k, M, repeat and parameters), so
@@ -195,6 +196,22 @@ def plan(cfg: dict[str, Any], only: Sequence[str] = ()) -> list[Group]:
                         g.runs.extend(r for r in runs_at(cfg, e, k) if r not in g.runs)
                 groups.append(g)
     return groups
+
+
+def only_labels(groups: list[Group], labels: Sequence[str]) -> list[Group]:
+    """The groups with only the runs whose label or family is one of ``labels`` (empty groups
+    dropped); an unknown label is an error, so a typo does not silently run nothing."""
+    known = {x for g in groups for r in g.runs for x in (r.label, r.family)}
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        raise SystemExit(f"unknown labels {unknown}; the plan has {sorted(known)}")
+    want = set(labels)
+    out = []
+    for g in groups:
+        runs = [r for r in g.runs if r.label in want or r.family in want]
+        if runs:
+            out.append(Group(g.dataset, g.parties, g.rep, runs))
+    return out
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -432,6 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datasets", help="only these datasets (comma-separated names)")
     ap.add_argument("--epsilon", help="only these ε of the grid (comma-separated), e.g. 0.5,1,2")
     ap.add_argument("--k", help="only these k of the grid (comma-separated), e.g. 16")
+    ap.add_argument(
+        "--labels",
+        help="only the runs of these labels or families (comma-separated), e.g. "
+        "reference,PEM-Local,PEM-Global (a family takes its η sweep along)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument(
         "--summarise-only", action="store_true", help="rebuild tables and plots from runs.csv"
@@ -460,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"unknown datasets {sorted(unknown)}; the config has {list(cfg['datasets'])}"
             )
         groups = plan(cfg, only)
+        if args.labels:
+            groups = only_labels(groups, [s.strip() for s in args.labels.split(",")])
         done = {row_key(r) for r in read_runs(out / "runs.csv")}
         todo = pending(groups, done)
         n_all = sum(len(g.runs) for g in groups)

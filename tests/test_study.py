@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "study.py"
 sys.path.insert(0, str(STUDY.parent))
 
-from study import runs_at  # noqa: E402
+from study import Group, only_labels, runs_at  # noqa: E402
 from study_report import compare, summarise  # noqa: E402
 
 CONFIG = """
@@ -190,6 +190,21 @@ def test_tuning_sweep_at_chosen_k_and_a_short_one_elsewhere() -> None:
     at8 = {r.label for r in runs_at(cfg, 2.0, 8)}
     assert at16 == {"B", "B η=8", "B η=12"}  # η = 4 is B's own run
     assert at8 == {"B", "B η=12"}
+
+
+def test_only_labels_keeps_a_family_with_its_sweep_and_refuses_unknown_labels() -> None:
+    cfg = {
+        "mechanisms": {"A": {"mechanism": "taps"}, "B": {"mechanism": "pem-local"}},
+        "tuning": {"labels": ["B"], "eta": [4, 8]},
+        "reference": {"draws": 3},
+    }
+    groups = [Group("d", 8, 0, runs_at(cfg, 2.0, 16)), Group("e", 8, 0, runs_at(cfg, 1.0, 16))]
+    kept = only_labels(groups, ["reference", "B"])
+    assert [g.dataset for g in kept] == ["d", "e"]
+    assert {r.label for r in kept[0].runs} == {"reference", "B", "B η=8"}
+    assert [r.label for r in only_labels(groups, ["A"])[1].runs] == ["A"]
+    with pytest.raises(SystemExit, match="unknown labels"):
+        only_labels(groups, ["A", "Z"])
 
 
 def test_held_out_baseline_chooses_on_the_other_repeats() -> None:
