@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "study.py"
 sys.path.insert(0, str(STUDY.parent))
 
-from study import Group, only_labels, runs_at  # noqa: E402
+from study_plan import Group, only_labels, runs_at  # noqa: E402
 from study_report import compare, summarise  # noqa: E402
 
 CONFIG = """
