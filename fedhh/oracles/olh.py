@@ -194,8 +194,10 @@ class OLHPool(_LocalHashing):
         if idx.size and int(idx.max()) >= self.pool_size:
             raise ReportError(f"seed index {int(idx.max())} outside the pool of {self.pool_size}")
         flat = idx * self.g + reports["bucket"].astype(np.int64)
-        counts = np.bincount(flat, minlength=self.pool_size * self.g)
-        return PoolSketch(reports.n, counts.reshape(self.pool_size, self.g).astype(np.int64))
+        counts = np.bincount(flat, minlength=self.pool_size * self.g)  # S·g can be 10^7: no copy
+        return PoolSketch(
+            reports.n, counts.reshape(self.pool_size, self.g).astype(np.int64, copy=False)
+        )
 
     def support_from_sketch(self, sketch: PoolSketch, candidates: ArrayLike) -> Support:
         """Support counts Σ_s M[s, H_s(v)] for each candidate v (O(S·|C|), in blocks)."""
