@@ -20,14 +20,10 @@ Reproduce (the figures of mechanisms.md §5, about 20 minutes on 2 cores):
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
-import tomllib
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +32,8 @@ from scipy.signal import fftconvolve
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import Job, grid, map_runs, taps_top_k
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "study.toml"
 ALPHA = 0.25
 DATASETS = "zipf-dir0.1,zipf-dir0.5,zipf-iid,zipf-perm,zipf-skewed,aol-dir0.1,aol-dir0.5"
 
@@ -90,12 +86,8 @@ def selection_aware_keep(reports: list[Any], items: np.ndarray, alpha: float) ->
     return np.asarray(keep, dtype=bool)
 
 
-def one_run(job: tuple[str, float, int]) -> dict[str, Any] | None:
-    from study import _dataset
-
-    from fedhh.engine import simulate
-    from fedhh.mechanisms import MechanismParams, plans
-    from fedhh.mechanisms.plans import Combined
+def one_run(job: Job) -> dict[str, Any] | None:
+    from fedhh.mechanisms import plans
     from fedhh.metrics import f1
 
     seen: list[dict[int, Any]] = []
@@ -106,50 +98,30 @@ def one_run(job: tuple[str, float, int]) -> dict[str, Any] | None:
         return final_candidates(replies)
 
     plans._final_candidates = spy  # the coordinator passes the parties' final reports here
-    name, eps, seed = job
-    cfg = tomllib.loads(CONFIG.read_text())
-    spec = json.dumps(dict(cfg["datasets"][name]), sort_keys=True)
-    ds = _dataset(name, spec, 8, seed, int(cfg["study"].get("users", 200_000)))
-    params = MechanismParams(
-        mechanism="taps", epsilon=eps, k=16, m=ds.m, seed=seed, answer_alpha=0.0
-    )
-    res = simulate(ds.parties, ds.codec, params)
-    plans._final_candidates = final_candidates
+    try:
+        ds, _, answer = taps_top_k(job)
+    finally:
+        plans._final_candidates = final_candidates
     if not seen:
         return None  # shared to the end: no selected reports
     reports = [r for r in seen[-1].values() if getattr(r, "levels", None)]
-    answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
     n = final_candidates(seen[-1])
     truth = ds.top_k(16)
     aware = selection_aware_keep(reports, answer.items, ALPHA)
     return {
-        "ds": name,
-        "eps": eps,
+        "ds": job[0],
+        "eps": job[1],
         "bar": f1(answer.above_noise(ALPHA, n).items, truth, 16),
         "aware": f1(answer.items[aware], truth, 16),
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default=DATASETS)
-    ap.add_argument("--epsilon", default="0.5,1,2,4")
-    ap.add_argument("--seeds", default="5,6,7,8,9")
-    ap.add_argument("--jobs", type=int, default=2)
-    args = ap.parse_args()
-    jobs = [
-        (d, float(e), int(s))
-        for d in args.datasets.split(",")
-        for e in args.epsilon.split(",")
-        for s in args.seeds.split(",")
-    ]
+    args, jobs = grid(__doc__.splitlines()[0], DATASETS)
     scores: dict[tuple[float, str], list[tuple[float, float]]] = defaultdict(list)
-    with ProcessPoolExecutor(args.jobs) as ex:
-        for i, row in enumerate(ex.map(one_run, jobs), 1):
-            if row is not None:
-                scores[(row["eps"], row["ds"])].append((row["bar"], row["aware"]))
-            print(f"\r{i}/{len(jobs)} runs", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    for row in map_runs(one_run, jobs, args.jobs):
+        if row is not None:
+            scores[(row["eps"], row["ds"])].append((row["bar"], row["aware"]))
     print("mean F1 over the datasets (each the mean over its seeds with selected reports)")
     print(f"{'ε':<6}{'noise bar':<12}{'selection-aware':<16}datasets")
     for e in sorted({k[0] for k in scores}):

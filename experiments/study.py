@@ -109,6 +109,13 @@ def _dataset(name: str, spec_json: str, parties: int, rep: int, users: int) -> A
     )
 
 
+def dataset_for(cfg: dict[str, Any], name: str, parties: int, rep: int) -> Any:
+    """The config's dataset ``name`` split over ``parties`` with data seed ``rep`` (the last one
+    loaded is cached: a worker runs a group's runs on one instance)."""
+    spec = json.dumps(cfg["datasets"][name], sort_keys=True)
+    return _dataset(name, spec, parties, rep, int(cfg["study"].get("users", 200_000)))
+
+
 def _resolved(params_json: str) -> str:
     """The run's parameters with every default filled in (runs with equal ones are one run)."""
     from fedhh.mechanisms import MechanismParams
@@ -125,14 +132,7 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
     from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
 
-    spec = cfg["datasets"][group.dataset]
-    ds = _dataset(
-        group.dataset,
-        json.dumps(spec, sort_keys=True),
-        group.parties,
-        group.rep,
-        int(cfg["study"].get("users", 200_000)),
-    )
+    ds = dataset_for(cfg, group.dataset, group.parties, group.rep)
     draws = int(cfg.get("reference", {}).get("draws", 20))
     base = {"dataset": group.dataset, "parties": group.parties, "rep": group.rep}
     shared: dict[tuple, dict[str, Any]] = {}

@@ -1,0 +1,68 @@
+"""What the scripts that tune a rule of the answer on held-out seeds share (tune_answer_bar.py,
+selection_aware_bar.py): the same command line (datasets, ε, seeds, jobs), TAPS with the top-k
+answer on a study dataset, and the runs in worker processes with a progress line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CONFIG = Path(__file__).resolve().parent / "configs" / "study.toml"
+Job = tuple[str, float, int]  # dataset, ε, seed
+
+
+def grid(description: str, datasets: str | None = None) -> tuple[argparse.Namespace, list[Job]]:
+    """The parsed command line and its jobs: every dataset × ε × seed (``datasets``: the default
+    list, comma-separated; all of the study config's when None). Seeds 5–9 by default, held
+    out from the study's 0–4."""
+    cfg = tomllib.loads(CONFIG.read_text())
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--datasets", default=datasets or ",".join(cfg["datasets"]))
+    ap.add_argument("--epsilon", default="0.5,1,2,4")
+    ap.add_argument("--seeds", default="5,6,7,8,9")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    jobs = [
+        (d, float(e), int(s))
+        for d in args.datasets.split(",")
+        for e in args.epsilon.split(",")
+        for s in args.seeds.split(",")
+    ]
+    return args, jobs
+
+
+def map_runs(fn: Callable[[Job], Any], jobs: list[Job], workers: int) -> Iterator[Any]:
+    """``fn`` of every job in ``workers`` processes, in order, with ``i/n runs`` on stderr."""
+    with ProcessPoolExecutor(workers) as ex:
+        for i, row in enumerate(ex.map(fn, jobs), 1):
+            print(f"\r{i}/{len(jobs)} runs", end="", file=sys.stderr, flush=True)
+            yield row
+    print(file=sys.stderr)
+
+
+def taps_top_k(job: Job, k: int = 16) -> tuple[Any, Any, Any]:
+    """(dataset, run result, answer as ``Combined``) of TAPS with the top-k answer
+    (``answer_alpha = 0``) on the study dataset of ``job``, M = 8, data and run seed = seed."""
+    from study import dataset_for
+
+    from fedhh.engine import simulate
+    from fedhh.mechanisms import MechanismParams
+    from fedhh.mechanisms.plans import Combined
+
+    name, eps, seed = job
+    ds = dataset_for(tomllib.loads(CONFIG.read_text()), name, 8, seed)
+    params = MechanismParams(
+        mechanism="taps", epsilon=eps, k=k, m=ds.m, seed=seed, answer_alpha=0.0
+    )
+    res = simulate(ds.parties, ds.codec, params)
+    answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
+    return ds, res, answer
