@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedhh.datasets import synthetic_zipf
@@ -27,6 +27,7 @@ from fedhh.mechanisms.plans import phase1_plan
     n_levels=st.integers(1, 40),
     weight=st.floats(0.1, 10.0),
 )
+@example(users=453, n_levels=16, weight=0.10000000000000002)  # the division rounds up to 30
 def test_split_users_sums_to_the_users(users: int, n_levels: int, weight: float) -> None:
     split = split_users(users, n_levels, weight)
     assert len(split) == n_levels and sum(split) == users and min(split) >= 0

@@ -84,6 +84,10 @@ def split_users(users: int, n_levels: int, final_weight: float = 1.0) -> tuple[i
         raise ParameterError("users must be ≥ 0 and the final weight > 0")
     total_weight = (n_levels - 1) + final_weight
     each = int(users // total_weight) if n_levels > 1 else 0
+    # the float division can round up to the next integer (453 / 15.100000000000001 → 30.0):
+    # the last level keeps at least final_weight times the others' share
+    while each > 0 and users - each * (n_levels - 1) < final_weight * each:
+        each -= 1
     head = [each] * (n_levels - 1)
     return (*head, users - sum(head))
 
