@@ -16,7 +16,13 @@ from fedhh.engine import build_run, run_in_process, simulate
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms import MECHANISMS, MechanismParams, combine
 from fedhh.mechanisms.local import UserLedger, local_search, top_indices
-from fedhh.mechanisms.plans import Combined, phase1_plan
+from fedhh.mechanisms.plans import (
+    Combined,
+    go_local,
+    heterogeneity_z,
+    party_excess_z,
+    phase1_plan,
+)
 from fedhh.mechanisms.strategies import (
     AdaptiveStep,
     AutoOracle,
@@ -32,6 +38,7 @@ from fedhh.mechanisms.strategies import (
     party_order,
     pool_size_for,
 )
+from fedhh.mechanisms.tasks import EstimateResult, LevelCost
 from fedhh.oracles import GRR, OLH, OLHPool
 
 
@@ -347,6 +354,61 @@ def test_adaptive_depth_stays_global_on_iid_and_goes_local_on_non_iid() -> None:
     assert r_iid.cost["rounds"] == shared(r_iid) + (0 if shared(r_iid) == all_levels else 1)
 
 
+def _level_replies(
+    shares: list[float], counts: np.ndarray, se: float, rng: np.random.Generator
+) -> dict[int, EstimateResult]:
+    """One shared level's replies: party i estimates shares[i]·counts with N(0, se²) noise."""
+    cost = LevelCost(17, 17, counts.size, 1000, "olh", 0, 0)
+    return {
+        i: EstimateResult(
+            w * counts + rng.normal(0.0, se, counts.size), np.full(counts.size, se), cost
+        )
+        for i, w in enumerate(shares)
+    }
+
+
+def test_party_excess_finds_the_item_one_party_holds_and_the_chi2_misses() -> None:
+    rng = np.random.default_rng(11)
+    sizes = [1000] * 8
+    counts = np.zeros(20_000)
+    counts[:50] = np.linspace(400.0, 100.0, 50)  # items every party holds in proportion
+    replies = _level_replies([1 / 8] * 8, counts, 1.0, rng)
+    est = np.sum([r.estimates for r in replies.values()], axis=0)
+    se = np.full(counts.size, math.sqrt(8.0))
+    top = top_indices(est, 32)
+    p = MechanismParams(mechanism="tap", k=16)
+    bar = noise_z(8 * counts.size, p.excess_alpha)  # Φ̄⁻¹(0.01 / 160,000) ≈ 5.3
+    # Homogeneous: each excess is ≈ N(0, 1), the largest of 160,000 near 4.5, below the bar.
+    assert 3.5 < party_excess_z(replies, est, se, sizes) < bar
+    assert not go_local(p, replies, top, est, se, sizes)
+    # Party 0 alone holds candidate 10,000 at 8 SE: the sum sees it at 8/√8 ≈ 2.8 SE, not kept.
+    replies[0].estimates[10_000] += 8.0
+    est[10_000] += 8.0
+    assert 10_000 not in top
+    assert heterogeneity_z(replies, top, est, sizes) < p.heterogeneity
+    assert party_excess_z(replies, est, se, sizes) > bar
+    assert go_local(p, replies, top, est, se, sizes)
+    assert not go_local(dataclasses.replace(p, excess_alpha=0.0), replies, top, est, se, sizes)
+
+
+def test_a_party_with_its_own_heavy_item_takes_it_local() -> None:
+    """IID parties, but party 0 gives 15% of its users one item of its own (1.9% of all): at
+    ε = 1 the χ² test alone keeps every level shared and the item is lost in the sum; the
+    excess test starts Phase II after the first level and party 0 finds it."""
+    iid = synthetic_zipf(200_000, 8, m=32, split="iid", seed=3)
+    parties = [p.copy() for p in iid.parties]
+    item = np.uint64(0xABCDE123)
+    assert not any((p == item).any() for p in parties)
+    parties[0][: parties[0].size * 15 // 100] = item
+    p = MechanismParams(mechanism="tap", epsilon=1.0, k=16, m=32)
+    shared = lambda r: sum(1 for lv in r.cost["levels"] if lv["phase"] == "shared") // 8  # noqa: E731
+    with_excess = simulate(parties, iid.codec, p)
+    chi2_only = simulate(parties, iid.codec, dataclasses.replace(p, excess_alpha=0.0))
+    assert shared(with_excess) == 1 < shared(chi2_only)
+    assert item in set(with_excess.items.tolist())
+    assert item not in set(chi2_only.items.tolist())
+
+
 def test_party_search_tree_is_inspectable(federation) -> None:
     params = MechanismParams(mechanism="taps", epsilon=3.0, k=8, m=20, seed=2)
     spec, parties = build_run(federation.parties, federation.codec, params)
@@ -367,7 +429,6 @@ def test_party_search_tree_is_inspectable(federation) -> None:
 
 def test_completion_fills_only_the_items_a_party_did_not_report() -> None:
     from fedhh.mechanisms.plans import complete
-    from fedhh.mechanisms.tasks import EstimateResult, LevelCost
 
     items = np.array([5, 7, 9], np.uint64)
     by_party = {

@@ -61,6 +61,7 @@ class MechanismParams:
     adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
     depth_rule: str = "chi2"  # [choice] adaptive depth: "chi2" (heterogeneity) or "ratio"
     heterogeneity: float = 3.0  # "chi2": go local once χ²/df is this many σ above 1
+    excess_alpha: float = 0.01  # "chi2": also go local once a party's excess passes Φ̄⁻¹(α/(M·|C|))
     local_ratio: float = 0.6  # "ratio": go local once √M / N_eff reaches this
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
@@ -164,6 +165,10 @@ class MechanismParams:
         need(
             math.isfinite(self.heterogeneity) and self.heterogeneity > 0,
             f"heterogeneity must be a finite number > 0, got {self.heterogeneity!r}",
+        )
+        need(
+            math.isfinite(self.excess_alpha) and 0 <= self.excess_alpha < 1,
+            f"excess_alpha must be a number in [0, 1), got {self.excess_alpha!r}",
         )
         need(
             math.isfinite(self.local_ratio) and self.local_ratio > 0,

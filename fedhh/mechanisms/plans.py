@@ -169,10 +169,41 @@ def go_local(
     se: Floats,
     sizes: list[int],
 ) -> bool:
-    """Adaptive depth [choice]: whether Phase II should start after this shared level."""
+    """Adaptive depth [choice]: whether Phase II should start after this shared level. "chi2":
+    once the parties' estimates of the kept prefixes differ more than their noise explains
+    (:func:`heterogeneity_z`), or once one party holds a candidate far beyond its share of the
+    sum (:func:`party_excess_z` above the bar Φ̄⁻¹(α/(M·|C|)), α = ``excess_alpha``; 0: off)."""
     if params.depth_rule == "ratio":
         return local_advantage(replies, top, est, se) >= params.local_ratio
-    return heterogeneity_z(replies, top, est, sizes) >= params.heterogeneity
+    if heterogeneity_z(replies, top, est, sizes) >= params.heterogeneity:
+        return True
+    if params.excess_alpha <= 0:
+        return False
+    bar = noise_z(len(replies) * est.size, params.excess_alpha)
+    return party_excess_z(replies, est, se, sizes) > bar
+
+
+def party_excess_z(replies: Replies, est: Floats, se: Floats, sizes: list[int]) -> float:
+    """The largest z-score, over parties i and all candidates v of a shared level, of party i's
+    excess over its share of the sum: (ĉ_i(v) − w_i·F(v)) / SD with w_i = n_i/N and
+    SD² = (1 − w_i)²·SE_i(v)² + w_i²·(SE(v)² − SE_i(v)²) (the sum holds ĉ_i itself).
+
+    Under the homogeneous model each is ≈ N(0, 1), so of M·|C| of them the largest passes
+    Φ̄⁻¹(α/(M·|C|)) with probability ≈ α. It sees what the χ² over the kept prefixes cannot: an
+    item one party holds much of, too rare in the sum to be kept (docs/mechanisms.md §5).
+    −∞ with fewer than two parties."""
+    if len(replies) < 2 or est.size == 0:
+        return -math.inf
+    total = float(sum(sizes[i] for i in replies))
+    best = -math.inf
+    for i, res in replies.items():
+        assert isinstance(res, EstimateResult)
+        w = sizes[i] / total
+        own = res.stderrs**2
+        var = (1.0 - w) ** 2 * own + w**2 * np.maximum(se**2 - own, 0.0)
+        z = (res.estimates - w * est) / np.sqrt(np.maximum(var, 1e-18))
+        best = max(best, float(z.max()))
+    return best
 
 
 def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) -> float:
