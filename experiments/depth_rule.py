@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from held_out import CONFIG, Job, grid, map_runs
+from held_out import Job, grid, map_runs, run_taps, study_dataset
 
 # The baby names go local after their first level under either test (the parties differ by
 # sector and sex far beyond the noise), so they are left out of the default list.
@@ -35,19 +35,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def one_run(job: Job) -> dict[str, Any]:
-    import tomllib
-
-    from study import dataset_for
-
-    from fedhh.engine import simulate
-    from fedhh.mechanisms import MechanismParams
-
-    name, eps, seed = job
-    ds = dataset_for(tomllib.loads(CONFIG.read_text()), name, 8, seed)
-    row: dict[str, Any] = {"ds": name, "eps": eps}
+    ds = study_dataset(job)
+    row: dict[str, Any] = {"ds": job[0], "eps": job[1]}
     for label, extra in VARIANTS.items():
-        params = MechanismParams(mechanism="taps", epsilon=eps, k=16, m=ds.m, seed=seed, **extra)
-        res = simulate(ds.parties, ds.codec, params)
+        res = run_taps(ds, job, **extra)
         row[label] = ds.evaluate(res.items, res.estimates, 16).f1
     return row
 

@@ -49,20 +49,31 @@ def map_runs(fn: Callable[[Job], Any], jobs: list[Job], workers: int) -> Iterato
     print(file=sys.stderr)
 
 
-def taps_top_k(job: Job, k: int = 16) -> tuple[Any, Any, Any]:
-    """(dataset, run result, answer as ``Combined``) of TAPS with the top-k answer
-    (``answer_alpha = 0``) on the study dataset of ``job``, M = 8, data and run seed = seed."""
+def study_dataset(job: Job) -> Any:
+    """The study dataset of ``job``: its config's federation, M = 8, data seed = the job's."""
     from study import dataset_for
 
+    name, _, seed = job
+    return dataset_for(tomllib.loads(CONFIG.read_text()), name, 8, seed)
+
+
+def run_taps(ds: Any, job: Job, k: int = 16, **params: Any) -> Any:
+    """The run result of TAPS on ``ds`` at the job's ε with run seed = the job's seed
+    (``params``: other MechanismParams fields)."""
     from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
+
+    _, eps, seed = job
+    p = MechanismParams(mechanism="taps", epsilon=eps, k=k, m=ds.m, seed=seed, **params)
+    return simulate(ds.parties, ds.codec, p)
+
+
+def taps_top_k(job: Job, k: int = 16) -> tuple[Any, Any, Any]:
+    """(dataset, run result, answer as ``Combined``) of TAPS with the top-k answer
+    (``answer_alpha = 0``) on the study dataset of ``job``."""
     from fedhh.mechanisms.plans import Combined
 
-    name, eps, seed = job
-    ds = dataset_for(tomllib.loads(CONFIG.read_text()), name, 8, seed)
-    params = MechanismParams(
-        mechanism="taps", epsilon=eps, k=k, m=ds.m, seed=seed, answer_alpha=0.0
-    )
-    res = simulate(ds.parties, ds.codec, params)
+    ds = study_dataset(job)
+    res = run_taps(ds, job, k, answer_alpha=0.0)
     answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
     return ds, res, answer

@@ -40,6 +40,7 @@ from fedhh.mechanisms.strategies import (
 )
 from fedhh.mechanisms.tasks import EstimateResult, LevelCost
 from fedhh.oracles import GRR, OLH, OLHPool
+from fedhh.protocol import RunResult
 
 
 def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> StepContext:
@@ -342,16 +343,21 @@ def test_party_with_too_few_users_is_refused() -> None:
         )
 
 
+def _shared_levels(result: RunResult, parties: int = 8) -> int:
+    """Shared levels a run estimated (each is one cost entry per party)."""
+    return sum(1 for lv in result.cost["levels"] if lv["phase"] == "shared") // parties
+
+
 def test_adaptive_depth_stays_global_on_iid_and_goes_local_on_non_iid() -> None:
     iid = synthetic_zipf(200_000, 8, m=32, split="iid", seed=3)
     skew = synthetic_zipf(200_000, 8, m=32, split="dirichlet", alpha=0.1, seed=3)
     p = MechanismParams(mechanism="tap", epsilon=4.0, k=16, m=32)
     r_iid = simulate(iid.parties, iid.codec, p)
     r_skew = simulate(skew.parties, skew.codec, p)
-    shared = lambda r: sum(1 for lv in r.cost["levels"] if lv["phase"] == "shared") // 8  # noqa: E731
-    assert shared(r_iid) > shared(r_skew) == 1
+    assert _shared_levels(r_iid) > _shared_levels(r_skew) == 1
     all_levels = len(phase1_plan(p.resolved())[0])
-    assert r_iid.cost["rounds"] == shared(r_iid) + (0 if shared(r_iid) == all_levels else 1)
+    n_shared = _shared_levels(r_iid)
+    assert r_iid.cost["rounds"] == n_shared + (0 if n_shared == all_levels else 1)
 
 
 def _level_replies(
@@ -401,10 +407,9 @@ def test_a_party_with_its_own_heavy_item_takes_it_local() -> None:
     assert not any((p == item).any() for p in parties)
     parties[0][: parties[0].size * 15 // 100] = item
     p = MechanismParams(mechanism="tap", epsilon=1.0, k=16, m=32)
-    shared = lambda r: sum(1 for lv in r.cost["levels"] if lv["phase"] == "shared") // 8  # noqa: E731
     with_excess = simulate(parties, iid.codec, p)
     chi2_only = simulate(parties, iid.codec, dataclasses.replace(p, excess_alpha=0.0))
-    assert shared(with_excess) == 1 < shared(chi2_only)
+    assert _shared_levels(with_excess) == 1 < _shared_levels(chi2_only)
     assert item in set(with_excess.items.tolist())
     assert item not in set(chi2_only.items.tolist())
 
