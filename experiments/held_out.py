@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,14 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "study.toml"
 Job = tuple[str, float, int]  # dataset, ε, seed
+T = TypeVar("T")
 
 
-def grid(description: str, datasets: str | None = None) -> tuple[argparse.Namespace, list[Job]]:
+def grid(
+    description: str,
+    datasets: str | None = None,
+    options: Callable[[argparse.ArgumentParser], Any] | None = None,
+) -> tuple[argparse.Namespace, list[Job]]:
     """The parsed command line and its jobs: every dataset × ε × seed (``datasets``: the default
-    list, comma-separated; all of the study config's when None). Seeds 5–9 by default, held
-    out from the study's 0–4."""
+    list, comma-separated; all of the study config's when None; ``options`` adds a script's own
+    arguments). Seeds 5–9 by default, held out from the study's 0–4."""
     cfg = tomllib.loads(CONFIG.read_text())
     ap = argparse.ArgumentParser(description=description)
+    if options is not None:
+        options(ap)
     ap.add_argument("--datasets", default=datasets or ",".join(cfg["datasets"]))
     ap.add_argument("--epsilon", default="0.5,1,2,4")
     ap.add_argument("--seeds", default="5,6,7,8,9")
@@ -40,7 +47,7 @@ def grid(description: str, datasets: str | None = None) -> tuple[argparse.Namesp
     return args, jobs
 
 
-def map_runs(fn: Callable[[Job], Any], jobs: list[Job], workers: int) -> Iterator[Any]:
+def map_runs(fn: Callable[[T], Any], jobs: Sequence[T], workers: int) -> Iterator[Any]:
     """``fn`` of every job in ``workers`` processes, in order, with ``i/n runs`` on stderr."""
     with ProcessPoolExecutor(workers) as ex:
         for i, row in enumerate(ex.map(fn, jobs), 1):
@@ -59,12 +66,13 @@ def study_dataset(job: Job) -> Any:
 
 def run_taps(ds: Any, job: Job, k: int = 16, **params: Any) -> Any:
     """The run result of TAPS on ``ds`` at the job's ε with run seed = the job's seed
-    (``params``: other MechanismParams fields)."""
+    (``params``: other MechanismParams fields, ``mechanism`` too for another mechanism)."""
     from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
 
     _, eps, seed = job
-    p = MechanismParams(mechanism="taps", epsilon=eps, k=k, m=ds.m, seed=seed, **params)
+    fields = {"mechanism": "taps", **params}
+    p = MechanismParams(epsilon=eps, k=k, m=ds.m, seed=seed, **fields)
     return simulate(ds.parties, ds.codec, p)
 
 

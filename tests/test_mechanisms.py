@@ -101,6 +101,8 @@ def test_resolved_defaults_of_the_planner() -> None:
         {"answer_alpha": -0.1},
         {"answer_alpha": float("nan")},
         {"answer_alpha": True},
+        {"prior_by_rank": "no"},
+        {"local_start": 1},
     ],
 )
 def test_bad_parameters_are_refused(kwargs: dict) -> None:
@@ -269,6 +271,55 @@ def test_candidate_sets_stay_within_budget_without_branching() -> None:
         assert len(res.levels) < 16  # larger steps than one bit
         assert res.items[0] == 0xABCDE1
         assert ledger.reports == codes.size
+
+
+def _prior_search(prior_by_rank: bool, consensus_z: float) -> set[int]:
+    """One TAPS party's Phase II from the prefix 0xA1 (its own items 0xA101–0xA103) with the
+    prior {0x3C05, 0xA102}: 0x3C05 is held by 10% of the party but lies outside its search
+    (its estimate here: z ≈ 32)."""
+    rng = np.random.default_rng(3)
+    held = np.repeat(
+        np.array([0xA101, 0xA102, 0xA103, 0x3C05], np.uint64), [3000, 2500, 2500, 2000]
+    )
+    codes = rng.permutation(np.concatenate([held, rng.integers(0, 1 << 16, 10_000, np.uint64)]))
+    params = MechanismParams(
+        mechanism="taps",
+        epsilon=4.0,
+        k=2,
+        m=16,
+        prior_by_rank=prior_by_rank,
+        consensus_z=consensus_z,
+    ).resolved()
+    res = local_search(
+        codes,
+        UserLedger(codes.size, np.random.default_rng(1)),
+        params,
+        build_strategies(params),
+        np.random.default_rng(2),
+        8,
+        np.array([0xA1], np.uint64),
+        prior_items=np.array([0x3C05, 0xA102], np.uint64),
+    )
+    return set(res.items.tolist())
+
+
+@pytest.mark.parametrize(
+    ("prior_by_rank", "consensus_z", "outside"),
+    [
+        (True, 50.0, True),  # ranked in
+        (False, 50.0, False),  # not significant at z = 50, and not ranked
+        (False, 3.0, True),  # significant at z = 3
+    ],
+)
+def test_which_prior_items_a_party_ranks_into_its_report(
+    prior_by_rank: bool, consensus_z: float, outside: bool
+) -> None:
+    """docs/mechanisms.md §6: the top-k' is ranked over the party's own search (every candidate
+    with ``prior_by_rank``); a prior item the search did not reach (0x3C05) is reported only
+    above consensus_z·SE, one it found (0xA102) is ranked as any other."""
+    items = _prior_search(prior_by_rank, consensus_z)
+    assert {0xA101, 0xA102, 0xA103} <= items
+    assert (0x3C05 in items) is outside
 
 
 # --- mechanisms end to end -------------------------------------------------------------------

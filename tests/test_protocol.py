@@ -204,6 +204,17 @@ def test_party_refuses_invalid_tasks(fed, task) -> None:
     assert party.ledger.reports == 0
 
 
+def test_party_refuses_a_prior_whose_arrays_disagree(fed) -> None:
+    spec, parties = _run(fed)
+    party = parties[spec.party_ids[0]]
+    prior = np.arange(3, dtype=np.uint64)
+    task = SearchTask("phase2", 8, prior, prior, np.ones(2), np.ones(3), item_bits=16)
+    reply = party.handle(Request(spec.run_id, 0, 1, spec.party_ids[0], task))
+    assert isinstance(reply.result, ErrorResult)
+    assert "3 prior items with 2 estimates and 3 standard errors" in reply.result.message
+    assert party.ledger.reports == 0
+
+
 def test_party_refuses_requests_for_another_party_or_run(fed) -> None:
     spec, parties = _run(fed)
     party = parties[spec.party_ids[0]]

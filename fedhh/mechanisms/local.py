@@ -230,9 +230,11 @@ def local_search(
     From P = ``start_prefixes`` at ℓ = ``start_length``: pick a step s (strategy), give the level
     the users left / levels still needed, estimate C = P × {0,1}^s ∪ consensus prefixes, keep
     consensus prefixes plus the top-κ of the candidates that pass the prune rule, repeat until
-    ℓ = m. Reports the top-k' of the last level plus every consensus item whose estimate is
-    significant (> consensus_z·SE). ``prune_bar`` is the TAPS prior's bar for the consensus prune
-    rule (:func:`~fedhh.mechanisms.strategies.consensus_bar`; −∞: no bar).
+    ℓ = m. Reports the top-k' of the last level's candidates under the party's own search (reached
+    from its start prefixes through prefixes it kept by rank; every candidate with
+    ``prior_by_rank``), plus every consensus item whose estimate is significant
+    (> consensus_z·SE). ``prune_bar`` is the TAPS prior's bar for the
+    consensus prune rule (:func:`~fedhh.mechanisms.strategies.consensus_bar`; −∞: no bar).
 
     The candidate tree lives in a :class:`~fedhh.trie.PrefixTrie` (``trie``, or a fresh one):
     each level's candidates are nodes with their ``estimate`` and ``stderr``; candidates that
@@ -253,12 +255,14 @@ def local_search(
     party_size = cd.count(codes)
     prior = cd.unique(prior_items) if prior_items is not None else cd.empty(m)
     state = SearchState(start_length, cd.unique(start_prefixes))
+    own = state.prefixes  # the prefixes the party's own search keeps (no prior item alone)
     tree = trie if trie is not None else PrefixTrie()
     p_ids = tree.add_nodes(cd.oracle_keys(state.prefixes, state.length), -1, state.length)
     levels: list[LevelCost] = []
     est = se = np.zeros(0)
     cand: Codes = state.prefixes
     is_cons = np.zeros(0, dtype=bool)
+    is_own: NDArray[np.bool_] | None = None  # candidates under the party's own prefixes
     if state.length >= m:
         raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
     verified = False  # wide text: the last level estimates the kept items afresh
@@ -303,6 +307,7 @@ def local_search(
         tree.set_stat("estimate", ids, est)
         tree.set_stat("stderr", ids, se)
         is_cons = cd.isin(cand, cons) if cd.count(cons) else np.zeros(cd.count(cand), dtype=bool)
+        is_own = cd.isin(cd.prefix(cand, new_len, state.length), own) if cd.count(prior) else None
         passing = strategies.prune.keep(est, se, prune_bar)
         if ended_rule:
             top = _wide_top(est, se, cand, new_len, passing, kappa, params.k, horizon)
@@ -314,10 +319,14 @@ def local_search(
         top_sorted = np.sort(top)  # candidates are sorted by code, so this sorts by code
         p_ids = ids[top_sorted]
         state.prefixes = cand[top_sorted]
+        own = state.prefixes if is_own is None else cand[top_sorted[is_own[top_sorted]]]
         state.bar = float(est[top[min(params.k, top.size) - 1]]) if top.size else math.inf
         state.length = new_len
-    # Report the top-k' of the last level plus every consensus item whose estimate is significant.
+    # Report the top-k' of the party's own search plus every consensus item whose estimate is
+    # significant: a prior item ranked in would add an upward-selected estimate to the sum.
     passing = strategies.prune.keep(est, se, prune_bar)
+    if is_own is not None and not params.prior_by_rank:
+        passing &= is_own
     chosen = top_indices(est, report_k, passing)
     keep = np.zeros(cd.count(cand), dtype=bool)
     keep[chosen] = True

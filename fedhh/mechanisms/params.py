@@ -66,6 +66,7 @@ class MechanismParams:
     party_order: str = "size-desc"  # TAPS sequential order [choice]
     prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
     consensus_z: float = 3.0  # TAPS: a prior item is reported when its estimate > z·SE [choice]
+    prior_by_rank: bool = False  # TAPS: rank prior items its search did not reach, too [choice]
     completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
     completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
     answer_alpha: float | None = None  # answer: items above the noise bar α (0: top-k) [choice]
@@ -154,10 +155,9 @@ class MechanismParams:
             self.phase1_keep in PHASE1_KEEP,
             f"unknown phase1_keep {self.phase1_keep!r}; choose one of {', '.join(PHASE1_KEEP)}",
         )
-        need(
-            isinstance(self.local_start, bool) and isinstance(self.adaptive_depth, bool),
-            "local_start and adaptive_depth must be true or false",
-        )
+        for flag in ("local_start", "adaptive_depth", "prior_by_rank"):
+            value = getattr(self, flag)
+            need(isinstance(value, bool), f"{flag} must be true or false, got {value!r}")
         need(
             self.depth_rule in DEPTH_RULES,
             f"unknown depth rule {self.depth_rule!r}; choose one of {', '.join(DEPTH_RULES)}",

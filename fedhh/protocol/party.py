@@ -321,6 +321,12 @@ class Party:
         p, prog = self.params, self._progress
         if prog.searched:
             raise ParameterError("this party has already run its local search")
+        n_prior = cd.count(task.prior_items)
+        if task.prior_estimates.size != n_prior or task.prior_stderrs.size != n_prior:
+            raise ParameterError(
+                f"{n_prior} prior items with {task.prior_estimates.size} estimates and "
+                f"{task.prior_stderrs.size} standard errors"
+            )
         if task.mode == "pem":
             if p.mechanism not in ("pem", "pem-local"):
                 raise ParameterError(f"a PEM search is not part of {p.mechanism}")
