@@ -7,6 +7,10 @@ much of an item that is rare overall (AOL's "-" query; zipf-perm's permuted head
 never keeps that item's prefix, the parties look alike on what it does keep, and every level
 stays shared, which loses the item. The excess test looks at every candidate of every party.
 
+Measured with TAPS as it was then, its parties ranking the prior's items into their reports
+(``prior_by_rank = true``; mechanisms.md §6); the depth test runs before Phase II, so the
+report rule does not change which runs go local.
+
 Reproduce (the figures of mechanisms.md §5, about 15 minutes on 2 cores):
   .venv/bin/python experiments/depth_rule.py --epsilon 0.5,1,2 --seeds 5,6,7,8,9 --jobs 2
 """
@@ -38,7 +42,7 @@ def one_run(job: Job) -> dict[str, Any]:
     ds = study_dataset(job)
     row: dict[str, Any] = {"ds": job[0], "eps": job[1]}
     for label, extra in VARIANTS.items():
-        res = run_taps(ds, job, **extra)
+        res = run_taps(ds, job, prior_by_rank=True, **extra)  # TAPS as its figures were made
         row[label] = ds.evaluate(res.items, res.estimates, 16).f1
     return row
 

@@ -76,12 +76,13 @@ def run_taps(ds: Any, job: Job, k: int = 16, **params: Any) -> Any:
     return simulate(ds.parties, ds.codec, p)
 
 
-def taps_top_k(job: Job, k: int = 16) -> tuple[Any, Any, Any]:
+def taps_top_k(job: Job, k: int = 16, **params: Any) -> tuple[Any, Any, Any]:
     """(dataset, run result, answer as ``Combined``) of TAPS with the top-k answer
-    (``answer_alpha = 0``) on the study dataset of ``job``."""
+    (``answer_alpha = 0``; ``params``: other MechanismParams fields) on the study dataset of
+    ``job``."""
     from fedhh.mechanisms.plans import Combined
 
     ds = study_dataset(job)
-    res = run_taps(ds, job, k, answer_alpha=0.0)
+    res = run_taps(ds, job, k, answer_alpha=0.0, **params)
     answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
     return ds, res, answer

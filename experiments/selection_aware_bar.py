@@ -14,6 +14,10 @@ each answer with both bars (post-processing: one run serves both). The parties' 
 are taken by wrapping ``plans._final_candidates``, which the coordinator calls with them; runs
 that stay shared to the end do not call it and answer alike under both bars (left out).
 
+Measured with TAPS as it was then, its parties ranking the prior's items into their reports
+(``prior_by_rank = true``; mechanisms.md §6), which is what produced the many-party noise sums
+the bar was meant to catch.
+
 Reproduce (the figures of mechanisms.md §5, about 20 minutes on 2 cores):
   .venv/bin/python experiments/selection_aware_bar.py --seeds 5,6,7,8,9 --jobs 2
 """
@@ -99,7 +103,7 @@ def one_run(job: Job) -> dict[str, Any] | None:
 
     plans._final_candidates = spy  # the coordinator passes the parties' final reports here
     try:
-        ds, _, answer = taps_top_k(job)
+        ds, _, answer = taps_top_k(job, prior_by_rank=True)  # the TAPS of its figures
     finally:
         plans._final_candidates = final_candidates
     if not seen:

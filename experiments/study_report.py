@@ -112,13 +112,13 @@ def held_out(
         if len(reps) < 2:
             continue
         scores, chosen = [], []
-        for r in reps:
-            rest = [x for x in reps if x != r]
+        for rep in reps:
+            rest = [x for x in reps if x != rep]
             best = max(
                 sorted(per_label),
                 key=lambda lab: np.mean([per_label[lab][x] for x in rest]),
             )
-            scores.append(per_label[best][r])
+            scores.append(per_label[best][rep])
             chosen.append(best)
         mean, std = _stats(scores)
         out.append(
