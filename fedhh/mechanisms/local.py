@@ -262,7 +262,7 @@ def local_search(
     est = se = np.zeros(0)
     cand: Codes = state.prefixes
     is_cons = np.zeros(0, dtype=bool)
-    is_own: NDArray[np.bool_] | None = None  # candidates under the party's own prefixes
+    is_own: NDArray[np.bool_] | None = None  # candidates under own prefixes (None: all count)
     if state.length >= m:
         raise ParameterError(f"local search starts at length {state.length} ≥ m = {m}")
     verified = False  # wide text: the last level estimates the kept items afresh
@@ -307,7 +307,8 @@ def local_search(
         tree.set_stat("estimate", ids, est)
         tree.set_stat("stderr", ids, se)
         is_cons = cd.isin(cand, cons) if cd.count(cons) else np.zeros(cd.count(cand), dtype=bool)
-        is_own = cd.isin(cd.prefix(cand, new_len, state.length), own) if cd.count(prior) else None
+        if cd.count(prior) and not params.prior_by_rank:  # which candidates its search reached
+            is_own = cd.isin(cd.prefix(cand, new_len, state.length), own)
         passing = strategies.prune.keep(est, se, prune_bar)
         if ended_rule:
             top = _wide_top(est, se, cand, new_len, passing, kappa, params.k, horizon)
@@ -325,7 +326,7 @@ def local_search(
     # Report the top-k' of the party's own search plus every consensus item whose estimate is
     # significant: a prior item ranked in would add an upward-selected estimate to the sum.
     passing = strategies.prune.keep(est, se, prune_bar)
-    if is_own is not None and not params.prior_by_rank:
+    if is_own is not None:
         passing &= is_own
     chosen = top_indices(est, report_k, passing)
     keep = np.zeros(cd.count(cand), dtype=bool)
