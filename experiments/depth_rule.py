@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from held_out import Job, grid, map_runs, run_taps, study_dataset
+from held_out import WITHOUT_BABY_NAMES, Job, grid, map_runs, print_means, run_taps, study_dataset
 
-# The baby names go local after their first level under either test (the parties differ by
-# sector and sex far beyond the noise), so they are left out of the default list.
-DATASETS = "zipf-dir0.1,zipf-dir0.5,zipf-iid,zipf-perm,zipf-skewed,aol-dir0.1,aol-dir0.5"
 VARIANTS: dict[str, dict[str, Any]] = {
     "χ² only": {"excess_alpha": 0.0},
     "χ² + excess (default)": {},
@@ -48,18 +44,11 @@ def one_run(job: Job) -> dict[str, Any]:
 
 
 def main() -> None:
-    args, jobs = grid(__doc__.splitlines()[0], DATASETS)
-    scores: dict[tuple[float, str], list[list[float]]] = defaultdict(list)
+    args, jobs = grid(__doc__.splitlines()[0], WITHOUT_BABY_NAMES)
+    scores: dict[tuple[float, str], list[Sequence[float]]] = defaultdict(list)
     for row in map_runs(one_run, jobs, args.jobs):
         scores[(row["eps"], row["ds"])].append([row[v] for v in VARIANTS])
-    width = max(len(v) for v in VARIANTS) + 2
-    print("TAPS mean F1 over the seeds, k = 16, M = 8")
-    print(f"{'dataset':<14}{'ε':<6}" + "".join(f"{v:<{width}}" for v in VARIANTS))
-    for (eps, name), v in sorted(scores.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{name:<14}{eps:<6g}" + "".join(f"{x:<{width}.3f}" for x in np.mean(v, axis=0)))
-    for eps in sorted({e for e, _ in scores}):
-        means = np.mean([np.mean(v, axis=0) for (e, _), v in scores.items() if e == eps], axis=0)
-        print(f"{'mean':<14}{eps:<6g}" + "".join(f"{x:<{width}.3f}" for x in means))
+    print_means("TAPS mean F1 over the seeds, k = 16, M = 8", scores, list(VARIANTS))
     print(
         "reproduce: .venv/bin/python experiments/depth_rule.py "
         f"--datasets {args.datasets} --epsilon {args.epsilon} --seeds {args.seeds}"

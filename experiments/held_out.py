@@ -1,13 +1,14 @@
-"""What the scripts that tune a rule of the answer on held-out seeds share (tune_answer_bar.py,
-selection_aware_bar.py): the same command line (datasets, ε, seeds, jobs), TAPS with the top-k
-answer on a study dataset, and the runs in worker processes with a progress line."""
+"""What the scripts that measure a rule on held-out seeds share (tune_answer_bar.py,
+selection_aware_bar.py, depth_rule.py, prior_report.py): the same command line (datasets, ε,
+seeds, jobs), TAPS on a study dataset, the runs in worker processes with a progress line, and
+the table of mean scores per dataset and ε."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "study.toml"
+# The study's datasets but the baby names (their runs are the slowest, and they go local after
+# the first shared level under every depth rule measured)
+WITHOUT_BABY_NAMES = "zipf-dir0.1,zipf-dir0.5,zipf-iid,zipf-perm,zipf-skewed,aol-dir0.1,aol-dir0.5"
 Job = tuple[str, float, int]  # dataset, ε, seed
 T = TypeVar("T")
 
@@ -86,3 +90,24 @@ def taps_top_k(job: Job, k: int = 16, **params: Any) -> tuple[Any, Any, Any]:
     res = run_taps(ds, job, k, answer_alpha=0.0, **params)
     answer = Combined(res.items, res.estimates, res.stderrs, np.asarray(res.contributors))
     return ds, res, answer
+
+
+def print_means(
+    title: str,
+    scores: Mapping[tuple[float, str], Sequence[Sequence[float]]],
+    labels: Sequence[str],
+    fmt: str = ".3f",
+    pad: int = 2,
+) -> None:
+    """``title``, then the mean over the seeds of each label's score per dataset and ε
+    (``scores[(ε, dataset)]``: one row per seed, a score per label, in ``labels``' order), then
+    per ε the mean of those means over the datasets."""
+    width = max(len(v) for v in labels) + pad
+    print(title)
+    print(f"{'dataset':<14}{'ε':<6}" + "".join(f"{v:<{width}}" for v in labels))
+    means = {key: np.mean(np.asarray(rows, dtype=float), axis=0) for key, rows in scores.items()}
+    for (eps, name), m in sorted(means.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{name:<14}{eps:<6g}" + "".join(f"{x:<{width}{fmt}}" for x in m))
+    for eps in sorted({e for e, _ in means}):
+        mean = np.mean([m for (e, _), m in means.items() if e == eps], axis=0)
+        print(f"{'mean':<14}{eps:<6g}" + "".join(f"{x:<{width}{fmt}}" for x in mean))

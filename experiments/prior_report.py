@@ -21,12 +21,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from held_out import Job, grid, map_runs, run_taps, study_dataset
+from held_out import WITHOUT_BABY_NAMES, Job, grid, map_runs, print_means, run_taps, study_dataset
 
-DATASETS = "zipf-dir0.1,zipf-dir0.5,zipf-iid,zipf-perm,zipf-skewed,aol-dir0.1,aol-dir0.5"
 VARIANTS: dict[str, dict[str, Any]] = {
     "own": {"prior_by_rank": False},  # a party ranks only what its own search reached
     "rank": {"prior_by_rank": True},  # every prior item too
@@ -51,7 +48,7 @@ def _options(ap: Any) -> None:
 
 
 def main() -> None:
-    args, jobs = grid(__doc__.splitlines()[0], DATASETS, _options)
+    args, jobs = grid(__doc__.splitlines()[0], WITHOUT_BABY_NAMES, _options)
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -59,16 +56,10 @@ def main() -> None:
     scores: dict[tuple[float, str], list[list[tuple[float, int]]]] = defaultdict(list)
     for row in map_runs(one_run, [(j, variants) for j in jobs], args.jobs):
         scores[(row["eps"], row["ds"])].append([row[v] for v in variants])
-    width = max(len(v) for v in variants) + 4
     for what, col, fmt in (("F1", 0, ".3f"), ("wrong items answered per run", 1, ".2f")):
-        print(f"mean {what} over the seeds, k = 16, M = 8")
-        print(f"{'dataset':<14}{'ε':<6}" + "".join(f"{v:<{width}}" for v in variants))
-        means_of = {key: np.mean(np.asarray(v)[:, :, col], axis=0) for key, v in scores.items()}
-        for (eps, name), m in sorted(means_of.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            print(f"{name:<14}{eps:<6g}" + "".join(f"{x:<{width}{fmt}}" for x in m))
-        for eps in sorted({e for e, _ in scores}):
-            mean = np.mean([m for (e, _), m in means_of.items() if e == eps], axis=0)
-            print(f"{'mean':<14}{eps:<6g}" + "".join(f"{x:<{width}{fmt}}" for x in mean))
+        column = {key: [[s[col] for s in seed] for seed in rows] for key, rows in scores.items()}
+        title = f"mean {what} over the seeds, k = 16, M = 8"
+        print_means(title, column, variants, fmt, pad=4)
     print(
         "reproduce: .venv/bin/python experiments/prior_report.py "
         f"--datasets {args.datasets} --epsilon {args.epsilon} --seeds {args.seeds} "
