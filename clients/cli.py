@@ -25,7 +25,11 @@ def add_party_parser(sub: Any) -> None:
         "a data file of the party's items or from reports of user devices. Every run is checked "
         "against the agent's resource limits and privacy budget before any work.",
     )
-    s.add_argument("--party-id", required=True)
+    s.add_argument(
+        "--party-id",
+        required=True,
+        help="this party's id, the name its token was issued for (coordinator add-token --name)",
+    )
     add_connect_args(s, "this party's token")
     s.add_argument(
         "--insecure",
@@ -76,14 +80,21 @@ def add_party_parser(sub: Any) -> None:
         help="ε one run may use (default 10)",
     )
     add_limit_args(b, "this party accepts")
-    s.add_argument("--poll-seconds", type=float, default=5.0, help="long-poll wait")
+    s.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=5.0,
+        help="seconds one long poll of the coordinator waits for a request (default 5)",
+    )
     s.add_argument(
         "--stop-after",
         type=int,
         metavar="N",
         help="fault drill: exit abruptly (status 3) after answering N requests",
     )
-    s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     s.set_defaults(func=cmd_party_serve)
 
     e = party.add_parser(
@@ -94,9 +105,15 @@ def add_party_parser(sub: Any) -> None:
         "kept in its state file (created here if needed). The same key gives the same "
         "credentials, so they can be re-issued.",
     )
-    e.add_argument("--party-id", required=True)
+    e.add_argument("--party-id", required=True, help="the device party's id")
     e.add_argument("--db", type=Path, required=True, help="the agent's SQLite state file")
-    e.add_argument("--users", type=int, required=True, metavar="N", help="users 0..N-1")
+    e.add_argument(
+        "--users",
+        type=int,
+        required=True,
+        metavar="N",
+        help="enrolled users: credentials for user ids 0..N-1",
+    )
     e.add_argument("--out", type=Path, required=True, help="file to write the credentials to")
     e.set_defaults(func=cmd_party_enroll)
 

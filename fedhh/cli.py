@@ -55,7 +55,12 @@ def add_tls_args(p: argparse.ArgumentParser, what: str = "server") -> None:
 
 def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
     """How a client reaches the coordinator (``fedhh query``, ``fedhh party serve``)."""
-    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    p.add_argument(
+        "--coordinator",
+        required=True,
+        metavar="HOST:PORT",
+        help="the coordinator's address (fedhh coordinator serve --listen)",
+    )
     p.add_argument("--token-file", type=Path, required=True, help=token_help)
     p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
 
@@ -67,19 +72,19 @@ def add_limit_args(g: Any, who: str) -> None:
 
     default = Limits()
     g.add_argument(
-        "--max-k", type=int, default=default.max_k, help=f"largest k {who} (%(default)s)"
+        "--max-k", type=int, default=default.max_k, help=f"largest k {who} (default %(default)s)"
     )
     g.add_argument(
         "--max-candidates",
         type=int,
         default=default.max_candidates,
-        help=f"most candidates one level of a run may decode, {who} (%(default)s)",
+        help=f"most candidates one level of a run may decode, {who} (default %(default)s)",
     )
     g.add_argument(
         "--max-memory-mb",
         type=float,
         default=default.max_memory_mb,
-        help=f"largest estimated memory of a run at a party in MB, {who} (%(default)s)",
+        help=f"largest estimated memory of a run at a party in MB, {who} (default %(default)s)",
     )
 
 
@@ -103,7 +108,8 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=20,
         metavar="R",
-        help="draws of the known-domain reference F1 shown with the evaluation (0: none)",
+        help="draws of the known-domain reference F1 shown with the evaluation (0: none; "
+        "default %(default)s)",
     )
     g.add_argument("--output", type=Path, help="write the result document (JSON) here")
     g.add_argument("--quiet", action="store_true", help="no progress display and no table")

@@ -64,13 +64,20 @@ def add_deploy_parser(sub: Any) -> None:
     p.add_argument(
         "--port", type=int, default=0, help="the coordinator's port on 127.0.0.1 (0: a free one)"
     )
-    p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL on stop")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds the services have to exit on stop before they are killed (default 10)",
+    )
     settings.add_data_flags(
         p,
         "data (the same flags as fedhh simulate)",
         "one file per party, one item per line (repeat; with --item-bytes or --item-bits)",
     )
-    settings.add_flags(p, MechanismParams, "mechanism of the run spec run.toml")
+    settings.add_flags(
+        p, MechanismParams, "mechanism of the run spec run.toml (docs/mechanisms.md)"
+    )
     p.set_defaults(func=cmd_deploy_local)
 
 

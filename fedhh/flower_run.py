@@ -290,14 +290,30 @@ def add_flower_parser(sub: Any) -> None:
         "itself exits 0 once the run is submitted).",
     )
     run.add_argument("app", nargs="?", default=".", help="the Flower app directory (default .)")
-    run.add_argument("superlink", nargs="?", help="SuperLink connection (default: flwr's)")
     run.add_argument(
-        "--run-config", "-c", action="append", default=[], help="key=value ... (as flwr run)"
+        "superlink",
+        nargs="?",
+        help="name of a SuperLink connection in flwr's config.toml (default: its default one)",
     )
     run.add_argument(
-        "--federation-config", action="append", default=[], help="key=value ... (as flwr run)"
+        "--run-config",
+        "-c",
+        action="append",
+        default=[],
+        help="run-config overrides, key=value ... (as flwr run: the keys of "
+        "[tool.flwr.app.config]); repeatable",
     )
-    run.add_argument("--timeout", type=float, help="give up following the run after S seconds")
+    run.add_argument(
+        "--federation-config",
+        action="append",
+        default=[],
+        help="federation settings, key=value ... (as flwr run); repeatable",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        help="give up following the run after this many seconds (default: until it ends)",
+    )
     run.set_defaults(func=cmd_flower_run)
 
 

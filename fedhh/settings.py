@@ -10,7 +10,8 @@
 * and the run spec's ``[params]`` table of ``fedhh query start`` (field names as they are).
 
 Defaults and checks are the dataclasses' own (``__post_init__``), so a field added to either
-class is reachable everywhere with no further edit. Help texts are the fields' comments.
+class is reachable everywhere with no further edit. Help texts are the fields' metadata
+(declared with :func:`fedhh.declare.param`).
 ``m`` is not a flag or key: the item codec of the data sets it.
 """
 
@@ -19,8 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import inspect
-import re
 import types
 import typing
 from collections.abc import Collection, Mapping, Sequence
@@ -39,6 +38,7 @@ from fedhh.datasets import (
     synthetic_zipf,
 )
 from fedhh.datasets.babynames import PARTY_RULES
+from fedhh.declare import help_of, param
 from fedhh.errors import ParameterError
 from fedhh.flower_run import config_value
 from fedhh.mechanisms import params as mp
@@ -68,26 +68,65 @@ CHOICES: dict[str, tuple[str, ...]] = {
 class DatasetParams:
     """The data of a simulated federation (``fedhh simulate``, a Flower run's SuperNodes)."""
 
-    dataset: str = "zipf"  # zipf: synthetic Zipf; aol: AOL queries; babynames: IL births; urls
-    parties: int | None = None  # zipf/aol/urls: number of parties M (8); babynames: see party_by
-    users: int = 200_000  # zipf/urls: users N
-    items: int = 10_000  # zipf/urls: distinct items
-    zipf_s: float = 1.1  # zipf/urls: Zipf exponent
-    bits: int = 32  # zipf: bits per item m
-    split: str = "dirichlet"  # zipf/aol/urls: non-IID rule for splitting users into parties
-    alpha: float = 0.5  # Dirichlet concentration α
-    sizes: str = "equal"  # party sizes: equal or skewed
-    data_seed: int = 0  # seed of the data and its split
-    data_path: str = ""  # aol/babynames: the data file or its folder ("": $FEDHH_DATA_DIR)
-    max_users: int | None = None  # aol/babynames: keep this many users
-    party_by: str | None = None  # babynames: parties are sector-sex (8) or sector-decade
-    years: str = ""  # babynames: keep these birth years, FIRST-LAST or YEAR
-    item_bytes: int | None = (
-        None  # party files, babynames: string items of ≤ this many bytes (≤ 64)
+    dataset: str = param(
+        "zipf",
+        "the federation: zipf (synthetic Zipf-distributed integer items), aol (AOL search "
+        "queries, 6 bytes), babynames (Israeli baby names 1949–2024, parties by sector) or "
+        "urls (synthetic URL-like strings, 256 bits); aol and babynames read a data file",
     )
-    item_bits: int | None = None  # party files: integer items of this many bits
-    truncate: bool = (
-        False  # cut items longer than item_bytes (else refused); the result counts them
+    parties: int | None = param(
+        None,
+        "number of parties M of zipf, aol and urls (default 8); babynames takes its parties "
+        "from party-by instead",
+    )
+    users: int = param(200_000, "zipf, urls: users N in all, one item each")
+    items: int = param(10_000, "zipf, urls: distinct items the users' items are drawn from")
+    zipf_s: float = param(
+        1.1, "zipf, urls: Zipf exponent s of the items' popularity (larger: fewer popular items)"
+    )
+    bits: int = param(32, "zipf: bits m of each integer item (1..64)")
+    split: str = param(
+        "dirichlet",
+        "zipf, aol, urls: how users are split into parties: dirichlet (non-IID, Dirichlet(α) "
+        "per item), permutation (each party its own popularity order) or iid",
+    )
+    alpha: float = param(
+        0.5, "split dirichlet: concentration α (smaller: more non-IID; 0.1 strongly so)"
+    )
+    sizes: str = param(
+        "equal", "party sizes: equal, or skewed (party i's share ∝ 1/(i+1), the first largest)"
+    )
+    data_seed: int = param(
+        0, "seed of the synthetic data, the split and any sampling of users (not the run's seed)"
+    )
+    data_path: str = param(
+        "",
+        "aol, babynames: the data file or the folder holding it (default: $FEDHH_DATA_DIR, "
+        "then ../shared/data/ beside the project)",
+    )
+    max_users: int | None = param(
+        None, "aol, babynames: keep a random sample of this many users (default: all)"
+    )
+    party_by: str | None = param(
+        None,
+        "babynames: parties are sector × sex (sector-sex, 8 parties; the default) or sector × "
+        "decade (sector-decade)",
+    )
+    years: str = param(
+        "", "babynames: keep the births of these years, FIRST-LAST or YEAR (default: all)"
+    )
+    item_bytes: int | None = param(
+        None,
+        "party files (this or item-bits), babynames: items are strings of at most this many "
+        "bytes, 1..64 (m = 8·bytes); babynames default: the longest name",
+    )
+    item_bits: int | None = param(
+        None, "party files: items are non-negative integers of this many bits (1..64)"
+    )
+    truncate: bool = param(
+        False,
+        "cut string items longer than item-bytes at a UTF-8 character boundary instead of "
+        "refusing the data; the result counts the items and users cut",
     )
 
     def __post_init__(self) -> None:
@@ -183,13 +222,6 @@ def _optional(cls: type, name: str) -> bool:
     return type(None) in typing.get_args(_hints(cls)[name])
 
 
-@cache
-def _comments(cls: type) -> dict[str, str]:
-    """The trailing comment of each field's line in the class body (its help text)."""
-    found = re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.MULTILINE)
-    return dict(found)
-
-
 def _fields(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name not in DERIVED]
 
@@ -229,11 +261,12 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per field of ``cls`` (bools as ``--x/--no-x``); defaults stay the class's."""
     group = parser.add_argument_group(title)
     defaults = cls()
+    helps = {f.name: help_of(f) for f in dataclasses.fields(cls)}
     for name in _fields(cls):
         flag = "-k" if name == "k" else f"--{key(name)}"
         default = getattr(defaults, name)
         shown = f" (default {default})" if default not in (None, "") else ""
-        helptext = _comments(cls).get(name, "") + shown
+        helptext = helps[name] + shown
         if _kind(cls, name) is bool:
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=helptext

@@ -27,14 +27,38 @@ def add_coordinator_parser(sub: Any) -> None:
         help="serve parties and analysts",
         description="Run the coordinator: parties connect to it, analysts start and read runs.",
     )
-    serve.add_argument("--listen", default="127.0.0.1:7700", metavar="HOST:PORT")
-    serve.add_argument("--db", type=Path, default=Path("fedhh-coordinator.sqlite"))
-    serve.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON)")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:7700",
+        metavar="HOST:PORT",
+        help="address to serve parties and analysts on (default %(default)s)",
+    )
+    serve.add_argument(
+        "--db",
+        type=Path,
+        default=Path("fedhh-coordinator.sqlite"),
+        help="the coordinator's SQLite state file: runs, results, parties (default %(default)s)",
+    )
+    serve.add_argument(
+        "--tokens",
+        type=Path,
+        required=True,
+        help="tokens file (JSON) of the tokens that may connect (fedhh coordinator add-token)",
+    )
     add_tls_args(serve)
     serve.add_argument(
-        "--deadline", type=float, default=300.0, help="default seconds a party has per request"
+        "--deadline",
+        type=float,
+        default=300.0,
+        help="seconds a party has to answer a request, for runs whose spec sets no "
+        "deadline_seconds (default %(default)s)",
     )
-    serve.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 << 20,
+        help="largest gRPC message sent or received, in bytes, 1 KiB..1 GiB (default 16 MiB)",
+    )
     serve.add_argument(
         "--heartbeat-seconds",
         type=float,
@@ -46,7 +70,9 @@ def add_coordinator_parser(sub: Any) -> None:
         "this coordinator accepts",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     serve.set_defaults(func=cmd_coordinator_serve)
 
     tok = csub.add_parser(
@@ -106,24 +132,29 @@ def add_query_parser(sub: Any) -> None:
     qs = q.add_subparsers(dest="query_command", required=True)
     qs.add_parser("runs", help="list runs")
     st = qs.add_parser("status", help="a run's state and progress")
-    st.add_argument("run_id")
+    st.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     top = qs.add_parser("top", help="a finished run's top-k with estimates and standard errors")
-    top.add_argument("run_id")
+    top.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     top.add_argument("-k", type=int, default=0, help="only the first K (default: all)")
     fr = qs.add_parser("freq", help="estimates of given items")
-    fr.add_argument("run_id")
-    fr.add_argument("items", nargs="+")
+    fr.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    fr.add_argument("items", nargs="+", help="the items to look up, as text")
     co = qs.add_parser("cost", help="cost and privacy figures of a finished run")
-    co.add_argument("run_id")
+    co.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     sp = qs.add_parser("start", help="start a run from a run spec file (TOML)")
-    sp.add_argument("spec", type=Path)
+    sp.add_argument(
+        "spec",
+        type=Path,
+        help="the run spec (TOML): parties = [...], optional run_id, policy, deadline_seconds "
+        "and a [params] table of mechanism parameters",
+    )
     sp.add_argument(
         "--wait",
         action="store_true",
         help="wait until the run ends (exit status 1 if it fails or is cancelled)",
     )
     ca = qs.add_parser("cancel", help="cancel a run")
-    ca.add_argument("run_id")
+    ca.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     qs.add_parser("parties", help="registered parties: last heartbeat, users, privacy budget")
     q.set_defaults(func=cmd_query)
 

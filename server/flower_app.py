@@ -34,6 +34,7 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedhh import settings
+from fedhh.declare import param
 from fedhh.errors import FedHHError, ParameterError, ProtocolError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.metrics import Scores
@@ -57,11 +58,17 @@ ResultCallback = Callable[[RunResult], None]
 class FlowerRun:
     """The ServerApp's own run-config keys."""
 
-    run_id: str = "run-1"  # the run's id
-    policy: str = "continue"  # a party that fails: continue without it, or fail the run
-    node_wait: float = 120.0  # seconds to wait for the SuperNodes
-    round_timeout: float = 600.0  # seconds a round may take before a silent party has failed
-    output: str = ""  # result document (JSON) path on the ServerApp's machine ("": none)
+    run_id: str = param("run-1", "the run's id (in the result document and the log)")
+    policy: str = param(
+        "continue", "when a party fails: continue without it, or fail the whole run"
+    )
+    node_wait: float = param(120.0, "seconds to wait for the SuperNodes to connect (> 0)")
+    round_timeout: float = param(
+        600.0, "seconds a round may take before a party that has not replied has failed (> 0)"
+    )
+    output: str = param(
+        "", "path of the result document (JSON) on the ServerApp's machine (default: none)"
+    )
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from fedhh.codec import check_bits
+from fedhh.declare import param
 from fedhh.errors import ParameterError
 from fedhh.oracles import ORACLES
 from fedhh.oracles.base import check_epsilon
@@ -39,39 +40,152 @@ class MechanismParams:
     stable (they are on the wire).
     """
 
-    mechanism: str = "taps"
-    epsilon: float = 4.0
-    k: int = 16
-    m: int = 32
-    oracle: str = "auto"  # [choice] per level: "auto" = lowest Var* for |C|+1
-    eta: int = 4  # PEM step and Phase I step η
-    gamma: int | None = None  # start length γ = ⌈log2 k⌉
-    phase1_levels: int | None = None  # t: Phase I rounds, so that L_s ≈ m/4 [choice]
-    kappa1: int | None = None  # κ₁: Phase I prefixes kept per level (2k) [choice]
-    kappa: int | None = None  # κ: Phase II prefixes kept per level (2k)
-    report_k: int | None = None  # k': items each party reports (2k)
-    step_rule: str = "planned"  # [choice] "planned" | "fixed" | "adaptive" | "variance"
-    budget: int | None = None  # B: the "adaptive"/"variance" rules' candidate budget (κ·2^η)
-    level_candidates: int | None = None  # "planned": most candidates a level decodes (2^17)
-    final_weight: float | None = None  # users of the last level / any other level (PEM: 1)
-    prune_z: float | None = None  # z of the prune rule [choice]: 0 (τ = 0); 2 with "consensus"
-    prune_rule: str | None = None  # "threshold" (ĉ > z·SE; default) or "consensus" (TAPS option)
-    phase1_keep: str = "top"  # [choice] "top": top-κ₁ positive; "confidence": + plausible top-k
-    local_start: bool = True  # [choice] Phase II also extends the party's own top-κ at L_s
-    adaptive_depth: bool = True  # [choice] continue Phase I while the parties look alike
-    depth_rule: str = "chi2"  # [choice] adaptive depth: "chi2" (heterogeneity) or "ratio"
-    heterogeneity: float = 3.0  # "chi2": go local once χ²/df is this many σ above 1
-    excess_alpha: float = 0.01  # "chi2": also go local once a party's excess passes Φ̄⁻¹(α/(M·|C|))
-    local_ratio: float = 0.6  # "ratio": go local once √M / N_eff reaches this
-    party_order: str = "size-desc"  # TAPS sequential order [choice]
-    prior_factor: float = 2.0  # TAPS: parties receive the top-c·k prior items [choice]
-    consensus_z: float = 3.0  # TAPS: a prior item is reported when its estimate > z·SE [choice]
-    prior_by_rank: bool = False  # TAPS: rank prior items its search did not reach, too [choice]
-    completion: float = 0.0  # TAPS completion round: reserved user share ρ (0 = off) [choice]
-    completion_mode: str = "fill"  # "fill": completion estimates fill missing parties only
-    answer_alpha: float | None = None  # answer: items above the noise bar α (0: top-k) [choice]
-    pool_size: int = 4096  # seed-pool OLH pool size S
-    seed: int = 0
+    mechanism: str = param(
+        "taps",
+        "the mechanism: taps (TAP with a sequential consensus pass, §6) or tap (§5); or a "
+        "baseline (§4): pem-local (each party alone, one round), pem-global (every level "
+        "shared) or pem (all users pooled, the non-federated reference)",
+    )
+    epsilon: float = param(
+        4.0,
+        "privacy budget ε of each user's one report (ε-LDP), in (0, 40]: smaller is more "
+        "private and noisier",
+    )
+    k: int = param(16, "how many heavy hitters to find: the answer holds at most the top k items")
+    m: int = param(32, "bits of an item code; the item codec of the data sets it (not a flag)")
+    oracle: str = param(
+        "auto",
+        "frequency oracle (§2): auto picks per level the least-variance one for the level's "
+        "candidates (and a seed pool when cheaper to decode); grr, oue, olh or olh-pool use "
+        "that one at every level",
+    )
+    eta: int = param(
+        4,
+        "step η in bits per level (1..16): the baselines' step, every level's with step-rule "
+        "fixed, and Phase I's with adaptive or variance",
+    )
+    gamma: int | None = param(
+        None,
+        "start length γ in bits (below m) of the baselines and of a non-planned Phase I: the "
+        "first level estimates all 2^(γ+η) prefixes (default ⌈log2 k⌉)",
+    )
+    phase1_levels: int | None = param(
+        None,
+        "t: shared Phase I levels before the parties may go local (with adaptive depth, the "
+        "least; without, exactly); 0: no shared trie (default 1 when planned, else the η-steps "
+        "from γ to about m/4 bits)",
+    )
+    kappa1: int | None = param(
+        None, "κ₁: prefixes the coordinator keeps per shared Phase I level (default 2k)"
+    )
+    kappa: int | None = param(None, "κ: prefixes a party keeps per Phase II level (default 2k)")
+    report_k: int | None = param(None, "k': items each party reports at full length (default 2k)")
+    step_rule: str = param(
+        "planned",
+        "how long each level's step is (§10): planned (fewest levels within level-candidates), "
+        "fixed (η bits), adaptive (⌊log2(B/|P|)⌋ bits) or variance (widest step that stays "
+        "clear of noise); the baselines always step by η",
+    )
+    budget: int | None = param(
+        None,
+        "B: candidate budget of the adaptive and variance step rules (default κ·2^η)",
+    )
+    level_candidates: int | None = param(
+        None,
+        "planned rule: most candidates one level decodes, ≤ 2^20 (default 2^17)",
+    )
+    final_weight: float | None = param(
+        None,
+        "users of the last level relative to any other level's, in (0, 100] (default 1)",
+    )
+    prune_z: float | None = param(
+        None,
+        "z of the prune rule, ≥ 0 (default 0 for threshold: keep positive estimates; 2 for "
+        "consensus)",
+    )
+    prune_rule: str | None = param(
+        None,
+        "Phase II pruning: threshold (keep ĉ > z·SE, the default) or consensus (TAPS: also "
+        "reach the prior's bar, §6)",
+    )
+    phase1_keep: str = param(
+        "top",
+        "Phase I keeps the top-κ₁ positive sums (top) or also every prefix that may still be "
+        "in the top-k (confidence)",
+    )
+    local_start: bool = param(
+        True,
+        "Phase II also extends each party's own top-κ prefixes of the last shared level",
+    )
+    adaptive_depth: bool = param(
+        True,
+        "keep sharing Phase I levels while the parties look alike (depth-rule decides); off: "
+        "exactly phase1-levels shared levels",
+    )
+    depth_rule: str = param(
+        "chi2",
+        "adaptive depth test: chi2 (parties' estimates differ beyond their noise, see "
+        "heterogeneity and excess-alpha) or ratio (see local-ratio)",
+    )
+    heterogeneity: float = param(
+        3.0,
+        "chi2 rule: go local once the parties' χ²/df is this many standard deviations above 1 "
+        "(> 0)",
+    )
+    excess_alpha: float = param(
+        0.01,
+        "chi2 rule: also go local once one party's excess over its share of a candidate "
+        "passes the bar Φ̄⁻¹(α/(M·|C|)), in [0, 1); 0: off",
+    )
+    local_ratio: float = param(
+        0.6,
+        "ratio rule: go local once √M / N_eff (N_eff the parties' participation ratio) "
+        "reaches this (> 0)",
+    )
+    party_order: str = param(
+        "size-desc",
+        "TAPS: order of the sequential pass over the parties: size-desc (largest first), "
+        "size-asc or given (as the data lists them)",
+    )
+    prior_factor: float = param(
+        2.0, "TAPS: each party receives the prior's top c·k items, c this factor (> 0)"
+    )
+    consensus_z: float = param(
+        3.0,
+        "TAPS: a party reports a prior item when its estimate exceeds z·SE (≥ 0); also the "
+        "completion round's gate",
+    )
+    prior_by_rank: bool = param(
+        False,
+        "TAPS: also rank prior items the party's own search did not reach into its top-k' "
+        "report (off: only significant ones are added)",
+    )
+    completion: float = param(
+        0.0,
+        "TAPS completion round: share ρ of each party's users kept back to estimate the final "
+        "top items, in [0, 0.5); 0: no completion round",
+    )
+    completion_mode: str = param(
+        "fill",
+        "completion round: fill (its estimates fill in only parties that did not report an "
+        "item, when significant) or sum (its estimates alone)",
+    )
+    answer_alpha: float | None = param(
+        None,
+        "α of the answer's noise bar (§5): an item is answered only above the bar that α of "
+        "the zero-count candidates would pass on average, ≥ 0; 0: the plain top-k (default "
+        "0.25 for tap/taps, 0 for the baselines)",
+    )
+    pool_size: int = param(
+        4096,
+        "seed-pool OLH: the pool size S of oracle olh-pool, and with auto the least S (auto "
+        "grows it with the level's users, up to 2^16), 1..2^24",
+    )
+    seed: int = param(
+        0,
+        "seed of the run's randomness (user groups, reports, seed pool), ≥ 0; the data's "
+        "seed is data-seed",
+    )
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
