@@ -1,18 +1,28 @@
-"""The shared contract every frequency oracle satisfies (one suite, inherited per oracle)."""
+"""Every registered oracle inherits the contract of tests/oracle_contract.py (one subclass each),
+plus what is particular to it, the registry and the ``auto`` choice."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle_contract import (
+    CANDIDATES,
+    CandidateFreeContract,
+    OracleContract,
+    assert_frequencies,
+    values_of,
+)
 
 from fedhh.errors import ParameterError, ReportError
 from fedhh.oracles import (
     GRR,
     OLH,
+    ORACLES,
     OUE,
     FrequencyOracle,
     OLHPool,
@@ -20,134 +30,11 @@ from fedhh.oracles import (
     choose_oracle,
     make_oracle,
 )
-
-CANDIDATES = np.array([5, 17, 3, 2**40 + 7, 99, 1000], dtype=np.uint64)
-
-
-def _values(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Users holding candidates (skewed) plus some values outside the candidate set."""
-    pool = np.concatenate([CANDIDATES, np.array([12345, 2**50], dtype=np.uint64)])
-    weights = np.array([8, 4, 2, 2, 1, 1, 1, 1], dtype=float)
-    return rng.choice(pool, size=n, p=weights / weights.sum())
-
-
-class OracleContract:
-    """Subclasses set ``make`` to build the oracle under test for a given ε."""
-
-    @staticmethod
-    def make(epsilon: float) -> FrequencyOracle:
-        raise NotImplementedError
-
-    def test_is_immutable_value_object(self) -> None:
-        o = self.make(1.5)
-        assert o == self.make(1.5)
-        with pytest.raises(AttributeError):
-            o.epsilon = 3.0  # type: ignore[misc]
-
-    def test_shapes_and_dtypes(self) -> None:
-        o = self.make(2.0)
-        rng = np.random.default_rng(1)
-        vals = _values(rng, 1000)
-        rep = o.perturb(vals, rng, CANDIDATES)
-        assert isinstance(rep, Reports) and rep.n == 1000 and rep.kind == o.name
-        for arr in rep.arrays.values():
-            assert arr.shape[0] == 1000 and arr.dtype.kind == "u"
-        est = o.estimate(rep, CANDIDATES)
-        assert est.shape == CANDIDATES.shape and est.dtype == np.float64
-        sup = o.support(rep, CANDIDATES)
-        assert sup.n == 1000 and sup.counts.shape == CANDIDATES.shape
-        assert sup.counts.dtype == np.int64 and (sup.counts >= 0).all()
-
-    def test_merge_law(self) -> None:
-        o = self.make(2.0)
-        rng = np.random.default_rng(3)
-        a = o.perturb(_values(rng, 700), rng, CANDIDATES)
-        b = o.perturb(_values(rng, 300), rng, CANDIDATES)
-        whole = o.support(a.concat(b), CANDIDATES)
-        merged = o.support(a, CANDIDATES) + o.support(b, CANDIDATES)
-        assert merged.n == whole.n == 1000
-        np.testing.assert_array_equal(merged.counts, whole.counts)
-        np.testing.assert_allclose(o.debias(merged), o.estimate(a.concat(b), CANDIDATES))
-
-    def test_serialisation_round_trip(self) -> None:
-        o = self.make(2.0)
-        rng = np.random.default_rng(4)
-        rep = o.perturb(_values(rng, 257), rng, CANDIDATES)
-        back = Reports.from_bytes(rep.to_bytes())
-        assert (back.kind, back.size, back.n) == (rep.kind, rep.size, rep.n)
-        for k, v in rep.arrays.items():
-            np.testing.assert_array_equal(back[k], v)
-            assert back[k].dtype == v.dtype
-        np.testing.assert_array_equal(o.estimate(back, CANDIDATES), o.estimate(rep, CANDIDATES))
-
-    def test_malformed_bytes_rejected(self) -> None:
-        o = self.make(2.0)
-        rng = np.random.default_rng(5)
-        data = o.perturb(_values(rng, 10), rng, CANDIDATES).to_bytes()
-        for bad in (b"", b"XXXX" + data[4:], data[:-1], data + b"\0", data[:12]):
-            with pytest.raises(ReportError):
-                Reports.from_bytes(bad)
-
-    def test_deterministic_under_seed(self) -> None:
-        o = self.make(1.0)
-        vals = _values(np.random.default_rng(6), 400)
-        r1 = o.perturb(vals, np.random.default_rng(42), CANDIDATES)
-        r2 = o.perturb(vals, np.random.default_rng(42), CANDIDATES)
-        r3 = o.perturb(vals, np.random.default_rng(43), CANDIDATES)
-        assert r1.to_bytes() == r2.to_bytes()
-        assert r1.to_bytes() != r3.to_bytes()
-
-    def test_empty_batch(self) -> None:
-        o = self.make(1.0)
-        rep = o.perturb(np.zeros(0, dtype=np.uint64), np.random.default_rng(0), CANDIDATES)
-        assert rep.n == 0
-        np.testing.assert_array_equal(o.support(rep, CANDIDATES).counts, np.zeros(6))
-
-    def test_variance_formula(self) -> None:
-        o = self.make(2.0)
-        p, q = o.probabilities(CANDIDATES.size + 1)
-        assert 0 < q < p < 1
-        n = 10_000
-        assert math.isclose(o.variance(n, 7), n * q * (1 - q) / (p - q) ** 2)
-        assert o.variance(n, 7, true_count=500) != o.variance(n, 7)
-
-    def test_large_epsilon_is_nearly_exact(self) -> None:
-        o = self.make(12.0)
-        rng = np.random.default_rng(7)
-        vals = _values(rng, 5000)
-        est = o.estimate(o.perturb(vals, rng, CANDIDATES), CANDIDATES)
-        truth = np.array([(vals == c).sum() for c in CANDIDATES])
-        assert np.abs(est - truth).max() < 0.01 * vals.size
-
-    def test_bad_candidates_and_values(self) -> None:
-        o = self.make(1.0)
-        rng = np.random.default_rng(0)
-        vals = np.array([1, 2], dtype=np.uint64)
-        rep = o.perturb(vals, rng, CANDIDATES)
-        with pytest.raises(ParameterError, match="empty"):
-            o.estimate(rep, np.zeros(0, dtype=np.uint64))
-        with pytest.raises(ParameterError, match="distinct"):
-            o.estimate(rep, np.array([1, 1], dtype=np.uint64))
-        with pytest.raises(ParameterError, match="non-negative"):
-            o.perturb(np.array([-1, 2]), rng, CANDIDATES)
-        with pytest.raises(ParameterError, match="integer"):
-            o.perturb(np.array([0.5]), rng, CANDIDATES)
-
-    def test_rejects_other_oracles_reports(self) -> None:
-        o = self.make(1.0)
-        other = GRR(1.0) if o.name != "grr" else OUE(1.0)
-        rng = np.random.default_rng(0)
-        rep = other.perturb(np.array([5], dtype=np.uint64), rng, CANDIDATES)
-        with pytest.raises(ReportError):
-            o.support(rep, CANDIDATES)
+from fedhh.oracles.hashing import HashKeys, bucket_of, hash32
 
 
 class TestGRR(OracleContract):
     make = staticmethod(GRR)
-
-    def test_needs_candidates(self) -> None:
-        with pytest.raises(ParameterError, match="candidate set"):
-            GRR(1.0).perturb(np.array([1], dtype=np.uint64), np.random.default_rng(0))
 
     def test_report_domain_must_match(self) -> None:
         rep = GRR(1.0).perturb(np.array([5], dtype=np.uint64), np.random.default_rng(0), [5, 6])
@@ -157,6 +44,12 @@ class TestGRR(OracleContract):
 
 class TestOUE(OracleContract):
     make = staticmethod(OUE)
+
+    def output_space(self, o: FrequencyOracle, candidates: np.ndarray) -> tuple[Reports, float]:
+        """Every bit vector of d = |C| + 1 bits, packed as perturb packs them."""
+        d = candidates.size + 1
+        bits = np.array(list(itertools.product([0, 1], repeat=d)), dtype=np.uint8)
+        return Reports(o.name, d, {"bits": np.packbits(bits, axis=1)}), 1.0
 
     def test_reports_are_bit_packed(self) -> None:
         rep = OUE(1.0).perturb(np.arange(10, dtype=np.uint64), np.random.default_rng(0), CANDIDATES)
@@ -168,26 +61,38 @@ class TestOUE(OracleContract):
             assert q >= 1 / (math.exp(eps) + 1) and (p * (1 - q)) / (q * (1 - p)) <= math.exp(eps)
 
 
-class CandidateFreeContract(OracleContract):
-    """Oracles whose users need no candidate set (OLH family)."""
-
-    def test_estimates_follow_candidate_order(self) -> None:
-        o = self.make(3.0)
-        rng = np.random.default_rng(2)
-        rep = o.perturb(_values(rng, 500), rng)
-        perm = np.array([3, 0, 5, 1, 4, 2])
-        np.testing.assert_allclose(
-            o.estimate(rep, CANDIDATES)[perm], o.estimate(rep, CANDIDATES[perm])
-        )
-
-
 class TestOLH(CandidateFreeContract):
     make = staticmethod(OLH)
+    SEEDS = 500
 
-    def test_needs_no_candidates(self) -> None:
-        rng = np.random.default_rng(0)
-        rep = OLH(2.0).perturb(np.array([5, 6], dtype=np.uint64), rng)
-        assert rep.n == 2 and rep.size == OLH(2.0).g
+    def output_space(self, o: FrequencyOracle, candidates: np.ndarray) -> tuple[Reports, float]:
+        """Every bucket for each of 500 sampled seeds: the seed is drawn whatever the value
+        (probability 2⁻⁶⁴ each), so the ratio bound over them is the bound for those seeds (and
+        holds for every seed by construction: each factor is p or (1−p)/(g−1))."""
+        assert isinstance(o, OLH)
+        seeds = np.random.default_rng(11).integers(0, 2**64, size=self.SEEDS, dtype=np.uint64)
+        arrays = {
+            "seed": np.repeat(seeds, o.g),
+            "bucket": np.tile(np.arange(o.g, dtype=np.uint32), self.SEEDS),
+        }
+        return Reports(o.name, o.g, arrays), self.SEEDS * 2.0**-64
+
+    @pytest.mark.parametrize("eps", [1.0, 3.0])
+    def test_sampler_draws_from_the_output_probability(self, eps: float) -> None:
+        """Each report keeps its value's bucket with p and moves it uniformly otherwise: the
+        probabilities it is sent with are p·2⁻⁶⁴ or (1−p)/(g−1)·2⁻⁶⁴, in those proportions."""
+        o = OLH(eps)
+        values = np.full(100_000, 2**47 + 12345, dtype=np.uint64)
+        rep = o.perturb(values, np.random.default_rng(5))
+        p = o.keep_probability
+        probs = o.output_probability(rep, values[:1])[0] * 2.0**64
+        kept = np.isclose(probs, p, rtol=1e-12)
+        assert (kept | np.isclose(probs, (1 - p) / (o.g - 1), rtol=1e-12)).all()
+        true_bucket = bucket_of(hash32(HashKeys.from_seeds(rep["seed"]), values), o.g)
+        assert (kept == (rep["bucket"] == true_bucket)).all()
+        shift = (rep["bucket"].astype(np.int64) - true_bucket.astype(np.int64)) % o.g
+        spread = np.array([p] + [(1 - p) / (o.g - 1)] * (o.g - 1))
+        assert_frequencies(np.bincount(shift, minlength=o.g), spread)
 
     def test_thread_count_does_not_change_result(self) -> None:
         rng = np.random.default_rng(0)
@@ -202,11 +107,14 @@ class TestOLH(CandidateFreeContract):
 class TestOLHPool(CandidateFreeContract):
     make = staticmethod(OLHPool)
 
+    def listed(self, epsilon: float) -> FrequencyOracle:
+        return OLHPool(epsilon, pool_size=8, pool_seed=3)  # 8·g reports: each sampled often
+
     def test_sketch_merges_by_addition(self) -> None:
         o = OLHPool(2.0, pool_size=64)
         rng = np.random.default_rng(0)
-        a = o.perturb(_values(rng, 500), rng)
-        b = o.perturb(_values(rng, 400), rng)
+        a = o.perturb(values_of(rng, 500), rng)
+        b = o.perturb(values_of(rng, 400), rng)
         both = o.sketch(a.concat(b))
         merged = o.sketch(a) + o.sketch(b)
         np.testing.assert_array_equal(both.matrix, merged.matrix)
@@ -216,15 +124,22 @@ class TestOLHPool(CandidateFreeContract):
         """Decoding through the S×g sketch equals counting each report's bucket match."""
         o = OLHPool(1.5, pool_size=32, pool_seed=9)
         rng = np.random.default_rng(1)
-        rep = o.perturb(_values(rng, 2000), rng)
-        from fedhh.oracles.hashing import bucket_of, hash32
-
+        rep = o.perturb(values_of(rng, 2000), rng)
         keys = o.pool_keys.take(rep["seed_index"].astype(np.int64))
         direct = [
             int((bucket_of(hash32(keys, np.full(rep.n, c, np.uint64)), o.g) == rep["bucket"]).sum())
             for c in CANDIDATES
         ]
         np.testing.assert_array_equal(o.support(rep, CANDIDATES).counts, direct)
+
+
+def _contracts(cls: type) -> list[type]:
+    return [c for s in cls.__subclasses__() for c in [s, *_contracts(s)]]
+
+
+def test_every_registered_oracle_inherits_the_contract() -> None:
+    tested = {c.make(1.0).name for c in _contracts(OracleContract) if c.__name__.startswith("Test")}
+    assert tested == set(ORACLES)
 
 
 def test_auto_picks_grr_for_small_domains_and_olh_for_large() -> None:
@@ -247,7 +162,7 @@ def test_make_oracle() -> None:
 
 @given(
     eps=st.one_of(st.floats(max_value=0.0), st.just(float("nan")), st.just(float("inf"))),
-    factory=st.sampled_from([GRR, OUE, OLH, OLHPool]),
+    factory=st.sampled_from(list(ORACLES.values())),
 )
 @settings(max_examples=60, deadline=None)
 def test_bad_epsilon(eps: float, factory: type[FrequencyOracle]) -> None:
@@ -263,6 +178,11 @@ def test_decode_evaluations() -> None:
     assert OLHPool(2.0, pool_size=512).decode_evaluations(n, c) == 512 * c
     assert GRR(2.0).decode_evaluations(n, c) == n + c
     assert OUE(2.0).decode_evaluations(n, c) == n * (c + 1)
-    for o in (GRR(1.0), OUE(1.0), OLH(1.0), OLHPool(1.0)):
-        assert isinstance(o.decode_evaluations(np.int64(5), 3), int)  # type: ignore[arg-type]
-        assert o.decode_evaluations(0, 0) == 0
+
+
+def test_report_bytes() -> None:
+    """A symbol (GRR), ⌈(|C|+1)/8⌉ packed bits (OUE), seed and bucket (OLH: 8 + 4 bytes; the
+    pool's seed index: 4 + 4)."""
+    assert [GRR(1.0).report_bytes(c) for c in (1, 300)] == [4, 4]
+    assert [OUE(1.0).report_bytes(c) for c in (1, 7, 8, 300)] == [1, 1, 2, 38]
+    assert OLH(1.0).report_bytes(300) == 12 and OLHPool(1.0).report_bytes(300) == 8

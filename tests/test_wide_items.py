@@ -21,7 +21,7 @@ from fedhh.errors import CodecError
 from fedhh.mechanisms import MechanismParams
 from fedhh.mechanisms.local import estimate_level
 from fedhh.mechanisms.tasks import LevelCost, SearchResult
-from fedhh.oracles import GRR, OLH, OUE, OLHPool
+from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports
 from fedhh.protocol import Reply, RunResult
 from fedhh.protocol.encoding import decode_reply, encode
 from fedhh.report import format_table, result_document
@@ -103,30 +103,30 @@ WIDE = cd.from_ints([(0xD7 << 192) + i * 0x1F3B + (i << 130) for i in range(8)],
 KEYS = cd.fingerprint(WIDE, 200)
 
 
+def _worst_ratio(o: FrequencyOracle, space: Reports, cand: np.ndarray | None) -> float:
+    probs = o.output_probability(space, KEYS, cand)  # every key: 5 in C, 3 outside (⊥)
+    return float((probs.max(axis=0) / probs.min(axis=0)).max())
+
+
 @pytest.mark.parametrize("eps", [0.5, 2.0])
 def test_grr_and_oue_stay_epsilon_ldp_on_wide_prefixes(eps: float) -> None:
-    cand, others = WIDE[:5], WIDE[5:]
-    d = 6
-    xs = cd.index_of(np.concatenate([cand, others]), cand)  # ⊥ = 5 for the others
-    grr = GRR(eps)
-    probs = np.array([[grr.output_probability(y, int(x), d) for y in range(d)] for x in xs])
-    assert (probs[:, None, :] / probs[None, :, :]).max() <= math.exp(eps) * (1 + 1e-12)
-    oue = OUE(eps)
+    cand, d = KEYS[:5], 6
+    symbols = Reports("grr", d, {"symbol": np.arange(d, dtype=np.uint32)})
+    assert _worst_ratio(GRR(eps), symbols, cand) <= math.exp(eps) * (1 + 1e-12)
     outputs = np.array(list(itertools.product([0, 1], repeat=d)), dtype=np.uint8)
-    probs = np.array([[oue.output_probability(b, int(x)) for b in outputs] for x in xs])
-    assert (probs[:, None, :] / probs[None, :, :]).max() <= math.exp(eps) * (1 + 1e-12)
+    bits = Reports("oue", d, {"bits": np.packbits(outputs, axis=1)})
+    assert _worst_ratio(OUE(eps), bits, cand) <= math.exp(eps) * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.5, 3.0])
 def test_olh_stays_epsilon_ldp_on_wide_prefixes(eps: float) -> None:
     o = OLH(eps)
-    worst = 0.0
-    for seed in np.random.default_rng(3).integers(0, 2**64, size=300, dtype=np.uint64):
-        probs = np.array(
-            [[o.output_probability(int(seed), y, int(k)) for y in range(o.g)] for k in KEYS]
-        )
-        worst = max(worst, float((probs[:, None, :] / probs[None, :, :]).max()))
-    assert worst <= math.exp(eps) * (1 + 1e-12)
+    seeds = np.random.default_rng(3).integers(0, 2**64, size=300, dtype=np.uint64)
+    arrays = {
+        "seed": np.repeat(seeds, o.g),
+        "bucket": np.tile(np.arange(o.g, dtype=np.uint32), 300),
+    }
+    assert _worst_ratio(o, Reports("olh", o.g, arrays), None) <= math.exp(eps) * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("name", ["grr", "oue", "olh", "olh-pool"])

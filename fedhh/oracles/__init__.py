@@ -2,15 +2,26 @@
 
 Every oracle is an immutable value object built from ε that follows :class:`FrequencyOracle`:
 ``perturb`` (user side, vectorised over users), ``support`` (mergeable server state), ``debias`` /
-``estimate`` (unbiased counts for the candidates only) and ``variance`` (docs/mechanisms.md §2).
+``estimate`` (unbiased counts for the candidates only) and ``variance`` (docs/mechanisms.md §2),
+and declares what the other layers ask of it (its report layout and bytes, decode work, whether
+users need the candidates, its public parameters; :mod:`fedhh.oracles.base`). :data:`ORACLES` is
+the registry, one line per oracle: nothing outside this package switches on an oracle's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import cast
 
 from fedhh.errors import ParameterError
-from fedhh.oracles.base import FrequencyOracle, Reports, Support, check_epsilon
+from fedhh.oracles.base import (
+    FrequencyOracle,
+    ReportField,
+    ReportLayout,
+    Reports,
+    Support,
+    check_epsilon,
+)
 from fedhh.oracles.grr import GRR
 from fedhh.oracles.olh import OLH, OLHPool, PoolSketch, optimal_g
 from fedhh.oracles.oue import OUE
@@ -24,6 +35,8 @@ __all__ = [
     "FrequencyOracle",
     "OLHPool",
     "PoolSketch",
+    "ReportField",
+    "ReportLayout",
     "Reports",
     "Support",
     "choose_oracle",
@@ -31,9 +44,11 @@ __all__ = [
     "make_oracle",
     "norm_sub",
     "optimal_g",
+    "oracle_class",
+    "oracle_from",
 ]
 
-ORACLES: dict[str, Callable[..., FrequencyOracle]] = {
+ORACLES: dict[str, type[FrequencyOracle]] = {
     "grr": GRR,
     "oue": OUE,
     "olh": OLH,
@@ -55,12 +70,24 @@ def choose_oracle(epsilon: float, domain_size: int) -> FrequencyOracle:
     return best
 
 
-def make_oracle(name: str, epsilon: float, **params: int) -> FrequencyOracle:
-    """Build an oracle by name ("grr", "oue", "olh", "olh-pool") with its parameters."""
+def oracle_class(name: str) -> type[FrequencyOracle]:
+    """The registered oracle of this name (:class:`ParameterError` for any other name)."""
     try:
-        factory = ORACLES[name]
+        return ORACLES[name]
     except KeyError:
         raise ParameterError(
             f"unknown oracle {name!r}; choose one of {', '.join(ORACLES)} or 'auto'"
         ) from None
-    return factory(epsilon, **params)
+
+
+def make_oracle(name: str, epsilon: float, **params: int) -> FrequencyOracle:
+    """Build an oracle by name ("grr", "oue", "olh", "olh-pool") with its parameters."""
+    return cast(Callable[..., FrequencyOracle], oracle_class(name))(epsilon, **params)
+
+
+def oracle_from(name: str, epsilon: float, offered: Mapping[str, int]) -> FrequencyOracle:
+    """Build an oracle by name with those of the ``offered`` parameters it takes (its
+    ``parameter_names``; the others are not its own and are left out): how a run's parameters
+    or a report task's fields become an oracle without knowing which oracle takes which."""
+    own = oracle_class(name).parameter_names
+    return make_oracle(name, epsilon, **{k: int(v) for k, v in offered.items() if k in own})

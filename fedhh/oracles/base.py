@@ -12,6 +12,16 @@ n·q(1−q)/(p−q)² (c = 0), as in Wang et al., USENIX Security 2017.
 
 Support counts are the mergeable server state: the support of two batches over the same candidate
 set adds up to the support of their union, so a party can aggregate its users in shards.
+
+Besides perturbing and decoding, an oracle declares what every other layer needs to know about it,
+so that none of them switches on its name: whether its users need the candidate set
+(``needs_candidates``), the public parameters a device's report task carries (``parameters``),
+the layout of one report with the limits of its values (``report_layout``: what a party's ingest
+checks a device's report against), the bytes of one report (``report_bytes``) and the work of one
+decode (``decode_evaluations``: the coordinator's bounds of a reply's level costs), the variance
+of a debiased count (``variance``, vectorised over the counts) and the exact probability of each
+report given the user's value (``output_probability``, the one signature the ε-LDP audit every
+oracle's tests inherit checks).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -45,6 +55,11 @@ def check_epsilon(epsilon: float) -> float:
     if eps > 40:
         raise ParameterError(f"epsilon must be at most 40 (e^ε overflows the oracles), got {eps}")
     return eps
+
+
+def as_count(true_count: float | NDArray[np.float64]) -> float | NDArray[np.float64]:
+    """A true count as the variance formulas take it: an array as it is, a number as a float."""
+    return true_count if isinstance(true_count, np.ndarray) else float(true_count)
 
 
 def check_count(name: str, value: int, minimum: int = 0) -> int:
@@ -211,10 +226,57 @@ class Support:
         return cls(0, np.zeros(n_candidates, dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class ReportField:
+    """One named array of a report: its dtype, its shape per report and, where the oracle bounds
+    its values, the limit every value stays below (None: any value of the dtype is a report)."""
+
+    dtype: str
+    shape: tuple[int, ...] = ()
+    limit: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ReportLayout:
+    """What every report of an oracle over a given candidate set looks like: the kind and size
+    of its :class:`Reports` and its fields, in the order ``perturb`` writes them."""
+
+    kind: str
+    size: int
+    fields: Mapping[str, ReportField]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one report (its arrays' payload, as :meth:`Reports.nbytes` counts them)."""
+        return sum(np.dtype(f.dtype).itemsize * math.prod(f.shape) for f in self.fields.values())
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The bounded fields and their limits (every value < limit)."""
+        return {k: f.limit for k, f in self.fields.items() if f.limit is not None}
+
+    def template(self, n: int = 1) -> Reports:
+        """``n`` reports of this layout with every value zero (the fixed part of a report)."""
+        return Reports(
+            self.kind,
+            self.size,
+            {k: np.zeros((n, *f.shape), dtype=f.dtype) for k, f in self.fields.items()},
+        )
+
+
 class FrequencyOracle(ABC):
-    """The contract every ε-LDP frequency oracle implements (see the module docstring)."""
+    """The contract every ε-LDP frequency oracle implements (see the module docstring).
+
+    A new oracle is a frozen dataclass subclass in its own module, one line of the registry
+    (:data:`fedhh.oracles.ORACLES`) and one subclass of the contract tests
+    (tests/oracle_contract.py); docs/architecture.md lists what else it may touch.
+    """
 
     name: ClassVar[str]
+    needs_candidates: ClassVar[bool] = True
+    """Whether a user's report depends on the candidate set (then a report task carries it)."""
+    parameter_names: ClassVar[tuple[str, ...]] = ()
+    """The public integer parameters besides ε that rebuild the oracle (see :meth:`parameters`)."""
     epsilon: float
 
     def __post_init__(self) -> None:
@@ -226,15 +288,50 @@ class FrequencyOracle(ABC):
     def probabilities(self, domain_size: int) -> tuple[float, float]:
         """(p, q) for a prefix domain of ``domain_size`` symbols (|C| + 1, including ⊥)."""
 
-    def variance(self, n: int, domain_size: int, true_count: float = 0.0) -> float:
-        """Variance of one debiased count: (c·p(1−p) + (n−c)·q(1−q)) / (p−q)².
+    @overload
+    def variance(self, n: int, domain_size: int, true_count: float = 0.0) -> float: ...
+    @overload
+    def variance(
+        self, n: int, domain_size: int, true_count: NDArray[np.float64]
+    ) -> NDArray[np.float64]: ...
+    def variance(
+        self, n: int, domain_size: int, true_count: float | NDArray[np.float64] = 0.0
+    ) -> float | NDArray[np.float64]:
+        """Variance of one debiased count: (c·p(1−p) + (n−c)·q(1−q)) / (p−q)², for one true
+        count c (a float) or for an array of them (elementwise, the same arithmetic).
 
         With ``true_count`` c = 0 this is the dominant term Var* = n·q(1−q)/(p−q)²
         (docs/mechanisms.md §2).
         """
         p, q = self.probabilities(domain_size)
-        c = float(true_count)
+        c = as_count(true_count)
         return (c * p * (1 - p) + (n - c) * q * (1 - q)) / (p - q) ** 2
+
+    # --- what every layer asks (docs/architecture.md) -------------------------------------
+    def parameters(self) -> dict[str, int]:
+        """The public parameters besides ε, by name (``parameter_names``): what a report task
+        carries to a device, so that ``make_oracle(name, ε, **parameters())`` equals this
+        oracle."""
+        return {k: int(getattr(self, k)) for k in self.parameter_names}
+
+    @abstractmethod
+    def report_layout(self, n_candidates: int) -> ReportLayout:
+        """The layout of one report over ``n_candidates`` candidates: its fields, their dtypes
+        and shapes, and the limits of their values (what ingest checks a device's report for)."""
+
+    def report_bytes(self, n_candidates: int) -> int:
+        """Bytes of one report over ``n_candidates`` candidates (the level's report bytes over
+        its reports; the party's memory bound)."""
+        return self.report_layout(n_candidates).nbytes
+
+    @abstractmethod
+    def output_probability(
+        self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """The exact probability that a user holding ``values[i]`` sends ``reports[j]`` (as
+        ``perturb(values, rng, candidates)`` samples it), as an array of shape
+        (len(values), reports.n). ε-LDP is: for every report, the ratio of any two rows' entries
+        is at most e^ε (tests/oracle_contract.py audits it for every oracle)."""
 
     # --- user side ------------------------------------------------------------------------
     @abstractmethod

@@ -15,7 +15,15 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.oracles.base import FrequencyOracle, Reports, Support, as_candidates, value_symbols
+from fedhh.oracles.base import (
+    FrequencyOracle,
+    ReportField,
+    ReportLayout,
+    Reports,
+    Support,
+    as_candidates,
+    value_symbols,
+)
 
 
 def randomised_response(
@@ -54,7 +62,17 @@ class GRR(FrequencyOracle):
         counts = np.bincount(reports["symbol"], minlength=cand.size + 1)[: cand.size]
         return Support(reports.n, counts.astype(np.int64))
 
-    def output_probability(self, report_symbol: int, value_symbol: int, domain_size: int) -> float:
-        """Exact P[report = y | value = x] over symbol indices (for privacy audits)."""
-        p, q = self.probabilities(domain_size)
-        return p if report_symbol == value_symbol else q
+    def report_layout(self, n_candidates: int) -> ReportLayout:
+        """One uint32 symbol below d = |C| + 1 (the last one is ⊥)."""
+        d = int(n_candidates) + 1
+        return ReportLayout(self.name, d, {"symbol": ReportField("uint32", (), d)})
+
+    def output_probability(
+        self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """p where the report's symbol is the value's (⊥ outside C), q elsewhere."""
+        d, truth = value_symbols(values, candidates)
+        self.check_reports(reports, d)
+        p, q = self.probabilities(d)
+        same = reports["symbol"][None, :].astype(np.int64) == truth[:, None]
+        return np.where(same, p, q)

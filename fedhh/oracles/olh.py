@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -27,9 +27,12 @@ from numpy.typing import ArrayLike, NDArray
 from fedhh.errors import ParameterError, ReportError
 from fedhh.oracles.base import (
     FrequencyOracle,
+    ReportField,
+    ReportLayout,
     Reports,
     Support,
     as_candidates,
+    as_count,
     as_values,
     check_count,
 )
@@ -55,6 +58,7 @@ def optimal_g(epsilon: float) -> int:
 class _LocalHashing(FrequencyOracle):
     """What plain and seed-pool OLH share: the hash range g and the GRR over buckets."""
 
+    needs_candidates: ClassVar[bool] = False
     g: int
 
     def __post_init__(self) -> None:
@@ -72,6 +76,16 @@ class _LocalHashing(FrequencyOracle):
     def keep_probability(self) -> float:
         return self.probabilities()[0]
 
+    def _bucket_probability(
+        self, keys: HashKeys, buckets: NDArray[np.integer], values: ArrayLike
+    ) -> NDArray[np.float64]:
+        """P[bucket | the report's hash key, value] for every value (rows) and report (columns):
+        p where the bucket is the value's hash, (1 − p)/(g − 1) elsewhere."""
+        vals = as_values(values)
+        h = bucket_of(hash32(keys, vals[:, None]), self.g)
+        p = self.keep_probability
+        return np.where(h == buckets[None, :].astype(np.uint64), p, (1.0 - p) / (self.g - 1))
+
 
 @dataclass(frozen=True)
 class OLH(_LocalHashing):
@@ -84,6 +98,7 @@ class OLH(_LocalHashing):
     g: int = 0
     threads: int | None = None
     name: ClassVar[str] = "olh"
+    parameter_names: ClassVar[tuple[str, ...]] = ("g",)
 
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None
@@ -105,12 +120,18 @@ class OLH(_LocalHashing):
         counts = count_matches(keys, reports["bucket"], self.g, cand, self.threads)
         return Support(reports.n, counts)
 
-    def output_probability(self, seed: int, bucket: int, value: int) -> float:
-        """Exact P[bucket | seed, value] (the seed itself is independent of the value)."""
-        keys = HashKeys.from_seeds(np.array([seed], dtype=np.uint64))
-        h = int(bucket_of(hash32(keys, np.array([value], dtype=np.uint64)), self.g)[0])
-        p = self.keep_probability
-        return p if bucket == h else (1.0 - p) / (self.g - 1)
+    def report_layout(self, n_candidates: int) -> ReportLayout:
+        """A uint64 seed (any) and a uint32 bucket below g, whatever the candidates."""
+        fields = {"seed": ReportField("uint64"), "bucket": ReportField("uint32", (), self.g)}
+        return ReportLayout(self.name, self.g, fields)
+
+    def output_probability(
+        self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """2⁻⁶⁴ (the seed, drawn whatever the value) × P[bucket | seed, value]."""
+        self.check_reports(reports, self.g)
+        keys = HashKeys.from_seeds(reports["seed"])
+        return self._bucket_probability(keys, reports["bucket"], values) * 2.0**-64
 
     def describe(self) -> str:
         return f"olh(ε={self.epsilon:g}, g={self.g})"
@@ -144,6 +165,7 @@ class OLHPool(_LocalHashing):
     g: int = 0
     threads: int | None = None
     name: ClassVar[str] = "olh-pool"
+    parameter_names: ClassVar[tuple[str, ...]] = ("pool_size", "pool_seed", "g")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -158,17 +180,34 @@ class OLHPool(_LocalHashing):
         base = splitmix64(np.array([self.pool_seed % 2**64], dtype=np.uint64))[0]
         return HashKeys.from_seeds(np.arange(self.pool_size, dtype=np.uint64) ^ base)
 
+    @overload
     def variance(
         self, n: int, domain_size: int, true_count: float = 0.0, collision_mass: float = 0.0
-    ) -> float:
-        """Variance of a debiased count. ``collision_mass`` = Σ_{x≠v} n_x(n_x−1) over the other
-        values' counts n_x (0 gives plain OLH's variance, the limit S → ∞):
+    ) -> float: ...
+    @overload
+    def variance(
+        self,
+        n: int,
+        domain_size: int,
+        true_count: NDArray[np.float64],
+        collision_mass: float = 0.0,
+    ) -> NDArray[np.float64]: ...
+    def variance(
+        self,
+        n: int,
+        domain_size: int,
+        true_count: float | NDArray[np.float64] = 0.0,
+        collision_mass: float = 0.0,
+    ) -> float | NDArray[np.float64]:
+        """Variance of a debiased count (elementwise over an array of true counts).
+        ``collision_mass`` = Σ_{x≠v} n_x(n_x−1) over the other values' counts n_x (0 gives
+        plain OLH's variance, the limit S → ∞):
 
             [c·p(1−p) + (n−c)·q(1−q) + (p−q')²·q(1−q)·collision_mass/S] / (p−q)².
         """
         p, q = self.probabilities()
         q_other = (1.0 - p) / (self.g - 1)
-        c = float(true_count)
+        c = as_count(true_count)
         extra = (p - q_other) ** 2 * q * (1 - q) * float(collision_mass) / self.pool_size
         return (c * p * (1 - p) + (n - c) * q * (1 - q) + extra) / (p - q) ** 2
 
@@ -187,12 +226,32 @@ class OLHPool(_LocalHashing):
         costs a few plain-OLH ones (it ends in a table look-up), see the README."""
         return self.pool_size * int(n_candidates)
 
-    def sketch(self, reports: Reports) -> PoolSketch:
-        """The mergeable S×g count matrix of a report batch (O(n))."""
+    def report_layout(self, n_candidates: int) -> ReportLayout:
+        """A uint32 seed index below S and a uint32 bucket below g, whatever the candidates."""
+        fields = {
+            "seed_index": ReportField("uint32", (), self.pool_size),
+            "bucket": ReportField("uint32", (), self.g),
+        }
+        return ReportLayout(self.name, self.g, fields)
+
+    def output_probability(
+        self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """1/S (the seed index, drawn whatever the value) × P[bucket | pool seed, value]."""
+        idx = self._seed_indices(reports)
+        probs = self._bucket_probability(self.pool_keys.take(idx), reports["bucket"], values)
+        return probs / self.pool_size
+
+    def _seed_indices(self, reports: Reports) -> NDArray[np.int64]:
         self.check_reports(reports, self.g)
         idx = reports["seed_index"].astype(np.int64)
         if idx.size and int(idx.max()) >= self.pool_size:
             raise ReportError(f"seed index {int(idx.max())} outside the pool of {self.pool_size}")
+        return idx
+
+    def sketch(self, reports: Reports) -> PoolSketch:
+        """The mergeable S×g count matrix of a report batch (O(n))."""
+        idx = self._seed_indices(reports)
         flat = idx * self.g + reports["bucket"].astype(np.int64)
         counts = np.bincount(flat, minlength=self.pool_size * self.g)  # S·g can be 10^7: no copy
         return PoolSketch(

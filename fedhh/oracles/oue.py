@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
-from fedhh.oracles.base import FrequencyOracle, Reports, Support, as_candidates, value_symbols
+from fedhh.oracles.base import (
+    FrequencyOracle,
+    ReportField,
+    ReportLayout,
+    Reports,
+    Support,
+    as_candidates,
+    value_symbols,
+)
 
 _BLOCK_ELEMENTS = 1 << 22  # users × bits handled per block (bounded memory)
 
@@ -69,8 +77,20 @@ class OUE(FrequencyOracle):
             counts += bits.sum(axis=0, dtype=np.int64)
         return Support(reports.n, counts[: cand.size])
 
-    def output_probability(self, bits: np.ndarray, value_symbol: int) -> float:
-        """Exact P[report bits | value] for an unpacked bit vector (for privacy audits)."""
-        p, q = self.probabilities(bits.size)
-        probs = np.where(np.arange(bits.size) == value_symbol, p, q)
-        return float(np.prod(np.where(bits == 1, probs, 1.0 - probs)))
+    def report_layout(self, n_candidates: int) -> ReportLayout:
+        """⌈d/8⌉ bytes of packed bits, d = |C| + 1 (any byte values: the bits past d are
+        ignored)."""
+        d = int(n_candidates) + 1
+        return ReportLayout(self.name, d, {"bits": ReportField("uint8", ((d + 7) // 8,))})
+
+    def output_probability(
+        self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """Π over the d bits of P[bit]: ½ for the value's own bit, q̃ / 1 − q̃ for the others'
+        ones / zeros."""
+        d, truth = value_symbols(values, candidates)
+        self.check_reports(reports, d)
+        p, q = self.probabilities(d)
+        bits = np.unpackbits(reports["bits"], axis=1, count=d)[None, :, :] == 1
+        ones = np.where(np.arange(d)[None, :] == truth[:, None], p, q)[:, None, :]
+        return np.prod(np.where(bits, ones, 1.0 - ones), axis=2)
