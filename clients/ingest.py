@@ -3,10 +3,11 @@
 A device sends ``Reports.to_bytes()`` of exactly one report of the open task's oracle. For one
 task every such report has the same bytes up to its values: the same header (kind, size, fields)
 and the same length. :class:`ReportChecker` compares that fixed part with a template and checks
-the values of a whole batch at once with numpy (symbols and buckets below the oracle's output
-size, seed indices below the pool's); a report in another (still valid) encoding is parsed and
-checked field by field instead (:func:`check_single_report`). Nothing a device sends can raise
-anything but a refusal.
+the values of a whole batch at once with numpy against the limits the oracle's report layout
+declares (:meth:`~fedhh.oracles.FrequencyOracle.report_layout`: symbols and buckets below its
+output size, seed indices below the pool's); a report in another (still valid) encoding is parsed
+and checked field by field instead (:func:`check_single_report`). Nothing a device sends can
+raise anything but a refusal.
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ from fedhh.oracles import FrequencyOracle, Reports
 
 MAX_REPORT_BYTES = 1 << 16
 _HEAD = struct.Struct("<4sBI")  # fedhh.framing's frame header
-_LIMITED = ("symbol", "bucket", "seed_index")
 
 
 def report_template(oracle: FrequencyOracle, candidates: np.ndarray) -> Reports:
-    """One report of the oracle (of a dummy value): the shape every device report must have."""
-    cand = candidates if candidates.size else None
-    return oracle.perturb(np.zeros(1, dtype=np.uint64), np.random.default_rng(0), cand)
-
-
-def _limits(oracle: FrequencyOracle, rep: Reports) -> dict[str, int]:
-    return {"symbol": rep.size, "bucket": rep.size, "seed_index": getattr(oracle, "pool_size", 0)}
+    """One report of the oracle's layout over the task's candidates (every value zero): the
+    shape every device report must have."""
+    return oracle.report_layout(int(candidates.size)).template()
 
 
 def check_single_report(
@@ -66,8 +62,8 @@ def check_single_report(
             raise ReportError(f"report field {name!r} must be {arr.dtype} of shape {arr.shape}")
     if set(rep.arrays) != set(template.arrays):
         raise ReportError(f"report fields must be {sorted(template.arrays)}")
-    for name, limit in _limits(oracle, rep).items():
-        if name in rep.arrays and int(rep.arrays[name].max()) >= limit:
+    for name, limit in oracle.report_layout(int(candidates.size)).limits.items():
+        if int(rep.arrays[name].max()) >= limit:
             raise ReportError(f"report field {name!r} out of range (must be < {limit})")
     return rep
 
@@ -96,9 +92,7 @@ class ReportChecker:
                 "itemsize": self.length - len(self.head),
             }
         )
-        self.limits = {
-            k: v for k, v in _limits(oracle, self.template).items() if k in self.template.arrays
-        }
+        self.limits = oracle.report_layout(int(candidates.size)).limits
         # the limited values of one report: (start, end) of their bytes and the limit
         start = len(self.head)
         self.scalars: list[tuple[int, int, int]] = []

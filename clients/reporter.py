@@ -27,13 +27,13 @@ import numpy as np
 
 from fedhh import codes as cd
 from fedhh.errors import ParameterError, TransportError
-from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
+from fedhh.oracles import FrequencyOracle, oracle_from
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
 from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
-NEEDS_CANDIDATES = ("grr", "oue")
+TASK_PARAMETERS = ("g", "pool_size", "pool_seed")  # the oracle parameters a task's fields carry
 DEFAULT_DEVICE_MAX_EPSILON = 10.0
 
 
@@ -58,23 +58,14 @@ class ReportTask:
             raise ParameterError(f"prefix length {self.length} outside 0..{self.m}")
         if codec_from_name(self.codec).m != self.m:
             raise ParameterError(f"codec {self.codec} does not have m = {self.m} bits")
-        if self.oracle in NEEDS_CANDIDATES and self.candidates.size == 0:
+        if self.build_oracle().needs_candidates and self.candidates.size == 0:
             raise ParameterError(f"a {self.oracle} task needs its candidate set")
-        self.build_oracle()
 
     def build_oracle(self) -> FrequencyOracle:
-        """The task's frequency oracle (the same object the party aggregates with)."""
-        if self.oracle == "grr":
-            return GRR(self.epsilon)
-        if self.oracle == "oue":
-            return OUE(self.epsilon)
-        if self.oracle == "olh":
-            return OLH(self.epsilon, g=self.g)
-        if self.oracle == "olh-pool":
-            return OLHPool(
-                self.epsilon, pool_size=self.pool_size, pool_seed=self.pool_seed, g=self.g
-            )
-        raise ParameterError(f"unknown oracle {self.oracle!r}")
+        """The task's frequency oracle (the same object the party aggregates with), built with
+        the task's parameter fields that it takes."""
+        offered = {k: int(getattr(self, k)) for k in TASK_PARAMETERS}
+        return oracle_from(self.oracle, self.epsilon, offered)
 
     @classmethod
     def for_oracle(
@@ -87,11 +78,14 @@ class ReportTask:
         oracle: FrequencyOracle,
         candidates: np.ndarray,
     ) -> ReportTask:
-        """The task for reports made by ``oracle`` (party side)."""
-        g = int(getattr(oracle, "g", 0))
-        pool_size = int(getattr(oracle, "pool_size", 0))
-        pool_seed = int(getattr(oracle, "pool_seed", 0))
-        cand = candidates if oracle.name in NEEDS_CANDIDATES else np.zeros(0, dtype=np.uint64)
+        """The task for reports made by ``oracle`` (party side): its public parameters in the
+        task's fields (0 for those it does not take), the candidates only if its users need them."""
+        params = oracle.parameters()
+        if not set(params) <= set(TASK_PARAMETERS):
+            extra = ", ".join(sorted(set(params) - set(TASK_PARAMETERS)))
+            raise ParameterError(f"a report task has no field for {oracle.name}'s {extra}")
+        values = {k: 0 for k in TASK_PARAMETERS} | params
+        cand = candidates if oracle.needs_candidates else np.zeros(0, dtype=np.uint64)
         return cls(
             run_id,
             task_id,
@@ -100,9 +94,9 @@ class ReportTask:
             codec,
             oracle.name,
             oracle.epsilon,
-            g,
-            pool_size,
-            pool_seed,
+            values["g"],
+            values["pool_size"],
+            values["pool_seed"],
             np.asarray(cand, dtype=np.uint64),
         )
 
@@ -125,8 +119,9 @@ def make_report(task: ReportTask, item: object, rng: np.random.Generator | None 
     code = codec.encode([item])  # an item longer than the codec's width is refused here
     value = cd.oracle_keys(cd.prefix(code, task.m, task.length), task.length)
     gen = rng if rng is not None else np.random.default_rng()
-    cand = task.candidates if task.oracle in NEEDS_CANDIDATES else None
-    return task.build_oracle().perturb(value, gen, cand).to_bytes()
+    oracle = task.build_oracle()
+    cand = task.candidates if oracle.needs_candidates else None
+    return oracle.perturb(value, gen, cand).to_bytes()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from fedhh.codec import IntCodec
 from fedhh.engine import simulate
 from fedhh.errors import DeadlinePassed, ImplausibleReply, ParameterError, ParameterLimit
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.strategies import level_oracles, oracle_choice
 from fedhh.mechanisms.tasks import EstimateResult
 from fedhh.protocol import Party, Reply, RunDriver, RunSpec, limits
 
@@ -84,6 +85,7 @@ def test_absurd_figures_are_implausible() -> None:
         reply(cost={"reports": 10**15}),
         reply(cost={"reports": -1}),
         reply(cost={"oracle": "nope"}),
+        reply(cost={"oracle": "oue"}),  # a known oracle, but not the run's (grr)
         reply(cost={"candidates": n + 1}),
         reply(cost={"length": 99}),
         reply(cost={"hash_evaluations": 1 << 60}),
@@ -94,6 +96,23 @@ def test_absurd_figures_are_implausible() -> None:
     ):
         with pytest.raises(ImplausibleReply):
             driver.check(bad)
+
+
+@pytest.mark.parametrize("oracle", ["auto", "olh-pool", "grr"])
+def test_level_oracles_bound_every_group_of_the_party(oracle: str) -> None:
+    """The coordinator's bound oracle of a level (the run's rule for the party's largest group)
+    names whatever any smaller group of the party uses and costs it at least as much."""
+    params = MechanismParams(oracle=oracle, epsilon=2.0, pool_size=64).resolved()
+    choice = oracle_choice(params)
+    for d in (3, 40, 3000):
+        bounds = level_oracles(params, d, 500_000)
+        for n in (0, 10, 300, 5_000, 20_000, 300_000, 500_000):
+            o = choice(d, n)
+            assert o.name in bounds, (d, n, o)
+            b = bounds[o.name]
+            assert b.decode_evaluations(n, d - 1) >= o.decode_evaluations(n, d - 1)
+            assert b.report_bytes(d - 1) == o.report_bytes(d - 1)
+            assert b.probabilities(d) == o.probabilities(d)
 
 
 def test_a_deadline_stops_a_party_between_levels() -> None:

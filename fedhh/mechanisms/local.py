@@ -123,9 +123,7 @@ def estimate_reports(
     raw = oracle.estimate(reports, cd.oracle_keys(candidates, length))
     scale = party_size / n_g if n_g else 0.0
     est = raw * scale
-    p, q = oracle.probabilities(d)
-    c = np.clip(raw, 0.0, n_g)
-    var_fo = (c * p * (1 - p) + (n_g - c) * q * (1 - q)) / (p - q) ** 2
+    var_fo = oracle.variance(n_g, d, np.clip(raw, 0.0, n_g))
     f = np.clip(est / max(party_size, 1), 0.0, 1.0)
     var_s = n_g * f * (1 - f) * (party_size - n_g) / max(party_size - 1, 1)
     se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(n_cand, np.inf)

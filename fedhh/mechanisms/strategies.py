@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from fedhh.mechanisms.params import BASELINES, NOISE_KEEP, MechanismParams
 from fedhh.mechanisms.planning import LevelPlan, plan_levels, split_users
-from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, make_oracle
+from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, oracle_from
 
 MAX_STEP_CANDIDATES = 1 << 17  # hard cap on |C| of one Phase II level (decode cost)
 
@@ -310,11 +310,19 @@ def oracle_choice(params: MechanismParams, pool_seed: int = 0) -> OracleChoice:
     """The per-level oracle rule of a run (``auto`` or one fixed oracle)."""
     if params.oracle == "auto":
         return AutoOracle(params.epsilon, params.pool_size, pool_seed)
-    if params.oracle == "olh-pool":
-        return FixedOracle(
-            make_oracle("olh-pool", params.epsilon, pool_size=params.pool_size, pool_seed=pool_seed)
-        )
-    return FixedOracle(make_oracle(params.oracle, params.epsilon))
+    offered = {"pool_size": params.pool_size, "pool_seed": pool_seed}  # the run's oracle params
+    return FixedOracle(oracle_from(params.oracle, params.epsilon, offered))
+
+
+def level_oracles(
+    params: MechanismParams, domain_size: int, n_users: int
+) -> dict[str, FrequencyOracle]:
+    """By name, the oracles the run's rule may give a level of ``domain_size`` symbols whose
+    group has at most ``n_users`` users, each with the parameters of the largest such group (the
+    coordinator bounds a reply's level costs by them): a fixed oracle, or ``auto``'s choice and,
+    where a group may be large enough, its seed pool (whose S only grows with the group)."""
+    choice = oracle_choice(params)
+    return {o.name: o for o in (choice(domain_size, 0), choice(domain_size, n_users))}
 
 
 def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedhh import codes as cd
-from fedhh.errors import FedHHError, ImplausibleReply, ProtocolError, ProtocolLimit
+from fedhh.errors import ImplausibleReply, ProtocolError, ProtocolLimit
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
+from fedhh.mechanisms.strategies import level_oracles
 from fedhh.mechanisms.tasks import (
     ErrorResult,
     EstimateResult,
@@ -37,7 +38,7 @@ from fedhh.mechanisms.tasks import (
     LevelCost,
     SearchResult,
 )
-from fedhh.oracles import ORACLES, make_oracle
+from fedhh.oracles import ORACLES, FrequencyOracle
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, RunResult, RunSpec
 
 POLICIES = ("continue", "fail")
@@ -304,9 +305,11 @@ def check_figures(
     """Check a well-formed reply's figures against its party's ``n_users``; returns the reports
     it declares. Raises :class:`ImplausibleReply` for figures no honest party can produce:
 
-    * every level: 0 ≤ reports ≤ n_users, a known oracle, 1 ≤ candidates ≤ 2^20, lengths and
-      steps within m, hash evaluations and report bytes within what that many reports over that
-      many candidates can cost;
+    * every level: 0 ≤ reports ≤ n_users, a known oracle that the run's oracle rule gives such
+      a level (:func:`~fedhh.mechanisms.strategies.level_oracles`), 1 ≤ candidates ≤ 2^20,
+      lengths and steps within m, hash evaluations and report bytes at most what that oracle
+      declares for that many reports over that many candidates (``decode_evaluations``,
+      ``report_bytes``);
     * an estimate reply: its level is the task's (length, candidates);
     * estimates and standard errors: a debiased support count of n_g reports lies in
       [−n_g·q, n_g·(1−q)]/(p − q) and is scaled by n_users/n_g, so every scaled estimate lies
@@ -316,26 +319,33 @@ def check_figures(
     """
     costs = _costs_of(result)
     m = params.m
+    oracles: list[FrequencyOracle] = []  # each level's, as the run's rule gives it
     for c in costs:
         problem = ""
+        o = None
+        if 1 <= c.candidates <= MAX_REPLY_ITEMS:
+            o = level_oracles(params, c.candidates + 1, n_users).get(c.oracle)
         if not 0 <= c.reports <= n_users:
             problem = f"{c.reports:,} reports from a party of {n_users:,} users"
         elif c.oracle not in ORACLES:
             problem = f"unknown oracle {c.oracle!r}"
         elif not 1 <= c.candidates <= MAX_REPLY_ITEMS:
             problem = f"{c.candidates:,} candidates"
+        elif o is None:
+            problem = (
+                f"oracle {c.oracle!r}, not what oracle = {params.oracle} gives a level of "
+                f"{c.candidates:,} candidates"
+            )
         elif not (0 <= c.length <= m and 0 <= c.step <= m):
             problem = f"length {c.length} or step {c.step} outside 0..{m}"
-        elif (
-            not 0
-            <= c.hash_evaluations
-            <= 2 * (c.reports + 2 * params.pool_size + 1) * (c.candidates + 1)
-        ):
+        elif not 0 <= c.hash_evaluations <= o.decode_evaluations(c.reports, c.candidates):
             problem = f"{c.hash_evaluations:,} hash evaluations"
-        elif not 0 <= c.report_bytes <= c.reports * ((c.candidates + 8) // 8 + 16):
+        elif not 0 <= c.report_bytes <= c.reports * o.report_bytes(c.candidates):
             problem = f"{c.report_bytes:,} report bytes for {c.reports:,} reports"
         if problem:
             raise ImplausibleReply(f"implausible level cost: {problem}")
+        assert o is not None
+        oracles.append(o)
     if isinstance(result, EstimateResult):
         assert isinstance(task, EstimateTask)
         if (result.cost.length, result.cost.candidates) != (task.length, cd.count(task.candidates)):
@@ -345,11 +355,8 @@ def check_figures(
     if not costs:
         raise ImplausibleReply("a search reply with items but no level")
     factor = se_factor = 0.0
-    for c in costs:
-        try:
-            p, q = make_oracle(c.oracle, params.epsilon).probabilities(c.candidates + 1)
-        except FedHHError as exc:  # pragma: no cover - the name was checked above
-            raise ImplausibleReply(f"oracle {c.oracle!r}: {exc}") from None
+    for c, o in zip(costs, oracles, strict=True):
+        p, q = o.probabilities(c.candidates + 1)
         factor = max(factor, max(q, 1 - q) / (p - q))
         se_factor = max(se_factor, 1 / (p - q))
     slack = 1 + 1e-9

@@ -19,13 +19,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from fedhh.codes import words
 from fedhh.errors import ParameterError, ParameterLimit
 from fedhh.mechanisms.params import BASELINES, MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.plans import phase1_plan
-from fedhh.oracles import choose_oracle, make_oracle
+from fedhh.mechanisms.strategies import oracle_choice
 
 DEFAULT_MAX_K = 4096
 DEFAULT_MAX_MEMORY_MB = 2048
@@ -74,20 +72,9 @@ def level_candidates(params: MechanismParams) -> int:
 
 def report_bytes(params: MechanismParams, candidates: int) -> int:
     """Bytes of one user's report at the run's widest level (the largest of its oracles)."""
-    p = params.resolved()
-    if p.oracle == "auto":
-        oracles = [choose_oracle(p.epsilon, d) for d in {2, 16, 256, candidates + 1}]
-    else:
-        oracles = [make_oracle(p.oracle, p.epsilon)]
-    cand = np.arange(min(candidates, 1 << 20), dtype=np.uint64)
-    rng = np.random.default_rng(0)
-    widest = 0
-    for o in oracles:
-        if o.name == "oue":  # (|C| + 1) bits per report
-            widest = max(widest, (candidates + 1 + 7) // 8)
-        else:
-            widest = max(widest, o.perturb(np.zeros(1, np.uint64), rng, cand[:2]).nbytes())
-    return widest
+    choice = oracle_choice(params.resolved())  # auto: its choice over domains small to wide
+    oracles = [choice(d) for d in {2, 16, 256, candidates + 1}]
+    return max(o.report_bytes(candidates) for o in oracles)
 
 
 def run_memory(params: MechanismParams, n_users: int) -> int:
