@@ -104,7 +104,7 @@ def _info(
 ) -> protocol_pb2.PartyInfo:
     return protocol_pb2.PartyInfo(
         party_id=pid,
-        users=int(ds.parties[index].size),
+        users=int(ds.party_sizes[index]),
         codec=codec_name(ds.codec),
         order=order,
         data=source,

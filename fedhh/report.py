@@ -70,6 +70,34 @@ def code_labels(codes: np.ndarray, m: int) -> list[int | str]:
     return ["0x" + raw[i : i + nb].hex() for i in range(0, len(raw), nb)]
 
 
+def codes_from_labels(labels: list[int | str], m: int) -> cd.Codes:
+    """The codes of :func:`code_labels`' labels (its inverse: integers up to 64 bits, ``"0x…"``
+    hex strings above)."""
+    if m <= 64:
+        return np.array([int(c) for c in labels], dtype=np.uint64)
+    if not labels:
+        return cd.empty(m)
+    return cd.from_bytes(b"".join(bytes.fromhex(code_hex(c, m)) for c in labels), m)
+
+
+def result_from_document(doc: Mapping[str, Any]) -> RunResult:
+    """The run's result from its result document (floats survive JSON; codes of any width)."""
+    rows = doc["top_k"]
+    return RunResult(
+        run_id=str(doc["run_id"]),
+        mechanism=str(doc["mechanism"]),
+        items=codes_from_labels([r["code"] for r in rows], int(doc["params"]["m"])),
+        estimates=np.array([r["estimate"] for r in rows], dtype=np.float64),
+        stderrs=np.array([r["stderr"] for r in rows], dtype=np.float64),
+        contributors=np.array([r["parties"] for r in rows], dtype=np.int64),
+        params=dict(doc["params"]),
+        cost=dict(doc["cost"]),
+        privacy=dict(doc["privacy"]),
+        notes=list(doc["notes"]),
+        failed_parties=list(doc["failed_parties"]),
+    )
+
+
 def code_hex(code: int | str, m: int) -> str:
     """A ``code`` of the result document as the 2·⌈m/8⌉ hex digits of its big-endian bytes."""
     if isinstance(code, str):
