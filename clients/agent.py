@@ -44,16 +44,12 @@ import grpc
 from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.devices import DeviceSource
 from fedhh.errors import (
-    BudgetExceeded,
     DeadlinePassed,
     FedHHError,
-    LimitError,
-    ParameterError,
     ProtocolError,
 )
-from fedhh.mechanisms.tasks import EstimateTask
 from fedhh.protocol import limits
-from fedhh.protocol.encoding import decode_request, decode_spec
+from fedhh.protocol.admission import PartyAdmission
 from fedhh.protocol.host import PartyHost
 from fedhh.wire.security import open_channel
 from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
@@ -136,7 +132,10 @@ class PartyAgent:
     connections: int = 0
     heartbeat: Heartbeat | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    _admitted: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.host.admission is None:  # the agent's limits and ledger admit its runs
+            self.host.admission = PartyAdmission(self.limits, self.ledger)
 
     def run(self) -> int:
         backoff = 0.2
@@ -180,7 +179,7 @@ class PartyAgent:
         return 0
 
     def _budget(self) -> Any:
-        return party_pb2.PrivacyBudget(**self.ledger.state())
+        return protocol_pb2.PrivacyBudget(**self.ledger.state())
 
     def _registration(self) -> Any:
         return party_pb2.RegisterRequest(
@@ -196,7 +195,7 @@ class PartyAgent:
         return party_pb2.HeartbeatRequest(party_id=self.party_id, budget=self._budget())
 
     def _open_runs(self) -> list[str]:
-        runs = set(self.ledger.open_runs()) | set(self.host.parties) | self._admitted
+        runs = set(self.ledger.open_runs()) | set(self.host.parties) | self.host.admitted
         if self.devices is not None:
             runs |= set(self.devices.open_runs())
         return sorted(runs)
@@ -235,48 +234,18 @@ class PartyAgent:
     def answer(
         self, spec_bytes: bytes, request_bytes: bytes, deadline: float | None
     ) -> bytes | None:
-        """The reply to a request (None: not yet, or its deadline passed)."""
-        spec, request = decode_spec(spec_bytes), decode_request(request_bytes)
-        stored = self.host.log.reply_for(request.run_id, request.request_id)
-        if stored is not None:  # answered before (a re-delivery)
-            return stored
-        if spec.run_id not in self._admitted:
-            try:
-                self._admit(spec)
-            except (LimitError, ParameterError) as exc:
-                code = (
-                    "budget-exceeded"
-                    if isinstance(exc, BudgetExceeded)
-                    else "resource-exhausted"
-                    if isinstance(exc, LimitError)
-                    else "refused"
-                )
-                log.warning("run %s refused before any work: %s", spec.run_id, exc)
-                return self.host.refuse(spec_bytes, request_bytes, code, str(exc))
-        task = request.task
-        if isinstance(task, EstimateTask):
-            try:
-                limits.check_candidates(int(task.candidates.size), self.limits)
-            except LimitError as exc:
-                return self.host.refuse(spec_bytes, request_bytes, "resource-exhausted", str(exc))
+        """The reply to a request (None: not yet, or its deadline passed). The host admits the
+        run at its first request and answers a re-delivered request from its log."""
 
         def checkpoint() -> None:
             if deadline is not None and time.monotonic() > deadline:
-                raise DeadlinePassed(f"the deadline of a request of run {spec.run_id} passed")
+                raise DeadlinePassed("the deadline of a request passed")
 
         try:
             return self.host.answer(spec_bytes, request_bytes, checkpoint)
         except DeadlinePassed as exc:
             log.warning("%s: stopped working on it", exc)
             return None
-
-    def _admit(self, spec: Any) -> None:
-        p = spec.params.resolved()
-        limits.check_params(p, self.limits)
-        limits.check_k(p, sum(spec.party_sizes))
-        limits.check_memory(p, self.party_id, self.n_users, self.limits)
-        self.ledger.admit(spec.run_id, p.epsilon)
-        self._admitted.add(spec.run_id)
 
     def finish(self, run_id: str) -> None:
         """The run is over for this party: close its report task, settle its ε, drop it."""
@@ -289,7 +258,6 @@ class PartyAgent:
             log.error("run %s: cannot settle its privacy budget: %s", run_id, exc)
             return
         self.host.close(run_id)
-        self._admitted.discard(run_id)
         log.info("run %s is over for this party", run_id)
 
     def _send(self, stub: Any, reply: Any) -> None:

@@ -20,11 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedhh.clients.store import AgentStore
-from fedhh.errors import BudgetExceeded, ParameterError
-
-DEFAULT_BUDGET = 40.0
-DEFAULT_MAX_EPSILON = 10.0
-_SLACK = 1e-9
+from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, BudgetView, fresh_budget
 
 
 class PrivacyLedger:
@@ -37,12 +33,7 @@ class PrivacyLedger:
         budget: float = DEFAULT_BUDGET,
         max_epsilon: float = DEFAULT_MAX_EPSILON,
     ) -> None:
-        if not (np.isfinite(budget) and budget > 0):
-            raise ParameterError(f"--epsilon-budget must be a number > 0, got {budget}")
-        if not (np.isfinite(max_epsilon) and 0 < max_epsilon <= budget):
-            raise ParameterError(
-                f"--max-epsilon must be in (0, --epsilon-budget = {budget:g}], got {max_epsilon}"
-            )
+        fresh_budget(budget, max_epsilon)  # the same checks as every other party's
         self.store = store
         self.budget = float(budget)
         self.max_epsilon = float(max_epsilon)
@@ -69,23 +60,12 @@ class PrivacyLedger:
     def remaining(self) -> float:
         return max(0.0, self.budget - self.committed())
 
-    def admit(self, run_id: str, epsilon: float) -> None:
-        """Admit a run (again: no-op) or raise :class:`BudgetExceeded`."""
+    def admit(self, run_id: str, epsilon: float, party_id: str = "") -> None:
+        """Admit a run (again: no-op) or raise as :meth:`BudgetView.check`."""
         with self.lock:
             if run_id in self.runs:
                 return
-            if epsilon > self.max_epsilon + _SLACK:
-                raise BudgetExceeded(
-                    f"run {run_id} asks ε = {epsilon:g}, over this party's maximum of "
-                    f"{self.max_epsilon:g} per run"
-                )
-            committed = self._committed()
-            if committed + epsilon > self.budget + _SLACK:
-                raise BudgetExceeded(
-                    f"run {run_id} (ε = {epsilon:g}) could take this party's users to "
-                    f"ε = {committed + epsilon:g}, over its privacy budget of {self.budget:g} "
-                    f"({max(0.0, self.budget - committed):g} left)"
-                )
+            self._view().check(party_id, epsilon)
             self.store.admit_run(run_id, float(epsilon))
             self.runs[run_id] = (float(epsilon), False)
 
@@ -108,12 +88,15 @@ class PrivacyLedger:
         with self.lock:
             return sorted(self._open())
 
+    def view(self) -> BudgetView:
+        with self.lock:
+            return self._view()
+
+    def _view(self) -> BudgetView:
+        return BudgetView(
+            self.budget, self.max_epsilon, self._committed(), tuple(sorted(self._open()))
+        )
+
     def state(self) -> dict[str, Any]:
         """The fields of the wire's ``PrivacyBudget``."""
-        with self.lock:
-            return {
-                "budget": self.budget,
-                "max_epsilon": self.max_epsilon,
-                "committed": self._committed(),
-                "admitted_runs": sorted(self._open()),
-            }
+        return self.view().fields()

@@ -10,7 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import add_connect_args, add_limit_args, add_service, limits_of, setup_logging
+from fedhh.cli import (
+    add_budget_args,
+    add_connect_args,
+    add_limit_args,
+    add_service,
+    limits_of,
+    setup_logging,
+)
 from fedhh.errors import ParameterError
 
 log = logging.getLogger("fedhh.party")
@@ -65,20 +72,7 @@ def add_party_parser(sub: Any) -> None:
     )
     v.add_argument("--port-file", type=Path, help="write the report endpoint's port here")
     b = s.add_argument_group("privacy budget and resource limits (checked before any work)")
-    b.add_argument(
-        "--epsilon-budget",
-        type=float,
-        default=40.0,
-        metavar="EPS",
-        help="ε each user may spend across all runs (default 40)",
-    )
-    b.add_argument(
-        "--max-epsilon",
-        type=float,
-        default=10.0,
-        metavar="EPS",
-        help="ε one run may use (default 10)",
-    )
+    add_budget_args(b, "this party's users")
     add_limit_args(b, "this party accepts")
     s.add_argument(
         "--poll-seconds",
@@ -172,8 +166,8 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     server = devices = None
     users: Any
     if args.data is not None:
-        users = load_party_files([args.data], codec=codec).parties[0]
-        n_users, kind = int(users.size), "data"
+        ds = load_party_files([args.data], codec=codec)
+        users, n_users, kind = ds.parties[0], int(ds.party_sizes[0]), "data"
         log.info("party %s: %d users from %s", args.party_id, n_users, args.data)
     else:
         if args.device_tokens is not None:

@@ -16,17 +16,23 @@ Flower returns it to the ServerApp as an error.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from fedhh import settings
+from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.flower_data import PartyData, party_data
+from fedhh.clients.store import AgentStore
 from fedhh.errors import FedHHError, ProtocolError
 from fedhh.protocol import Party
+from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, PartyAdmission
 from fedhh.protocol.encoding import decode_request, encode
 from fedhh.protocol.host import PartyHost, error_reply
+from fedhh.protocol.limits import Limits
 from fedhh.wire import flower
 from fedhh.wire.v1 import protocol_pb2
 
@@ -34,7 +40,46 @@ _DATA = "fedhh.data"  # ArrayRecord "codes" of the node's party
 _INFO = "fedhh.party"  # ConfigRecord "info": the PartyInfo bytes
 _LOG = "fedhh.log"  # ConfigRecord: spec, request and reply bytes of every answer
 
-_HOSTS: dict[tuple[int, int], PartyHost] = {}  # per process, by (Flower run, node)
+# per process, by (Flower run, node): a host and how many log entries of the node it has seen
+_HOSTS: dict[tuple[int, int], tuple[PartyHost, int]] = {}
+
+
+class RunLedger:
+    """The node's :class:`PrivacyLedger` for one Flower run: admitting a run charges its ε to
+    every user at once (the ClientApp is not told when a run is over)."""
+
+    def __init__(self, ledger: PrivacyLedger, flower_run: int) -> None:
+        self.ledger, self.flower_run = ledger, flower_run
+
+    def admit(self, run_id: str, epsilon: float, party_id: str) -> None:
+        key = f"flower-{self.flower_run}:{run_id}"  # a fedhh run id may recur across Flower runs
+        self.ledger.admit(key, epsilon, party_id)
+        self.ledger.settle(key, None)
+
+
+def _number(node: Mapping[str, Any], key: str, default: float) -> float:
+    value = node.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ProtocolError(f"node config {key} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ProtocolError(f"node config {key} must be a number, got {value!r}") from None
+
+
+def node_admission(context: Context, n_users: int) -> PartyAdmission:
+    """The node operator's limits and privacy ledger (node config only)."""
+    node = context.node_config
+    bounds = settings.from_config(Limits, node)
+    path = str(node.get("state-db") or "")
+    store = AgentStore(Path(path).expanduser() if path else Path(":memory:"))
+    ledger = PrivacyLedger(
+        store,
+        n_users,
+        _number(node, "epsilon-budget", DEFAULT_BUDGET),
+        _number(node, "max-epsilon", DEFAULT_MAX_EPSILON),
+    )
+    return PartyAdmission(bounds, RunLedger(ledger, context.run_id))
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
@@ -44,6 +89,9 @@ def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
         info = protocol_pb2.PartyInfo.FromString(state.config_records[_INFO]["info"])
         return PartyData(state.array_records[_DATA]["codes"].numpy(), info)
     data = party_data(context.node_config, {**context.run_config, **overrides})
+    ledger = node_admission(context, int(data.info.users)).ledger
+    assert isinstance(ledger, RunLedger)
+    data.info.budget.CopyFrom(protocol_pb2.PrivacyBudget(**ledger.ledger.state()))
     state[_DATA] = ArrayRecord({"codes": Array(np.ascontiguousarray(data.codes))})
     state[_INFO] = ConfigRecord({"info": data.info.SerializeToString()})
     return data
@@ -73,6 +121,12 @@ class StateLog:
                 return rep
         return None
 
+    def size(self) -> int:
+        """Answers in the log (of every run)."""
+        rec = self.state.config_records.get(_LOG)
+        requests = rec.get("requests") if rec is not None else None
+        return len(requests) if isinstance(requests, list) else 0
+
     def handled(self, run_id: str) -> list[tuple[bytes, bytes, bytes]]:
         rows = zip(*self._columns(), strict=True)
         return [row for row in rows if decode_request(row[1]).run_id == run_id]
@@ -91,17 +145,31 @@ class StateLog:
 
 
 def _host(context: Context, data: PartyData) -> PartyHost:
+    """The node's party host: the one this process kept, if the node's log holds exactly what
+    it has seen (Ray may have given the node's later messages to another process meanwhile:
+    then a kept host is behind, and a fresh one replays the log)."""
     key = (context.run_id, context.node_id)
-    host = _HOSTS.get(key)
-    if host is None or host.party_id != data.info.party_id:
-        if len(_HOSTS) >= 64:
-            _HOSTS.clear()
-        pid = data.info.party_id
-        host = _HOSTS[key] = PartyHost(
-            pid, lambda spec: Party(spec, pid, data.codes), StateLog(context)
-        )
-    host.log = StateLog(context)  # this message's context holds the node's state
+    log = StateLog(context)
+    kept = _HOSTS.get(key)
+    if kept is not None and kept[0].party_id == data.info.party_id and kept[1] == log.size():
+        kept[0].log = log  # this message's context holds the node's state
+        return kept[0]
+    if len(_HOSTS) >= 64:
+        _HOSTS.clear()
+    pid = data.info.party_id
+    host = PartyHost(
+        pid,
+        lambda spec: Party(spec, pid, data.codes),
+        log,
+        node_admission(context, int(data.info.users)),
+    )
+    _HOSTS[key] = (host, log.size())
     return host
+
+
+def _kept(context: Context, host: PartyHost) -> None:
+    """Remember ``host`` as up to date with the node's log."""
+    _HOSTS[(context.run_id, context.node_id)] = (host, StateLog(context).size())
 
 
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
@@ -126,6 +194,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             return Message(flower.content(reply=encode(error_reply(req, str(exc)))), reply_to=msg)
         answer = host.answer(spec, request)
         assert answer is not None  # a party over its users' items never waits
+        _kept(context, host)
         return Message(flower.content(reply=answer), reply_to=msg)
 
     app.query("estimate")(handle)

@@ -88,6 +88,35 @@ def add_limit_args(g: Any, who: str) -> None:
     )
 
 
+def add_budget_args(g: Any, whose: str) -> None:
+    """The privacy budget of a party's users (fedhh.protocol.admission); ``whose`` names whose
+    it is in the help texts."""
+    from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
+
+    g.add_argument(
+        "--epsilon-budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        metavar="EPS",
+        help=f"total ε each of {whose} may spend across all runs (default %(default)g)",
+    )
+    g.add_argument(
+        "--max-epsilon",
+        type=float,
+        default=DEFAULT_MAX_EPSILON,
+        metavar="EPS",
+        help=f"largest ε one run may ask of {whose} (default %(default)g)",
+    )
+
+
+def budgets_of(args: argparse.Namespace, party_ids: Sequence[str]) -> dict[str, Any]:
+    """Each party's ledger as the budget flags set it, before any run (fresh users)."""
+    from fedhh.protocol.admission import fresh_budget
+
+    view = fresh_budget(args.epsilon_budget, args.max_epsilon)
+    return {pid: view for pid in party_ids}
+
+
 def limits_of(args: argparse.Namespace) -> Any:
     from fedhh.protocol.limits import Limits
 
@@ -112,8 +141,16 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
         "default %(default)s)",
     )
     g.add_argument("--output", type=Path, help="write the result document (JSON) here")
+    g.add_argument(
+        "--run-id",
+        default="run-1",
+        metavar="ID",
+        help="the run's id, carried in every message and the result document (%(default)s)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress display and no table")
-    add_limit_args(p.add_argument_group("limits (checked before any work)"), "of this run")
+    limits = p.add_argument_group("privacy budget and limits (checked before any work)")
+    add_budget_args(limits, "each party's users")
+    add_limit_args(limits, "of this run")
     g.add_argument(
         "--engine",
         choices=["inprocess", "flower"],
@@ -147,10 +184,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
         raise FedHHError("--reference-draws must be ≥ 0")
-    from fedhh.protocol.limits import check_run
+    from fedhh.protocol.admission import admit_run
 
-    sizes = [int(n) for n in ds.party_sizes]
-    check_run(params, [f"party-{i}" for i in range(ds.n_parties)], sizes, limits_of(args))
+    ids = [f"party-{i}" for i in range(ds.n_parties)]
+    bounds, budgets = limits_of(args), budgets_of(args, ids)
+    admit_run(params, ids, [int(n) for n in ds.party_sizes], bounds, budgets=budgets)
     if not args.quiet:
         print(ds.describe(), file=sys.stderr)
     if args.engine == "flower":
@@ -158,11 +196,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise FedHHError("--dataset babynames runs with --engine inprocess only (for now)")
         from fedhh.flower_sim import run_config_for, simulate_flower  # Flower simulation (Ray)
 
-        cfg = run_config_for(params, data, n_parties=ds.n_parties, party_files=args.party_file)
+        cfg = run_config_for(
+            params, data, n_parties=ds.n_parties, party_files=args.party_file, run_id=args.run_id
+        )
         result = simulate_flower(cfg, ds.n_parties)
     else:
         progress = ProgressLine(expected_rounds(params, ds.n_parties), not args.quiet)
-        result = simulate(ds.parties, ds.codec, params, progress=progress)
+        result = simulate(
+            ds.parties,
+            ds.codec,
+            params,
+            progress=progress,
+            bounds=bounds,
+            budgets=budgets,
+            run_id=args.run_id,
+        )
     scores = ds.evaluate(result.items, result.estimates, params.k)
     reference = (
         ds.reference(params.epsilon, params.k, params.seed, repeats=args.reference_draws)

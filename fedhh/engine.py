@@ -9,7 +9,7 @@ population) pools every party's users into one party: it is the non-federated re
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,9 @@ from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.plans import phase1_plan
 from fedhh.protocol import Party, Progress, RunDriver, RunResult, RunSpec, Sent, codec_name
+from fedhh.protocol.admission import BudgetView
 from fedhh.protocol.encoding import decode_request, encode
-from fedhh.protocol.messages import check_feasible
+from fedhh.protocol.limits import Limits
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -48,7 +49,6 @@ def build_run(
         if cd.count(arr) == 0:
             raise ParameterError(f"party {pid} has no users")
     sizes = tuple(cd.count(a) for a in arrays)
-    check_feasible(params, ids, sizes)
     spec = RunSpec(run_id, params, tuple(ids), sizes, codec_name(codec))
     return spec, {pid: Party(spec, pid, arr) for pid, arr in zip(ids, arrays, strict=True)}
 
@@ -58,10 +58,14 @@ def run_in_process(
     parties: dict[str, Party],
     progress: ProgressCallback | None = None,
     policy: str = "continue",
+    *,
+    bounds: Limits | None = None,
+    budgets: Mapping[str, BudgetView | None] | None = None,
 ) -> RunResult:
-    """Drive a run to its end, every message through its wire bytes."""
+    """Drive a run to its end, every message through its wire bytes (admitted by the driver
+    against ``bounds`` and the parties' ``budgets``, as on every transport)."""
     t0 = time.perf_counter()
-    driver = RunDriver(spec, policy)
+    driver = RunDriver(spec, policy, bounds=bounds, budgets=budgets)
     queue: list[Sent] = driver.start()
     while queue:
         if progress is not None:
@@ -85,12 +89,14 @@ def simulate(
     params: MechanismParams,
     *,
     progress: ProgressCallback | None = None,
+    bounds: Limits | None = None,
+    budgets: Mapping[str, BudgetView | None] | None = None,
     **run: Any,
 ) -> RunResult:
     """One in-process run over per-party code arrays (``run``: :func:`build_run`'s
-    ``run_id`` and ``party_ids``)."""
+    ``run_id`` and ``party_ids``; ``bounds`` and ``budgets``: :func:`run_in_process`'s)."""
     spec, party_objs = build_run(parties, codec, params, **run)
-    return run_in_process(spec, party_objs, progress)
+    return run_in_process(spec, party_objs, progress, bounds=bounds, budgets=budgets)
 
 
 def expected_rounds(params: MechanismParams, n_parties: int) -> int:
@@ -106,4 +112,4 @@ def expected_rounds(params: MechanismParams, n_parties: int) -> int:
     return len(shared) + n_parties + (1 if p.completion > 0 else 0)
 
 
-__all__ = ["build_run", "check_feasible", "expected_rounds", "run_in_process", "simulate"]
+__all__ = ["build_run", "expected_rounds", "run_in_process", "simulate"]

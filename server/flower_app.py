@@ -39,9 +39,10 @@ from fedhh.errors import FedHHError, ParameterError, ProtocolError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.metrics import Scores
 from fedhh.protocol import RunDriver, RunResult, RunSpec, Sent, codec_from_name
+from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.coordinator import POLICIES
-from fedhh.protocol.encoding import encode
-from fedhh.protocol.messages import check_feasible
+from fedhh.protocol.encoding import budget_view, encode
+from fedhh.protocol.limits import Limits
 from fedhh.report import format_table, result_document
 from fedhh.wire import flower
 from fedhh.wire.v1 import protocol_pb2
@@ -84,6 +85,7 @@ class FlowerSettings:
     run: FlowerRun
     params: MechanismParams  # m as the parties' codec says, after discovery
     data: settings.DatasetParams
+    limits: Limits  # the run's bounds on this side (max-k, max-candidates, max-memory-mb)
 
     @property
     def parties(self) -> int | None:
@@ -96,6 +98,7 @@ class FlowerSettings:
             settings.from_config(FlowerRun, cfg),
             settings.from_config(MechanismParams, cfg, m=64),  # m: the parties' codec's
             settings.from_config(settings.DatasetParams, cfg),
+            settings.from_config(Limits, cfg),
         )
         if s.params.mechanism == "pem":
             raise ParameterError(
@@ -174,6 +177,7 @@ class FlowerCoordinator:
         self.s = s
         self.node_of: dict[str, int] = {}
         self.infos: list[Any] = []
+        self.budgets: dict[str, BudgetView | None] = {}
 
     def _send(self, contents: list[Any], nodes: list[int], types: list[str], group: str) -> Any:
         timeout = self.s.run.round_timeout
@@ -217,13 +221,14 @@ class FlowerCoordinator:
         params = settings.from_config(
             MechanismParams, settings.to_config(self.s.params), m=codec_from_name(codecs[0]).m
         )
-        check_feasible(params, ids, sizes)
+        self.budgets = {info.party_id: budget_view(info) for info in self.infos}
+        admit_run(params, ids, sizes, self.s.limits, budgets=self.budgets)
         return RunSpec(self.s.run.run_id, params, tuple(ids), sizes, codecs[0])
 
     def run(self, spec: RunSpec) -> RunResult:
         t0 = time.perf_counter()
         spec_bytes = encode(spec)
-        driver = RunDriver(spec, self.s.run.policy)
+        driver = RunDriver(spec, self.s.run.policy, bounds=self.s.limits, budgets=self.budgets)
         queue = driver.start()
         while queue:
             replies = self._send(

@@ -28,7 +28,6 @@ from typing import Any
 import grpc
 
 from fedhh.errors import (
-    BudgetExceeded,
     FedHHError,
     ImplausibleReply,
     ParameterError,
@@ -36,14 +35,13 @@ from fedhh.errors import (
 )
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name, limits
+from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.encoding import decode_spec, encode
-from fedhh.protocol.messages import check_feasible
 from fedhh.report import result_document
 from fedhh.server.store import ACTIVE_STATES, PartyRow, RunRow, Store
 from fedhh.wire.rpc import Refused, status_of
 
 log = logging.getLogger("fedhh.coordinator")
-_SLACK = 1e-9
 
 
 def failed_in(driver: RunDriver) -> set[str]:
@@ -108,6 +106,7 @@ class CoordinatorState:
                     row.deadline,
                     StoredRun(self.store, row.run_id),
                     time.monotonic(),
+                    bounds=self.limits,
                 )
             except FedHHError as exc:
                 self._end_failed(row.run_id, f"cannot resume: {exc}", "resume-failed")
@@ -144,46 +143,34 @@ class CoordinatorState:
             return self.row(run_id)
 
     def check_run(self, params: MechanismParams, party_ids: list[str], run_id: str) -> None:
-        """The run against the limits and the budgets of the parties known so far (all of them
-        at launch): ParameterError/ParameterLimit/BudgetExceeded if it cannot run."""
+        """Admit the run (:func:`~fedhh.protocol.admission.admit_run`) as far as the parties
+        registered so far allow (all of them at launch): the limits, feasibility and the
+        budgets their agents last reported; raises ParameterError/ParameterLimit/BudgetExceeded
+        if it cannot run."""
         known = self.store.party_rows()
-        rows = [known[p] for p in party_ids if p in known]
-        limits.check_params(params, self.limits)
-        if len(rows) == len(party_ids):
-            limits.check_k(params, sum(r.n_users for r in rows))
-        for r in rows:
-            limits.check_memory(params, r.party_id, r.n_users, self.limits)
-            self._check_budget(r, params.epsilon, run_id)
+        rows = {p: known[p] for p in party_ids if p in known}
+        admit_run(
+            params,
+            party_ids,
+            [rows[p].n_users if p in rows else None for p in party_ids],
+            self.limits,
+            budgets={p: BudgetView.of(r.budget) for p, r in rows.items()},
+            pending={p: self._pending(r, exclude=run_id) for p, r in rows.items()},
+        )
 
-    def _check_budget(self, party: PartyRow, epsilon: float, run_id: str) -> None:
-        b = party.budget
-        if not b.get("budget"):
-            return  # an agent that keeps no ledger
-        if epsilon > float(b["max_epsilon"]) + _SLACK:
-            raise ParameterError(
-                f"ε = {epsilon:g} is over party {party.party_id}'s maximum of "
-                f"{float(b['max_epsilon']):g} per run"
-            )
-        left = self._remaining(party, exclude=run_id)
-        if epsilon > left + _SLACK:
-            raise BudgetExceeded(
-                f"a run with ε = {epsilon:g} would exceed party {party.party_id}'s privacy "
-                f"budget ({left:g} of {float(b['budget']):g} left)"
-            )
-
-    def _remaining(self, party: PartyRow, exclude: str = "") -> float:
-        """The ε left for a new run at ``party``: its budget, less what its agent reported as
-        committed, less the active runs with it that its agent has not admitted yet."""
-        b = party.budget
-        if not b.get("budget"):
-            return float("inf")
-        admitted = set(b.get("admitted_runs", ()))
-        pending = sum(
+    def _pending(self, party: PartyRow, exclude: str = "") -> float:
+        """The ε of the active runs with ``party`` that its agent has not admitted yet."""
+        admitted = set(party.budget.get("admitted_runs", ()))
+        return sum(
             float(r.params.get("epsilon", MechanismParams().epsilon))
             for r in self.store.runs(ACTIVE_STATES)
             if party.party_id in r.party_ids and r.run_id not in admitted and r.run_id != exclude
         )
-        return max(0.0, float(b["budget"]) - float(b.get("committed", 0.0)) - pending)
+
+    def _remaining(self, party: PartyRow) -> float:
+        """The ε left for a new run at ``party`` (inf: its agent keeps no ledger)."""
+        view = BudgetView.of(party.budget)
+        return float("inf") if view is None else view.left(self._pending(party))
 
     def _launch_waiting(self) -> None:
         parties = self.store.parties()
@@ -198,10 +185,9 @@ class CoordinatorState:
             if len(codecs) != 1:
                 raise ParameterError(f"the parties use different item codecs: {sorted(codecs)}")
             sizes = tuple(parties[p][0] for p in row.party_ids)
-            check_feasible(params, row.party_ids, sizes)
             self.check_run(params, row.party_ids, row.run_id)
             spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codecs.pop())
-            driver = RunDriver(spec, row.policy, row.deadline)
+            driver = RunDriver(spec, row.policy, row.deadline, bounds=self.limits)
             sent = driver.start(time.monotonic())
         except FedHHError as exc:
             self._end_failed(row.run_id, str(exc), "launch-failed")

@@ -58,12 +58,12 @@ def test_credentials_bind_a_user_and_cannot_be_forged() -> None:
 def test_privacy_ledger(tmp_path: Path) -> None:
     store = AgentStore(tmp_path / "a.sqlite")
     ledger = PrivacyLedger(store, 10, budget=10.0, max_epsilon=4.0)
-    with pytest.raises(BudgetExceeded, match="maximum of 4 per run"):
+    with pytest.raises(ParameterError, match="maximum of 4 per run"):  # INVALID_ARGUMENT
         ledger.admit("r0", 5.0)
     ledger.admit("r1", 4.0)
     ledger.admit("r2", 4.0)
     assert ledger.committed() == 8.0 and ledger.open_runs() == ["r1", "r2"]
-    with pytest.raises(BudgetExceeded, match="2 left"):
+    with pytest.raises(BudgetExceeded, match="2 of 10 left"):
         ledger.admit("r3", 3.0)  # could take a user to 11
     ledger.admit("r1", 4.0)  # admitted already: nothing changes
     ledger.settle("r1", np.array([0, 3]))  # only users 0 and 3 reported

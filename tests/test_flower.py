@@ -148,10 +148,15 @@ class LocalGrid(Grid):
     """Delivers every message to a ClientApp in this process, each in a fresh Context (and, with
     ``fresh_process``, with the ClientApp's in-memory cache cleared: a SuperNode's process)."""
 
-    def __init__(self, nodes: list[_Node], run_config: dict, fresh_process: bool = True) -> None:
+    def __init__(
+        self, nodes: list[_Node], run_config: dict, fresh_process: bool = True, processes: int = 1
+    ) -> None:
         self.nodes = {n.node_id: n for n in nodes}
         self.run_config = run_config
         self.fresh = fresh_process
+        # long-lived processes taking the messages in turn (as Ray's actors do): each keeps its
+        # own hosts, so a node's host in one process misses what another answered meanwhile
+        self.processes: list[dict[Any, Any]] = [{} for _ in range(processes)]
         self.app = make_client_app()
         self.replies: dict[str, Message] = {}
         self.delivered: list[tuple[int, str]] = []
@@ -185,6 +190,9 @@ class LocalGrid(Grid):
                 continue
             if self.fresh:
                 client_mod._HOSTS.clear()
+            else:
+                turn = sum(1 for n, _ in self.delivered if n == node.node_id)  # the node's k-th
+                client_mod._HOSTS = self.processes[turn % len(self.processes)]
             ctx = Context(1, node.node_id, node.node_config, node.state, self.run_config)
             self.replies[mid] = self.app(msg, ctx)
             if node.rename_to and mtype == "query.discover":
@@ -218,10 +226,14 @@ def _reference(cfg: dict[str, Any], **params: object) -> object:
     return run_in_process(spec, parties)
 
 
-@pytest.mark.parametrize("fresh_process", [True, False])
-def test_server_and_client_apps_equal_in_process(fresh_process: bool) -> None:
+@pytest.mark.parametrize(
+    ("fresh_process", "processes"),
+    [(True, 1), (False, 1), (False, 2)],
+    ids=["fresh", "kept", "two"],
+)
+def test_server_and_client_apps_equal_in_process(fresh_process: bool, processes: int) -> None:
     cfg = _run_cfg(**{"round-timeout": 5.0, "completion": 0.1})
-    grid = LocalGrid(_nodes(), cfg, fresh_process)
+    grid = LocalGrid(_nodes(), cfg, fresh_process, processes)
     result, doc = run_flower(grid, cfg)
     ref = _reference(cfg, completion=0.1)
     np.testing.assert_array_equal(result.items, ref.items)  # type: ignore[attr-defined]
@@ -232,6 +244,20 @@ def test_server_and_client_apps_equal_in_process(fresh_process: bool) -> None:
     # TAPS sequential pass: rounds that address exactly one node
     rounds = [t for t in grid.delivered if t[1] == SEARCH]
     assert len(rounds) == PARTIES and len({n for n, _ in rounds}) == PARTIES
+
+
+def test_a_process_that_missed_a_request_rebuilds_the_party() -> None:
+    """Two long-lived processes take each node's messages in turn (as Ray's actors may): a host
+    one process kept is behind the node's log once the other answered, and must not answer from
+    its stale party (it would ask the wrong level's users)."""
+    cfg = _run_cfg(**{"round-timeout": 5.0, "mechanism": "pem-global"})
+    result, _ = run_flower(LocalGrid(_nodes(), cfg, False, processes=2), cfg)
+    ds = settings.load_dataset(flower_data.dataset_params(cfg))
+    params = MechanismParams(mechanism="pem-global", k=4, m=ds.m, seed=11)
+    ref = run_in_process(*build_run(ds.parties, ds.codec, params))
+    assert result.failed_parties == [] and result.cost["rounds"] > 2
+    np.testing.assert_array_equal(result.items, ref.items)
+    np.testing.assert_array_equal(result.estimates, ref.estimates)
 
 
 @pytest.mark.parametrize("dataset", ["zipf", "aol"])

@@ -301,8 +301,8 @@ def test_cost_bookkeeping(federation) -> None:
 
 def test_party_with_too_few_users_is_refused() -> None:
     parties = [np.arange(100, dtype=np.uint64), np.arange(3, dtype=np.uint64)]
-    with pytest.raises(ParameterError, match="party-1 has 3 users"):
-        build_run(
+    with pytest.raises(ParameterError, match="party-1 has 3 users"):  # the driver's admission
+        simulate(
             parties,
             IntCodec(20),
             MechanismParams(mechanism="tap", m=20, k=4, step_rule="fixed", eta=2),

@@ -15,6 +15,7 @@ from fedhh import settings
 from fedhh.cli import build_parser
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.protocol.limits import Limits
 from fedhh.server.analyst import load_run_spec
 from fedhh.server.flower_app import FlowerRun, FlowerSettings
 
@@ -99,6 +100,7 @@ def test_pyproject_run_config_is_the_declared_one() -> None:
         **settings.to_config(MechanismParams()),
         **settings.to_config(settings.DatasetParams()),
         **settings.to_config(FlowerRun()),
+        **settings.to_config(Limits()),
         "party-files": "",
     }
     missing = sorted(set(want) - set(cfg))

@@ -12,6 +12,9 @@ moves bytes and maps its failures; the driver does the rest, with no I/O, thread
   coordinator hands the plan the results sorted by party, so arrival order never matters;
 * deadlines: :meth:`RunDriver.expired` lists the requests waiting longer than the run's deadline;
   the transport fails them with :meth:`RunDriver.fail`, and the failure policy decides;
+* admission: a driver admits its run when it is made
+  (:func:`~fedhh.protocol.admission.admit_run`: the limits it is given, feasibility, and the
+  parties' budgets when it is given them), so no transport can start a run it should refuse;
 * replay: :meth:`RunDriver.replay` rebuilds a run from a :class:`RunRecord` (the stored requests,
   replies and failures), checking that the replayed requests are byte-identical to the stored.
 
@@ -26,8 +29,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from fedhh.errors import ProtocolError, RunFailed
+from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.coordinator import Coordinator
 from fedhh.protocol.encoding import decode_reply, encode
+from fedhh.protocol.limits import Limits
 from fedhh.protocol.messages import Reply, Request, RunResult, RunSpec
 
 
@@ -52,7 +57,20 @@ class RunRecord(Protocol):
 class RunDriver:
     """One run: its coordinator and the replies and failures of the current round."""
 
-    def __init__(self, spec: RunSpec, policy: str = "continue", deadline: float = math.inf) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        policy: str = "continue",
+        deadline: float = math.inf,
+        *,
+        bounds: Limits | None = None,
+        budgets: Mapping[str, BudgetView | None] | None = None,
+    ) -> None:
+        """Admit the run (``bounds``: the driving side's limits, default :class:`Limits`;
+        ``budgets``: the parties' ledgers as that side knows them) and start its coordinator."""
+        admit_run(
+            spec.params, spec.party_ids, spec.party_sizes, bounds or Limits(), budgets=budgets
+        )
         self.spec = spec
         self.deadline = deadline
         self.coord = Coordinator(spec, policy)
@@ -141,12 +159,18 @@ class RunDriver:
 
     @classmethod
     def replay(
-        cls, spec: RunSpec, policy: str, deadline: float, record: RunRecord, now: float = 0.0
+        cls,
+        spec: RunSpec,
+        policy: str,
+        deadline: float,
+        record: RunRecord,
+        now: float = 0.0,
+        bounds: Limits | None = None,
     ) -> tuple[RunDriver, list[Sent]]:
         """Rebuild a run round by round from what was stored. Returns the driver and the
         requests the replay made that were not stored yet (the transport stores them)."""
         requests, replies, failures = record.requests(), record.replies(), record.failures()
-        driver = cls(spec, policy, deadline)
+        driver = cls(spec, policy, deadline, bounds=bounds)
         sent = driver.start(now)
         while sent:
             for s in sent:

@@ -45,6 +45,7 @@ from fedhh.mechanisms.tasks import (
     SearchTask,
 )
 from fedhh.protocol import messages
+from fedhh.protocol.admission import BudgetView
 from fedhh.protocol.messages import Reply, Request, Result, RunSpec, Task
 from fedhh.wire.v1 import protocol_pb2 as pb
 
@@ -244,3 +245,12 @@ def decode_reply(data: bytes) -> Reply:
 
 def decode_spec(data: bytes) -> RunSpec:
     return decode(RunSpec, data)
+
+
+def budget_view(info: Any) -> BudgetView | None:
+    """The privacy ledger a ``PartyInfo`` reports (None: the party keeps none)."""
+    if not info.HasField("budget"):
+        return None
+    b = info.budget
+    figures = {"budget": b.budget, "max_epsilon": b.max_epsilon, "committed": b.committed}
+    return BudgetView.of({**figures, "admitted_runs": list(b.admitted_runs)})

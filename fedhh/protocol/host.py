@@ -10,8 +10,10 @@ SQLite, the Flower ClientApp in the node's run state.
 A transport may pass a ``checkpoint`` (its clock) with a request: the party calls it before each
 level, and when it raises :class:`~fedhh.errors.DeadlinePassed` the host drops the run's
 half-updated party (a later request rebuilds it from the log) and lets the error through; nothing
-is logged. A transport refusing a request before any work (a bound, the privacy budget) answers
-with :meth:`PartyHost.refuse`, logged like any answer.
+is logged. Given a :class:`~fedhh.protocol.admission.PartyAdmission`, the host admits each run
+at its first request (the party's limits and privacy ledger) and checks each request against the
+limits; a refused one is answered with an error before any work (:meth:`PartyHost.refuse`),
+logged like any answer. A transport may refuse a request itself the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
+from fedhh.errors import DeadlinePassed, FedHHError, LimitError, ParameterError
 from fedhh.mechanisms.tasks import ErrorResult
+from fedhh.protocol.admission import PartyAdmission, refusal_code
 from fedhh.protocol.encoding import decode_request, decode_spec, encode
 from fedhh.protocol.messages import Reply, Request, RunSpec
 from fedhh.protocol.party import Party
@@ -56,11 +59,19 @@ def error_reply(request: Request, message: str) -> Reply:
 class PartyHost:
     """One party's answers for any number of runs."""
 
-    def __init__(self, party_id: str, make_party: PartyFactory, log: PartyLog) -> None:
+    def __init__(
+        self,
+        party_id: str,
+        make_party: PartyFactory,
+        log: PartyLog,
+        admission: PartyAdmission | None = None,
+    ) -> None:
         self.party_id = party_id
         self.make_party = make_party
         self.log = log
+        self.admission = admission
         self.parties: dict[str, tuple[bytes, Party]] = {}
+        self.admitted: set[str] = set()  # runs admitted since this host started
 
     def answer(
         self,
@@ -75,6 +86,9 @@ class PartyHost:
         stored = self.log.reply_for(request.run_id, request.request_id)
         if stored is not None:
             return stored
+        refused = self._refusal(spec, request)
+        if refused is not None:
+            return self.refuse(spec_bytes, request_bytes, *refused)
         try:
             party = self.party(spec, spec_bytes)
             party.checkpoint = checkpoint
@@ -91,6 +105,20 @@ class PartyHost:
             return None
         return self._save(spec_bytes, request_bytes, reply)
 
+    def _refusal(self, spec: RunSpec, request: Request) -> tuple[str, str] | None:
+        """(code, message) if the run or the request is not admitted here, else None."""
+        if self.admission is None:
+            return None
+        try:
+            if spec.run_id not in self.admitted:
+                self.admission.admit(spec, self.party_id)
+                self.admitted.add(spec.run_id)
+            self.admission.check_request(request)
+        except (LimitError, ParameterError) as exc:
+            log.warning("run %s: request %d refused: %s", spec.run_id, request.request_id, exc)
+            return refusal_code(exc), str(exc)
+        return None
+
     def refuse(self, spec_bytes: bytes, request_bytes: bytes, code: str, message: str) -> bytes:
         """Answer a request with an error before any work (logged: a re-delivery gets it too)."""
         request = decode_request(request_bytes)
@@ -105,6 +133,7 @@ class PartyHost:
     def close(self, run_id: str) -> None:
         """Forget the run's party (the run is over for this party); its log stays."""
         self.parties.pop(run_id, None)
+        self.admitted.discard(run_id)
 
     def _save(self, spec_bytes: bytes, request_bytes: bytes, reply: Reply) -> bytes:
         data = encode(reply)

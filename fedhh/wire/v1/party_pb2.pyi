@@ -20,20 +20,8 @@ class RegisterRequest(_message.Message):
     codec: str
     agent: str
     source: str
-    budget: PrivacyBudget
-    def __init__(self, party_id: _Optional[str] = ..., n_users: _Optional[int] = ..., codec: _Optional[str] = ..., agent: _Optional[str] = ..., source: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
-
-class PrivacyBudget(_message.Message):
-    __slots__ = ("budget", "max_epsilon", "committed", "admitted_runs")
-    BUDGET_FIELD_NUMBER: _ClassVar[int]
-    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
-    COMMITTED_FIELD_NUMBER: _ClassVar[int]
-    ADMITTED_RUNS_FIELD_NUMBER: _ClassVar[int]
-    budget: float
-    max_epsilon: float
-    committed: float
-    admitted_runs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., committed: _Optional[float] = ..., admitted_runs: _Optional[_Iterable[str]] = ...) -> None: ...
+    budget: _protocol_pb2.PrivacyBudget
+    def __init__(self, party_id: _Optional[str] = ..., n_users: _Optional[int] = ..., codec: _Optional[str] = ..., agent: _Optional[str] = ..., source: _Optional[str] = ..., budget: _Optional[_Union[_protocol_pb2.PrivacyBudget, _Mapping]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("party_id", "poll_seconds", "heartbeat_seconds")
@@ -80,8 +68,8 @@ class HeartbeatRequest(_message.Message):
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     party_id: str
-    budget: PrivacyBudget
-    def __init__(self, party_id: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
+    budget: _protocol_pb2.PrivacyBudget
+    def __init__(self, party_id: _Optional[str] = ..., budget: _Optional[_Union[_protocol_pb2.PrivacyBudget, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("server_time",)

@@ -171,15 +171,29 @@ class Reply(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[int] = ..., party_id: _Optional[str] = ..., version: _Optional[int] = ..., estimate: _Optional[_Union[EstimateResult, _Mapping]] = ..., search: _Optional[_Union[SearchResult, _Mapping]] = ..., error: _Optional[_Union[ErrorResult, _Mapping]] = ...) -> None: ...
 
 class PartyInfo(_message.Message):
-    __slots__ = ("party_id", "users", "codec", "order", "data")
+    __slots__ = ("party_id", "users", "codec", "order", "data", "budget")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     users: int
     codec: str
     order: int
     data: str
-    def __init__(self, party_id: _Optional[str] = ..., users: _Optional[int] = ..., codec: _Optional[str] = ..., order: _Optional[int] = ..., data: _Optional[str] = ...) -> None: ...
+    budget: PrivacyBudget
+    def __init__(self, party_id: _Optional[str] = ..., users: _Optional[int] = ..., codec: _Optional[str] = ..., order: _Optional[int] = ..., data: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("budget", "max_epsilon", "committed", "admitted_runs")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    budget: float
+    max_epsilon: float
+    committed: float
+    admitted_runs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., committed: _Optional[float] = ..., admitted_runs: _Optional[_Iterable[str]] = ...) -> None: ...
