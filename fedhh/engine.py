@@ -18,7 +18,6 @@ from fedhh import codes as cd
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.plans import phase1_plan
 from fedhh.protocol import Party, Progress, RunDriver, RunResult, RunSpec, Sent, codec_name
 from fedhh.protocol.admission import BudgetView
 from fedhh.protocol.encoding import decode_request, encode
@@ -43,7 +42,7 @@ def build_run(
     ids = list(party_ids) if party_ids is not None else [f"party-{i}" for i in range(len(arrays))]
     if len(ids) != len(arrays):
         raise ParameterError("one party id per party is needed")
-    if params.mechanism == "pem":  # the single-population reference pools all users
+    if params.mech.pools_users:  # the single-population reference (PEM)
         arrays, ids = [np.concatenate(arrays)], ["all-users"]
     for pid, arr in zip(ids, arrays, strict=True):
         if cd.count(arr) == 0:
@@ -100,16 +99,11 @@ def simulate(
 
 
 def expected_rounds(params: MechanismParams, n_parties: int) -> int:
-    """Coordinator rounds a run takes (for progress displays)."""
-    p = params.resolved()
-    shared, _ = phase1_plan(p)
-    if p.mechanism in ("pem", "pem-local"):
-        return 1
-    if p.mechanism == "pem-global" or (shared and shared[-1] >= p.m):
-        return len(shared)
-    if p.mechanism == "tap":
-        return len(shared) + 1
-    return len(shared) + n_parties + (1 if p.completion > 0 else 0)
+    """The most coordinator rounds a run over ``n_parties`` parties takes (for progress
+    displays). Exact unless adaptive depth decides during the run how many levels are shared
+    (:meth:`~fedhh.mechanisms.registry.Mechanism.rounds` gives both bounds)."""
+    mech = params.mech
+    return mech.rounds(params, 1 if mech.pools_users else n_parties).most
 
 
 __all__ = ["build_run", "expected_rounds", "run_in_process", "simulate"]

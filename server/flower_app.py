@@ -100,7 +100,7 @@ class FlowerSettings:
             settings.from_config(settings.DatasetParams, cfg),
             settings.from_config(Limits, cfg),
         )
-        if s.params.mechanism == "pem":
+        if s.params.mech.pools_users:
             raise ParameterError(
                 "mechanism 'pem' pools every user into one population, which a federation of "
                 "SuperNodes cannot do; use pem-local, pem-global, tap or taps"

@@ -265,7 +265,7 @@ class AnalystServicer:
             check_name("party id", p)
         if len(set(ids)) != len(ids):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "party ids must be distinct")
-        if params.mechanism == "pem" and len(ids) != 1:
+        if params.mech.pools_users and len(ids) != 1:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "pem pools every user into one population; across parties use pem-local, "

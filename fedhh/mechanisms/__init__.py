@@ -8,10 +8,22 @@
   parties adds variances.
 
 Party side: :mod:`fedhh.mechanisms.local`; coordinator side: :mod:`fedhh.mechanisms.plans`;
-[choice] rules: :mod:`fedhh.mechanisms.strategies`; parameters: :mod:`fedhh.mechanisms.params`.
+[choice] rules: :mod:`fedhh.mechanisms.strategies`; parameters: :mod:`fedhh.mechanisms.params`;
+what each mechanism is and does (its party modes, plan, levels and rounds):
+:mod:`fedhh.mechanisms.registry`.
 """
 
 from fedhh.mechanisms.params import MECHANISMS, MechanismParams
 from fedhh.mechanisms.plans import Combined, combine, run_plan
+from fedhh.mechanisms.registry import REGISTRY, Mechanism, mechanism_of
 
-__all__ = ["MECHANISMS", "Combined", "MechanismParams", "combine", "run_plan"]
+__all__ = [
+    "MECHANISMS",
+    "REGISTRY",
+    "Combined",
+    "Mechanism",
+    "MechanismParams",
+    "combine",
+    "mechanism_of",
+    "run_plan",
+]

@@ -248,8 +248,7 @@ def local_search(
     such items) gives an ended prefix one child and changes nothing else.
     """
     m = params.m
-    kappa = int(params.kappa or 2 * params.k)
-    report_k = int(params.report_k or 2 * params.k)
+    kappa, report_k = params.n_keep, params.n_report
     party_size = cd.count(codes)
     prior = cd.unique(prior_items) if prior_items is not None else cd.empty(m)
     state = SearchState(start_length, cd.unique(start_prefixes))

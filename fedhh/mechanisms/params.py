@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedhh.codec import check_bits
 from fedhh.declare import param
 from fedhh.errors import ParameterError
 from fedhh.oracles import ORACLES
 from fedhh.oracles.base import check_epsilon
+
+if TYPE_CHECKING:
+    from fedhh.mechanisms.registry import Mechanism
 
 MECHANISMS = ("pem", "pem-local", "pem-global", "tap", "taps")
 ORACLE_CHOICES = (*ORACLES, "auto")
@@ -25,9 +28,12 @@ COMPLETION_MODES = ("fill", "sum")
 PHASE1_KEEP = ("top", "confidence")
 DEPTH_RULES = ("chi2", "ratio")
 PRUNE_RULES = ("threshold", "consensus")
-BASELINES = ("pem", "pem-local", "pem-global")
+# the candidate caps of a level, for every layer (what each mechanism is and does, one line
+# each: fedhh.mechanisms.registry)
 MAX_LEVEL_CANDIDATES = 1 << 20  # a party refuses larger candidate sets
-DEFAULT_LEVEL_CANDIDATES = 1 << 17
+DEFAULT_LEVEL_CANDIDATES = 1 << 17  # B: the level plan's decode budget
+MAX_STEP_CANDIDATES = 1 << 17  # the variance-aware step's hard cap (decode cost)
+KEEP_PER_K = 2  # κ, κ₁ and k' are 2k unless set
 DEFAULT_FINAL_WEIGHT = 1.0
 NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
 ANSWER_ALPHA = 0.25  # TAP/TAPS answer bar: expected noise items answered (held-out seeds, §5)
@@ -304,21 +310,56 @@ class MechanismParams:
 
     # --- derived values (the defaults of docs/mechanisms.md §11) -------------------------
     @property
+    def mech(self) -> Mechanism:
+        """What ``mechanism`` is and does (:mod:`fedhh.mechanisms.registry`)."""
+        from fedhh.mechanisms.registry import mechanism_of  # the registry imports the plans
+
+        return mechanism_of(self.mechanism)
+
+    @property
     def planned(self) -> bool:
         """Whether the level planner sets TAP/TAPS's levels (the baselines keep PEM's fixed η)."""
-        return self.step_rule == "planned" and self.mechanism not in BASELINES
+        return self.step_rule == "planned" and not self.mech.baseline
+
+    @property
+    def n_keep(self) -> int:
+        """κ: prefixes a Phase II level keeps (``kappa``; 2k unless set)."""
+        return self.kappa if self.kappa is not None else KEEP_PER_K * self.k
+
+    @property
+    def n_keep1(self) -> int:
+        """κ₁: prefixes a Phase I level keeps (``kappa1``; 2k unless set)."""
+        return self.kappa1 if self.kappa1 is not None else KEEP_PER_K * self.k
+
+    @property
+    def n_report(self) -> int:
+        """k': items each party reports (``report_k``; 2k unless set)."""
+        return self.report_k if self.report_k is not None else KEEP_PER_K * self.k
+
+    @property
+    def n_prior(self) -> int:
+        """TAPS: the prior's items a party receives, and the completion round's (⌈c·k⌉)."""
+        return max(1, math.ceil(self.prior_factor * self.k))
 
     def resolved(self) -> MechanismParams:
-        """A copy with every ``None`` replaced by the default for this mechanism."""
+        """A copy with every ``None`` replaced by the default for this mechanism. Made once per
+        instance (the instance is frozen, so the copy stays right); a resolved copy resolves to
+        itself."""
+        done: MechanismParams | None = self.__dict__.get("_resolved")
+        if done is None:
+            done = self._resolve()
+            object.__setattr__(done, "_resolved", done)
+            object.__setattr__(self, "_resolved", done)
+        return done
+
+    def _resolve(self) -> MechanismParams:
         k = self.k
         gamma = (
             self.gamma
             if self.gamma is not None
             else min(max(0, math.ceil(math.log2(k))), self.m - 1)
         )
-        kappa = self.kappa if self.kappa is not None else 2 * k
-        kappa1 = self.kappa1 if self.kappa1 is not None else 2 * k
-        report_k = self.report_k if self.report_k is not None else 2 * k
+        kappa, kappa1, report_k = self.n_keep, self.n_keep1, self.n_report
         budget = self.budget if self.budget is not None else kappa * 2**self.eta
         level_candidates = (
             self.level_candidates if self.level_candidates is not None else DEFAULT_LEVEL_CANDIDATES
@@ -326,7 +367,7 @@ class MechanismParams:
         if self.final_weight is not None:
             final_weight = float(self.final_weight)
         else:
-            final_weight = 1.0 if self.mechanism in BASELINES else DEFAULT_FINAL_WEIGHT
+            final_weight = 1.0 if self.mech.baseline else DEFAULT_FINAL_WEIGHT
         if self.phase1_levels is not None:  # 0: no shared trie (the "without Phase I" ablation)
             t = self.phase1_levels
         elif self.planned:
@@ -346,7 +387,7 @@ class MechanismParams:
         if self.answer_alpha is not None:
             answer_alpha = float(self.answer_alpha)
         else:
-            answer_alpha = 0.0 if self.mechanism in BASELINES else ANSWER_ALPHA
+            answer_alpha = 0.0 if self.mech.baseline else ANSWER_ALPHA
         return replace(
             self,
             gamma=gamma,

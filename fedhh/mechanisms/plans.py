@@ -1,6 +1,8 @@
 """Coordinator-side logic of each mechanism as a plan: a generator that yields one round of tasks
 (party index → task) at a time and receives the parties' results. Plans are pure: no I/O, no
 clocks, no randomness, so a transport can replay a plan from stored replies to resume a run.
+Each mechanism declares its plan (:mod:`fedhh.mechanisms.registry`): :func:`pem_plan`,
+:func:`global_plan`, :func:`tap_plan` or :func:`taps_plan`.
 
 Combination (docs/mechanisms.md §5): per item, the sum of the parties' scaled estimates (a party
 that did not report an item contributes 0) with standard error √Σ SE², and the answer is the
@@ -18,7 +20,7 @@ import numpy as np
 from fedhh import codes as cd
 from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.planning import horizon_bits, plan_levels
+from fedhh.mechanisms.planning import horizon_bits
 from fedhh.mechanisms.strategies import noise_candidates, noise_z, party_order, significant
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -95,31 +97,10 @@ def combine(parts: list[tuple[Codes, Floats, Floats]], bits: int = 64) -> Combin
 
 
 def phase1_plan(params: MechanismParams) -> tuple[list[int], int]:
-    """Prefix lengths of the shared levels and the number of levels a party plans for at start.
-
-    PEM-Global: every level is shared. TAP/TAPS with the level planner: the levels of
-    :func:`~fedhh.mechanisms.planning.plan_levels` from the empty prefix (the first level
-    estimates all 2^ℓ₁ prefixes, ℓ₁ = ⌊log2 of the candidate budget⌋); each may be shared while
-    adaptive depth says so, and a party plans its groups over all of them. TAP/TAPS with the other
-    step rules: t Phase I levels of η bits, then ⌈(m − L_s)/η⌉ planned Phase II levels. Phase II
-    re-plans from the users left. PEM-Local/PEM: no shared level; the local search plans its own.
-    """
-    assert params.gamma is not None and params.phase1_levels is not None
-    lengths = params.level_lengths(params.gamma, params.eta)
-    if params.mechanism == "pem-global":
-        return lengths, len(lengths)
-    if params.mechanism in ("tap", "taps"):
-        if params.planned:
-            assert params.kappa1 is not None and params.level_candidates is not None
-            full = plan_levels(0, params.m, 1, params.kappa1, 0, params.level_candidates)
-            lengths = list(full.lengths)
-            shared = lengths if params.adaptive_depth else lengths[: params.phase1_levels]
-            return shared, len(lengths)
-        # With adaptive depth every η-level may be shared; the plan decides when to stop.
-        shared = lengths if params.adaptive_depth else lengths[: params.phase1_levels]
-        rest = params.m - (shared[-1] if shared else params.gamma)
-        return shared, len(shared) + math.ceil(rest / params.eta)
-    return [], len(lengths)
+    """Prefix lengths of the shared levels and the number of levels a party plans for at start
+    (the mechanism's :class:`~fedhh.mechanisms.registry.Layout`: ``shared``, ``planned``)."""
+    layout = params.mech.layout(params)
+    return list(layout.shared), layout.planned
 
 
 def _phase1_keep(
@@ -128,7 +109,7 @@ def _phase1_keep(
     """Phase I selection [choice]. "top": the top-κ₁ prefixes with a positive sum (all top-κ₁
     if none is). "confidence": also every prefix that may still be in the top-k, i.e. whose
     F + 2·SE reaches the k-th largest F − 2·SE (at most 4κ₁ prefixes)."""
-    kappa1 = int(params.kappa1 or 2 * params.k)
+    kappa1 = params.n_keep1
     top = top_indices(est, kappa1, est > 0)
     if top.size == 0:
         notes.append(f"phase I level {level}: no positive sum; kept top-κ₁ anyway")
@@ -290,33 +271,144 @@ def _search_parts(replies: Replies) -> list[tuple[Codes, Floats, Floats]]:
 def run_plan(
     params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
 ) -> Generator[Round, Replies, PlanOutcome]:
-    """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes.
-    ``ended_rule``: the items are zero-padded text wider than 64 bits (docs/mechanisms.md §10):
-    a prefix that has ended has one child, and TAP/TAPS plan by the items' lengths."""
-    parties = list(range(len(party_sizes)))
-    k, m = params.k, params.m
-    assert params.gamma is not None and params.kappa1 is not None
-    mech = params.mechanism
+    """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes: the
+    generator its :class:`~fedhh.mechanisms.registry.Mechanism` declares. ``ended_rule``: the
+    items are zero-padded text wider than 64 bits (docs/mechanisms.md §10): a prefix that has
+    ended has one child, and TAP/TAPS plan by the items' lengths."""
+    return params.mech.plan(params, party_sizes, ended_rule)
+
+
+def pem_plan(
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
+) -> Generator[Round, Replies, PlanOutcome]:
+    """PEM and PEM-Local (§4): every party searches alone from all prefixes of length γ, in one
+    round (PEM is one party: the engine pools the users); the answer is the top-k of the sum."""
+    assert params.gamma is not None
+    m = params.m
     outcome = PlanOutcome(Combined.empty(m))
-    alpha = float(params.answer_alpha or 0.0)  # the answer's noise bar (0: the top-k)
+    start = np.arange(2**params.gamma, dtype=np.uint64)
+    task = SearchTask("pem", params.gamma, start, item_bits=m)
+    replies = yield {i: task for i in range(len(party_sizes))}
+    best = combine(_search_parts(replies), m).top(params.k)
+    outcome.answer = best.above_noise(_alpha(params), _final_candidates(replies))
+    return outcome
 
-    if mech in ("pem", "pem-local"):
-        start = np.arange(2**params.gamma, dtype=np.uint64)
-        task = SearchTask("pem", params.gamma, start, item_bits=m)
-        replies = yield {i: task for i in parties}
-        best = combine(_search_parts(replies), m).top(k)
-        outcome.answer = best.above_noise(alpha, _final_candidates(replies))
+
+def global_plan(
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
+) -> Generator[Round, Replies, PlanOutcome]:
+    """PEM-Global (§4): every level shared; the top-k of the last level is the answer."""
+    outcome = PlanOutcome(Combined.empty(params.m))
+    trie = yield from _shared_trie(params, party_sizes, ended_rule, outcome)
+    outcome.answer = trie.answer(params)
+    return outcome
+
+
+def tap_plan(
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
+) -> Generator[Round, Replies, PlanOutcome]:
+    """TAP (§5): the shared trie, then every party's Phase II search in one round."""
+    outcome = PlanOutcome(Combined.empty(params.m))
+    trie = yield from _shared_trie(params, party_sizes, ended_rule, outcome)
+    if trie.last >= params.m:
+        outcome.answer = trie.answer(params)
         return outcome
+    start, reach = cd.sort(trie.cand), trie.horizon or 0
+    task = SearchTask("phase2", trie.last, start, item_bits=params.m, horizon=reach)
+    replies = yield {i: task for i in range(len(party_sizes))}
+    best = combine(_search_parts(replies), params.m).top(params.k)
+    outcome.answer = best.above_noise(_alpha(params), _final_candidates(replies))
+    return outcome
 
-    wide = ended_rule and mech in ("tap", "taps")
-    shared, _ = phase1_plan(params)
+
+def taps_plan(
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
+) -> Generator[Round, Replies, PlanOutcome]:
+    """TAPS (§6): the shared trie, then a sequential Phase II with the running prior F (one
+    party a round), then the completion round if ``completion`` > 0."""
+    k, m = params.k, params.m
+    outcome = PlanOutcome(Combined.empty(m))
+    trie = yield from _shared_trie(params, party_sizes, ended_rule, outcome)
+    if trie.last >= m:
+        outcome.answer = trie.answer(params)
+        return outcome
+    start, reach = cd.sort(trie.cand), trie.horizon or 0
+    by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
+    finals: Replies = {}
+    for i in party_order(params.party_order, party_sizes):
+        prior = combine(list(by_party.values()), m).top(params.n_prior)
+        task = SearchTask(
+            "phase2",
+            trie.last,
+            start,
+            prior.items,
+            prior.estimates,
+            prior.stderrs,
+            item_bits=m,
+            horizon=reach,
+        )
+        replies = yield {i: task}
+        finals.update(replies)
+        for idx, part in zip(replies, _search_parts(replies), strict=True):
+            by_party[idx] = part
+    combined = combine(list(by_party.values()), m)
+    if params.completion > 0:
+        final = combined.top(params.n_prior)
+        parties = range(len(party_sizes))
+        replies = yield {i: EstimateTask(-1, params.m, final.items, "reserve") for i in parties}
+        combined = complete(
+            by_party, replies, final.items, params.completion_mode, params.consensus_z
+        )
+        outcome.notes.append(f"completion round over {cd.count(final.items)} items")
+    outcome.answer = combined.top(k).above_noise(_alpha(params), _final_candidates(finals))
+    return outcome
+
+
+def _alpha(params: MechanismParams) -> float:
+    return float(params.answer_alpha or 0.0)  # the answer's noise bar α (0: the top-k)
+
+
+@dataclass(frozen=True, eq=False)
+class _Trie:
+    """Where the shared levels stopped: the prefixes kept at the last one (length ``last``; γ
+    when there was none) with their summed estimates, the candidates of that level, the parties
+    that answered it and the horizon of wide text items (None: none)."""
+
+    cand: Codes
+    est: Floats
+    se: Floats
+    last: int
+    n_last: int
+    answered: int
+    horizon: int | None
+
+    def answer(self, params: MechanismParams) -> Combined:
+        """The answer from the last shared level (every party that answered it estimated it)."""
+        contrib = np.full(cd.count(self.cand), self.answered, np.int64)
+        top = Combined(self.cand, self.est, self.se, contrib).top(params.k)
+        return top.above_noise(_alpha(params), self.n_last)
+
+
+def _shared_trie(
+    params: MechanismParams, party_sizes: list[int], ended_rule: bool, outcome: PlanOutcome
+) -> Generator[Round, Replies, _Trie]:
+    """The shared levels (one round each, every party): PEM-Global's all of them, keeping the
+    top-k; TAP/TAPS Phase I (§5), keeping by :func:`_phase1_keep` until adaptive depth (or the
+    ended prefixes of wide text items, §10) sends the parties to their own search."""
+    parties = list(range(len(party_sizes)))
+    m = params.m
+    assert params.gamma is not None
+    mech = params.mech
+    local = mech.search is not None  # the parties search on their own after the shared levels
+    wide = ended_rule and not mech.baseline
+    shared = mech.layout(params).shared
     # Without Phase I (t = 0) the parties start Phase II from all prefixes of length γ.
     cand = np.arange(2 ** (shared[0] if shared else params.gamma), dtype=np.uint64)
-    keep_n = k if mech == "pem-global" else params.kappa1
     est = se = np.zeros(0)
     n_last = 0  # candidates of the last shared level
     last = params.gamma
     horizon: int | None = None
+    replies: Replies = {}
     for j, length in enumerate(shared):
         replies = yield {i: EstimateTask(j, length, cand) for i in parties}
         est, se = _sum_estimates(replies, cand)
@@ -324,10 +416,10 @@ def run_plan(
         last = length
         if wide and j == 0:
             horizon = _shared_horizon(replies, m, party_sizes)
-        if mech == "pem-global":
-            top = top_indices(est, keep_n)
-        else:
+        if local:
             top = _phase1_keep(params, est, se, outcome.notes, j)
+        else:
+            top = top_indices(est, params.k)
         ended_all = False
         if wide:  # docs/mechanisms.md §10: past the horizon an open prefix must be significant
             top, ended_all = _wide_keep(top, cand, length, est, se, horizon)
@@ -337,7 +429,7 @@ def run_plan(
             or ended_all
             or (wide and shared[j + 1] >= m)
             or (
-                mech != "pem-global"
+                local
                 and j + 1 >= (params.phase1_levels or 0)
                 and (
                     not params.adaptive_depth
@@ -352,52 +444,7 @@ def run_plan(
         kept = cd.sort(cand[top])
         done = cd.ended(kept, length) if ended_rule else None
         cand, _ = cd.extend(kept, length, shared[j + 1] - length, done)
-
-    if mech == "pem-global" or last >= params.m:
-        # every party that answered the last shared level estimated every item
-        contrib = np.full(cd.count(cand), len(replies), np.int64)
-        outcome.answer = Combined(cand, est, se, contrib).top(k).above_noise(alpha, n_last)
-        return outcome
-
-    start = cd.sort(cand)
-    reach = horizon or 0
-    if mech == "tap":
-        task = SearchTask("phase2", last, start, item_bits=m, horizon=reach)
-        replies = yield {i: task for i in parties}
-        best = combine(_search_parts(replies), m).top(k)
-        outcome.answer = best.above_noise(alpha, _final_candidates(replies))
-        return outcome
-
-    # TAPS: sequential Phase II with the running prior F.
-    n_prior = max(1, math.ceil(params.prior_factor * k))
-    by_party: dict[int, tuple[Codes, Floats, Floats]] = {}
-    finals: Replies = {}
-    for i in party_order(params.party_order, party_sizes):
-        prior = combine(list(by_party.values()), m).top(n_prior)
-        task = SearchTask(
-            "phase2",
-            last,
-            start,
-            prior.items,
-            prior.estimates,
-            prior.stderrs,
-            item_bits=m,
-            horizon=reach,
-        )
-        replies = yield {i: task}
-        finals.update(replies)
-        for idx, part in zip(replies, _search_parts(replies), strict=True):
-            by_party[idx] = part
-    combined = combine(list(by_party.values()), m)
-    if params.completion > 0:
-        final = combined.top(n_prior)
-        replies = yield {i: EstimateTask(-1, params.m, final.items, "reserve") for i in parties}
-        combined = complete(
-            by_party, replies, final.items, params.completion_mode, params.consensus_z
-        )
-        outcome.notes.append(f"completion round over {cd.count(final.items)} items")
-    outcome.answer = combined.top(k).above_noise(alpha, _final_candidates(finals))
-    return outcome
+    return _Trie(cand, est, se, last, n_last, len(replies), horizon)
 
 
 def complete(

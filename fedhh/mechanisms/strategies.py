@@ -14,11 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
-from fedhh.mechanisms.params import BASELINES, NOISE_KEEP, MechanismParams
+from fedhh.mechanisms.params import MAX_STEP_CANDIDATES, NOISE_KEEP, MechanismParams
 from fedhh.mechanisms.planning import LevelPlan, plan_levels, split_users
 from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, oracle_from
-
-MAX_STEP_CANDIDATES = 1 << 17  # hard cap on |C| of one Phase II level (decode cost)
 
 
 @dataclass(frozen=True)
@@ -330,7 +328,7 @@ def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:
     oracle_for = oracle_choice(params, pool_seed)
     assert params.budget is not None and params.prune_z is not None
     step: StepRule
-    if params.mechanism in BASELINES or params.step_rule == "fixed":
+    if params.mech.baseline or params.step_rule == "fixed":
         step = FixedStep(params.eta)
     elif params.step_rule == "planned":
         assert params.level_candidates is not None
@@ -340,7 +338,7 @@ def build_strategies(params: MechanismParams, pool_seed: int = 0) -> Strategies:
     else:
         step = VarianceAwareStep(params.budget, oracle_for)
     prune: PruneRule
-    if params.mechanism in BASELINES:
+    if params.mech.baseline:
         prune = NoPrune()
     elif params.prune_rule == "consensus":
         prune = ConsensusPrune(params.prune_z)

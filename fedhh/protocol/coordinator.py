@@ -28,7 +28,7 @@ import numpy as np
 
 from fedhh import codes as cd
 from fedhh.errors import ImplausibleReply, ProtocolError, ProtocolLimit
-from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
 from fedhh.mechanisms.strategies import level_oracles
 from fedhh.mechanisms.tasks import (
@@ -42,7 +42,7 @@ from fedhh.oracles import ORACLES, FrequencyOracle
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, RunResult, RunSpec
 
 POLICIES = ("continue", "fail")
-MAX_REPLY_ITEMS = 1 << 20  # items of one search reply
+MAX_REPLY_ITEMS = MAX_LEVEL_CANDIDATES  # items of one search reply: at most a level's candidates
 MAX_REPLY_LEVELS = 64  # level costs of one search reply
 MAX_ERROR_TEXT = 4000
 
@@ -323,13 +323,13 @@ def check_figures(
     for c in costs:
         problem = ""
         o = None
-        if 1 <= c.candidates <= MAX_REPLY_ITEMS:
+        if 1 <= c.candidates <= MAX_LEVEL_CANDIDATES:
             o = level_oracles(params, c.candidates + 1, n_users).get(c.oracle)
         if not 0 <= c.reports <= n_users:
             problem = f"{c.reports:,} reports from a party of {n_users:,} users"
         elif c.oracle not in ORACLES:
             problem = f"unknown oracle {c.oracle!r}"
-        elif not 1 <= c.candidates <= MAX_REPLY_ITEMS:
+        elif not 1 <= c.candidates <= MAX_LEVEL_CANDIDATES:
             problem = f"{c.candidates:,} candidates"
         elif o is None:
             problem = (

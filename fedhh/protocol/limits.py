@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from fedhh.codes import words
 from fedhh.errors import ParameterError, ParameterLimit
-from fedhh.mechanisms.params import BASELINES, MAX_LEVEL_CANDIDATES, MechanismParams
-from fedhh.mechanisms.plans import phase1_plan
+from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.strategies import oracle_choice
 
 DEFAULT_MAX_K = 4096
@@ -30,7 +29,6 @@ DEFAULT_MAX_MEMORY_MB = 2048
 BYTES_PER_USER = 40  # items, order, ledger, prefixes and perturbation temporaries
 BYTES_PER_CANDIDATE = 512  # candidates, support, estimates, errors, trie nodes, temporaries
 BASE_BYTES = 192 << 20  # the interpreter, numpy, scipy and the compiled kernels
-VARIANCE_STEP_CAP = 1 << 17  # the variance-aware step's cap on a level's candidates
 
 
 @dataclass(frozen=True)
@@ -51,23 +49,9 @@ class Limits:
 
 
 def level_candidates(params: MechanismParams) -> int:
-    """An upper bound on the candidates one level of the run decodes at a party."""
-    p = params.resolved()
-    assert p.gamma is not None and p.kappa is not None and p.kappa1 is not None
-    assert p.budget is not None and p.level_candidates is not None
-    keep = max(p.k, p.kappa, p.kappa1)
-    shared, _ = phase1_plan(p)
-    first = 2 ** (shared[0] if shared else min(p.gamma + p.eta, p.m))
-    if p.mechanism in BASELINES or p.step_rule == "fixed":
-        widest = max(2**p.gamma, keep) * 2**p.eta
-    elif p.step_rule == "planned":
-        widest = max(p.level_candidates, 2 * keep)
-    elif p.step_rule == "adaptive":
-        widest = max(p.budget, 2 * keep)
-    else:
-        widest = max(min(4 * p.budget, VARIANCE_STEP_CAP), 2 * keep)
-    prior = math.ceil(p.prior_factor * p.k) if p.mechanism == "taps" else 0
-    return int(min(max(first, widest), 2**p.m) + prior)
+    """An upper bound on the candidates one level of the run decodes at a party (the
+    mechanism's :class:`~fedhh.mechanisms.registry.Layout`)."""
+    return params.mech.layout(params).widest
 
 
 def report_bytes(params: MechanismParams, candidates: int) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 from fedhh.codec import IntCodec, StringCodec
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.tasks import (
     Codes,
     ErrorResult,
@@ -86,9 +85,7 @@ class RunSpec:
 def check_feasible(params: MechanismParams, party_ids: Sequence[str], sizes: Sequence[int]) -> None:
     """Every party needs at least one user per level it takes part in (else a clear error)."""
     p = params.resolved()
-    _, planned = phase1_plan(p)
-    if p.mechanism == "taps" and p.completion > 0:
-        planned += 1
+    planned = p.mech.layout(p).party_levels
     for pid, n in zip(party_ids, sizes, strict=True):
         if n < planned:
             raise ParameterError(

@@ -25,6 +25,7 @@ from fedhh import codes as cd
 from fedhh.codes import as_codes
 from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
 from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
+from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES
 from fedhh.mechanisms.planning import (
     LENGTH_SHARE,
     byte_lengths,
@@ -34,7 +35,6 @@ from fedhh.mechanisms.planning import (
     n_length_buckets,
     next_group,
 )
-from fedhh.mechanisms.plans import phase1_plan
 from fedhh.mechanisms.strategies import build_strategies, consensus_bar
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -49,7 +49,7 @@ from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
 from fedhh.trie import PrefixTrie
 
-MAX_CANDIDATES = 1 << 20
+SEARCHES = {"pem": "a PEM search", "phase2": "Phase II"}  # the local searches (task modes)
 
 
 def pool_seed_for(seed: int) -> int:
@@ -138,13 +138,15 @@ class Party:
                 f"{spec.party_sizes[self.index]}"
             )
         self.rng = np.random.default_rng([self.params.seed, 0x5EED, self.index])
-        reserve = self.params.completion if self.params.mechanism == "taps" else 0.0
+        layout = self.params.mech.layout(self.params)
+        reserve = self.params.completion if layout.reserve else 0.0
         self.ledger = UserLedger(n_users, self.rng, reserve)
         self.checkpoint: Callable[[], None] | None = None
         strategies = build_strategies(self.params, pool_seed_for(self.params.seed))
         self.strategies = replace(strategies, oracle_for=_Checkpointed(strategies.oracle_for, self))
-        self.shared_lengths, self.planned_levels = phase1_plan(self.params)
-        self.ended_rule = spec.ended_rule and self.params.mechanism in ("tap", "taps")
+        self.shared_lengths, self.planned_levels = list(layout.shared), layout.planned
+        # the baselines run as published: an ended prefix has one child, nothing else changes
+        self.ended_rule = spec.ended_rule and not self.params.mech.baseline
         self.horizon: int | None = None
         self._pre_levels: tuple[LevelCost, ...] = ()
         self._lengths = (np.zeros(0), np.zeros(0))
@@ -255,8 +257,8 @@ class Party:
     def _check_candidates(self, candidates: np.ndarray, length: int) -> Codes:
         cand = as_codes(candidates, max(length, 1)) if length > 0 else candidates
         n = cd.count(cand)
-        if n == 0 or n > MAX_CANDIDATES:
-            raise ParameterError(f"candidate set of {n} prefixes (1..{MAX_CANDIDATES})")
+        if n == 0 or n > MAX_LEVEL_CANDIDATES:
+            raise ParameterError(f"candidate set of {n} prefixes (1..{MAX_LEVEL_CANDIDATES})")
         return np.asarray(cand, dtype=np.uint64)
 
     def _estimate(self, request: Request, task: EstimateTask) -> EstimateResult | None:
@@ -327,12 +329,11 @@ class Party:
                 f"{n_prior} prior items with {task.prior_estimates.size} estimates and "
                 f"{task.prior_stderrs.size} standard errors"
             )
-        if task.mode == "pem":
-            if p.mechanism not in ("pem", "pem-local"):
-                raise ParameterError(f"a PEM search is not part of {p.mechanism}")
-        elif task.mode == "phase2":
-            if p.mechanism not in ("tap", "taps"):
-                raise ParameterError(f"Phase II is not part of {p.mechanism}")
+        if task.mode not in SEARCHES:
+            raise ParameterError(f"unknown search mode {task.mode!r}")
+        if task.mode != p.mech.search:
+            raise ParameterError(f"{SEARCHES[task.mode]} is not part of {p.mechanism}")
+        if task.mode == "phase2":
             done = prog.levels_done
             start_length = self.shared_lengths[done - 1] if done else p.gamma
             if task.start_length != start_length or done < (p.phase1_levels or 0):
@@ -340,14 +341,12 @@ class Party:
                     "Phase II must start at the end of the shared trie "
                     f"(length {start_length} after {done} shared levels)"
                 )
-        else:
-            raise ParameterError(f"unknown search mode {task.mode!r}")
         start = self._check_candidates(task.start_prefixes, task.start_length)
         if cd.count(task.prior_items) and task.item_bits != p.m:
             raise ParameterError(f"prior items of {task.item_bits} bits in a run of m = {p.m}")
         if task.mode == "phase2" and p.local_start and self._last_shared is not None:
             cand, est = self._last_shared  # the party's own view of the last shared level
-            mine = cand[top_indices(est, int(p.kappa or 2 * p.k), est > 0)]
+            mine = cand[top_indices(est, p.n_keep, est > 0)]
             start = cd.unique(np.concatenate([start, mine]))
         prior = as_codes(task.prior_items, p.m) if cd.count(task.prior_items) else None
         bar = consensus_bar(task.prior_estimates, task.prior_stderrs, p.k, p.prune_z or 0.0)
