@@ -21,6 +21,7 @@ from fedhh import __version__, settings
 from fedhh.engine import expected_rounds, simulate
 from fedhh.errors import FedHHError
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.registry import Rounds
 from fedhh.protocol import Progress
 from fedhh.report import code_labels, format_table, result_document
 
@@ -172,8 +173,10 @@ class ProgressLine:
         if progress.done:
             sys.stderr.write("\r\033[K")
         else:
+            # the coordinator's bounds: "≤" while adaptive depth may still share levels
+            rounds = progress.rounds or Rounds(0, self.total)
             sys.stderr.write(
-                f"\r\033[Kround {progress.round}/{self.total} · {progress.phase} · "
+                f"\r\033[K{rounds.label(progress.round)} · {progress.phase} · "
                 f"{progress.outstanding} part{'y' if progress.outstanding == 1 else 'ies'} working"
             )
         sys.stderr.flush()

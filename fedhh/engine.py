@@ -100,8 +100,9 @@ def simulate(
 
 def expected_rounds(params: MechanismParams, n_parties: int) -> int:
     """The most coordinator rounds a run over ``n_parties`` parties takes (for progress
-    displays). Exact unless adaptive depth decides during the run how many levels are shared
-    (:meth:`~fedhh.mechanisms.registry.Mechanism.rounds` gives both bounds)."""
+    displays). Exact unless adaptive depth decides during the run how many levels are shared;
+    the coordinator's :class:`~fedhh.protocol.Progress` carries both bounds
+    (:meth:`~fedhh.mechanisms.registry.Mechanism.rounds`), exact once the shared levels end."""
     mech = params.mech
     return mech.rounds(params, 1 if mech.pools_users else n_parties).most
 

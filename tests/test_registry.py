@@ -1,6 +1,6 @@
 """The mechanism registry (issue 21): every mechanism declares its party modes, plan, levels and
 rounds, the layers ask it instead of testing names, and the rounds it predicts are the rounds a
-run takes (a bound while adaptive depth decides)."""
+run takes (a bound, tightened once the shared levels end, while adaptive depth decides)."""
 
 from __future__ import annotations
 
@@ -125,13 +125,17 @@ def test_rounds_predicted_are_rounds_run(feds, mechanism: str) -> None:
     for extra in VARIANTS:
         for name, fed in feds.items():
             p = MechanismParams(mechanism=mechanism, epsilon=4.0, k=8, m=24, seed=2, **extra)
-            res, n_parties, _, requests = _run(fed, p)
+            res, n_parties, seen, requests = _run(fed, p)
             rounds = res.cost["rounds"]
             bound = mech.rounds(p, n_parties)
             where = f"{mechanism} {extra} {name}: {rounds} rounds, predicted {bound}"
             assert bound.fewest <= rounds <= bound.most == expected_rounds(p, fed.n_parties), where
             if bound.exact:
                 assert rounds == bound.most, where
+            # the display never shows a round past its total, and is exact once shared ends
+            assert all(s.rounds is not None and s.round <= s.rounds.most for s in seen), where
+            past = [s for s in seen if s.phase not in ("starting", "shared levels")]
+            assert all(s.rounds == Rounds(rounds, rounds) for s in past), where
             _check_requests(mech, p, requests, n_parties, where)
 
 
@@ -157,10 +161,13 @@ def test_adaptive_depth_bounds_the_rounds_where_the_old_total_was_wrong(feds) ->
     """TAPS with adaptive depth on skewed parties goes local after its first shared level: 1 + 4
     turns. The old total counted every planned level as shared (2 rounds): "round 5/2"."""
     p = MechanismParams(mechanism="taps", epsilon=4.0, k=8, m=24, seed=2)
-    res, _, _, _ = _run(feds["skew"], p)
+    res, _, seen, _ = _run(feds["skew"], p)
     assert p.mech.layout(p).shared == (17, 24)
     assert res.cost["rounds"] == 5 and p.mech.rounds(p, 4) == Rounds(2, 5)
     assert expected_rounds(p, 4) == 5
+    # the display: a bound during the shared levels, exact from the first turn on
+    labels = [s.rounds.label(s.round) for s in seen if s.rounds]
+    assert labels == ["round 1/≤5", *(f"round {r}/5" for r in range(2, 6)), "round 5/5"]
     iid, _, _, _ = _run(feds["iid"], p)
     assert iid.cost["rounds"] == 2  # shared to m: no Phase II
 
@@ -173,10 +180,16 @@ def test_wide_text_rounds_are_within_the_bounds(mechanism: str) -> None:
     p = MechanismParams(mechanism=mechanism, epsilon=8.0, k=8, m=256, seed=1)
     spec, _ = build_run(urls.parties, urls.codec, p)
     assert spec.ended_rule
-    res, n_parties, _, _ = _run(urls, p)
+    res, n_parties, seen, _ = _run(urls, p)
     bound = p.mech.rounds(p, n_parties, ended_rule=True)
     assert bound.fewest <= res.cost["rounds"] <= bound.most
     assert bound.fewest <= p.mech.rounds(p, n_parties).fewest
+    assert seen[-1].rounds == Rounds(res.cost["rounds"], res.cost["rounds"])
+
+
+def test_round_labels() -> None:
+    assert Rounds(3, 3).label(2) == "round 2/3"
+    assert Rounds(2, 6).label(1) == "round 1/≤6"
 
 
 # --- κ = 2k in one place; resolved parameters made once ----------------------------------------

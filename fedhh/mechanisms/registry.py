@@ -41,6 +41,10 @@ class Rounds:
     def exact(self) -> bool:
         return self.fewest == self.most
 
+    def label(self, current: int) -> str:
+        """For a progress display: "round r/N", or "round r/≤N" while only a bound is known."""
+        return f"round {current}/{'' if self.exact else '≤'}{self.most}"
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -30,6 +30,7 @@ from fedhh import codes as cd
 from fedhh.errors import ImplausibleReply, ProtocolError, ProtocolLimit
 from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
+from fedhh.mechanisms.registry import Rounds
 from fedhh.mechanisms.strategies import level_oracles
 from fedhh.mechanisms.tasks import (
     ErrorResult,
@@ -61,6 +62,7 @@ class Progress:
     phase: str = "starting"
     outstanding: int = 0
     done: bool = False
+    rounds: Rounds | None = None  # the rounds the run takes: bounded until its shared levels end
 
 
 @dataclass
@@ -88,7 +90,9 @@ class Coordinator:
         self.failed: dict[str, str] = {}
         self.result: RunResult | None = None
         self.error: str | None = None
-        self.progress = Progress()
+        self._layout = self.params.mech.layout(self.params)
+        self._rounds = self._layout.rounds(len(spec.party_ids), spec.ended_rule)
+        self.progress = Progress(rounds=self._rounds)
         self._started = False
         self._requests: dict[int, Request] = {}
         self._reports = [0] * len(spec.party_ids)  # reports each party has declared so far
@@ -227,7 +231,11 @@ class Coordinator:
             self._next_id += 1
             requests.append(req)
         first = next(iter(rnd.values()))
-        self.progress = Progress(self.round, _phase_of(first), len(requests), False)
+        phase = _phase_of(first)
+        if phase != "shared levels" and not self._rounds.exact:  # the shared levels are over
+            total = self.round - 1 + self._layout.local_rounds(len(self.spec.party_ids))
+            self._rounds = Rounds(total, total)
+        self.progress = Progress(self.round, phase, len(requests), False, self._rounds)
         if not requests:  # every addressed party has failed before: the round is empty
             return self._maybe_next()
         return requests
@@ -289,7 +297,7 @@ class Coordinator:
             notes=list(outcome.notes),
             failed_parties=sorted(self.failed),
         )
-        self.progress = Progress(self.round, "done", 0, True)
+        self.progress = Progress(self.round, "done", 0, True, Rounds(self.round, self.round))
 
 
 def _costs_of(result: EstimateResult | SearchResult) -> tuple[LevelCost, ...]:
