@@ -15,6 +15,7 @@ above both.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,13 +25,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedhh import settings
 from fedhh.errors import FedHHError, ParameterError
-from fedhh.flower_run import COMPLETED, SimulationLink, config_args, write_app
+from fedhh.flower_run import COMPLETED, Flwr, SimulationLink, config_args, write_app
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import RunResult
+from fedhh.report import result_from_document
 
 
 def run_config_for(
@@ -62,24 +62,6 @@ def run_config_for(
     return cfg
 
 
-def result_from_document(doc: Mapping[str, Any]) -> RunResult:
-    """The run's result from its result document (``fedhh.result/1``; floats survive JSON)."""
-    rows = doc["top_k"]
-    return RunResult(
-        run_id=str(doc["run_id"]),
-        mechanism=str(doc["mechanism"]),
-        items=np.array([r["code"] for r in rows], dtype=np.uint64),
-        estimates=np.array([r["estimate"] for r in rows], dtype=np.float64),
-        stderrs=np.array([r["stderr"] for r in rows], dtype=np.float64),
-        contributors=np.array([r["parties"] for r in rows], dtype=np.int64),
-        params=dict(doc["params"]),
-        cost=dict(doc["cost"]),
-        privacy=dict(doc["privacy"]),
-        notes=list(doc["notes"]),
-        failed_parties=list(doc["failed_parties"]),
-    )
-
-
 def simulate_flower(
     run_config: Mapping[str, Any],
     n_parties: int,
@@ -88,9 +70,12 @@ def simulate_flower(
     total_cpus: int | None = None,
     verbose: bool = False,
     timeout: float | None = None,
+    link: Flwr | None = None,
 ) -> RunResult:
     """Run the apps in Flower's Simulation Engine (Ray backend) and return the run's result;
-    ``verbose`` prints the run's log (Flower's and the ServerApp's) to stderr."""
+    ``verbose`` prints the run's log (Flower's and the ServerApp's) to stderr; ``link``: a
+    started :class:`SimulationLink`'s ``flwr`` to submit to (several runs share its SuperLink),
+    else one is started and stopped for this run."""
     if importlib.util.find_spec("ray") is None:
         raise FedHHError("Flower simulation needs Ray: pip install 'flwr[simulation]==1.42.0'")
     from fedhh.server.flower_app import FlowerSettings
@@ -109,7 +94,8 @@ def simulate_flower(
         root = Path(tmp)
         out = root / "result.json"
         app = write_app(root / "app", {**cfg, "output": str(out)})
-        with SimulationLink(root) as flwr:
+        with contextlib.ExitStack() as stack:
+            flwr = link if link is not None else stack.enter_context(SimulationLink(root))
             run_id = flwr.submit(app, federation_config=config_args(federation))
             log = flwr.stream(run_id, sys.stderr if verbose else None, timeout)
             status, details = flwr.wait(run_id)

@@ -162,8 +162,10 @@ class LocalDeployment:
         run_id = flwr.submit(app_dir, config_args({**run_config, "output": str(output)}))
         status, details = flwr.wait(run_id, timeout)
         if status != COMPLETED:
+            log = flwr.stream(run_id, None, 30.0)  # the run's own log (the ServerApp's lines)
             raise FedHHError(
-                f"run {run_id}: {status} {details} (timeout {timeout:g} s)\n{self.logs()}"
+                f"run {run_id}: {status} {details} (timeout {timeout:g} s)\n--- run log\n"
+                f"{log[-4000:]}\n{self.logs()}"
             )
         if not output.exists():
             raise FedHHError(f"run {run_id} completed but wrote no {output}\n{self.logs()}")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from transports import gone, kill_by_pid, read_until
 
 from fedhh.codec import IntCodec
 from fedhh.datasets import load_party_files
@@ -40,47 +39,6 @@ def readme_command(prefix: str) -> list[str]:
 def as_module(argv: list[str]) -> list[str]:
     assert argv[0] == "fedhh"
     return [*FEDHH, *argv[1:]]
-
-
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    """Lines of ``proc``'s stdout up to the one containing ``marker`` (a thread reads them)."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if line is None:
-            break
-        seen.append(line)
-        if marker in line:
-            return seen
-    raise AssertionError(f"no {marker!r} from the deploy command:\n" + "\n".join(seen))
-
-
-def kill_by_pid(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.fixture
