@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import (
+from fedhh.cli.common import (
     add_budget_args,
     add_connect_args,
     add_limit_args,
@@ -140,7 +140,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     from fedhh.clients.agent import PartyAgent
     from fedhh.clients.budget import PrivacyLedger
     from fedhh.clients.store import AgentStore
-    from fedhh.codec import codec_for
+    from fedhh.core.items import codec_for
     from fedhh.datasets import load_party_files
     from fedhh.protocol import Party, codec_name
     from fedhh.protocol.host import PartyHost

@@ -37,11 +37,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from fedhh import codes as cd
 from fedhh.clients.credentials import Credentials
 from fedhh.clients.ingest import MAX_REPORT_BYTES, ReportChecker, check_single_report
 from fedhh.clients.reporter import ReportTask
 from fedhh.clients.store import AgentStore, GroupCommit, StorageError
+from fedhh.core import codes as cd
 from fedhh.errors import ParameterError
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol import codec_from_name

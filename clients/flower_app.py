@@ -23,17 +23,17 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from fedhh import settings
 from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.flower_data import PartyData, party_data
 from fedhh.clients.store import AgentStore
 from fedhh.errors import FedHHError, ProtocolError
+from fedhh.flower import records
 from fedhh.protocol import Party
 from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, PartyAdmission
 from fedhh.protocol.encoding import decode_request, encode
 from fedhh.protocol.host import PartyHost, error_reply
 from fedhh.protocol.limits import Limits
-from fedhh.wire import flower
+from fedhh.run import settings
 from fedhh.wire.v1 import protocol_pb2
 
 _DATA = "fedhh.data"  # ArrayRecord "codes" of the node's party
@@ -180,22 +180,22 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     @app.query("discover")
     def discover(msg: Message, context: Context) -> Message:
         info = _load_party(context, extra).info
-        return Message(flower.content(**{"party-info": info.SerializeToString()}), reply_to=msg)
+        return Message(records.content(**{"party-info": info.SerializeToString()}), reply_to=msg)
 
     def handle(msg: Message, context: Context) -> Message:
-        spec = flower.entry(msg.content, "spec")
-        request = flower.entry(msg.content, "request")
+        spec = records.entry(msg.content, "spec")
+        request = records.entry(msg.content, "request")
         req = decode_request(request)
-        if flower.message_type(req) != msg.metadata.message_type:
+        if records.message_type(req) != msg.metadata.message_type:
             raise ProtocolError(f"a request arrived as message type {msg.metadata.message_type!r}")
         try:
             host = _host(context, _load_party(context, extra))
         except FedHHError as exc:
-            return Message(flower.content(reply=encode(error_reply(req, str(exc)))), reply_to=msg)
+            return Message(records.content(reply=encode(error_reply(req, str(exc)))), reply_to=msg)
         answer = host.answer(spec, request)
         assert answer is not None  # a party over its users' items never waits
         _kept(context, host)
-        return Message(flower.content(reply=answer), reply_to=msg)
+        return Message(records.content(reply=answer), reply_to=msg)
 
     app.query("estimate")(handle)
     app.query("search")(handle)

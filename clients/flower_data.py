@@ -4,7 +4,7 @@ the node config does not set; docs/flower.md).
 * a party file: ``party-file`` (one item per line) with ``item-bytes`` (string items of that
   width) or ``item-bits`` (integer items); or ``party-files`` (a comma-separated list, e.g. in the
   run config of a simulation) of which the node takes entry ``partition-id``;
-* a partition of a named federation: the keys of :class:`~fedhh.settings.DatasetParams`
+* a partition of a named federation: the keys of :class:`~fedhh.run.settings.DatasetParams`
   (``dataset``, ``users``, ``split``, ...), ``partition-id`` and ``num-partitions`` (or
   ``parties``). Every node builds the whole federation from its seed and keeps partition i, so
   all nodes agree on the split, and it equals ``fedhh simulate``'s data for the same options.
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from fedhh import settings
-from fedhh.codec import Codes
+from fedhh.core.items import Codes
 from fedhh.datasets import FederatedDataset
 from fedhh.errors import ParameterError
 from fedhh.protocol import codec_name
+from fedhh.run import settings
 from fedhh.wire.v1 import protocol_pb2
 
 Config = Mapping[str, Any]

@@ -22,7 +22,7 @@ from fedhh.errors import FedHHError, ReportError
 from fedhh.oracles import FrequencyOracle, Reports
 
 MAX_REPORT_BYTES = 1 << 16
-_HEAD = struct.Struct("<4sBI")  # fedhh.framing's frame header
+_HEAD = struct.Struct("<4sBI")  # fedhh.core.framing's frame header
 
 
 def report_template(oracle: FrequencyOracle, candidates: np.ndarray) -> Reports:

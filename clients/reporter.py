@@ -4,7 +4,7 @@ A device fetches its party's current report task (:class:`ReportTask`: run, pref
 and its parameters, and the candidate set for GRR/OUE as the candidates' 64-bit oracle keys),
 turns its one item into an ε-LDP report with :func:`make_report` (the item is encoded, cut to the
 task's prefix, keyed like the candidates — the prefix itself up to 64 bits, its
-:func:`fedhh.codes.fingerprint` above — and perturbed on the device; only the perturbed report
+:func:`fedhh.core.codes.fingerprint` above — and perturbed on the device; only the perturbed report
 leaves it) and submits it once per run. :class:`ReporterClient`
 does the three steps against a party agent's report endpoint, with the user's credential (issued
 by the party, ``fedhh party enroll``)::
@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
 from fedhh.errors import ParameterError, TransportError
 from fedhh.oracles import FrequencyOracle, oracle_from
 from fedhh.protocol.encoding import array_from_pb, array_to_pb

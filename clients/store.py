@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedhh.errors import FedHHError
-from fedhh.storage import Database
+from fedhh.ops.storage import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handled (

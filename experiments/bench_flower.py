@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test t
 from flower_deploy import start_local
 
 from fedhh.datasets import synthetic_zipf
-from fedhh.engine import simulate
-from fedhh.flower_sim import run_config_for, simulate_flower
+from fedhh.flower.simulation import run_config_for, simulate_flower
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.settings import DatasetParams
+from fedhh.run.engine import simulate
+from fedhh.run.settings import DatasetParams
 
 ROOT = Path(__file__).resolve().parents[1]
 

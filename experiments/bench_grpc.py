@@ -46,11 +46,11 @@ from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.credentials import Credentials, new_key
 from fedhh.clients.reporter import ReporterClient, ReportTask
 from fedhh.clients.store import AgentStore
-from fedhh.codec import IntCodec
-from fedhh.engine import simulate
+from fedhh.core.items import IntCodec
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party
 from fedhh.protocol.host import PartyHost
+from fedhh.run.engine import simulate
 from fedhh.server.analyst import AnalystClient
 from fedhh.wire.security import add_token, open_channel, read_token_file
 from fedhh.wire.v1 import report_pb2

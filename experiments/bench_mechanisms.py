@@ -29,9 +29,9 @@ from collections import Counter
 
 def one_run(users: int, mechanism: str, epsilon: float, k: int) -> dict[str, float]:
     from fedhh.datasets import synthetic_zipf
-    from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
     from fedhh.oracles.kernels import warm_up
+    from fedhh.run.engine import simulate
 
     jit_s, _ = warm_up()
     t0 = time.perf_counter()
@@ -62,8 +62,8 @@ def one_run(users: int, mechanism: str, epsilon: float, k: int) -> dict[str, flo
 
 def _widen(ds, width: int):  # type: ignore[no-untyped-def]
     """The same federation with its string items in a ``width``-byte codec."""
-    from fedhh import codes as cd
-    from fedhh.codec import StringCodec
+    from fedhh.core import codes as cd
+    from fedhh.core.items import StringCodec
     from fedhh.datasets import FederatedDataset
 
     codec = StringCodec(width)
@@ -75,9 +75,9 @@ def _widen(ds, width: int):  # type: ignore[no-untyped-def]
 def width_run(case: str, mechanism: str, epsilon: float, k: int) -> dict[str, object]:
     """One run of a ``--widths`` case ("aol-48", "aol-256", "urls-256")."""
     from fedhh.datasets import load_aol, synthetic_urls
-    from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
     from fedhh.oracles.kernels import warm_up
+    from fedhh.run.engine import simulate
 
     warm_up()
     if case == "urls-256":

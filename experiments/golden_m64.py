@@ -34,9 +34,9 @@ def _answer_hash(res: Any) -> str:
 
 
 def _datasets() -> dict[str, Any]:
-    from fedhh.codec import IntCodec
+    from fedhh.core.items import IntCodec
     from fedhh.datasets import load_aol, load_babynames, load_party_files
-    from fedhh.settings import DatasetParams, load_dataset
+    from fedhh.run.settings import DatasetParams, load_dataset
 
     out: dict[str, Any] = {"demo": load_dataset(DatasetParams())}
     out["aol"] = load_aol(seed=0)
@@ -61,8 +61,8 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--compare", type=Path, help="an earlier output to compare with")
     args = ap.parse_args()
-    from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
+    from fedhh.run.engine import simulate
 
     results: dict[str, Any] = {}
     for name, ds in _datasets().items():

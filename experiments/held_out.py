@@ -71,8 +71,8 @@ def study_dataset(job: Job) -> Any:
 def run_taps(ds: Any, job: Job, k: int = 16, **params: Any) -> Any:
     """The run result of TAPS on ``ds`` at the job's ε with run seed = the job's seed
     (``params``: other MechanismParams fields, ``mechanism`` too for another mechanism)."""
-    from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
+    from fedhh.run.engine import simulate
 
     _, eps, seed = job
     fields = {"mechanism": "taps", **params}

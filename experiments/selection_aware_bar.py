@@ -64,7 +64,7 @@ def selected_tail(floors: Sequence[float], weights: Sequence[float], z: float) -
 def selection_aware_keep(reports: list[Any], items: np.ndarray, alpha: float) -> np.ndarray:
     """Which answer items the selection-aware bar keeps (``reports``: the parties' final
     ``SearchResult``)."""
-    from fedhh import codes as cd
+    from fedhh.core import codes as cd
     from fedhh.mechanisms.strategies import noise_z
 
     sizes = [r.levels[-1].candidates for r in reports]
@@ -91,8 +91,8 @@ def selection_aware_keep(reports: list[Any], items: np.ndarray, alpha: float) ->
 
 
 def one_run(job: Job) -> dict[str, Any] | None:
+    from fedhh.core.metrics import f1
     from fedhh.mechanisms import plans
-    from fedhh.metrics import f1
 
     seen: list[dict[int, Any]] = []
     final_candidates = plans._final_candidates

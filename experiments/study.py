@@ -129,8 +129,8 @@ def _resolved(params_json: str) -> str:
 
 def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     """Run every run of a group on one dataset instance; emit one message per run."""
-    from fedhh.engine import simulate
     from fedhh.mechanisms import MechanismParams
+    from fedhh.run.engine import simulate
 
     ds = dataset_for(cfg, group.dataset, group.parties, group.rep)
     draws = int(cfg.get("reference", {}).get("draws", 20))

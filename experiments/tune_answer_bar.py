@@ -25,8 +25,8 @@ ALPHAS = (0.0, 0.05, 0.25, 1.0, 4.0)
 
 
 def one_run(job: Job) -> dict[str, Any]:
-    from fedhh.metrics import f1
-    from fedhh.report import noise_bar
+    from fedhh.core.metrics import f1
+    from fedhh.run.result import noise_bar
 
     ds, res, answer = taps_top_k(job)
     n = noise_bar(res.cost["levels"], ds.m).candidates

@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from fedhh.errors import ParameterError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.encoding import params_to_pb
-from fedhh.settings import params_from_table
+from fedhh.run.settings import params_from_table
 from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
 
@@ -47,7 +47,7 @@ def _info(msg: Any) -> dict[str, Any]:
 def load_run_spec(path: Path) -> dict[str, Any]:
     """A run spec file (TOML): ``parties = [...]``, optional ``run_id``, ``policy``,
     ``deadline_seconds`` and a ``[params]`` table of any MechanismParams fields
-    (:func:`fedhh.settings.params_from_table`)."""
+    (:func:`fedhh.run.settings.params_from_table`)."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli import (
+from fedhh.cli.common import (
     add_connect_args,
     add_limit_args,
     add_service,

@@ -15,8 +15,8 @@ API (docs/flower.md). It only moves the driver's bytes and maps Flower's failure
    Flower records the run as ``finished:failed``.
 
 Run-config keys: every field of :class:`~fedhh.mechanisms.params.MechanismParams`, of
-:class:`~fedhh.settings.DatasetParams` and of :class:`FlowerRun`, spelled with dashes
-(:mod:`fedhh.settings`).
+:class:`~fedhh.run.settings.DatasetParams` and of :class:`FlowerRun`, spelled with dashes
+(:mod:`fedhh.run.settings`).
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from fedhh import settings
-from fedhh.declare import param
+from fedhh.core.declare import param
+from fedhh.core.metrics import Scores
 from fedhh.errors import FedHHError, ParameterError, ProtocolError
+from fedhh.flower import records
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.metrics import Scores
 from fedhh.protocol import RunDriver, RunResult, RunSpec, Sent, codec_from_name
 from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.coordinator import POLICIES
 from fedhh.protocol.encoding import budget_view, encode
 from fedhh.protocol.limits import Limits
-from fedhh.report import format_table, result_document
-from fedhh.wire import flower
+from fedhh.run import settings
+from fedhh.run.result import format_table, result_document
 from fedhh.wire.v1 import protocol_pb2
 
 # A child of Flower's logger: its lines reach Flower's console handler, which an app process
@@ -190,7 +190,7 @@ class FlowerCoordinator:
     def discover(self) -> RunSpec:
         nodes = wait_for_nodes(self.grid, self.s.parties, self.s.run.node_wait)
         replies = self._send(
-            [flower.content() for _ in nodes], nodes, [flower.DISCOVER] * len(nodes), "discover"
+            [records.content() for _ in nodes], nodes, [records.DISCOVER] * len(nodes), "discover"
         )
         found, problems = [], []
         for node, msg in zip(nodes, replies, strict=True):
@@ -198,7 +198,7 @@ class FlowerCoordinator:
             try:
                 if not problem:
                     info = protocol_pb2.PartyInfo.FromString(
-                        flower.entry(msg.content, "party-info")
+                        records.entry(msg.content, "party-info")
                     )
                     found.append((info, node))
             except (ProtocolError, ValueError) as exc:
@@ -232,9 +232,9 @@ class FlowerCoordinator:
         queue = driver.start()
         while queue:
             replies = self._send(
-                [flower.content(spec=spec_bytes, request=s.payload) for s in queue],
+                [records.content(spec=spec_bytes, request=s.payload) for s in queue],
                 [self.node_of[s.party_id] for s in queue],
-                [flower.message_type(s.request) for s in queue],
+                [records.message_type(s.request) for s in queue],
                 f"round-{driver.coord.round}",
             )
             nxt: list[Sent] = []
@@ -242,7 +242,7 @@ class FlowerCoordinator:
                 problem = _problem(msg, self.s.run.round_timeout)
                 if not problem and not driver.done:
                     try:
-                        nxt.extend(driver.receive(flower.entry(msg.content, "reply")))
+                        nxt.extend(driver.receive(records.entry(msg.content, "reply")))
                         continue
                     except ProtocolError as exc:
                         problem = f"bad reply: {exc}"

@@ -29,11 +29,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fedhh.codec import IntCodec, StringCodec, display
+from fedhh.core.items import IntCodec, StringCodec, display
 from fedhh.errors import FedHHError, ParameterError
 from fedhh.protocol import RunDriver, codec_from_name, encoding, limits
 from fedhh.protocol.coordinator import POLICIES
-from fedhh.report import code_hex, code_labels
+from fedhh.run.result import code_hex, code_labels
 from fedhh.server.state import CoordinatorState, failed_in
 from fedhh.server.store import RunRow, Store
 from fedhh.wire.rpc import SERVER_OPTIONS, Refused, add_servicer, refused

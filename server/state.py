@@ -37,7 +37,7 @@ from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name, limits
 from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.encoding import decode_spec, encode
-from fedhh.report import result_document
+from fedhh.run.result import result_document
 from fedhh.server.store import ACTIVE_STATES, PartyRow, RunRow, Store
 from fedhh.wire.rpc import Refused, status_of
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fedhh.storage import Database
+from fedhh.ops.storage import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

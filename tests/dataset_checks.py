@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
 from fedhh.datasets import FederatedDataset
 
 
 def assert_consistent(ds: FederatedDataset) -> None:
     """Parties are uint64 arrays whose concatenation has exactly the global counts."""
     assert len(ds.parties) == ds.n_parties
-    ndim = 1 if ds.m <= 64 else 2  # fedhh.codes: (n, W) words above 64 bits
+    ndim = 1 if ds.m <= 64 else 2  # fedhh.core.codes: (n, W) words above 64 bits
     assert all(p.dtype == np.uint64 and p.ndim == ndim and p.size > 0 for p in ds.parties)
     codes, counts = cd.unique_counts(np.concatenate(ds.parties))
     np.testing.assert_array_equal(codes, ds.global_codes)

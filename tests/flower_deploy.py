@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedhh import procs
 from fedhh.errors import FedHHError
-from fedhh.flower_run import (
+from fedhh.flower.run import (
     COMPLETED,
     CONNECTION,
     Flwr,
@@ -32,6 +31,7 @@ from fedhh.flower_run import (
     tool,
     write_connection,
 )
+from fedhh.ops import procs
 
 
 @dataclass

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedhh import deploy, procs
-from fedhh.codec import IntCodec
+from fedhh.core.items import IntCodec
 from fedhh.datasets import synthetic_zipf
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.settings import run_spec_text
+from fedhh.ops import deploy, procs
+from fedhh.run.settings import run_spec_text
 from fedhh.wire.security import add_token
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedhh.cli import main
-from fedhh.codec import display
+from fedhh.core.items import display
 
 
 def _fedhh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh.codec import IntCodec, StringCodec, as_codes, codec_for, prefix, utf8_cut
+from fedhh.core.items import IntCodec, StringCodec, as_codes, codec_for, prefix, utf8_cut
 from fedhh.errors import CodecError, ParameterError
 
 

@@ -1,4 +1,4 @@
-"""Codes of any width (fedhh.codes): every helper against Python's big integers (hypothesis),
+"""Codes of any width (fedhh.core.codes): every helper against Python's big integers (hypothesis),
 and exactly the old 1-D behaviour up to 64 bits."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
 from fedhh.errors import CodecError, ParameterError
 
 

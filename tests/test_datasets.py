@@ -11,7 +11,8 @@ from dataset_checks import assert_consistent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh.codec import IntCodec
+from fedhh.core.items import IntCodec
+from fedhh.core.metrics import true_top_k
 from fedhh.datasets import (
     FederatedDataset,
     apportion,
@@ -21,7 +22,6 @@ from fedhh.datasets import (
     zipf_labels,
 )
 from fedhh.errors import DataError, ParameterError
-from fedhh.metrics import true_top_k
 
 # --- helpers ----------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 from dataset_checks import assert_consistent
 
 from fedhh import datasets
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core.items import IntCodec, StringCodec
 from fedhh.datasets import (
     FederatedDataset,
     find_data_file,

@@ -19,9 +19,9 @@ import psutil
 import pytest
 from transports import gone, kill_by_pid, read_until
 
-from fedhh.codec import IntCodec
+from fedhh.core.items import IntCodec
 from fedhh.datasets import load_party_files
-from fedhh.engine import simulate
+from fedhh.run.engine import simulate
 from fedhh.server.analyst import load_run_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,21 +18,21 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedhh import settings
 from fedhh.clients import flower_app as client_mod
 from fedhh.clients import flower_data
 from fedhh.clients.flower_app import make_client_app
 from fedhh.clients.flower_data import dataset_params, party_data
 from fedhh.datasets import synthetic_zipf
-from fedhh.engine import build_run, run_in_process
 from fedhh.errors import ParameterError, ProtocolError
+from fedhh.flower import records
+from fedhh.flower.records import ESTIMATE, SEARCH
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.tasks import EstimateTask
 from fedhh.protocol import Request, RunSpec
 from fedhh.protocol.encoding import decode_spec, encode
+from fedhh.run import settings
+from fedhh.run.engine import build_run, run_in_process
 from fedhh.server.flower_app import FlowerSettings, make_server_app, run_flower
-from fedhh.wire import flower
-from fedhh.wire.flower import ESTIMATE, SEARCH
 from fedhh.wire.v1 import protocol_pb2
 
 USERS, PARTIES, ITEMS, DATA_SEED = 6000, 3, 400, 5
@@ -58,12 +58,12 @@ def test_records_carry_the_protobuf_bytes() -> None:
     params = MechanismParams(mechanism="taps", k=4, m=16, seed=3, local_start=False)
     spec = RunSpec("r1", params, ("a", "b"), (10, 20), "int:16")
     req = Request("r1", 4, 2, "b", EstimateTask(1, 8, np.array([1, 5], dtype=np.uint64)))
-    content = flower.content(spec=encode(spec), request=encode(req))
-    assert decode_spec(flower.entry(content, "spec")) == spec
-    assert flower.entry(content, "request") == encode(req)
-    assert flower.message_type(req) == ESTIMATE
+    content = records.content(spec=encode(spec), request=encode(req))
+    assert decode_spec(records.entry(content, "spec")) == spec
+    assert records.entry(content, "request") == encode(req)
+    assert records.message_type(req) == ESTIMATE
     with pytest.raises(ProtocolError, match="no 'reply'"):
-        flower.entry(RecordDict(), "reply")
+        records.entry(RecordDict(), "reply")
     node = _nodes()[0]
     ctx = Context(1, node.node_id, node.node_config, node.state, _run_cfg())
     msg = Message(content, dst_node_id=node.node_id, message_type=SEARCH)
@@ -290,11 +290,11 @@ def test_redelivered_request_gets_the_same_reply() -> None:
     outs = []
     for _ in range(2):
         client_mod._HOSTS.clear()
-        content = flower.content(spec=encode(spec), request=encode(req))
+        content = records.content(spec=encode(spec), request=encode(req))
         msg = Message(content, dst_node_id=node.node_id, message_type=ESTIMATE)
         msg.metadata.__dict__["_message_id"] = str(uuid4())
         ctx = Context(1, node.node_id, node.node_config, node.state, cfg)
-        outs.append(flower.entry(app(msg, ctx).content, "reply"))
+        outs.append(records.entry(app(msg, ctx).content, "reply"))
     assert outs[0] == outs[1]
     assert len(node.state.config_records["fedhh.log"]["requests"]) == 1  # type: ignore[arg-type]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fedhh import procs
-from fedhh.flower_run import free_port
+from fedhh.flower.run import free_port
+from fedhh.ops import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

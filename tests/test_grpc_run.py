@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fedhh.datasets import load_party_files
-from fedhh.engine import simulate
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.run.engine import simulate
 from fedhh.server.analyst import AnalystClient
 from fedhh.wire.security import open_channel, read_token_file
 

@@ -19,10 +19,10 @@ import pytest
 from grpc_harness import Cluster, running_cluster
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fedhh.codec import IntCodec
-from fedhh.engine import simulate
+from fedhh.core.items import IntCodec
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party, Request, RunSpec, encoding
+from fedhh.run.engine import simulate
 from fedhh.wire.security import open_channel, read_token_file
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc, party_pb2, party_pb2_grpc
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from fedhh import settings
 from fedhh.cli import build_parser
-from fedhh.declare import HELP, help_of
+from fedhh.core.declare import HELP, help_of
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.run import settings
 from fedhh.server.flower_app import FlowerRun
 
 DECLARED = (MechanismParams, settings.DatasetParams, FlowerRun)
@@ -88,7 +88,7 @@ def test_help_renders(path: str) -> None:
 @pytest.mark.parametrize("cls", DECLARED, ids=lambda c: c.__name__)
 def test_every_field_declares_its_help(cls: type) -> None:
     missing = [f.name for f in dataclasses.fields(cls) if not _meaningful(help_of(f))]
-    assert missing == [], f"declare with fedhh.declare.param(default, help): {missing}"
+    assert missing == [], f"declare with fedhh.core.declare.param(default, help): {missing}"
     for f in dataclasses.fields(cls):
         assert isinstance(f.metadata[HELP], str) and "%" not in f.metadata[HELP], f.name
 

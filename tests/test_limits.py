@@ -9,13 +9,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedhh.codec import IntCodec
-from fedhh.engine import simulate
+from fedhh.core.items import IntCodec
 from fedhh.errors import DeadlinePassed, ImplausibleReply, ParameterError, ParameterLimit
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.strategies import level_oracles, oracle_choice
 from fedhh.mechanisms.tasks import EstimateResult
 from fedhh.protocol import Party, Reply, RunDriver, RunSpec, limits
+from fedhh.run.engine import simulate
 
 CODES = [np.random.default_rng(i).zipf(1.4, 400).clip(max=4000).astype(np.uint64) for i in range(3)]
 

@@ -9,20 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from fedhh.codec import IntCodec
-from fedhh.codes import children
+from fedhh.core.codes import children
+from fedhh.core.items import IntCodec
 from fedhh.datasets import synthetic_zipf
-from fedhh.engine import build_run, run_in_process, simulate
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms import MECHANISMS, MechanismParams, combine
+from fedhh.mechanisms.depth import go_local, heterogeneity_z, party_excess_z
 from fedhh.mechanisms.local import UserLedger, top_indices
-from fedhh.mechanisms.plans import (
-    Combined,
-    go_local,
-    heterogeneity_z,
-    party_excess_z,
-    phase1_plan,
-)
+from fedhh.mechanisms.plans import Combined, phase1_plan
 from fedhh.mechanisms.strategies import (
     AdaptiveStep,
     AutoOracle,
@@ -41,6 +35,7 @@ from fedhh.mechanisms.strategies import (
 from fedhh.mechanisms.tasks import EstimateResult, LevelCost
 from fedhh.oracles import GRR, OLH, OLHPool
 from fedhh.protocol import RunResult
+from fedhh.run.engine import build_run, run_in_process, simulate
 
 
 def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> StepContext:

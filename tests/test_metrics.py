@@ -1,4 +1,4 @@
-"""Tests of fedhh.metrics (docs/mechanisms.md §8) on hand-computed examples, edge cases and
+"""Tests of fedhh.core.metrics (docs/mechanisms.md §8) on hand-computed examples, edge cases and
 properties."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh.errors import ParameterError
-from fedhh.metrics import (
+from fedhh.core.metrics import (
     Scores,
     are,
     evaluate,
@@ -25,6 +24,7 @@ from fedhh.metrics import (
     reference_oracle,
     true_top_k,
 )
+from fedhh.errors import ParameterError
 from fedhh.oracles import choose_oracle
 
 # --- true_top_k -------------------------------------------------------------------------------

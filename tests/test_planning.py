@@ -8,10 +8,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedhh.datasets import synthetic_zipf
-from fedhh.engine import simulate
 from fedhh.errors import ParameterError
 from fedhh.mechanisms import MechanismParams
-from fedhh.mechanisms.planning import (
+from fedhh.mechanisms.levels import (
     balanced_steps,
     max_step,
     next_group,
@@ -19,6 +18,7 @@ from fedhh.mechanisms.planning import (
     split_users,
 )
 from fedhh.mechanisms.plans import phase1_plan
+from fedhh.run.engine import simulate
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,7 +124,7 @@ def test_horizon_from_length_buckets_takes_the_tails_lower_bound() -> None:
     """Items of at most 6 bytes fall in buckets ≤ 3 (⌈bytes / 2⌉): they have ended by
     8·(6 + 1) = 56 bits. A noisy tail passes by its lower bound (estimate − SE ≤ 1%), not by its
     upper bound; a tail that holds users beyond that keeps the horizon at m."""
-    from fedhh.mechanisms.planning import horizon_bits, length_buckets
+    from fedhh.mechanisms.levels import horizon_bits, length_buckets
 
     assert list(length_buckets(np.array([0, 1, 2, 3, 6, 7]))) == [0, 1, 1, 2, 3, 4]
     n = 10_000

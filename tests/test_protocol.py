@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from fedhh.datasets import synthetic_zipf
-from fedhh.engine import build_run, run_in_process
 from fedhh.errors import ParameterError, ProtocolError
 from fedhh.mechanisms import MechanismParams
 from fedhh.mechanisms.tasks import ErrorResult, EstimateResult, EstimateTask, SearchTask
@@ -17,6 +16,7 @@ from fedhh.oracles import Reports
 from fedhh.protocol import Coordinator, Party, Reply, Request, RunDriver, RunSpec
 from fedhh.protocol.encoding import decode_reply, decode_request, decode_spec, encode
 from fedhh.protocol.party import Group, LocalUsers
+from fedhh.run.engine import build_run, run_in_process
 
 
 @pytest.fixture(scope="module")

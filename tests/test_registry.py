@@ -1,6 +1,6 @@
-"""The mechanism registry (issue 21): every mechanism declares its party modes, plan, levels and
-rounds, the layers ask it instead of testing names, and the rounds it predicts are the rounds a
-run takes (a bound, tightened once the shared levels end, while adaptive depth decides)."""
+"""The mechanism registry (issue 21): every mechanism declares its party modes and has a plan,
+levels and rounds, the layers ask it instead of testing names, and the rounds it predicts are the
+rounds a run takes (a bound, tightened once the shared levels end, while adaptive depth decides)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from fedhh.datasets import synthetic_urls, synthetic_zipf
-from fedhh.engine import build_run, expected_rounds, run_in_process
 from fedhh.errors import ParameterError
 from fedhh.mechanisms import MECHANISMS, REGISTRY, MechanismParams, mechanism_of
+from fedhh.mechanisms.layout import Rounds, layout_of, rounds_of
 from fedhh.mechanisms.params import KEEP_PER_K
-from fedhh.mechanisms.registry import Rounds
 from fedhh.mechanisms.tasks import EstimateTask, SearchTask
 from fedhh.protocol import Progress, Request, RunResult
 from fedhh.protocol.limits import level_candidates
 from fedhh.protocol.messages import check_feasible
+from fedhh.run.engine import build_run, expected_rounds, run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,13 +75,13 @@ def test_every_declared_mechanism_answers() -> None:
         assert not mech.completion_round or mech.passes_prior
         for m in (20, 48):
             p = MechanismParams(mechanism=name, k=8, m=m)
-            lay = mech.layout(p)
+            lay = layout_of(p)
             assert lay.planned >= 1 and lay.party_levels >= lay.planned
             assert bool(lay.shared) == mech.estimates
             assert all(a < b for a, b in zip(lay.shared, lay.shared[1:], strict=False))
             assert not lay.shared or lay.shared[-1] <= m
             assert lay.widest == level_candidates(p) >= 2 ** (lay.shared[0] if lay.shared else 1)
-            r = mech.rounds(p, 5)
+            r = rounds_of(p, 5)
             assert 1 <= r.fewest <= r.most == expected_rounds(p, 5)
     with pytest.raises(ParameterError, match="unknown mechanism"):
         mechanism_of("pem-glob")
@@ -98,7 +98,7 @@ def test_what_the_mechanisms_declare() -> None:
     # the completion reserve is one more group a TAPS party needs; TAP ignores completion
     for name, extra in (("taps", 1), ("tap", 0)):
         p = MechanismParams(mechanism=name, k=4, m=20, step_rule="fixed", eta=2, completion=0.2)
-        lay = p.mech.layout(p)
+        lay = layout_of(p)
         assert lay.reserve == bool(extra) and lay.party_levels == lay.planned + extra
         check_feasible(p, ["a"], [lay.party_levels])
         with pytest.raises(ParameterError, match="fewer than the"):
@@ -127,7 +127,7 @@ def test_rounds_predicted_are_rounds_run(feds, mechanism: str) -> None:
             p = MechanismParams(mechanism=mechanism, epsilon=4.0, k=8, m=24, seed=2, **extra)
             res, n_parties, seen, requests = _run(fed, p)
             rounds = res.cost["rounds"]
-            bound = mech.rounds(p, n_parties)
+            bound = rounds_of(p, n_parties)
             where = f"{mechanism} {extra} {name}: {rounds} rounds, predicted {bound}"
             assert bound.fewest <= rounds <= bound.most == expected_rounds(p, fed.n_parties), where
             if bound.exact:
@@ -162,8 +162,8 @@ def test_adaptive_depth_bounds_the_rounds_where_the_old_total_was_wrong(feds) ->
     turns. The old total counted every planned level as shared (2 rounds): "round 5/2"."""
     p = MechanismParams(mechanism="taps", epsilon=4.0, k=8, m=24, seed=2)
     res, _, seen, _ = _run(feds["skew"], p)
-    assert p.mech.layout(p).shared == (17, 24)
-    assert res.cost["rounds"] == 5 and p.mech.rounds(p, 4) == Rounds(2, 5)
+    assert layout_of(p).shared == (17, 24)
+    assert res.cost["rounds"] == 5 and rounds_of(p, 4) == Rounds(2, 5)
     assert expected_rounds(p, 4) == 5
     # the display: a bound during the shared levels, exact from the first turn on
     labels = [s.rounds.label(s.round) for s in seen if s.rounds]
@@ -181,9 +181,9 @@ def test_wide_text_rounds_are_within_the_bounds(mechanism: str) -> None:
     spec, _ = build_run(urls.parties, urls.codec, p)
     assert spec.ended_rule
     res, n_parties, seen, _ = _run(urls, p)
-    bound = p.mech.rounds(p, n_parties, ended_rule=True)
+    bound = rounds_of(p, n_parties, ended_rule=True)
     assert bound.fewest <= res.cost["rounds"] <= bound.most
-    assert bound.fewest <= p.mech.rounds(p, n_parties).fewest
+    assert bound.fewest <= rounds_of(p, n_parties).fewest
     assert seen[-1].rounds == Rounds(res.cost["rounds"], res.cost["rounds"])
 
 
@@ -218,12 +218,19 @@ def test_resolved_is_made_once_and_stays_right() -> None:
 
 
 def test_layouts_are_cached_and_equal_to_a_fresh_derivation() -> None:
-    from fedhh.mechanisms.registry import _layout
+    from fedhh.mechanisms.layout import _layout
 
     p = MechanismParams(mechanism="taps", k=8, m=32)
-    lay = p.mech.layout(p)
-    assert p.mech.layout(MechanismParams(mechanism="taps", k=8, m=32)) is lay
+    lay = layout_of(p)
+    assert layout_of(MechanismParams(mechanism="taps", k=8, m=32)) is lay
     fresh = _layout.__wrapped__(p.mech, p.resolved())
     assert fresh == lay
     assert lay.shared == (17, 25, 32) and lay.planned == 3 and not lay.reserve
     assert lay.widest == (1 << 17) + p.n_prior
+
+
+def test_every_registered_mechanism_has_a_plan() -> None:
+    from fedhh.mechanisms.plans import PLANS
+    from fedhh.mechanisms.registry import MECHANISMS, REGISTRY
+
+    assert set(PLANS) == set(REGISTRY) and MECHANISMS == tuple(REGISTRY)

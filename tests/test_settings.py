@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from fedhh import settings
 from fedhh.cli import build_parser
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.limits import Limits
+from fedhh.run import settings
 from fedhh.server.analyst import load_run_spec
 from fedhh.server.flower_app import FlowerRun, FlowerSettings
 

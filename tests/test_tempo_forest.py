@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tempo_cases import Batch, for_random_batches
 
+from fedhh.core.trie import END
 from fedhh.tempo import build_prefix_tree
-from fedhh.trie import END
 
 
 @for_random_batches

@@ -1,4 +1,4 @@
-"""Tests of the shared prefix-trie core (fedhh.trie)."""
+"""Tests of the shared prefix-trie core (fedhh.core.trie)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedhh.core.trie import END, PrefixTrie
 from fedhh.errors import ParameterError
-from fedhh.trie import END, PrefixTrie
 
 
 def bit_trie() -> tuple[PrefixTrie, np.ndarray]:

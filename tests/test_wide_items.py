@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedhh import codes as cd
-from fedhh.codec import StringCodec, display
+from fedhh.core import codes as cd
+from fedhh.core.items import StringCodec, display
+from fedhh.core.trie import PrefixTrie
 from fedhh.datasets import synthetic_urls
-from fedhh.engine import simulate
 from fedhh.errors import CodecError
 from fedhh.mechanisms import MechanismParams
 from fedhh.mechanisms.local import estimate_level
@@ -24,8 +24,8 @@ from fedhh.mechanisms.tasks import LevelCost, SearchResult
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports
 from fedhh.protocol import Reply, RunResult
 from fedhh.protocol.encoding import decode_reply, encode
-from fedhh.report import format_table, result_document
-from fedhh.trie import PrefixTrie
+from fedhh.run.engine import simulate
+from fedhh.run.result import format_table, result_document
 
 NO_ZERO = st.binary(min_size=0, max_size=64).map(lambda b: b.replace(b"\0", b""))
 ITEMS = st.lists(NO_ZERO, min_size=1, max_size=20)

@@ -5,8 +5,8 @@ drive it, and the federations it runs them on.
 * ``grpc``: ``fedhh deploy local --party-file ...`` (a coordinator and one party agent per party,
   real processes with TLS and tokens), runs started and read with the analyst's
   :class:`~fedhh.server.analyst.AnalystClient`;
-* ``flower-sim``: :func:`fedhh.flower_sim.simulate_flower` (Flower's Simulation Engine, Ray), all
-  runs on one private simulation SuperLink;
+* ``flower-sim``: :func:`fedhh.flower.simulation.simulate_flower` (Flower's Simulation Engine,
+  Ray), all runs on one private simulation SuperLink;
 * ``flower-deploy``: ``flower-superlink`` and three ``flower-supernode`` processes
   (tests/flower_deploy.py), the party files named in the run config.
 
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from fedhh import settings
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core.items import IntCodec, StringCodec
 from fedhh.datasets import FederatedDataset, synthetic_urls, synthetic_zipf
 from fedhh.errors import FedHHError, TransportError
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.run import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
@@ -345,20 +345,20 @@ class FlowerSim(Transport):
     name = "flower-sim"
 
     def __init__(self, root: Path) -> None:
-        from fedhh.flower_run import SimulationLink
+        from fedhh.flower.run import SimulationLink
 
         self.link = SimulationLink(root / "flower-sim")
         self.flwr = self.link.start()
 
     def run(self, fed: Federation, params: MechanismParams, run_id: str) -> Outcome:
-        from fedhh.flower_sim import simulate_flower
+        from fedhh.flower.simulation import simulate_flower
 
         cfg = flower_config(fed, params, **{"run-id": run_id})
         try:
             res = simulate_flower(cfg, len(fed.files), total_cpus=2, link=self.flwr, timeout=300)
         except FedHHError as exc:
             return Outcome(refusal=refusal_text(exc))
-        from fedhh.report import result_document
+        from fedhh.run.result import result_document
 
         codec = StringCodec(fed.m // 8) if fed.item_flag[0] == "--item-bytes" else IntCodec(fed.m)
         return Outcome.of(result_document(res, codec))

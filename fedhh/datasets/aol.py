@@ -9,7 +9,7 @@ from typing import Unpack
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import Codes, StringCodec
+from fedhh.core.items import Codes, StringCodec
 from fedhh.datasets.common import (
     AOL_FILE,
     RngLike,

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh import codes as cd
-from fedhh.codec import MAX_WIDTH, StringCodec, display
+from fedhh.core import codes as cd
+from fedhh.core.items import MAX_WIDTH, StringCodec, display
 from fedhh.datasets.common import (
     RngLike,
     StrPath,

@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh import codes as cd
-from fedhh.codec import Codes, IntCodec, StringCodec, as_codes, check_bits
-from fedhh.datasets.common import RngLike, make_rng
-from fedhh.errors import CodecError, DataError, ParameterError
-from fedhh.metrics import (
+from fedhh.core import codes as cd
+from fedhh.core.items import Codes, IntCodec, StringCodec, as_codes, check_bits
+from fedhh.core.metrics import (
     Scores,
     evaluate,
     known_domain_reference,
@@ -21,6 +19,8 @@ from fedhh.metrics import (
     reference_oracle,
     true_top_k,
 )
+from fedhh.datasets.common import RngLike, make_rng
+from fedhh.errors import CodecError, DataError, ParameterError
 
 __all__ = ["FederatedDataset"]
 
@@ -38,7 +38,7 @@ class FederatedDataset:
     """Users' item codes split over parties, with the exact global counts.
 
     ``parties[i]`` is a read-only ``uint64`` array with one m-bit code per user of party i
-    (:mod:`fedhh.codes`: 1-D up to 64 bits, ``(n, W)`` words above).
+    (:mod:`fedhh.core.codes`: 1-D up to 64 bits, ``(n, W)`` words above).
     ``global_codes`` (sorted, unique) and ``global_counts`` (int64, aligned, all ≥ 1) are the
     exact counts over all parties, computed once at construction (or passed in as
     ``precomputed=(codes, counts)`` by the generators, which know them already; checked only
@@ -144,7 +144,7 @@ class FederatedDataset:
         return list(self.codec.decode(codes))
 
     def evaluate(self, returned: ArrayLike, estimates: ArrayLike | None, k: int) -> Scores:
-        """All §8 metrics of a returned set (see :func:`fedhh.metrics.evaluate`)."""
+        """All §8 metrics of a returned set (see :func:`fedhh.core.metrics.evaluate`)."""
         return evaluate(returned, estimates, self.global_codes, self.global_counts, k)
 
     def reference(
@@ -154,9 +154,9 @@ class FederatedDataset:
 
         The scores an analyst would get if the item domain (all distinct items) were known and
         all N users answered one round of the best oracle over it
-        (:func:`fedhh.metrics.known_domain_reference`: exact marginals, items drawn
+        (:func:`fedhh.core.metrics.known_domain_reference`: exact marginals, items drawn
         independently), averaged over ``repeats`` draws: ``f1``, ``f1_std``, ``ncr``, ``ncr_std``,
-        ... (:func:`fedhh.metrics.mean_scores`), plus ``oracle`` and ``draws``.
+        ... (:func:`fedhh.core.metrics.mean_scores`), plus ``oracle`` and ``draws``.
         """
         draws = known_domain_reference(
             self.global_codes, self.global_counts, epsilon, k, make_rng(rng), repeats=repeats

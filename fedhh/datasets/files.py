@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedhh import codes as cd
-from fedhh.codec import Codes, IntCodec, StringCodec
+from fedhh.core import codes as cd
+from fedhh.core.items import Codes, IntCodec, StringCodec
 from fedhh.datasets.common import StrPath, _read_bytes, _split_lines
 from fedhh.datasets.container import FederatedDataset
 from fedhh.errors import CodecError, DataError, ParameterError

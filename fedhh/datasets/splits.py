@@ -47,7 +47,7 @@ from typing import TypedDict, Unpack
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.codec import Codes, as_codes
+from fedhh.core.items import Codes, as_codes
 from fedhh.datasets.common import RngLike, Sizes, _check_float, _check_int, make_rng
 from fedhh.errors import CodecError, ParameterError
 

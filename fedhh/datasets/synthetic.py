@@ -8,7 +8,7 @@ from typing import Unpack
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.codec import MAX_INT_BITS, Codes, IntCodec, check_bits
+from fedhh.core.items import MAX_INT_BITS, Codes, IntCodec, check_bits
 from fedhh.datasets.common import RngLike, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.splits import (

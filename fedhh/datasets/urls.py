@@ -17,8 +17,8 @@ from typing import Unpack
 
 import numpy as np
 
-from fedhh import codes as cd
-from fedhh.codec import StringCodec
+from fedhh.core import codes as cd
+from fedhh.core.items import StringCodec
 from fedhh.datasets.common import RngLike, _check_int, make_rng
 from fedhh.datasets.container import FederatedDataset
 from fedhh.datasets.splits import SplitOptions, SplitRule, _check_s, _split_counts

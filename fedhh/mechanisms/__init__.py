@@ -9,8 +9,9 @@
 
 Party side: :mod:`fedhh.mechanisms.local`; coordinator side: :mod:`fedhh.mechanisms.plans`;
 [choice] rules: :mod:`fedhh.mechanisms.strategies`; parameters: :mod:`fedhh.mechanisms.params`;
-what each mechanism is and does (its party modes, plan, levels and rounds):
-:mod:`fedhh.mechanisms.registry`.
+what each mechanism is (its party modes, prior, completion, baseline):
+:mod:`fedhh.mechanisms.registry`; its levels and rounds: :mod:`fedhh.mechanisms.layout`; the level
+planner: :mod:`fedhh.mechanisms.levels`.
 """
 
 from fedhh.mechanisms.params import MECHANISMS, MechanismParams

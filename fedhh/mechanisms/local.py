@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
+from fedhh.core.trie import PrefixTrie
 from fedhh.errors import DuplicateReportError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.strategies import (
@@ -26,7 +27,6 @@ from fedhh.mechanisms.strategies import (
 )
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
 from fedhh.oracles import FrequencyOracle, Reports
-from fedhh.trie import PrefixTrie
 
 
 class UserLedger:
@@ -116,7 +116,7 @@ def estimate_reports(
 ) -> EstimateResult:
     """The estimate of :func:`estimate_level` from a group's reports, wherever they were made
     (perturbed by the party for its users, or on the users' devices). The oracle scores the
-    candidates' 64-bit keys (:func:`fedhh.codes.oracle_keys`)."""
+    candidates' 64-bit keys (:func:`fedhh.core.codes.oracle_keys`)."""
     n_g = int(reports.n)
     n_cand = cd.count(candidates)
     d = n_cand + 1
@@ -156,7 +156,7 @@ def _level_nodes(
     of the nodes ``p_ids``; one marked ``done`` has ended and has one child, its zero
     extension), plus every consensus prefix that is not among them (hung under its parent node
     at the previous length when it exists). Node labels are the codes' oracle keys (the code up
-    to 64 bits, its fingerprint above; :mod:`fedhh.trie`)."""
+    to 64 bits, its fingerprint above; :mod:`fedhh.core.trie`)."""
     new = length + step
     kids, parent = cd.extend(prefixes, length, step, done)
     ids = tree.add_nodes(cd.oracle_keys(kids, new), p_ids[parent], new)
@@ -234,7 +234,7 @@ def local_search(
     (> consensus_z·SE). ``prune_bar`` is the TAPS prior's bar for the
     consensus prune rule (:func:`~fedhh.mechanisms.strategies.consensus_bar`; −∞: no bar).
 
-    The candidate tree lives in a :class:`~fedhh.trie.PrefixTrie` (``trie``, or a fresh one):
+    The candidate tree lives in a :class:`~fedhh.core.trie.PrefixTrie` (``trie``, or a fresh one):
     each level's candidates are nodes with their ``estimate`` and ``stderr``; candidates that
     were neither kept nor consensus are pruned, so the alive nodes are the search's frontier.
 
@@ -242,7 +242,7 @@ def local_search(
     complete byte is 0x00 has ended; it has one child, the level plan counts it as one
     candidate, and once no kept prefix is open (all ended, or pruned) one last level takes the
     ended prefixes and the consensus items to m with every user left. ``horizon`` is the prefix
-    length by which the party's items have ended (measured, :func:`~fedhh.mechanisms.planning.
+    length by which the party's items have ended (measured, :func:`~fedhh.mechanisms.levels.
     horizon_bits`): the plan gives its users to the levels up to it. Which prefixes a level keeps:
     :func:`_wide_top`. ``one_child`` alone (the baselines on
     such items) gives an ended prefix one child and changes nothing else.

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fedhh.codec import check_bits
-from fedhh.declare import param
+from fedhh.core.declare import param
+from fedhh.core.items import check_bits
 from fedhh.errors import ParameterError
+from fedhh.mechanisms.registry import MECHANISMS, Mechanism, mechanism_of
 from fedhh.oracles import ORACLES
 from fedhh.oracles.base import check_epsilon
 
-if TYPE_CHECKING:
-    from fedhh.mechanisms.registry import Mechanism
-
-MECHANISMS = ("pem", "pem-local", "pem-global", "tap", "taps")
 ORACLE_CHOICES = (*ORACLES, "auto")
 STEP_RULES = ("planned", "fixed", "adaptive", "variance")
 PARTY_ORDERS = ("size-desc", "size-asc", "given")
@@ -312,8 +309,6 @@ class MechanismParams:
     @property
     def mech(self) -> Mechanism:
         """What ``mechanism`` is and does (:mod:`fedhh.mechanisms.registry`)."""
-        from fedhh.mechanisms.registry import mechanism_of  # the registry imports the plans
-
         return mechanism_of(self.mechanism)
 
     @property

@@ -1,8 +1,8 @@
 """Coordinator-side logic of each mechanism as a plan: a generator that yields one round of tasks
 (party index → task) at a time and receives the parties' results. Plans are pure: no I/O, no
 clocks, no randomness, so a transport can replay a plan from stored replies to resume a run.
-Each mechanism declares its plan (:mod:`fedhh.mechanisms.registry`): :func:`pem_plan`,
-:func:`global_plan`, :func:`tap_plan` or :func:`taps_plan`.
+Each mechanism of :mod:`fedhh.mechanisms.registry` has its plan here (:data:`PLANS`):
+:func:`pem_plan`, :func:`global_plan`, :func:`tap_plan` or :func:`taps_plan`.
 
 Combination (docs/mechanisms.md §5): per item, the sum of the parties' scaled estimates (a party
 that did not report an item contributes 0) with standard error √Σ SE², and the answer is the
@@ -11,16 +11,18 @@ top-k by sum.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
+from fedhh.mechanisms.depth import go_local
+from fedhh.mechanisms.layout import layout_of
+from fedhh.mechanisms.levels import horizon_bits
 from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.planning import horizon_bits
+from fedhh.mechanisms.registry import REGISTRY
 from fedhh.mechanisms.strategies import noise_candidates, noise_z, party_order, significant
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -98,8 +100,8 @@ def combine(parts: list[tuple[Codes, Floats, Floats]], bits: int = 64) -> Combin
 
 def phase1_plan(params: MechanismParams) -> tuple[list[int], int]:
     """Prefix lengths of the shared levels and the number of levels a party plans for at start
-    (the mechanism's :class:`~fedhh.mechanisms.registry.Layout`: ``shared``, ``planned``)."""
-    layout = params.mech.layout(params)
+    (the run's :class:`~fedhh.mechanisms.layout.Layout`: ``shared``, ``planned``)."""
+    layout = layout_of(params)
     return list(layout.shared), layout.planned
 
 
@@ -121,92 +123,6 @@ def _phase1_keep(
         top = np.union1d(top, plausible)
         top = top[np.lexsort((top, -est[top]))]
     return top
-
-
-def heterogeneity_z(replies: Replies, top: np.ndarray, est: Floats, sizes: list[int]) -> float:
-    """z-score of χ²/df for the parties' estimates of the kept prefixes against the homogeneous
-    model c_i(v) = (n_i/N)·F(v): (χ²/df − 1)/√(2/df). Near 0 when the parties' data look alike
-    (IID); large when they differ more than their noise explains."""
-    if len(replies) < 2 or top.size == 0:
-        return math.inf
-    total = float(sum(sizes[i] for i in replies))
-    stat, df = 0.0, 0
-    for i, res in replies.items():
-        assert isinstance(res, EstimateResult)
-        resid = (res.estimates[top] - sizes[i] / total * est[top]) / np.maximum(
-            res.stderrs[top], 1e-9
-        )
-        stat += float(np.sum(resid**2))
-        df += top.size
-    df = max(df - top.size, 1)  # F is estimated from the same data
-    return (stat / df - 1.0) / math.sqrt(2.0 / df)
-
-
-def go_local(
-    params: MechanismParams,
-    replies: Replies,
-    top: np.ndarray,
-    est: Floats,
-    se: Floats,
-    sizes: list[int],
-) -> bool:
-    """Adaptive depth [choice]: whether Phase II should start after this shared level. "chi2":
-    once the parties' estimates of the kept prefixes differ more than their noise explains
-    (:func:`heterogeneity_z`), or once one party holds a candidate far beyond its share of the
-    sum (:func:`party_excess_z` above the bar Φ̄⁻¹(α/(M·|C|)), α = ``excess_alpha``; 0: off)."""
-    if params.depth_rule == "ratio":
-        return local_advantage(replies, top, est, se) >= params.local_ratio
-    if heterogeneity_z(replies, top, est, sizes) >= params.heterogeneity:
-        return True
-    if params.excess_alpha <= 0:
-        return False
-    bar = noise_z(len(replies) * est.size, params.excess_alpha)
-    return party_excess_z(replies, est, se, sizes) > bar
-
-
-def party_excess_z(replies: Replies, est: Floats, se: Floats, sizes: list[int]) -> float:
-    """The largest z-score, over parties i and all candidates v of a shared level, of party i's
-    excess over its share of the sum: (ĉ_i(v) − w_i·F(v)) / SD with w_i = n_i/N and
-    SD² = (1 − w_i)²·SE_i(v)² + w_i²·(SE(v)² − SE_i(v)²) (the sum holds ĉ_i itself).
-
-    Under the homogeneous model each is ≈ N(0, 1), so of M·|C| of them the largest passes
-    Φ̄⁻¹(α/(M·|C|)) with probability ≈ α. It sees what the χ² over the kept prefixes cannot: an
-    item one party holds much of, too rare in the sum to be kept (docs/mechanisms.md §5).
-    −∞ with fewer than two parties."""
-    if len(replies) < 2 or est.size == 0:
-        return -math.inf
-    total = float(sum(sizes[i] for i in replies))
-    best = -math.inf
-    for i, res in replies.items():
-        assert isinstance(res, EstimateResult)
-        w = sizes[i] / total
-        own = res.stderrs**2
-        var = (1.0 - w) ** 2 * own + w**2 * np.maximum(se**2 - own, 0.0)
-        z = (res.estimates - w * est) / np.sqrt(np.maximum(var, 1e-18))
-        best = max(best, float(z.max()))
-    return best
-
-
-def local_advantage(replies: Replies, top: np.ndarray, est: Floats, se: Floats) -> float:
-    """√M / N_eff for the kept prefixes: how much better one party sees an item than the sum does.
-
-    N_eff = Σ_v (F_v² − SE_v²) / Σ_v Σ_i (ĉ_i,v² − SE_i,v²) is the effective number of parties
-    holding the prefixes' users (noise-corrected participation ratio; M for IID data, 1 when every
-    item lives in one party). With equal noise per party, a party holding 1/N_eff of an item sees
-    it with z-score (c/N_eff)/σ, the sum with c/(√M·σ): their ratio is √M / N_eff. Only prefixes
-    with F > 2·SE take part; 0 when none does (stay global).
-    """
-    strong = top[est[top] > 2.0 * se[top]]
-    if len(replies) < 2 or strong.size == 0:
-        return 0.0
-    num = float(np.sum(est[strong] ** 2 - se[strong] ** 2))
-    den = 0.0
-    for res in replies.values():
-        assert isinstance(res, EstimateResult)
-        den += float(np.sum(res.estimates[strong] ** 2 - res.stderrs[strong] ** 2))
-    if num <= 0.0 or den <= 0.0:
-        return 0.0
-    return math.sqrt(len(replies)) * den / num
 
 
 def _shared_horizon(replies: Replies, m: int, sizes: list[int]) -> int | None:
@@ -272,10 +188,10 @@ def run_plan(
     params: MechanismParams, party_sizes: list[int], ended_rule: bool = False
 ) -> Generator[Round, Replies, PlanOutcome]:
     """The plan of ``params.mechanism`` (resolved params) over parties of the given sizes: the
-    generator its :class:`~fedhh.mechanisms.registry.Mechanism` declares. ``ended_rule``: the
+    generator :data:`PLANS` gives its mechanism. ``ended_rule``: the
     items are zero-padded text wider than 64 bits (docs/mechanisms.md §10): a prefix that has
     ended has one child, and TAP/TAPS plan by the items' lengths."""
-    return params.mech.plan(params, party_sizes, ended_rule)
+    return PLANS[params.mechanism](params, party_sizes, ended_rule)
 
 
 def pem_plan(
@@ -401,7 +317,7 @@ def _shared_trie(
     mech = params.mech
     local = mech.search is not None  # the parties search on their own after the shared levels
     wide = ended_rule and not mech.baseline
-    shared = mech.layout(params).shared
+    shared = layout_of(params).shared
     # Without Phase I (t = 0) the parties start Phase II from all prefixes of length γ.
     cand = np.arange(2 ** (shared[0] if shared else params.gamma), dtype=np.uint64)
     est = se = np.zeros(0)
@@ -486,3 +402,15 @@ def complete(
     var[use] += fill_var[use]
     contrib[use] += fill_contrib[use]
     return Combined(items, est, np.sqrt(var), contrib)
+
+
+Plan = Callable[[MechanismParams, list[int], bool], Generator[Round, Replies, PlanOutcome]]
+PLANS: dict[str, Plan] = {  # one line per mechanism of the registry
+    "pem": pem_plan,
+    "pem-local": pem_plan,
+    "pem-global": global_plan,
+    "tap": tap_plan,
+    "taps": taps_plan,
+}
+if set(PLANS) != set(REGISTRY):
+    raise ImportError(f"plans {sorted(PLANS)} differ from the registry {sorted(REGISTRY)}")

@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
+from fedhh.mechanisms.levels import LevelPlan, plan_levels, split_users
 from fedhh.mechanisms.params import MAX_STEP_CANDIDATES, NOISE_KEEP, MechanismParams
-from fedhh.mechanisms.planning import LevelPlan, plan_levels, split_users
 from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, oracle_from
 
 
@@ -124,7 +124,7 @@ class VarianceAwareStep:
 
 @dataclass(frozen=True)
 class PlannedSteps:
-    """The level plan of :mod:`fedhh.mechanisms.planning`: the fewest levels whose candidate
+    """The level plan of :mod:`fedhh.mechanisms.levels`: the fewest levels whose candidate
     sets fit the decode budget (|C| ≤ ``max_candidates``), bits spread evenly, the last level
     weighted by ``final_weight``. Re-planned before every level, so a level that keeps fewer
     prefixes buys wider steps for the rest."""

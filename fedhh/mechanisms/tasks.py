@@ -1,8 +1,8 @@
 """The mechanism-level tasks a coordinator gives a party, and the party's results.
 
 These are the payloads of the protocol's request/reply envelopes (:mod:`fedhh.protocol`). Arrays
-are numpy arrays with fixed dtypes: codes as :mod:`fedhh.codes` holds them (1-D ``uint64`` up to
-64 bits, ``(n, W)`` words above) and float64 estimates. A codes field names, in its metadata
+are numpy arrays with fixed dtypes: codes as :mod:`fedhh.core.codes` holds them (1-D ``uint64``
+up to 64 bits, ``(n, W)`` words above) and float64 estimates. A codes field names, in its metadata
 (:func:`bits_from`), the field that gives its width in bits: the wire carries codes as
 ⌈bits/8⌉ big-endian bytes each (:mod:`fedhh.protocol.encoding`).
 """

@@ -35,8 +35,8 @@ from typing import ClassVar, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.core.framing import ArrayWriter, pack, read_array, unpack
 from fedhh.errors import ParameterError, ReportError
-from fedhh.framing import ArrayWriter, pack, read_array, unpack
 
 Codes = NDArray[np.uint64]
 
@@ -180,7 +180,7 @@ class Reports:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
     def to_bytes(self) -> bytes:
-        """Serialise (see :mod:`fedhh.framing`): a JSON header (kind, size, fields) and the raw
+        """Serialise (see :mod:`fedhh.core.framing`): a JSON header (kind, size, fields) and the raw
         little-endian arrays."""
         writer = ArrayWriter(_ALLOWED_DTYPES, ReportError)
         fields = {k: writer.add(v) for k, v in self.arrays.items()}

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
 from fedhh.errors import ImplausibleReply, ProtocolError, ProtocolLimit
+from fedhh.mechanisms.layout import Rounds, layout_of
 from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.plans import PlanOutcome, Replies, Round, run_plan
-from fedhh.mechanisms.registry import Rounds
 from fedhh.mechanisms.strategies import level_oracles
 from fedhh.mechanisms.tasks import (
     ErrorResult,
@@ -90,7 +90,7 @@ class Coordinator:
         self.failed: dict[str, str] = {}
         self.result: RunResult | None = None
         self.error: str | None = None
-        self._layout = self.params.mech.layout(self.params)
+        self._layout = layout_of(self.params)
         self._rounds = self._layout.rounds(len(spec.party_ids), spec.ended_rule)
         self.progress = Progress(rounds=self._rounds)
         self._started = False

@@ -7,7 +7,7 @@ in-process engine passes the same bytes from coordinator to party, so the byte c
 
 * Arrays travel as ``NDArray`` (dtype, shape, little-endian bytes); codes (candidates, start
   prefixes, prior and reported items) as ``Prefixes``: their bit length and ⌈bits/8⌉ big-endian
-  bytes a code (:func:`fedhh.codes.to_bytes`), the length named by the field's metadata
+  bytes a code (:func:`fedhh.core.codes.to_bytes`), the length named by the field's metadata
   (:func:`fedhh.mechanisms.tasks.bits_from`), so a 17-bit candidate costs 3 bytes and a 256-bit
   item 32.
 * Every message is mapped field by field from its dataclass (a task or result field is the
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from fedhh import codes as cd
+from fedhh.core import codes as cd
 from fedhh.errors import FedHHError, ProtocolError, ProtocolLimit
 from fedhh.mechanisms import tasks
 from fedhh.mechanisms.params import MechanismParams

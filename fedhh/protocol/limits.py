@@ -19,8 +19,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedhh.codes import words
+from fedhh.core.codes import words
 from fedhh.errors import ParameterError, ParameterLimit
+from fedhh.mechanisms.layout import layout_of
 from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
 from fedhh.mechanisms.strategies import oracle_choice
 
@@ -50,8 +51,8 @@ class Limits:
 
 def level_candidates(params: MechanismParams) -> int:
     """An upper bound on the candidates one level of the run decodes at a party (the
-    mechanism's :class:`~fedhh.mechanisms.registry.Layout`)."""
-    return params.mech.layout(params).widest
+    run's :class:`~fedhh.mechanisms.layout.Layout`)."""
+    return layout_of(params).widest
 
 
 def report_bytes(params: MechanismParams, candidates: int) -> int:

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core.items import IntCodec, StringCodec
 from fedhh.errors import ParameterError
+from fedhh.mechanisms.layout import layout_of
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -85,7 +86,7 @@ class RunSpec:
 def check_feasible(params: MechanismParams, party_ids: Sequence[str], sizes: Sequence[int]) -> None:
     """Every party needs at least one user per level it takes part in (else a clear error)."""
     p = params.resolved()
-    planned = p.mech.layout(p).party_levels
+    planned = layout_of(p).party_levels
     for pid, n in zip(party_ids, sizes, strict=True):
         if n < planned:
             raise ParameterError(

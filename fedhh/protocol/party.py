@@ -21,12 +21,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh import codes as cd
-from fedhh.codes import as_codes
+from fedhh.core import codes as cd
+from fedhh.core.codes import as_codes
+from fedhh.core.trie import PrefixTrie
 from fedhh.errors import DeadlinePassed, FedHHError, ParameterError
-from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
-from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES
-from fedhh.mechanisms.planning import (
+from fedhh.mechanisms.layout import layout_of
+from fedhh.mechanisms.levels import (
     LENGTH_SHARE,
     byte_lengths,
     horizon_bits,
@@ -35,6 +35,8 @@ from fedhh.mechanisms.planning import (
     n_length_buckets,
     next_group,
 )
+from fedhh.mechanisms.local import UserLedger, estimate_reports, local_search, top_indices
+from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES
 from fedhh.mechanisms.strategies import build_strategies, consensus_bar
 from fedhh.mechanisms.tasks import (
     Codes,
@@ -47,7 +49,6 @@ from fedhh.mechanisms.tasks import (
 )
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
-from fedhh.trie import PrefixTrie
 
 SEARCHES = {"pem": "a PEM search", "phase2": "Phase II"}  # the local searches (task modes)
 
@@ -82,7 +83,8 @@ class ReportSource(Protocol):
 
 class LocalUsers:
     """The party holds its users' items (m-bit codes) and perturbs them itself: each user's
-    report is made from the 64-bit oracle key of its prefix (:func:`fedhh.codes.oracle_keys`)."""
+    report is made from the 64-bit oracle key of its prefix
+    (:func:`fedhh.core.codes.oracle_keys`)."""
 
     def __init__(self, codes: Codes, m: int) -> None:
         self.codes = as_codes(codes, m)
@@ -138,7 +140,7 @@ class Party:
                 f"{spec.party_sizes[self.index]}"
             )
         self.rng = np.random.default_rng([self.params.seed, 0x5EED, self.index])
-        layout = self.params.mech.layout(self.params)
+        layout = layout_of(self.params)
         reserve = self.params.completion if layout.reserve else 0.0
         self.ledger = UserLedger(n_users, self.rng, reserve)
         self.checkpoint: Callable[[], None] | None = None

@@ -1,4 +1,4 @@
-"""TEMPO advantages on prefix trees of sampled responses (docs/tempo.md), built on fedhh.trie.
+"""TEMPO advantages on prefix trees of sampled responses (docs/tempo.md), built on fedhh.core.trie.
 
 The G responses sampled for one prompt (one ``index`` uid) form a prefix tree (P2T): a node is a
 distinct token prefix s, its members N(s) are the responses that start with s, and its value

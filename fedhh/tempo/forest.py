@@ -11,10 +11,11 @@ range minima, and every leaf is a run of identical responses. Node sums are rang
 sorted rewards, so a response's δ at the branching node b is V(c) − V(b) for the child c on its
 path, applied at token position depth(b).
 
-The forest is stored in a :class:`fedhh.trie.PrefixTrie`: labels are the first token of the edge
-into a node (:data:`fedhh.trie.END` for an end-of-response child "⊥", the group number for a root),
-depths are prefix lengths in tokens, and the statistics are ``members``, ``value`` (V), ``ends``
-(members whose response ends exactly at the node), ``delta`` (V(node) − V(parent)) and ``group``.
+The forest is stored in a :class:`fedhh.core.trie.PrefixTrie`: labels are the first token of the
+edge into a node (:data:`fedhh.core.trie.END` for an end-of-response child "⊥", the group number
+for a root), depths are prefix lengths in tokens, and the statistics are ``members``, ``value``
+(V), ``ends`` (members whose response ends exactly at the node), ``delta`` (V(node) − V(parent))
+and ``group``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedhh.core.trie import END, PrefixTrie
 from fedhh.errors import DataError, ParameterError
 from fedhh.tempo.batch import FloatArray, IdArray, _Batch, _Moments, _moments, _prepare
-from fedhh.trie import END, PrefixTrie
 
 __all__ = ["PrefixForest", "build_prefix_tree"]
 

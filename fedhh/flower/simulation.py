@@ -3,7 +3,7 @@ per party in Flower's Simulation Engine with the Ray backend (docs/flower.md).
 
 It runs the way Flower 1.42 asks for (its ``run_simulation()`` is deprecated in favour of
 ``flwr run``): ``flwr run`` submits the installed fedhh apps to a private SuperLink in simulation
-mode (:class:`fedhh.flower_run.SimulationLink`, free 127.0.0.1 ports, its own ``FLWR_HOME``),
+mode (:class:`fedhh.flower.run.SimulationLink`, free 127.0.0.1 ports, its own ``FLWR_HOME``),
 with one virtual SuperNode per party (``--federation-config num-supernodes=N``). The run config
 is the generated app's ``[tool.flwr.app.config]``. Each virtual SuperNode gets Flower's
 ``partition-id`` / ``num-partitions`` node config and builds its party's data from them and the
@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedhh import settings
 from fedhh.errors import FedHHError, ParameterError
-from fedhh.flower_run import COMPLETED, Flwr, SimulationLink, config_args, write_app
+from fedhh.flower.run import COMPLETED, Flwr, SimulationLink, config_args, write_app
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import RunResult
-from fedhh.report import result_from_document
+from fedhh.run import settings
+from fedhh.run.result import result_from_document
 
 
 def run_config_for(

@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from fedhh import codes as cd
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core import codes as cd
+from fedhh.core.items import IntCodec, StringCodec
+from fedhh.core.metrics import Scores
 from fedhh.mechanisms.strategies import NOISE_KEEP, noise_candidates, noise_z
-from fedhh.metrics import Scores
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"

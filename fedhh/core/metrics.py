@@ -15,9 +15,9 @@ Ties: the true top-k orders items by count descending and breaks ties by code as
 deterministic; an item tied with the k-th item but with a larger code is not in T.
 
 Codes are m-bit item codes (any integer array-like, held as ``uint64``; codes wider than 64 bits
-as :mod:`fedhh.codes` holds them, ``(n, W)`` words, compared through their sortable keys). Every
-function is vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate codes or
-with more than k items raise :class:`~fedhh.errors.ParameterError`.
+as :mod:`fedhh.core.codes` holds them, ``(n, W)`` words, compared through their sortable keys).
+Every function is vectorised (``np.isin`` / ``np.searchsorted``); returned sets with duplicate
+codes or with more than k items raise :class:`~fedhh.errors.ParameterError`.
 
 **The known-domain reference** (docs/mechanisms.md §8, :func:`known_domain_reference`): the
 scores an analyst would get if the item domain were known and all N users answered one round of
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh import codes as cd
-from fedhh.codes import Codes, as_codes
+from fedhh.core import codes as cd
+from fedhh.core.codes import Codes, as_codes
 from fedhh.errors import CodecError, ParameterError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _check_k(k: int) -> int:
 
 def _codes(values: ArrayLike, what: str) -> Codes:
     """``values`` as a 1-D array of sortable code keys (uint64 codes up to 64 bits, the
-    :func:`fedhh.codes.keys` of wider ones); a wrong shape or kind raises ParameterError."""
+    :func:`fedhh.core.codes.keys` of wider ones); a wrong shape or kind raises ParameterError."""
     arr = np.asarray(values)
     if arr.ndim == 2 and arr.dtype == np.uint64:
         return cd.keys(arr)  # type: ignore[return-value]

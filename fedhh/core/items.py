@@ -1,4 +1,4 @@
-"""Items ↔ m-bit codes (held as :mod:`fedhh.codes` arrays: 1-D up to 64 bits, ``(n, W)`` words
+"""Items ↔ m-bit codes (held as :mod:`fedhh.core.codes` arrays: 1-D up to 64 bits, ``(n, W)`` words
 above), and the rules for items that do not fit.
 
 * :class:`StringCodec` — items are byte strings (text as UTF-8) of at most ``width`` bytes
@@ -23,8 +23,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh import codes as cd
-from fedhh.codes import MAX_BITS, Codes, as_codes, check_bits, prefix
+from fedhh.core import codes as cd
+from fedhh.core.codes import MAX_BITS, Codes, as_codes, check_bits, prefix
 from fedhh.errors import CodecError, ParameterError
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 MAX_INT_BITS = 64  # integer items stay one word
-MAX_WIDTH = MAX_BITS // 8  # bytes of the widest string item (fedhh.codes: a party's memory)
+MAX_WIDTH = MAX_BITS // 8  # bytes of the widest string item (fedhh.core.codes: a party's memory)
 _MAX_CONTINUATION = 3  # a UTF-8 character has at most 3 continuation bytes
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from fedhh import codes as cd
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core import codes as cd
+from fedhh.core.items import IntCodec, StringCodec
 from fedhh.errors import ParameterError
+from fedhh.mechanisms.layout import rounds_of
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party, Progress, RunDriver, RunResult, RunSpec, Sent, codec_name
 from fedhh.protocol.admission import BudgetView
@@ -102,9 +103,8 @@ def expected_rounds(params: MechanismParams, n_parties: int) -> int:
     """The most coordinator rounds a run over ``n_parties`` parties takes (for progress
     displays). Exact unless adaptive depth decides during the run how many levels are shared;
     the coordinator's :class:`~fedhh.protocol.Progress` carries both bounds
-    (:meth:`~fedhh.mechanisms.registry.Mechanism.rounds`), exact once the shared levels end."""
-    mech = params.mech
-    return mech.rounds(params, 1 if mech.pools_users else n_parties).most
+    (:func:`~fedhh.mechanisms.layout.rounds_of`), exact once the shared levels end."""
+    return rounds_of(params, 1 if params.mech.pools_users else n_parties).most
 
 
 __all__ = ["build_run", "expected_rounds", "run_in_process", "simulate"]

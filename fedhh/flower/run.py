@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fedhh import __version__, procs
+from fedhh import __version__
 from fedhh.errors import FedHHError
+from fedhh.ops import procs
 
 COMPLETED = "finished:completed"
 CONNECTION = "fedhh-local"

@@ -11,7 +11,7 @@
 
 Defaults and checks are the dataclasses' own (``__post_init__``), so a field added to either
 class is reachable everywhere with no further edit. Help texts are the fields' metadata
-(declared with :func:`fedhh.declare.param`).
+(declared with :func:`fedhh.core.declare.param`).
 ``m`` is not a flag or key: the item codec of the data sets it.
 """
 
@@ -28,7 +28,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fedhh.codec import codec_for
+from fedhh.core.declare import help_of, param
+from fedhh.core.items import codec_for
 from fedhh.datasets import (
     FederatedDataset,
     load_aol,
@@ -38,9 +39,8 @@ from fedhh.datasets import (
     synthetic_zipf,
 )
 from fedhh.datasets.babynames import PARTY_RULES
-from fedhh.declare import help_of, param
 from fedhh.errors import ParameterError
-from fedhh.flower_run import config_value
+from fedhh.flower.run import config_value
 from fedhh.mechanisms import params as mp
 
 T = TypeVar("T")

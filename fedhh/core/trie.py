@@ -3,8 +3,8 @@
 A :class:`PrefixTrie` stores its nodes in growable numpy arrays (no per-node Python objects):
 
 * ``label`` (``uint64``): for a bit trie, the node's full prefix code (a prefix of length ℓ bits
-  of an m-bit code, most significant bits first, as in :mod:`fedhh.codes`) while ℓ ≤ 64; for a
-  longer prefix, its 64-bit fingerprint (:func:`fedhh.codes.fingerprint` of the prefix and ℓ,
+  of an m-bit code, most significant bits first, as in :mod:`fedhh.core.codes`) while ℓ ≤ 64; for a
+  longer prefix, its 64-bit fingerprint (:func:`fedhh.core.codes.fingerprint` of the prefix and ℓ,
   the key the oracles use): labels stay one word, :meth:`find` works on them, and whoever needs
   the full prefixes keeps them beside the node ids (:func:`fedhh.mechanisms.local.local_search`
   does); :meth:`extend` works on full labels only (ℓ + step ≤ 64). For a token tree, the token on
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedhh.codes import check_int
+from fedhh.core.codes import check_int
 from fedhh.errors import ParameterError
 
 __all__ = ["END", "MAX_BITS", "PrefixTrie"]

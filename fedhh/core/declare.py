@@ -1,9 +1,9 @@
 """Declaring a run parameter: a dataclass field with its default and its help text.
 
 The parameter dataclasses (:class:`~fedhh.mechanisms.params.MechanismParams`,
-:class:`~fedhh.settings.DatasetParams`, the Flower ServerApp's ``FlowerRun``) declare each field
+:class:`~fedhh.run.settings.DatasetParams`, the Flower ServerApp's ``FlowerRun``) declare each field
 as ``name: type = param(default, "what it means")``; the text is the field's metadata
-(``metadata["help"]``), which :mod:`fedhh.settings` shows as the flag's help. This module
+(``metadata["help"]``), which :mod:`fedhh.run.settings` shows as the flag's help. This module
 imports nothing of fedhh, so every declaring module can use it.
 """
 

@@ -15,17 +15,15 @@ Then ``fedhh coordinator serve`` (TLS, bearer tokens) and one ``fedhh party serv
 run as child processes, each in its own session; the command prints the ``fedhh query`` lines
 that reach them and waits. SIGINT (Ctrl-C) or SIGTERM stops the parties, then the coordinator:
 SIGTERM to each and to its process group, SIGKILL after ``--grace`` seconds
-(:func:`fedhh.procs.stop`). A child that exits on its own ends the deployment with status 1. On
+(:func:`fedhh.ops.procs.stop`). A child that exits on its own ends the deployment with status 1. On
 Linux the children also get SIGTERM if this command dies without stopping them.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
-import io
 import ipaddress
 import shlex
 import shutil
@@ -36,10 +34,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedhh import procs, settings
-from fedhh.codec import IntCodec, StringCodec
+from fedhh.core.items import IntCodec, StringCodec
 from fedhh.errors import DataError, FedHHError, ParameterError
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.ops import procs
+from fedhh.run import settings
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 ANALYST = "analyst"
@@ -143,17 +142,12 @@ def _fresh_dir(d: Path) -> Path:
 
 
 def add_token(d: Path, role: str, name: str) -> Path:
-    """``fedhh coordinator add-token`` (in this process) for ``role``/``name``."""
-    from fedhh.cli import main
+    """A token for ``role``/``name``, as ``fedhh coordinator add-token`` makes it."""
+    from fedhh.wire.security import add_token as add
 
     out = d / "tokens" / f"{name}.token"
     out.parent.mkdir(exist_ok=True)
-    argv = ["coordinator", "add-token", "--tokens", str(d / "tokens.json"), "--role", role]
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        status = main([*argv, "--name", name, "--out", str(out)])
-    if status != 0:
-        raise FedHHError(f"add-token {role} {name} failed: {err.getvalue().strip()}")
+    add(d / "tokens.json", role, name, out)
     return out
 
 

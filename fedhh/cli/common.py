@@ -1,0 +1,110 @@
+"""What every ``fedhh`` command shares: the one-line error parser, logging, and the flags of
+connections, TLS, resource limits and privacy budgets (the coordinator's, the party agent's and
+``fedhh simulate``'s are the same flags with the same defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"fedhh: error: {message}\n")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def add_service(sub: Any, name: str, help: str) -> Any:
+    """``fedhh NAME ...``: a command with sub-commands (returns their subparsers)."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
+
+
+def add_tls_args(p: argparse.ArgumentParser, what: str = "server") -> None:
+    """A service's certificate and key, or --insecure (shared by the gRPC services)."""
+    g = p.add_argument_group("transport security")
+    g.add_argument("--tls-cert", type=Path, help=f"{what} certificate (PEM)")
+    g.add_argument("--tls-key", type=Path, help=f"{what} private key (PEM)")
+    g.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
+
+
+def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
+    """How a client reaches the coordinator (``fedhh query``, ``fedhh party serve``)."""
+    p.add_argument(
+        "--coordinator",
+        required=True,
+        metavar="HOST:PORT",
+        help="the coordinator's address (fedhh coordinator serve --listen)",
+    )
+    p.add_argument("--token-file", type=Path, required=True, help=token_help)
+    p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
+
+
+def add_limit_args(g: Any, who: str) -> None:
+    """The resource limits of a coordinator or a party agent (fedhh.protocol.limits); ``who``
+    names whose they are in the help texts."""
+    from fedhh.protocol.limits import Limits
+
+    default = Limits()
+    g.add_argument(
+        "--max-k", type=int, default=default.max_k, help=f"largest k {who} (default %(default)s)"
+    )
+    g.add_argument(
+        "--max-candidates",
+        type=int,
+        default=default.max_candidates,
+        help=f"most candidates one level of a run may decode, {who} (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=default.max_memory_mb,
+        help=f"largest estimated memory of a run at a party in MB, {who} (default %(default)s)",
+    )
+
+
+def add_budget_args(g: Any, whose: str) -> None:
+    """The privacy budget of a party's users (fedhh.protocol.admission); ``whose`` names whose
+    it is in the help texts."""
+    from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
+
+    g.add_argument(
+        "--epsilon-budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        metavar="EPS",
+        help=f"total ε each of {whose} may spend across all runs (default %(default)g)",
+    )
+    g.add_argument(
+        "--max-epsilon",
+        type=float,
+        default=DEFAULT_MAX_EPSILON,
+        metavar="EPS",
+        help=f"largest ε one run may ask of {whose} (default %(default)g)",
+    )
+
+
+def budgets_of(args: argparse.Namespace, party_ids: Sequence[str]) -> dict[str, Any]:
+    """Each party's ledger as the budget flags set it, before any run (fresh users)."""
+    from fedhh.protocol.admission import fresh_budget
+
+    view = fresh_budget(args.epsilon_budget, args.max_epsilon)
+    return {pid: view for pid in party_ids}
+
+
+def limits_of(args: argparse.Namespace) -> Any:
+    from fedhh.protocol.limits import Limits
+
+    return Limits(args.max_k, args.max_candidates, args.max_memory_mb)
