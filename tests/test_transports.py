@@ -5,7 +5,8 @@ estimates, standard errors and byte costs, over items of 32, 48 and 256 bits; an
 (over a limit, over the parties' privacy budget, an infeasible plan) gets the same refusal.
 
 Every mechanism runs on the in-process and gRPC transports; on both Flower engines TAPS runs on
-the 48- and 256-bit items and PEM-Local on the 32-bit ones (a Flower run costs 20-60 s of process
+the 48- and 256-bit items (party files, and a URL federation each transport builds from its
+dataset keys) and PEM-Local on the 32-bit ones (a Flower run costs 20-60 s of process
 start-ups; the processes of each transport are shared by all its cases). The tooling is
 tests/transports.py."""
 
@@ -19,16 +20,20 @@ from transports import TRANSPORTS, Federation, Outcome, Transport, write_federat
 from fedhh.mechanisms.params import MechanismParams
 
 MECHANISMS = ("pem-local", "pem-global", "tap", "taps")
-FEDERATIONS = ("int32", "text48", "url256")
+FEDERATIONS = ("int32", "text48", "url256", "urls")
 DISTRIBUTED = ("grpc", "flower-sim", "flower-deploy")
-# TAPS on the wide items, the baseline on the integers: every width on both Flower engines
-ON_FLOWER = [("taps", "text48"), ("taps", "url256"), ("pem-local", "int32")]
-
+# TAPS on the wide items, the baseline on the integers: every width on both Flower engines (the
+# simulation as `fedhh simulate --engine flower --dataset urls` runs it, the deployment with the
+# party files in the run config)
+ON_FLOWER = {
+    "flower-sim": [("taps", "text48"), ("taps", "urls"), ("pem-local", "int32")],
+    "flower-deploy": [("taps", "text48"), ("taps", "url256"), ("pem-local", "int32")],
+}
 CASES = [
     pytest.param(t, mech, fed, id=f"{t}-{mech}-{fed}")
     for t in DISTRIBUTED
     for mech, fed in (
-        [(m, f) for f in FEDERATIONS for m in MECHANISMS] if t == "grpc" else ON_FLOWER
+        [(m, f) for f in FEDERATIONS for m in MECHANISMS] if t == "grpc" else ON_FLOWER[t]
     )
 ]
 # The same bad run on every transport, and the refusal each must give (in-process: its text).

@@ -48,16 +48,32 @@ PARTIES = 3
 # --- federations --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Federation:
-    """Party files of one federation and the item flag that reads them."""
+    """Party files of one federation and the item flag that reads them, or (``named``) the
+    dataset keys of a federation every transport builds itself (``fedhh simulate``'s flags,
+    ``fedhh deploy local`` writing the party files, each SuperNode its partition)."""
 
     name: str
     files: tuple[Path, ...]
     item_flag: tuple[str, str]  # ("--item-bits", "32") or ("--item-bytes", "32")
     m: int
+    named: tuple[tuple[str, Any], ...] = ()  # run-config keys of DatasetParams
+
+    @property
+    def parties(self) -> int:
+        return int(dict(self.named)["parties"]) if self.named else len(self.files)
+
+    @property
+    def data_argv(self) -> list[str]:
+        """The data flags of ``fedhh simulate`` and ``fedhh deploy local``."""
+        if self.named:
+            return [a for k, v in self.named for a in (f"--{k}", str(v))]
+        return [*(a for f in self.files for a in ("--party-file", str(f))), *self.item_flag]
 
     @property
     def data_config(self) -> dict[str, Any]:
-        """The Flower run-config keys that load these files (one per partition)."""
+        """The Flower run-config keys of the data (the files: one per partition)."""
+        if self.named:
+            return dict(self.named)
         key = self.item_flag[0].removeprefix("--")
         return {"party-files": ",".join(str(f) for f in self.files), key: int(self.item_flag[1])}
 
@@ -81,7 +97,8 @@ def write_federations(root: Path) -> dict[str, Federation]:
       plan of many levels infeasible);
     * ``text48``: words of at most 6 bytes (m = 48), Zipf over 400 words, each party its own
       rank order of them (non-IID);
-    * ``url256``: the URL federation (items of 20..32 bytes, m = 256)."""
+    * ``url256``: the URL federation (items of 20..32 bytes, m = 256);
+    * ``urls``: a URL federation by its dataset keys (``--dataset urls``), no files."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(21)
     out: dict[str, Federation] = {}
@@ -113,6 +130,9 @@ def write_federations(root: Path) -> dict[str, Federation]:
     out["url256"] = Federation(
         "url256", _write_strings(root, "url256", urls), ("--item-bytes", "32"), 256
     )
+    named = (("dataset", "urls"), ("users", 24_000), ("parties", PARTIES), ("items", 300))
+    named += (("zipf-s", 1.3), ("data-seed", 7))
+    out["urls"] = Federation("urls", (), ("--item-bytes", "32"), 256, named)
     return out
 
 
@@ -161,7 +181,7 @@ class Transport:
 
 def simulate_argv(fed: Federation, params: MechanismParams) -> list[str]:
     """``fedhh simulate`` with the party files and the parameters that differ from the defaults."""
-    argv = ["simulate", *(a for f in fed.files for a in ("--party-file", str(f))), *fed.item_flag]
+    argv = ["simulate", *fed.data_argv]
     default = MechanismParams()
     for key, value in settings.to_config(params).items():
         name = key.replace("-", "_")
@@ -182,21 +202,20 @@ class InProcess(Transport):
         self.n = 0
 
     def run(self, fed: Federation, params: MechanismParams, run_id: str) -> Outcome:
+        return self.command(fed, params, run_id)
+
+    def command(
+        self, fed: Federation, params: MechanismParams, run_id: str, *extra: str
+    ) -> Outcome:
+        """``fedhh simulate`` (and ``extra`` flags) with ``--output``, in this process."""
         from fedhh.cli import main
 
         self.n += 1
-        out = self.root / f"inprocess-{self.n}.json"
-        argv = [
-            *simulate_argv(fed, params),
-            "--run-id",
-            run_id,
-            "--quiet",
-            "--reference-draws",
-            "0",
-        ]
+        out = self.root / f"simulate-{self.n}.json"
+        argv = [*simulate_argv(fed, params), "--run-id", run_id, "--quiet", *extra]
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            status = main([*argv, "--output", str(out)])
+            status = main([*argv, "--reference-draws", "0", "--output", str(out)])
         if status != 0:
             return Outcome(refusal=err.getvalue().strip().removeprefix("fedhh: error: "))
         return Outcome.of(json.loads(out.read_text()))
@@ -305,13 +324,13 @@ class Grpc(Transport):
 
     def deploy(self, fed: Federation) -> LocalDeploy:
         if fed.name not in self.deploys:
-            argv = [*(a for f in fed.files for a in ("--party-file", str(f))), *fed.item_flag]
-            self.deploys[fed.name] = LocalDeploy.start(self.root / f"deploy-{fed.name}", argv)
+            d = self.root / f"deploy-{fed.name}"
+            self.deploys[fed.name] = LocalDeploy.start(d, fed.data_argv)
         return self.deploys[fed.name]
 
     def run(self, fed: Federation, params: MechanismParams, run_id: str) -> Outcome:
         client = self.deploy(fed).client
-        parties = [f"party-{i}" for i in range(len(fed.files))]
+        parties = [f"party-{i}" for i in range(fed.parties)]
         try:
             client.start(params, parties, run_id=run_id, deadline_seconds=120)
         except TransportError as exc:
@@ -329,7 +348,7 @@ class Grpc(Transport):
 # --- Flower ---------------------------------------------------------------------------------
 def flower_config(fed: Federation, params: MechanismParams, **extra: Any) -> dict[str, Any]:
     cfg = {k: v for k, v in settings.to_config(params).items() if k != "m"}
-    return {**cfg, **fed.data_config, "parties": len(fed.files), **extra}
+    return {**cfg, **fed.data_config, "parties": fed.parties, **extra}
 
 
 def refusal_text(exc: Exception) -> str:
@@ -347,15 +366,18 @@ class FlowerSim(Transport):
     def __init__(self, root: Path) -> None:
         from fedhh.flower.run import SimulationLink
 
+        self.cli = InProcess(root)
         self.link = SimulationLink(root / "flower-sim")
         self.flwr = self.link.start()
 
     def run(self, fed: Federation, params: MechanismParams, run_id: str) -> Outcome:
         from fedhh.flower.simulation import simulate_flower
 
+        if fed.named:  # as a user runs it: fedhh simulate --engine flower --dataset ...
+            return self.cli.command(fed, params, run_id, "--engine", "flower")
         cfg = flower_config(fed, params, **{"run-id": run_id})
         try:
-            res = simulate_flower(cfg, len(fed.files), total_cpus=2, link=self.flwr, timeout=300)
+            res = simulate_flower(cfg, fed.parties, total_cpus=2, link=self.flwr, timeout=300)
         except FedHHError as exc:
             return Outcome(refusal=refusal_text(exc))
         from fedhh.run.result import result_document
