@@ -50,6 +50,7 @@ from fedhh.errors import (
 )
 from fedhh.protocol import limits
 from fedhh.protocol.admission import PartyAdmission
+from fedhh.protocol.encoding import decode_request, decode_spec
 from fedhh.protocol.host import PartyHost
 from fedhh.wire.security import open_channel
 from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
@@ -109,6 +110,17 @@ class Heartbeat:
             self.thread.join()
 
 
+@dataclass
+class Held:
+    """A request the agent holds while its device group collects: its bytes as they came, its
+    deadline (monotonic clock) and, once decoded, its spec and request."""
+
+    spec: bytes
+    request: bytes
+    deadline: float | None
+    decoded: Any = None
+
+
 @dataclass(kw_only=True)
 class PartyAgent:
     """The connection loop of one party agent."""
@@ -132,6 +144,7 @@ class PartyAgent:
     connections: int = 0
     heartbeat: Heartbeat | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    held: dict[tuple[str, int], Held] = field(default_factory=dict)  # waiting for reports
 
     def __post_init__(self) -> None:
         if self.host.admission is None:  # the agent's limits and ledger admit its runs
@@ -202,37 +215,60 @@ class PartyAgent:
 
     def _loop(self, stub: Any) -> None:
         while not self.stop.is_set():
+            self._retry_held(stub)
             resp = stub.Poll(
                 party_pb2.PollRequest(
                     party_id=self.party_id,
-                    wait_seconds=self.poll_seconds,
+                    wait_seconds=0.0 if self.held else self.poll_seconds,
                     open_runs=self._open_runs(),
+                    holding=[party_pb2.RequestRef(run_id=r, request_id=i) for r, i in self.held],
                 ),
                 timeout=self.poll_seconds + 30,
             )
             for run_id in resp.finished_runs:
                 self.finish(run_id)
-            if not resp.HasField("request"):
+            key = (resp.request.run_id, resp.request.request_id)
+            if not resp.HasField("request") or key in self.held:  # (an older coordinator
+                if self.held:  # sends a held request again) wait for the devices' reports
+                    self.wait(0.5)
                 continue
             left = resp.deadline_seconds
-            deadline = time.monotonic() + left if left > 0 else None
+            held = Held(
+                resp.spec.SerializeToString(deterministic=True),
+                resp.request.SerializeToString(deterministic=True),
+                time.monotonic() + left if left > 0 else None,
+            )
             try:
-                data = self.answer(
-                    resp.spec.SerializeToString(deterministic=True),
-                    resp.request.SerializeToString(deterministic=True),
-                    deadline,
-                )
+                held.decoded = decode_spec(held.spec), decode_request(held.request)
             except ProtocolError as exc:
                 log.error("undecodable request from the coordinator: %s", exc)
                 self.stop.wait(1.0)
                 continue
-            if data is None:  # a device task is still collecting reports (or too late)
-                self.wait(0.5)
+            data = self.answer(held.spec, held.request, held.deadline, held.decoded)
+            if data is None:  # a device group is still collecting reports (or too late)
+                self.held[key] = held
                 continue
             self._send(stub, protocol_pb2.Reply.FromString(data))
 
+    def _retry_held(self, stub: Any) -> None:
+        """Answer the held requests whose users have reported (each decoded once, when it came).
+        One past its deadline is let go: a coordinator that restarted sends it again with a
+        fresh deadline, one that did not has failed this party in the run."""
+        for key, held in list(self.held.items()):
+            if held.deadline is not None and time.monotonic() > held.deadline:
+                del self.held[key]
+                continue
+            data = self.answer(held.spec, held.request, held.deadline, held.decoded)
+            if data is not None:
+                del self.held[key]
+                self._send(stub, protocol_pb2.Reply.FromString(data))
+
     def answer(
-        self, spec_bytes: bytes, request_bytes: bytes, deadline: float | None
+        self,
+        spec_bytes: bytes,
+        request_bytes: bytes,
+        deadline: float | None,
+        decoded: Any = None,
     ) -> bytes | None:
         """The reply to a request (None: not yet, or its deadline passed). The host admits the
         run at its first request and answers a re-delivered request from its log."""
@@ -242,13 +278,15 @@ class PartyAgent:
                 raise DeadlinePassed("the deadline of a request passed")
 
         try:
-            return self.host.answer(spec_bytes, request_bytes, checkpoint)
+            return self.host.answer(spec_bytes, request_bytes, checkpoint, decoded)
         except DeadlinePassed as exc:
             log.warning("%s: stopped working on it", exc)
             return None
 
     def finish(self, run_id: str) -> None:
         """The run is over for this party: close its report task, settle its ε, drop it."""
+        for key in [k for k in self.held if k[0] == run_id]:
+            del self.held[key]
         users = None
         if self.devices is not None:
             users = self.devices.close_run(run_id)

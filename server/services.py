@@ -169,11 +169,20 @@ class PartyServicer:
             )
         for run_id in request.open_runs:
             check_name("run id", run_id)
+        if len(request.holding) > MAX_OPEN_RUNS:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"more than {MAX_OPEN_RUNS} held requests"
+            )
+        for ref in request.holding:
+            check_name("run id", ref.run_id)
+        holding = {(ref.run_id, int(ref.request_id)) for ref in request.holding}
         self.state.seen(request.party_id)
         finished = self.state.finished_for(request.party_id, list(request.open_runs))
         if finished:
             return party_pb2.PollResponse(finished_runs=finished)
-        found = self.state.next_request(request.party_id, min(wait, MAX_POLL_SECONDS))
+        found = self.state.next_request(
+            request.party_id, min(wait, MAX_POLL_SECONDS), holding=holding
+        )
         if found is None:
             return party_pb2.PollResponse()
         spec, sent, left = found

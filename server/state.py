@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import grpc
@@ -265,16 +265,22 @@ class CoordinatorState:
     def seen(self, party_id: str) -> None:
         self.last_seen[party_id] = time.time()
 
-    def next_request(self, party_id: str, wait: float) -> tuple[RunSpec, Sent, float] | None:
-        """The next request waiting for the party: its run's spec, the request and the seconds
-        left before its deadline."""
+    def next_request(
+        self, party_id: str, wait: float, holding: Collection[tuple[str, int]] = ()
+    ) -> tuple[RunSpec, Sent, float] | None:
+        """The next request waiting for the party that it does not hold already (``holding``:
+        (run id, request id) pairs): its run's spec, the request and the seconds left before its
+        deadline."""
         end = time.monotonic() + wait
         with self.cond:
             while True:
                 now = time.monotonic()
                 for driver in self.drivers.values():
                     for s in driver.waiting():
-                        if s.party_id == party_id:
+                        if (
+                            s.party_id == party_id
+                            and (driver.spec.run_id, s.request_id) not in holding
+                        ):
                             left = driver.sent_at[s.request_id] + driver.deadline - now
                             return driver.spec, s, max(left, 1e-3)
                 left = end - now
@@ -370,7 +376,7 @@ class CoordinatorState:
                 Store.insert(db, "replies", reply.run_id, rid, party_id, payload)
                 kind = type(reply.result).__name__
                 Store.audit_in(db, party_id, "reply", reply.run_id, f"request {rid}: {kind}")
-            new = driver.receive(payload, time.monotonic())
+            new = driver.receive(payload, time.monotonic(), reply=reply, checked=True)
             with self.store.transaction() as db:
                 self._after_step(db, reply.run_id, driver, new)
             return self.row(reply.run_id).state

@@ -268,3 +268,28 @@ def test_runs_over_for_a_party(tmp_path: Path) -> None:
     finally:
         state.close()
         store.close()
+
+
+def test_a_held_request_is_not_sent_again(tmp_path: Path) -> None:
+    """A device party's agent holds a level's request while its users report; its polls name
+    it, and the coordinator sends it only to an agent that does not hold it (a level's request
+    can carry 2^17 candidates)."""
+    from fedhh.mechanisms.params import MechanismParams
+
+    store = Store(tmp_path / "c.sqlite")
+    state = CoordinatorState(store, 60.0)
+    try:
+        for pid in ("party-0", "party-1"):
+            state.register(pid, 500, "int:8", "devices", {})
+        params = MechanismParams(mechanism="pem-global", k=2, m=8, eta=2)
+        state.start_run("alice", "r", params, ["party-0", "party-1"], "continue", 60.0)
+        found = state.next_request("party-1", 1.0)
+        assert found is not None
+        _, sent, _ = found
+        assert state.next_request("party-1", 0.05, holding={("r", sent.request_id)}) is None
+        assert state.next_request("party-1", 0.05, holding={("other", sent.request_id)})
+        again = state.next_request("party-1", 0.05)  # an agent that lost it gets it again
+        assert again is not None and again[1].request_id == sent.request_id
+    finally:
+        state.close()
+        store.close()

@@ -109,9 +109,12 @@ class Coordinator:
         self._started = True
         return self._advance(None)
 
-    def step(self, reply: Reply) -> list[Request]:
-        """Take one reply; return the next round's requests once the current round is complete."""
-        pending = self.check(reply)
+    def step(self, reply: Reply, checked: bool = False) -> list[Request]:
+        """Take one reply; return the next round's requests once the current round is complete.
+        ``checked``: :meth:`check` passed on it already (the driver checks each reply when it
+        arrives), so it is not checked again."""
+        known = self._pending.get(reply.request_id) if checked else None
+        pending = known if known is not None else self.check(reply)
         del self._pending[reply.request_id]
         result = reply.result
         if isinstance(result, ErrorResult):

@@ -78,11 +78,14 @@ class PartyHost:
         spec_bytes: bytes,
         request_bytes: bytes,
         checkpoint: Callable[[], None] | None = None,
+        decoded: tuple[RunSpec, Request] | None = None,
     ) -> bytes | None:
         """The reply's bytes (an error reply if the party cannot answer), or None while the
         party waits for its users' reports. Undecodable input raises ProtocolError; a
-        ``checkpoint`` that raises DeadlinePassed stops the work (nothing logged)."""
-        spec, request = decode_spec(spec_bytes), decode_request(request_bytes)
+        ``checkpoint`` that raises DeadlinePassed stops the work (nothing logged). ``decoded``:
+        the spec and request of these bytes, for a transport that decoded them already (a
+        request it holds while its users report is decoded once)."""
+        spec, request = decoded or (decode_spec(spec_bytes), decode_request(request_bytes))
         stored = self.log.reply_for(request.run_id, request.request_id)
         if stored is not None:
             return stored

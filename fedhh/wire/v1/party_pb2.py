@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedhh.wire.v1 import protocol_pb2 as fedhh_dot_v1_dot_protocol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64hh/v1/party.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"\x8b\x01\n\x0fRegisterRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0f\n\x07n_users\x18\x02 \x01(\x03\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\'\n\x06\x62udget\x18\x06 \x01(\x0b\x32\x17.fedhh.v1.PrivacyBudget\"U\n\x10RegisterResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x14\n\x0cpoll_seconds\x18\x02 \x01(\x01\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x01\"H\n\x0bPollRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x11\n\topen_runs\x18\x03 \x03(\t\"\x84\x01\n\x0cPollResponse\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.fedhh.v1.RunSpec\x12\"\n\x07request\x18\x02 \x01(\x0b\x32\x11.fedhh.v1.Request\x12\x15\n\rfinished_runs\x18\x03 \x03(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x04 \x01(\x01\":\n\x13SubmitReplyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\trun_state\x18\x02 \x01(\t\"M\n\x10HeartbeatRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\'\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x17.fedhh.v1.PrivacyBudget\"(\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x32\x8d\x02\n\x0cPartyService\x12\x41\n\x08Register\x12\x19.fedhh.v1.RegisterRequest\x1a\x1a.fedhh.v1.RegisterResponse\x12\x35\n\x04Poll\x12\x15.fedhh.v1.PollRequest\x1a\x16.fedhh.v1.PollResponse\x12=\n\x0bSubmitReply\x12\x0f.fedhh.v1.Reply\x1a\x1d.fedhh.v1.SubmitReplyResponse\x12\x44\n\tHeartbeat\x12\x1a.fedhh.v1.HeartbeatRequest\x1a\x1b.fedhh.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64hh/v1/party.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"\x8b\x01\n\x0fRegisterRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0f\n\x07n_users\x18\x02 \x01(\x03\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\'\n\x06\x62udget\x18\x06 \x01(\x0b\x32\x17.fedhh.v1.PrivacyBudget\"U\n\x10RegisterResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x14\n\x0cpoll_seconds\x18\x02 \x01(\x01\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x01\"o\n\x0bPollRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x11\n\topen_runs\x18\x03 \x03(\t\x12%\n\x07holding\x18\x04 \x03(\x0b\x32\x14.fedhh.v1.RequestRef\"0\n\nRequestRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x03\"\x84\x01\n\x0cPollResponse\x12\x1f\n\x04spec\x18\x01 \x01(\x0b\x32\x11.fedhh.v1.RunSpec\x12\"\n\x07request\x18\x02 \x01(\x0b\x32\x11.fedhh.v1.Request\x12\x15\n\rfinished_runs\x18\x03 \x03(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x04 \x01(\x01\":\n\x13SubmitReplyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\trun_state\x18\x02 \x01(\t\"M\n\x10HeartbeatRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\'\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x17.fedhh.v1.PrivacyBudget\"(\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x32\x8d\x02\n\x0cPartyService\x12\x41\n\x08Register\x12\x19.fedhh.v1.RegisterRequest\x1a\x1a.fedhh.v1.RegisterResponse\x12\x35\n\x04Poll\x12\x15.fedhh.v1.PollRequest\x1a\x16.fedhh.v1.PollResponse\x12=\n\x0bSubmitReply\x12\x0f.fedhh.v1.Reply\x1a\x1d.fedhh.v1.SubmitReplyResponse\x12\x44\n\tHeartbeat\x12\x1a.fedhh.v1.HeartbeatRequest\x1a\x1b.fedhh.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=201
   _globals['_REGISTERRESPONSE']._serialized_end=286
   _globals['_POLLREQUEST']._serialized_start=288
-  _globals['_POLLREQUEST']._serialized_end=360
-  _globals['_POLLRESPONSE']._serialized_start=363
-  _globals['_POLLRESPONSE']._serialized_end=495
-  _globals['_SUBMITREPLYRESPONSE']._serialized_start=497
-  _globals['_SUBMITREPLYRESPONSE']._serialized_end=555
-  _globals['_HEARTBEATREQUEST']._serialized_start=557
-  _globals['_HEARTBEATREQUEST']._serialized_end=634
-  _globals['_HEARTBEATRESPONSE']._serialized_start=636
-  _globals['_HEARTBEATRESPONSE']._serialized_end=676
-  _globals['_PARTYSERVICE']._serialized_start=679
-  _globals['_PARTYSERVICE']._serialized_end=948
+  _globals['_POLLREQUEST']._serialized_end=399
+  _globals['_REQUESTREF']._serialized_start=401
+  _globals['_REQUESTREF']._serialized_end=449
+  _globals['_POLLRESPONSE']._serialized_start=452
+  _globals['_POLLRESPONSE']._serialized_end=584
+  _globals['_SUBMITREPLYRESPONSE']._serialized_start=586
+  _globals['_SUBMITREPLYRESPONSE']._serialized_end=644
+  _globals['_HEARTBEATREQUEST']._serialized_start=646
+  _globals['_HEARTBEATREQUEST']._serialized_end=723
+  _globals['_HEARTBEATRESPONSE']._serialized_start=725
+  _globals['_HEARTBEATRESPONSE']._serialized_end=765
+  _globals['_PARTYSERVICE']._serialized_start=768
+  _globals['_PARTYSERVICE']._serialized_end=1037
 # @@protoc_insertion_point(module_scope)

@@ -34,14 +34,24 @@ class RegisterResponse(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., poll_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
 
 class PollRequest(_message.Message):
-    __slots__ = ("party_id", "wait_seconds", "open_runs")
+    __slots__ = ("party_id", "wait_seconds", "open_runs", "holding")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OPEN_RUNS_FIELD_NUMBER: _ClassVar[int]
+    HOLDING_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     wait_seconds: float
     open_runs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, party_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., open_runs: _Optional[_Iterable[str]] = ...) -> None: ...
+    holding: _containers.RepeatedCompositeFieldContainer[RequestRef]
+    def __init__(self, party_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., open_runs: _Optional[_Iterable[str]] = ..., holding: _Optional[_Iterable[_Union[RequestRef, _Mapping]]] = ...) -> None: ...
+
+class RequestRef(_message.Message):
+    __slots__ = ("run_id", "request_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    request_id: int
+    def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class PollResponse(_message.Message):
     __slots__ = ("spec", "request", "finished_runs", "deadline_seconds")
