@@ -1,14 +1,14 @@
 """The contract every frequency oracle satisfies, as one abstract test class.
 
-Each registered oracle has a subclass in tests/test_oracles_contract.py that sets ``make`` (and,
-if its reports cannot all be listed from its layout, ``output_space``); every test here then runs
-for it. Besides the estimator's laws (shapes, merging, serialisation, determinism, accuracy at a
-large ε) the contract checks what the oracle declares to the other layers against what ``perturb``
+Each registered oracle has a subclass in tests/oracles/test_oracles_contract.py that sets ``make``
+(and, if its reports cannot all be listed from its layout, ``output_space``); every test here then
+runs for it. Besides the estimator's laws (shapes, merging, serialisation, determinism, accuracy at
+a large ε) the contract checks what the oracle declares to the other layers against what ``perturb``
 really makes (report layout, bytes and limits, as ingest checks them; needing the candidates; its
 parameters and registry entry; vectorised variance) and audits ε-LDP from ``output_probability``:
-over the whole output space (or a sample of it, for OLH's 2⁶⁴ seeds) P[y|x] ≤ e^ε·P[y|x'] for
-every pair of values, the bound is attained, the probabilities sum to the space's mass, and the
-sampler draws from exactly that distribution (empirical frequencies within 5 sigma).
+over the whole output space (or a sample of it, for OLH's 2⁶⁴ seeds) P[y|x] ≤ e^ε·P[y|x'] for every
+pair of values, the bound is attained, the probabilities sum to the space's mass, and the sampler
+draws from exactly that distribution (empirical frequencies within 5 sigma).
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def test_readme_snippet_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """The README's TRL snippet, run as written, with a small run's GRPOConfig settings added."""
     from datasets import Dataset
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### TRL\n", 1)[1].split("\n### ", 1)[0]
     snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert "TempoGRPOTrainer(" in snippet and "trainer.train()" in snippet

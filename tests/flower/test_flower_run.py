@@ -24,7 +24,7 @@ import pytest
 from fedhh.flower.run import free_port
 from fedhh.ops import procs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

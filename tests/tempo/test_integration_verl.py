@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 def readme_overrides() -> list[str]:
     """The config lines of the README's verl command (``key=value``, one a line)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### verl\n", 1)[1].split("\n### ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     found = [m.group(1) for m in re.finditer(r"^\s+(\+?[\w.]+=\S+)\s*\\?$", block, re.M)]

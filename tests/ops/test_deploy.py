@@ -24,7 +24,7 @@ from fedhh.datasets import load_party_files
 from fedhh.run.engine import simulate
 from fedhh.server.analyst import load_run_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 500
 # The glue above both sides (the command line, Flower's simulation that starts both apps).
 TOP = ("fedhh/cli/", "fedhh/flower/simulation.py")

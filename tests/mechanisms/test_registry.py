@@ -22,7 +22,7 @@ from fedhh.protocol.limits import level_candidates
 from fedhh.protocol.messages import check_feasible
 from fedhh.run.engine import build_run, expected_rounds, run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # the variants whose rounds differ: adaptive depth (planned and η-levels), fixed depth, no
 # Phase I, the completion round

@@ -19,7 +19,7 @@ from fedhh.run import settings
 from fedhh.server.analyst import load_run_spec
 from fedhh.server.flower_app import FlowerRun, FlowerSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = {  # values that differ from the default and pass the checks
     "mechanism": "tap",
     "oracle": "grr",
