@@ -4,11 +4,13 @@ heartbeat per connection, stopped before its channel closes, across coordinator 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -235,17 +237,10 @@ def test_runs_over_for_a_party(tmp_path: Path) -> None:
     """A party that failed in a run (here: an implausible reply) is told the run is over for it
     (its agent then closes the run's report task and settles its ε) while the run goes on with
     the others; a cancelled run is over for everyone."""
-    from fedhh.mechanisms.params import MechanismParams
     from fedhh.protocol.encoding import encode
     from fedhh.wire.rpc import Refused
 
-    store = Store(tmp_path / "c.sqlite")
-    state = CoordinatorState(store, 60.0)
-    try:
-        for pid in ("party-0", "party-1"):
-            state.register(pid, 500, "int:8", "data", {})
-        params = MechanismParams(mechanism="pem-global", k=2, m=8, eta=2)
-        state.start_run("alice", "r", params, ["party-0", "party-1"], "continue", 60.0)
+    with _two_party_run(tmp_path, "data") as state:
         assert state.finished_for("party-1", ["r", "gone"]) == ["gone"]
         found = state.next_request("party-1", 1.0)
         assert found is not None
@@ -265,24 +260,13 @@ def test_runs_over_for_a_party(tmp_path: Path) -> None:
         assert state.finished_for("party-0", ["r"]) == []  # the run goes on for party-0
         state.cancel("alice", "r")
         assert state.finished_for("party-0", ["r"]) == ["r"]
-    finally:
-        state.close()
-        store.close()
 
 
 def test_a_held_request_is_not_sent_again(tmp_path: Path) -> None:
     """A device party's agent holds a level's request while its users report; its polls name
     it, and the coordinator sends it only to an agent that does not hold it (a level's request
     can carry 2^17 candidates)."""
-    from fedhh.mechanisms.params import MechanismParams
-
-    store = Store(tmp_path / "c.sqlite")
-    state = CoordinatorState(store, 60.0)
-    try:
-        for pid in ("party-0", "party-1"):
-            state.register(pid, 500, "int:8", "devices", {})
-        params = MechanismParams(mechanism="pem-global", k=2, m=8, eta=2)
-        state.start_run("alice", "r", params, ["party-0", "party-1"], "continue", 60.0)
+    with _two_party_run(tmp_path, "devices") as state:
         found = state.next_request("party-1", 1.0)
         assert found is not None
         _, sent, _ = found
@@ -290,6 +274,22 @@ def test_a_held_request_is_not_sent_again(tmp_path: Path) -> None:
         assert state.next_request("party-1", 0.05, holding={("other", sent.request_id)})
         again = state.next_request("party-1", 0.05)  # an agent that lost it gets it again
         assert again is not None and again[1].request_id == sent.request_id
+
+
+@contextlib.contextmanager
+def _two_party_run(tmp_path: Path, source: str) -> Iterator[CoordinatorState]:
+    """A coordinator (in this process) with parties 0 and 1 registered and PEM-Global run "r"
+    started over them."""
+    from fedhh.mechanisms.params import MechanismParams
+
+    store = Store(tmp_path / "c.sqlite")
+    state = CoordinatorState(store, 60.0)
+    try:
+        for pid in ("party-0", "party-1"):
+            state.register(pid, 500, "int:8", source, {})
+        params = MechanismParams(mechanism="pem-global", k=2, m=8, eta=2)
+        state.start_run("alice", "r", params, ["party-0", "party-1"], "continue", 60.0)
+        yield state
     finally:
         state.close()
         store.close()
