@@ -226,10 +226,9 @@ class FlowerCoordinator:
         return RunSpec(self.s.run.run_id, params, tuple(ids), sizes, codecs[0])
 
     def run(self, spec: RunSpec) -> RunResult:
-        t0 = time.perf_counter()
         spec_bytes = encode(spec)
         driver = RunDriver(spec, self.s.run.policy, bounds=self.s.limits, budgets=self.budgets)
-        queue = driver.start()
+        queue = driver.start(time.perf_counter())
         while queue:
             replies = self._send(
                 [records.content(spec=spec_bytes, request=s.payload) for s in queue],
@@ -249,9 +248,7 @@ class FlowerCoordinator:
                 if not driver.done:
                     nxt.extend(driver.fail(sent.request_id, problem))
             queue = nxt
-        result = driver.outcome()
-        result.cost["wall_seconds"] = time.perf_counter() - t0
-        return result
+        return driver.outcome(time.perf_counter())
 
     def evaluation(self, k: int, result: RunResult) -> Scores | None:
         """Scores against the ground truth when every node serves one named federation."""

@@ -208,7 +208,8 @@ class CoordinatorState:
         failed = sorted(coord.failed)
         progress: dict[str, Any] = {"round": coord.round, "failed": failed}
         if coord.result is not None:
-            doc = result_document(coord.result, codec_from_name(driver.spec.codec))
+            result = driver.outcome(time.monotonic())  # wall time since launch (or resume)
+            doc = result_document(result, codec_from_name(driver.spec.codec))
             Store.update_run(
                 db, run_id, state="done", result=doc, phase="done", outstanding=0, **progress
             )

@@ -24,6 +24,7 @@ A run that ends without a result raises :class:`~fedhh.errors.RunFailed` from
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Protocol
@@ -79,13 +80,16 @@ class RunDriver:
         self.sent_at: dict[int, float] = {}
         self.bytes_out = 0
         self.bytes_in = 0
+        self.started: float | None = None
 
     @property
     def done(self) -> bool:
         return self.coord.done
 
     def start(self, now: float = 0.0) -> list[Sent]:
-        """The first round's requests."""
+        """The first round's requests (``now``: the transport's clock, for deadlines and the
+        run's wall time)."""
+        self.started = now
         return self._send(self.coord.start(), now)
 
     def waiting(self) -> list[Sent]:
@@ -128,13 +132,23 @@ class RunDriver:
             raise ProtocolError(f"request {request_id} is not waiting for a reply")
         return self._event(request_id, reason, now)
 
-    def outcome(self) -> RunResult:
-        """The run's result; :class:`RunFailed` if it ended without one."""
+    def outcome(self, now: float | None = None) -> RunResult:
+        """The run's result, its cost completed with what the driver counted (the bytes sent and
+        received) and, given ``now`` on the clock :meth:`start` was given, ``wall_seconds``;
+        :class:`RunFailed` if it ended without one."""
         if self.coord.error is not None:
             raise RunFailed(f"run {self.spec.run_id} failed: {self.coord.error}")
-        if self.coord.result is None:
+        result = self.coord.result
+        if result is None:
             raise RunFailed(f"run {self.spec.run_id} has not finished")
-        return self.coord.result
+        cost = {
+            **result.cost,
+            "bytes_to_parties": self.bytes_out,
+            "bytes_to_coordinator": self.bytes_in,
+        }
+        if now is not None and self.started is not None:
+            cost["wall_seconds"] = now - self.started
+        return dataclasses.replace(result, cost=cost)
 
     # --- internals -------------------------------------------------------------------------
     def _send(self, requests: list[Request], now: float) -> list[Sent]:
@@ -143,9 +157,6 @@ class RunDriver:
         self.events = {}
         self.sent_at = {s.request_id: now for s in sent}
         self.bytes_out += sum(len(s.payload) for s in sent)
-        if self.coord.result is not None:
-            self.coord.result.cost["bytes_to_parties"] = self.bytes_out
-            self.coord.result.cost["bytes_to_coordinator"] = self.bytes_in
         return sent
 
     def _event(self, request_id: int, event: Reply | str, now: float) -> list[Sent]:

@@ -64,9 +64,8 @@ def run_in_process(
 ) -> RunResult:
     """Drive a run to its end, every message through its wire bytes (admitted by the driver
     against ``bounds`` and the parties' ``budgets``, as on every transport)."""
-    t0 = time.perf_counter()
     driver = RunDriver(spec, policy, bounds=bounds, budgets=budgets)
-    queue: list[Sent] = driver.start()
+    queue: list[Sent] = driver.start(time.perf_counter())
     while queue:
         if progress is not None:
             progress(driver.coord.progress)
@@ -76,8 +75,7 @@ def run_in_process(
             assert reply is not None  # a party over its users' items never waits
             nxt.extend(driver.receive(encode(reply)))
         queue = nxt
-    result = driver.outcome()
-    result.cost["wall_seconds"] = time.perf_counter() - t0
+    result = driver.outcome(time.perf_counter())
     if progress is not None:
         progress(driver.coord.progress)
     return result
