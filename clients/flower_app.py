@@ -26,7 +26,7 @@ from flwr.clientapp import ClientApp
 from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.flower_data import PartyData, party_data
 from fedhh.clients.store import AgentStore
-from fedhh.errors import FedHHError, ProtocolError
+from fedhh.errors import FedHHError, ParameterError, ProtocolError
 from fedhh.flower import records
 from fedhh.protocol import Party
 from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, PartyAdmission
@@ -60,26 +60,29 @@ class RunLedger:
 def _number(node: Mapping[str, Any], key: str, default: float) -> float:
     value = node.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ProtocolError(f"node config {key} must be a number, got {value!r}")
+        raise ParameterError(f"node config {key} must be a number, got {value!r}")
     try:
         return float(value)
     except ValueError:
-        raise ProtocolError(f"node config {key} must be a number, got {value!r}") from None
+        raise ParameterError(f"node config {key} must be a number, got {value!r}") from None
 
 
-def node_admission(context: Context, n_users: int) -> PartyAdmission:
-    """The node operator's limits and privacy ledger (node config only)."""
+def _node_ledger(context: Context, n_users: int) -> PrivacyLedger:
+    """The node's privacy ledger: in its ``state-db`` file, or in memory (this run only)."""
     node = context.node_config
-    bounds = settings.from_config(Limits, node)
     path = str(node.get("state-db") or "")
-    store = AgentStore(Path(path).expanduser() if path else Path(":memory:"))
-    ledger = PrivacyLedger(
-        store,
+    return PrivacyLedger(
+        AgentStore(Path(path).expanduser() if path else Path(":memory:")),
         n_users,
         _number(node, "epsilon-budget", DEFAULT_BUDGET),
         _number(node, "max-epsilon", DEFAULT_MAX_EPSILON),
     )
-    return PartyAdmission(bounds, RunLedger(ledger, context.run_id))
+
+
+def node_admission(context: Context, n_users: int) -> PartyAdmission:
+    """The node operator's limits and privacy ledger (node config only)."""
+    bounds = settings.from_config(Limits, context.node_config)
+    return PartyAdmission(bounds, RunLedger(_node_ledger(context, n_users), context.run_id))
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
@@ -89,9 +92,11 @@ def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
         info = protocol_pb2.PartyInfo.FromString(state.config_records[_INFO]["info"])
         return PartyData(state.array_records[_DATA]["codes"].numpy(), info)
     data = party_data(context.node_config, {**context.run_config, **overrides})
-    ledger = node_admission(context, int(data.info.users)).ledger
-    assert isinstance(ledger, RunLedger)
-    data.info.budget.CopyFrom(protocol_pb2.PrivacyBudget(**ledger.ledger.state()))
+    ledger = _node_ledger(context, int(data.info.users))
+    try:  # the ServerApp checks a run against it before the run starts
+        data.info.budget.CopyFrom(protocol_pb2.PrivacyBudget(**ledger.state()))
+    finally:
+        ledger.store.close()
     state[_DATA] = ArrayRecord({"codes": Array(np.ascontiguousarray(data.codes))})
     state[_INFO] = ConfigRecord({"info": data.info.SerializeToString()})
     return data
