@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from fedhh.cli.common import (
     add_budget_args,
     add_connect_args,
     add_limit_args,
+    add_log_level_arg,
     add_service,
     limits_of,
     setup_logging,
@@ -21,6 +23,7 @@ from fedhh.cli.common import (
 from fedhh.errors import ParameterError
 
 log = logging.getLogger("fedhh.party")
+MAX_POLL_SECONDS = 300.0  # (the coordinator answers a long poll within 30 s, whatever is asked)
 
 
 def add_party_parser(sub: Any) -> None:
@@ -86,9 +89,7 @@ def add_party_parser(sub: Any) -> None:
         metavar="N",
         help="fault drill: exit abruptly (status 3) after answering N requests",
     )
-    s.add_argument(
-        "--log-level", default="info", help="debug, info, warning or error (default info)"
-    )
+    add_log_level_arg(s)
     s.set_defaults(func=cmd_party_serve)
 
     e = party.add_parser(
@@ -152,6 +153,10 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     if args.insecure and args.ca_cert:
         raise ParameterError("--insecure and --ca-cert exclude each other")
     split_address(args.coordinator)
+    if args.ca_cert is not None and not args.ca_cert.is_file():
+        raise ParameterError(f"--ca-cert {args.ca_cert}: no such file")
+    if not (math.isfinite(args.poll_seconds) and 0 < args.poll_seconds <= MAX_POLL_SECONDS):
+        raise ParameterError(f"--poll-seconds must be in (0, {MAX_POLL_SECONDS:g}]")
     token = read_token_file(args.token_file)
     codec = codec_for(args.item_bytes, args.item_bits, truncate=args.truncate)
     lim = limits_of(args)

@@ -14,6 +14,7 @@ Every method returns plain dicts/lists (JSON-ready); gRPC errors become
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
 from collections.abc import Sequence
@@ -62,12 +63,20 @@ def load_run_spec(path: Path) -> dict[str, Any]:
     params = doc.get("params", {})
     if not isinstance(params, dict):
         raise ParameterError(f"{path}: [params] must be a table")
+    deadline = doc.get("deadline_seconds", 0.0)
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        raise ParameterError(f"{path}: deadline_seconds must be a number, got {deadline!r}")
+    if not (math.isfinite(deadline) and deadline >= 0):
+        raise ParameterError(f"{path}: deadline_seconds must be ≥ 0 (0: the coordinator's)")
+    for key in ("run_id", "policy"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ParameterError(f"{path}: {key} must be a string, got {doc[key]!r}")
     return {
         "params": params_from_table(params),
         "party_ids": parties,
         "run_id": str(doc.get("run_id", "")),
         "policy": str(doc.get("policy", "continue")),
-        "deadline_seconds": float(doc.get("deadline_seconds", 0.0)),
+        "deadline_seconds": float(deadline),
     }
 
 

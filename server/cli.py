@@ -12,6 +12,7 @@ from typing import Any
 from fedhh.cli.common import (
     add_connect_args,
     add_limit_args,
+    add_log_level_arg,
     add_service,
     add_tls_args,
     limits_of,
@@ -70,9 +71,7 @@ def add_coordinator_parser(sub: Any) -> None:
         "this coordinator accepts",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
-    serve.add_argument(
-        "--log-level", default="info", help="debug, info, warning or error (default info)"
-    )
+    add_log_level_arg(serve)
     serve.set_defaults(func=cmd_coordinator_serve)
 
     tok = csub.add_parser(

@@ -149,6 +149,16 @@ class CoordinatorState:
         if it cannot run."""
         known = self.store.party_rows()
         rows = {p: known[p] for p in party_ids if p in known}
+        codecs = sorted({r.codec for r in rows.values()})
+        if len(codecs) > 1:
+            raise ParameterError(f"the parties use different item codecs: {', '.join(codecs)}")
+        for pid, r in rows.items():
+            bits = codec_from_name(r.codec).m
+            if bits != params.m:
+                raise ParameterError(
+                    f"the run asks m = {params.m} bits but party {pid}'s items have {bits} "
+                    f"({r.codec})"
+                )
         admit_run(
             params,
             party_ids,
@@ -181,12 +191,10 @@ class CoordinatorState:
     def _launch(self, row: RunRow, parties: dict[str, tuple[int, str, str]]) -> None:
         try:
             params = MechanismParams.from_dict(row.params)
-            codecs = {parties[p][1] for p in row.party_ids}
-            if len(codecs) != 1:
-                raise ParameterError(f"the parties use different item codecs: {sorted(codecs)}")
             sizes = tuple(parties[p][0] for p in row.party_ids)
-            self.check_run(params, row.party_ids, row.run_id)
-            spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codecs.pop())
+            self.check_run(params, row.party_ids, row.run_id)  # one codec, of the run's m
+            codec = parties[row.party_ids[0]][1]
+            spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codec)
             driver = RunDriver(spec, row.policy, row.deadline, bounds=self.limits)
             sent = driver.start(time.monotonic())
         except FedHHError as exc:

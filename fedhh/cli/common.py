@@ -19,9 +19,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"fedhh: error: {message}\n")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_log_level_arg(p: Any) -> None:
+    """``--log-level`` of a service (one of :data:`LOG_LEVELS`)."""
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="the least severe log lines written to stderr (default info)",
+    )
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -88,6 +88,8 @@ def find_data_file(name: str = AOL_FILE, path: StrPath | None = None) -> Path:
 
 def _read_bytes(path: Path) -> bytes:
     try:
+        if path.exists() and not path.is_file():  # a FIFO or a device would block the read
+            raise DataError(f"cannot read {path}: not a regular file")
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as fh:
                 return fh.read()

@@ -95,7 +95,8 @@ class MechanismParams:
     )
     level_candidates: int | None = param(
         None,
-        "planned rule: most candidates one level decodes, ≤ 2^20 (default 2^17)",
+        "planned rule: most candidates one level plans to decode, ≤ 2^20 (TAPS: ≤ 2^20 less "
+        "the ⌈prior-factor·k⌉ prior items a level may add; default 2^17)",
     )
     final_weight: float | None = param(
         None,
@@ -251,6 +252,14 @@ class MechanismParams:
             f"unknown party order {self.party_order!r}; choose one of {', '.join(PARTY_ORDERS)}",
         )
         need(self.prior_factor > 0, f"prior_factor must be > 0, got {self.prior_factor!r}")
+        if self.level_candidates is not None and self.mech.passes_prior:
+            room = MAX_LEVEL_CANDIDATES - self.n_prior  # a party's level adds the prior's items
+            need(
+                self.level_candidates <= room,
+                f"level_candidates must be at most {room} for {self.mechanism} with k = "
+                f"{self.k} (2^20 less the {self.n_prior} prior items a level may add), got "
+                f"{self.level_candidates}",
+            )
         need(
             isinstance(self.consensus_z, (int, float))
             and math.isfinite(self.consensus_z)

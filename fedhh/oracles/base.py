@@ -45,13 +45,22 @@ _VERSION = 2
 _ALLOWED_DTYPES = frozenset({"uint8", "uint32", "uint64"})
 
 
+MIN_EPSILON = 0.01  # below it a count's standard error is over 200·√n: no estimate, and at
+# ε ≈ 1e-10 the oracles' (p − q)² rounds to 0 (their variance divides by it)
+
+
 def check_epsilon(epsilon: float) -> float:
-    """Validate a privacy budget: a finite float > 0."""
+    """Validate a privacy budget: a finite float in [MIN_EPSILON, 40]."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)):
         raise ParameterError(f"epsilon must be a number, got {epsilon!r}")
     eps = float(epsilon)
     if math.isnan(eps) or math.isinf(eps) or eps <= 0:
         raise ParameterError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    if eps < MIN_EPSILON:
+        raise ParameterError(
+            f"epsilon must be at least {MIN_EPSILON:g} (below it a count's standard error is "
+            f"over 200·√n: nothing can be estimated), got {eps:g}"
+        )
     if eps > 40:
         raise ParameterError(f"epsilon must be at most 40 (e^ε overflows the oracles), got {eps}")
     return eps

@@ -116,6 +116,8 @@ def params_from_pb(msg: pb.MechanismParams) -> MechanismParams:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return MechanismParams.from_dict({k: v for k, v in data.items() if v is not None})
+    except RecursionError:  # JSON nested deeper than the parser's stack
+        raise ProtocolError("invalid mechanism parameters: nested too deeply") from None
     except (ValueError, TypeError, FedHHError) as exc:
         raise ProtocolError(f"invalid mechanism parameters: {exc}") from None
 
