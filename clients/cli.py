@@ -203,7 +203,15 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
-    worker = threading.Thread(target=lambda: setattr(agent, "status", agent.run()), daemon=True)
+    status = [1]  # an agent that dies of an unexpected error exits 1, not 0
+
+    def run() -> None:
+        try:
+            status[0] = agent.run()
+        except Exception:  # a bug: logged with its traceback, and the agent fails
+            log.exception("party %s: the agent stopped on an unexpected error", args.party_id)
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     while worker.is_alive():
         worker.join(0.5)
@@ -212,7 +220,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     if devices is not None:
         devices.commit.close()
     store.close()
-    return int(getattr(agent, "status", 0))
+    return int(status[0])
 
 
 def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: str) -> Any:
