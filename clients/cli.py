@@ -127,7 +127,7 @@ def cmd_party_enroll(args: argparse.Namespace) -> int:
     check_name("party id", args.party_id)
     if args.users < 1:
         raise ParameterError("--users must be ≥ 1")
-    store = AgentStore(args.db)
+    store = AgentStore.of_party(args.db, args.party_id)
     try:
         n = write_credentials(credentials_for(store, args.party_id, args.users), args.out)
     finally:
@@ -167,7 +167,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
             raise ParameterError("a device party needs --listen (its report endpoint)")
         if not args.collect_seconds > 0:
             raise ParameterError("--collect-seconds must be > 0")
-    store = AgentStore(args.db)
+    store = AgentStore.of_party(args.db, args.party_id)
     server = devices = None
     users: Any
     if args.data is not None:

@@ -67,22 +67,24 @@ def _number(node: Mapping[str, Any], key: str, default: float) -> float:
         raise ParameterError(f"node config {key} must be a number, got {value!r}") from None
 
 
-def _node_ledger(context: Context, n_users: int) -> PrivacyLedger:
-    """The node's privacy ledger: in its ``state-db`` file, or in memory (this run only)."""
+def _node_ledger(context: Context, n_users: int, party_id: str) -> PrivacyLedger:
+    """The node's privacy ledger: in its ``state-db`` file (bound to its party), or in memory
+    (this run only)."""
     node = context.node_config
     path = str(node.get("state-db") or "")
     return PrivacyLedger(
-        AgentStore(Path(path).expanduser() if path else Path(":memory:")),
+        AgentStore.of_party(Path(path).expanduser() if path else Path(":memory:"), party_id),
         n_users,
         _number(node, "epsilon-budget", DEFAULT_BUDGET),
         _number(node, "max-epsilon", DEFAULT_MAX_EPSILON),
     )
 
 
-def node_admission(context: Context, n_users: int) -> PartyAdmission:
+def node_admission(context: Context, n_users: int, party_id: str) -> PartyAdmission:
     """The node operator's limits and privacy ledger (node config only)."""
     bounds = settings.from_config(Limits, context.node_config)
-    return PartyAdmission(bounds, RunLedger(_node_ledger(context, n_users), context.run_id))
+    ledger = _node_ledger(context, n_users, party_id)
+    return PartyAdmission(bounds, RunLedger(ledger, context.run_id))
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
@@ -92,7 +94,7 @@ def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
         info = protocol_pb2.PartyInfo.FromString(state.config_records[_INFO]["info"])
         return PartyData(state.array_records[_DATA]["codes"].numpy(), info)
     data = party_data(context.node_config, {**context.run_config, **overrides})
-    ledger = _node_ledger(context, int(data.info.users))
+    ledger = _node_ledger(context, int(data.info.users), data.info.party_id)
     try:  # the ServerApp checks a run against it before the run starts
         data.info.budget.CopyFrom(protocol_pb2.PrivacyBudget(**ledger.state()))
     finally:
@@ -166,7 +168,7 @@ def _host(context: Context, data: PartyData) -> PartyHost:
         pid,
         lambda spec: Party(spec, pid, data.codes),
         log,
-        node_admission(context, int(data.info.users)),
+        node_admission(context, int(data.info.users), pid),
     )
     _HOSTS[key] = (host, log.size())
     return host

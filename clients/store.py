@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from fedhh.errors import FedHHError
+from fedhh.errors import FedHHError, ParameterError
 from fedhh.ops.storage import Database
 
 _SCHEMA = """
@@ -62,6 +63,18 @@ class AgentStore(Database):
     """Thread-safe access to the agent's SQLite file (one connection, one lock, WAL journal)."""
 
     schema = _SCHEMA
+    kind = "party agent"
+
+    @classmethod
+    def of_party(cls, path: Path, party_id: str) -> AgentStore:
+        """The state file of ``party_id``: a new file is bound to it, another party's refused
+        (its privacy ledger and credential key are that party's)."""
+        store = cls(path)
+        owner = store.meta_default("party-id", party_id.encode()).decode(errors="replace")
+        if owner != party_id:
+            store.close()
+            raise ParameterError(f"{path} is the state file of party {owner}, not of {party_id}")
+        return store
 
     # --- handled requests ----------------------------------------------------------------------
     def save_handled(

@@ -128,6 +128,7 @@ class Store(Database):
     """Thread-safe access to one SQLite file (one connection, one lock, WAL journal)."""
 
     schema = _SCHEMA
+    kind = "coordinator"
 
     def __init__(self, path: Any) -> None:
         super().__init__(path)

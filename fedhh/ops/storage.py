@@ -9,31 +9,99 @@ from typing import Any
 
 from fedhh.errors import ParameterError
 
+SCHEMA_VERSION = 1  # of the identity row; a file of a newer fedhh is refused
+_IDENTITY = """
+CREATE TABLE IF NOT EXISTS fedhh_identity (
+    kind TEXT NOT NULL,
+    schema_version INTEGER NOT NULL
+);
+"""
 
-def open_database(path: Path, schema: str) -> sqlite3.Connection:
+
+def open_database(path: Path, schema: str, kind: str = "") -> sqlite3.Connection:
     """A connection in autocommit mode, shareable across threads (callers hold a lock), with a
-    WAL journal and full fsync (an accepted report or reply survives a crash), schema applied."""
+    WAL journal and full fsync (an accepted report or reply survives a crash), schema applied.
+
+    A file that exists must be what it claims (``kind``: whose state it holds): an empty file, a
+    file that is not SQLite, one that fails SQLite's integrity check or one of another kind is
+    refused with one line (ParameterError) and left as it is, so no state is lost silently by
+    starting afresh over it. A path that does not exist yet gets a new database."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ParameterError(f"cannot create the database {path}: {path.parent} is not a directory")
+    memory = str(path) == ":memory:"
+    existed = not memory and path.exists()
+    if existed and (not path.is_file() or path.stat().st_size == 0):
+        what = "not a regular file" if not path.is_file() else "empty"
+        raise ParameterError(
+            f"{path} is {what}, not a fedhh {kind + ' ' if kind else ''}state file: refusing to "
+            "start afresh over "
+            "it (move it away to start with new state, or restore it from a backup)"
+        )
+    db: sqlite3.Connection | None = None
     try:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if existed:
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                found = " ".join(str(check[0] if check else "no answer").split())  # one line
+                raise ParameterError(
+                    f"{path} is damaged (SQLite's integrity check: {found}); restore it from a "
+                    "backup"
+                )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        if kind:
+            _check_identity(db, path, kind, existed)
         db.executescript(schema)
     except sqlite3.Error as exc:
+        if db is not None:
+            db.close()
         raise ParameterError(f"cannot open the database {path}: {exc}") from None
+    except ParameterError:
+        if db is not None:
+            db.close()
+        raise
     return db
+
+
+def _check_identity(db: sqlite3.Connection, path: Path, kind: str, existed: bool) -> None:
+    """The file's identity row: written when the file is new (or from a fedhh that wrote none),
+    else checked."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.executescript(_IDENTITY)
+    row = db.execute("SELECT kind, schema_version FROM fedhh_identity").fetchone()
+    if row is None:
+        if existed and tables and "fedhh_identity" not in tables and not _looks_like(tables, kind):
+            raise ParameterError(f"{path} is a SQLite file but not a fedhh {kind} state file")
+        db.execute("INSERT INTO fedhh_identity VALUES (?, ?)", (kind, SCHEMA_VERSION))
+        return
+    if row[0] != kind:
+        raise ParameterError(f"{path} is a fedhh {row[0]} state file, not the {kind}'s")
+    if int(row[1]) > SCHEMA_VERSION:
+        raise ParameterError(
+            f"{path} was written by a newer fedhh (state schema {row[1]}, this one reads "
+            f"{SCHEMA_VERSION})"
+        )
+
+
+_TABLES = {"coordinator": {"runs", "parties"}, "party agent": {"handled", "budget_runs"}}
+
+
+def _looks_like(tables: set[str], kind: str) -> bool:
+    """Whether a file without an identity row (an earlier fedhh's) holds ``kind``'s tables."""
+    return _TABLES.get(kind, set()) <= tables
 
 
 class Database:
     """One SQLite file behind one lock (the coordinator's and the party agent's stores)."""
 
     schema = ""
+    kind = ""  # whose state the file holds (its identity row; see open_database)
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = open_database(self.path, self.schema)
+        self._db = open_database(self.path, self.schema, self.kind)
         self._lock = threading.Lock()
 
     def close(self) -> None:
