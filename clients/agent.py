@@ -61,6 +61,13 @@ FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 MAX_BACKOFF = 10.0
 
 
+def untrusted(details: str) -> bool:
+    """Whether a failed call's details say the TLS handshake failed on the certificate (a wrong
+    CA, an expired or foreign certificate): permanent, unlike a coordinator that is away."""
+    text = details.lower()
+    return "handshake failed" in text or "certificate" in text
+
+
 def _no_wait(seconds: float) -> None:
     return None
 
@@ -151,7 +158,10 @@ class PartyAgent:
             self.host.admission = PartyAdmission(self.limits, self.ledger)
 
     def run(self) -> int:
+        """Serve until stopped (0), or until a failure no retry can fix (1: the coordinator
+        refused this party's token, or its certificate is not trusted)."""
         backoff = 0.2
+        said = ""  # the last reason a connection was lost, as logged
         while not self.stop.is_set():
             channel = open_channel(
                 self.coordinator, token=self.token, ca_cert=self.ca_cert, insecure=self.insecure
@@ -161,6 +171,7 @@ class PartyAgent:
                 resp = stub.Register(self._registration(), timeout=10)
                 self.connections += 1
                 log.info("registered with %s as %s", self.coordinator, self.party_id)
+                said = ""
                 backoff = 0.2
                 self.heartbeat = Heartbeat(stub, self._beat, resp.heartbeat_seconds or 10.0)
                 self.heartbeat.start()
@@ -169,7 +180,15 @@ class PartyAgent:
                 code = exc.code()
                 if code in FATAL:
                     log.error("coordinator refused this party: %s %s", code.name, exc.details())
-                    return 2
+                    return 1
+                if untrusted(exc.details() or ""):  # retrying cannot fix a certificate
+                    log.error(
+                        "cannot connect to %s: its TLS certificate is not trusted with this "
+                        "--ca-cert (or has expired): %s",
+                        self.coordinator,
+                        exc.details(),
+                    )
+                    return 1
                 why = f"{code.name}: {exc.details()}"
             except Exception as exc:  # never let a reconnect loop die
                 log.exception("agent loop failed")
@@ -184,9 +203,15 @@ class PartyAgent:
             if self.stop.is_set():
                 break
             delay = backoff * (1 + random.random() / 2)
-            log.warning(
-                "connection to %s lost (%s); retrying in %.1f s", self.coordinator, why, delay
+            level = logging.DEBUG if why == said else logging.WARNING  # a new reason: say it once
+            log.log(
+                level,
+                "connection to %s lost (%s); retrying (every ≤ %.0f s)",
+                self.coordinator,
+                why,
+                MAX_BACKOFF * 1.5,
             )
+            said = why
             self.stop.wait(delay)
             backoff = min(backoff * 2, MAX_BACKOFF)
         return 0

@@ -7,7 +7,12 @@ clear error line and exit status 2, never a traceback. Every command module impo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# gRPC's C core logs TLS handshakes and reconnects on stderr unless told otherwise; the services
+# log what matters themselves (set GRPC_VERBOSITY to see the C core's lines).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 from collections.abc import Sequence
 
 from fedhh import __version__

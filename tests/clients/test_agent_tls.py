@@ -1,0 +1,74 @@
+"""An agent tells a failure no retry can fix from one a retry can (issue 24 item 2): a
+coordinator whose certificate its --ca-cert does not trust ends the agent with one error line and
+exit status 1 (it retried for ever, a warning and gRPC C-core lines each time); a coordinator
+that is away is retried, and said once. Real processes on 127.0.0.1, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedhh.ops import deploy
+from fedhh.wire.security import add_token
+
+FEDHH = [sys.executable, "-m", "fedhh.cli"]
+
+
+def _agent(d: Path, target: str, *extra: str) -> subprocess.Popen[str]:
+    (d / "items.txt").write_text("a\nb\n")
+    argv = ["party", "serve", "--party-id", "party-0", "--coordinator", target]
+    argv += ["--token-file", str(d / "p.token"), "--db", str(d / f"agent-{len(extra)}.sqlite")]
+    argv += ["--data", str(d / "items.txt"), "--item-bytes", "1", *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    return subprocess.Popen(
+        [*FEDHH, *argv], stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.communicate(timeout=30)[1]
+
+
+def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_not(
+    tmp_path: Path,
+) -> None:
+    _, cert, key = deploy.make_certs(tmp_path / "real")
+    other_ca, _, _ = deploy.make_certs(tmp_path / "other")  # another CA's certificate
+    add_token(tmp_path / "tokens.json", "party", "party-0", tmp_path / "p.token")
+    port_file = tmp_path / "port"
+    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
+    argv += ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tmp_path / "tokens.json")]
+    coord = subprocess.Popen(
+        [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert coord.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        target = f"127.0.0.1:{int(port_file.read_text())}"
+        agent = _agent(tmp_path, target, "--ca-cert", str(other_ca))
+        try:
+            assert agent.wait(timeout=60) == 1
+        finally:
+            err = _stop(agent)
+        errors = [ln for ln in err.splitlines() if " ERROR " in ln]
+        assert len(errors) == 1 and "certificate is not trusted" in errors[0], err
+        assert "ssl_transport_security" not in err and "WARNING" not in err, err
+    finally:
+        os.killpg(coord.pid, signal.SIGKILL)
+        coord.wait(timeout=30)
+    # the coordinator is gone now: the agent keeps retrying, and says so once
+    away = _agent(tmp_path, target, "--insecure", "--poll-seconds", "1")
+    time.sleep(6)  # several retries (backoff 0.2 s, doubling)
+    assert away.poll() is None  # still retrying
+    err = _stop(away)
+    assert sum("connection to" in ln and "lost" in ln for ln in err.splitlines()) == 1, err
