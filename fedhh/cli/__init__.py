@@ -1,8 +1,9 @@
 """The ``fedhh`` command line: ``fedhh simulate`` (:mod:`fedhh.cli.simulate`), the gRPC services
 (``fedhh coordinator``, ``fedhh party``, ``fedhh query``: ``fedhh.server.cli``,
-``fedhh.clients.cli``), ``fedhh deploy local`` and ``fedhh flower run``. Bad input gives one
-clear error line and exit status 2, never a traceback. Every command module imports only
-:mod:`fedhh.cli.common` of this package, so nothing imports the command line back."""
+``fedhh.clients.cli``), ``fedhh deploy local`` and ``fedhh flower run``. A failure gives one
+clear error line, never a traceback; the exit status is 0 on success, 1 when the command ran and
+failed (a server refused, a run failed), 2 for bad input and 130 when interrupted. Every command
+module imports only :mod:`fedhh.cli.common` of this package, so nothing imports it back."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 from collections.abc import Sequence
 
 from fedhh import __version__
-from fedhh.cli.common import EXIT_USAGE, Parser
-from fedhh.errors import FedHHError
+from fedhh.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Parser
+from fedhh.errors import FedHHError, RunFailed, TransportError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args))
+    except (TransportError, RunFailed) as exc:  # it ran, and the other side said no
+        print(f"fedhh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except FedHHError as exc:
         print(f"fedhh: error: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -58,4 +62,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         print("fedhh: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_USAGE

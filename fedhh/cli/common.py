@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
+EXIT_FAILURE = 1  # the command ran and failed: a server refused, a run failed
+EXIT_USAGE = 2  # bad input: flags, files, parameters
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
 class Parser(argparse.ArgumentParser):

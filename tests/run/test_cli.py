@@ -12,6 +12,7 @@ import pytest
 
 from fedhh.cli import main
 from fedhh.core.items import display
+from fedhh.errors import ParameterError, RunFailed, TransportError
 
 
 def _fedhh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -192,3 +193,24 @@ def test_rows_that_could_be_noise_are_marked_or_left_out(tmp_path: Path, alpha: 
         assert 1 <= len(flags) < 32 and all(flags)
         assert f"{len(flags)} of the k = 64 items asked for are above the noise bar" in proc.stdout
         assert "row(s) below" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (TransportError("NOT_FOUND", "run r is unknown"), 1),  # a server said no
+        (RunFailed("run r failed: no party answered"), 1),
+        (ParameterError("k must be ≥ 1"), 2),  # bad input
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_exit_status_says_what_went_wrong(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, status: int
+) -> None:
+    import fedhh.cli.simulate as sim
+
+    def fail(args: object) -> int:
+        raise raised
+
+    monkeypatch.setattr(sim, "cmd_simulate", fail)
+    assert main(["simulate"]) == status
