@@ -91,6 +91,7 @@ def add_coordinator_parser(sub: Any) -> None:
     tok.add_argument("--name", required=True, help="party id or analyst name")
     tok.add_argument("--out", type=Path, required=True, help="file to write the token to")
     tok.set_defaults(func=cmd_add_token)
+    add_audit_parser(csub)
 
 
 def cmd_coordinator_serve(args: argparse.Namespace) -> int:
@@ -108,6 +109,39 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     )
     kw = {k: getattr(args, k) for k in options}
     return serve(args.listen, args.db, args.tokens, bounds=limits_of(args), **kw)
+
+
+def add_audit_parser(csub: Any) -> None:
+    aud = csub.add_parser(
+        "audit",
+        help="read the coordinator's audit log",
+        description="Print the audit log kept in the coordinator's state file (read-only; the "
+        "coordinator may be running): every start, launch, reply, refusal, failure and result, "
+        "with the time, who did it and the run.",
+    )
+    aud.add_argument("--db", type=Path, required=True, help="the coordinator's state file")
+    aud.add_argument("--run", default="", metavar="RUN_ID", help="only this run's entries")
+    aud.add_argument("--actor", default="", help="only this token's (or 'coordinator') entries")
+    aud.add_argument("--last", type=int, default=0, metavar="N", help="only the last N entries")
+    aud.add_argument("--json", action="store_true", help="one JSON object a line")
+    aud.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import datetime
+
+    from fedhh.server.store import read_audit
+
+    if args.last < 0:
+        raise ParameterError("--last must be ≥ 0")
+    for e in read_audit(args.db, args.run, args.actor, args.last):
+        if args.json:
+            print(json.dumps(e, ensure_ascii=False))
+            continue
+        at = datetime.datetime.fromtimestamp(e["at"], datetime.UTC).isoformat(timespec="seconds")
+        line = f"{at}  {e['actor']:<12} {e['action']:<14} {e['run_id'] or '-':<16} {e['detail']}"
+        print(line.rstrip())
+    return 0
 
 
 def cmd_add_token(args: argparse.Namespace) -> int:

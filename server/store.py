@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from fedhh.errors import ParameterError
 from fedhh.ops.storage import Database
 
 _SCHEMA = """
@@ -329,3 +331,37 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_audit(
+    path: Path, run_id: str = "", actor: str = "", last: int = 0
+) -> list[dict[str, Any]]:
+    """The audit log of a coordinator's state file, oldest first (``last``: only the last that
+    many), read-only: the coordinator may be running, and nothing is written."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ParameterError(f"{path}: no coordinator state file there")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ParameterError(f"cannot open the database {path}: {exc}") from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        kind = None
+        if "fedhh_identity" in tables:
+            row = db.execute("SELECT kind FROM fedhh_identity").fetchone()
+            kind = row[0] if row else None
+        if "audit" not in tables or kind not in (None, Store.kind):
+            raise ParameterError(f"{path} is not a fedhh coordinator state file")
+        rows = db.execute(
+            "SELECT id, at, actor, action, run_id, detail FROM audit WHERE (? = '' OR run_id = ?) "
+            "AND (? = '' OR actor = ?) ORDER BY id",
+            (run_id, run_id, actor, actor),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise ParameterError(f"cannot read the audit log of {path}: {exc}") from None
+    finally:
+        db.close()
+    names = ("id", "at", "actor", "action", "run_id", "detail")
+    out = [dict(zip(names, r, strict=True)) for r in rows]
+    return out[-last:] if last > 0 else out

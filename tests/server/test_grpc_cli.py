@@ -5,6 +5,7 @@ directory, missing or swapped certificate and key."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -77,3 +78,33 @@ def test_serve_errors_are_one_line(tmp_path: Path) -> None:
         assert out.returncode == 2, (name, out.stderr)
         assert len(lines) == 1 and lines[0].startswith("fedhh: error: "), (name, out.stderr)
         assert cases[name][1] in lines[0], (name, lines[0])
+
+
+def test_the_audit_log_is_read_without_touching_the_file(tmp_path: Path) -> None:
+    """``fedhh coordinator audit`` prints the audit log of a coordinator's state file, filtered
+    by run and actor, as text or JSON lines, read-only; another kind of file is refused."""
+    from fedhh.clients.store import AgentStore
+    from fedhh.server.store import Store
+
+    db = tmp_path / "coordinator.sqlite"
+    store = Store(db)
+    store.audit("alice", "start", "r1", '["a"]')
+    store.audit("coordinator", "launched", "r1", "sizes [10]")
+    store.audit("bob", "start", "r2", '["b"]')
+    store.close()
+    before = db.read_bytes()
+
+    def audit(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [*FEDHH, "coordinator", "audit", "--db", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    out = audit(str(db), "--run", "r1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and "alice" in lines[0] and "launched" in lines[1]
+    rows = [json.loads(ln) for ln in audit(str(db), "--json", "--last", "1").stdout.splitlines()]
+    assert [(r["actor"], r["action"], r["run_id"]) for r in rows] == [("bob", "start", "r2")]
+    assert db.read_bytes() == before
+    AgentStore(tmp_path / "agent.sqlite").close()
+    out = audit(str(tmp_path / "agent.sqlite"))
+    assert out.returncode == 2 and "not a fedhh coordinator state file" in out.stderr
