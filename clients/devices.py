@@ -40,9 +40,9 @@ import numpy as np
 from fedhh.clients.credentials import Credentials
 from fedhh.clients.ingest import MAX_REPORT_BYTES, ReportChecker, check_single_report
 from fedhh.clients.reporter import ReportTask
-from fedhh.clients.store import AgentStore, GroupCommit, StorageError
+from fedhh.clients.store import AgentStore, GroupCommit
 from fedhh.core import codes as cd
-from fedhh.errors import ParameterError
+from fedhh.errors import ParameterError, StorageError
 from fedhh.oracles import FrequencyOracle, Reports
 from fedhh.protocol import codec_from_name
 from fedhh.protocol.party import Group

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedhh.errors import FedHHError, ParameterError
+from fedhh.errors import ParameterError, StorageError
 from fedhh.ops.storage import Database
 
 _SCHEMA = """
@@ -53,10 +53,6 @@ CREATE TABLE IF NOT EXISTS budget_runs (
 """
 
 ReportRow = tuple[str, str, int, bytes]  # run, user, task, report
-
-
-class StorageError(FedHHError):
-    """The agent's SQLite file refused a write (disk full, I/O error)."""
 
 
 class AgentStore(Database):

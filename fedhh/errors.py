@@ -70,3 +70,8 @@ class ImplausibleReply(ProtocolError):
 
 class DeadlinePassed(FedHHError):
     """The transport's deadline for a request passed while the party was working on it."""
+
+
+class StorageError(FedHHError):
+    """A state file refused a write (disk full, I/O error, read-only): nothing was written, and
+    the transports answer UNAVAILABLE (a retry may succeed once the disk is fixed)."""

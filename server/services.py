@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedhh.core.items import IntCodec, StringCodec, display
-from fedhh.errors import FedHHError, ParameterError
+from fedhh.errors import FedHHError, ParameterError, StorageError
 from fedhh.protocol import RunDriver, codec_from_name, encoding, limits
 from fedhh.protocol.coordinator import POLICIES
 from fedhh.run.result import code_hex, code_labels
@@ -74,6 +74,8 @@ def _abort(context: grpc.ServicerContext, store: Store, actor: str, method: str,
     )
     try:
         store.audit(actor, f"refused:{method}", "", f"{exc.code.name}: {exc.message}")
+    except StorageError as err:  # the disk that refused the call refuses its audit line too
+        log.error("refusal of %s not audited: %s", method, err)
     except Exception:  # pragma: no cover - auditing must not hide the refusal
         log.exception("audit failed")
     context.abort(exc.code, exc.message)
@@ -456,6 +458,17 @@ def serve(
     store = Store(db)
     state = CoordinatorState(store, deadline, bounds, heartbeat_seconds)
     server, health_servicer = build_server(state, tokens, max_message_bytes=max_message_bytes)
+
+    def on_health(ok: bool) -> None:  # NOT_SERVING while the state file refuses writes
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", *SERVICES):
+            health_servicer.set(name, serving if ok else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if ok:
+            log.info("the state file takes writes again: SERVING")
+        else:
+            log.error("the state file refuses writes: NOT_SERVING until one succeeds")
+
+    store.on_health = on_health
     try:
         port = bind_port(server, listen, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
     except FedHHError:

@@ -32,6 +32,7 @@ from fedhh.errors import (
     ImplausibleReply,
     ParameterError,
     ProtocolError,
+    StorageError,
 )
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name, limits
@@ -398,7 +399,11 @@ class CoordinatorState:
                     for s in driver.expired(time.monotonic()):
                         if self.drivers.get(run_id) is not driver or s not in driver.waiting():
                             break  # the run or its round moved on meanwhile
-                        self._expire(run_id, driver, s)
+                        try:
+                            self._expire(run_id, driver, s)
+                        except StorageError as exc:  # nothing stored: the next tick tries again
+                            log.error("run %s: cannot record a missed deadline: %s", run_id, exc)
+                            break
 
     def _expire(self, run_id: str, driver: RunDriver, s: Sent) -> None:
         reason = f"no reply to request {s.request_id} within {driver.deadline:g} s"

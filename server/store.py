@@ -8,16 +8,17 @@ bytes (:mod:`fedhh.protocol.encoding`), so a restarted coordinator can replay th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedhh.errors import ParameterError
+from fedhh.errors import ParameterError, StorageError
 from fedhh.ops.storage import Database
 
 _SCHEMA = """
@@ -134,6 +135,8 @@ class Store(Database):
 
     def __init__(self, path: Any) -> None:
         super().__init__(path)
+        self.healthy = True  # the last transaction committed
+        self.on_health: Callable[[bool], None] | None = None  # told when that changes
         with self._lock:
             for table, column, decl in _ADDED:
                 have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -142,14 +145,32 @@ class Store(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed whole, or (an error inside it) rolled back whole. A write
+        the file refuses (disk full, I/O error, read-only) raises :class:`StorageError` and
+        turns :attr:`healthy` off until a transaction commits again."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                self._set_health(False)
+                raise StorageError(
+                    f"the coordinator's state file {self.path} refused a write ({exc}); nothing "
+                    "was stored"
+                ) from None
+            self._set_health(True)
+
+    def _set_health(self, ok: bool) -> None:
+        if ok != self.healthy:
+            self.healthy = ok
+            if self.on_health is not None:
+                self.on_health(ok)
 
     # --- parties -------------------------------------------------------------------------------
     def register_party(

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
-from fedhh.errors import FedHHError, LimitError, RunFailed
+from fedhh.errors import FedHHError, LimitError, RunFailed, StorageError
 
 log = logging.getLogger("fedhh.rpc")
 
@@ -39,6 +39,8 @@ class Refused(Exception):
 
 
 def status_of(exc: FedHHError) -> grpc.StatusCode:
+    if isinstance(exc, StorageError):  # the disk, not the request: retry later
+        return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, LimitError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, RunFailed):

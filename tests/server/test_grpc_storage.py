@@ -1,0 +1,87 @@
+"""A coordinator whose disk refuses writes (here: a file-size limit on its process) answers
+UNAVAILABLE with nothing stored and health NOT_SERVING, instead of INTERNAL with a traceback each
+time; once writes succeed again (the limit lifted) it serves again with nothing lost (issue 24
+item 1, storage errors). A real process on 127.0.0.1, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedhh.errors import TransportError
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.server.analyst import AnalystClient
+from fedhh.server.store import Store
+from fedhh.wire.security import add_token
+
+FEDHH = [sys.executable, "-m", "fedhh.cli"]
+LIMIT = 256 << 10  # bytes any file of the process may reach
+
+
+def _limited() -> None:  # in the child, before exec: writes past LIMIT fail with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, resource.RLIM_INFINITY))
+
+
+def _health(target: str) -> int:
+    with grpc.insecure_channel(target) as ch:
+        req = health_pb2.HealthCheckRequest()
+        return int(health_pb2_grpc.HealthStub(ch).Check(req, timeout=10).status)
+
+
+def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
+    add_token(tmp_path / "tokens.json", "analyst", "alice", tmp_path / "alice.token")
+    port_file, db = tmp_path / "port", tmp_path / "c.sqlite"
+    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--insecure"]
+    argv += ["--db", str(db), "--tokens", str(tmp_path / "tokens.json")]
+    proc = subprocess.Popen(
+        [*FEDHH, *argv, "--port-file", str(port_file)],
+        stderr=(tmp_path / "coordinator.log").open("w"),
+        preexec_fn=_limited,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        target = f"127.0.0.1:{int(port_file.read_text())}"
+        token = (tmp_path / "alice.token").read_text().strip()
+        started, refusal = [], None
+        big = MechanismParams(mechanism="taps", k=4, m=32)
+        with AnalystClient(target, token=token, insecure=True) as client:
+            for i in range(5000):  # waiting runs (no party registered) until the file is full
+                try:
+                    client.start(big, [f"party-{j}" for j in range(64)], run_id=f"run-{i:05d}")
+                    started.append(f"run-{i:05d}")
+                except TransportError as exc:
+                    refusal = exc
+                    break
+            assert refusal is not None and refusal.code == "UNAVAILABLE", refusal
+            assert "refused a write" in refusal.message and "nothing was stored" in refusal.message
+            assert _health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert proc.poll() is None  # still serving reads
+            assert {r["run_id"] for r in client.runs()} == set(started)
+            fixed = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)  # the disk is fixed
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, fixed)
+            client.start(big, ["party-0"], run_id="after")
+            assert _health(target) == health_pb2.HealthCheckResponse.SERVING
+            assert {r["run_id"] for r in client.runs()} == {*started, "after"}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    log = (tmp_path / "coordinator.log").read_text()
+    assert "Traceback" not in log and "NOT_SERVING" in log, log[-3000:]
+    store = Store(db)  # the file is whole: every acknowledged run is in it
+    try:
+        assert {r.run_id for r in store.runs(("waiting",))} == {*started, "after"}
+    finally:
+        store.close()
