@@ -271,13 +271,18 @@ class LocalDeploy:
     client: Any = None
 
     @classmethod
-    def start(cls, d: Path, argv: Sequence[str]) -> LocalDeploy:
+    def start(
+        cls, d: Path, argv: Sequence[str], cwd: Path | None = None, connect: bool = True
+    ) -> LocalDeploy:
+        """``fedhh deploy local --dir d argv...`` until it says it is ready (``connect``: with
+        an analyst client of the coordinator it printed)."""
         proc = subprocess.Popen(
             [*FEDHH, "deploy", "local", "--dir", str(d), *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
@@ -285,6 +290,8 @@ class LocalDeploy:
         try:
             dep.lines = read_until(proc, "ready", timeout=180)
             dep.pids += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+            if not connect:
+                return dep
             from fedhh.server.analyst import AnalystClient
 
             query = next(shlex.split(ln) for ln in dep.lines if "fedhh query" in ln)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from grpc_harness import FEDHH, Proc, wait_file
+
 from fedhh.ops import deploy
 from fedhh.wire.security import add_token
-
-FEDHH = [sys.executable, "-m", "fedhh.cli"]
 
 
 def _agent(d: Path, target: str, *extra: str) -> subprocess.Popen[str]:
@@ -44,17 +43,18 @@ def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_
     port_file = tmp_path / "port"
     argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
     argv += ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tmp_path / "tokens.json")]
-    coord = subprocess.Popen(
-        [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    log = tmp_path / "coordinator.log"
+    coord = Proc(
+        "coordinator",
+        subprocess.Popen(
+            [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
+            stderr=log.open("w"),
+            start_new_session=True,
+        ),
+        log,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert coord.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        target = f"127.0.0.1:{int(port_file.read_text())}"
+        target = f"127.0.0.1:{int(wait_file(port_file, coord))}"
         agent = _agent(tmp_path, target, "--ca-cert", str(other_ca))
         try:
             assert agent.wait(timeout=60) == 1
@@ -64,8 +64,7 @@ def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_
         assert len(errors) == 1 and "certificate is not trusted" in errors[0], err
         assert "ssl_transport_security" not in err and "WARNING" not in err, err
     finally:
-        os.killpg(coord.pid, signal.SIGKILL)
-        coord.wait(timeout=30)
+        coord.stop()
     # the coordinator is gone now: the agent keeps retrying, and says so once
     away = _agent(tmp_path, target, "--insecure", "--poll-seconds", "1")
     time.sleep(6)  # several retries (backoff 0.2 s, doubling)

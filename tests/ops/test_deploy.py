@@ -5,7 +5,6 @@ agents as processes; the ``fedhh query`` lines it prints run a TAPS query whose 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from transports import gone, kill_by_pid, read_until
+from transports import LocalDeploy, gone
 
 from fedhh.core.items import IntCodec
 from fedhh.datasets import load_party_files
@@ -42,35 +41,20 @@ def as_module(argv: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, list[str]]]:
-    d = tmp_path / "deploy"
-    argv = as_module(readme_command("fedhh deploy local"))
-    proc = subprocess.Popen(
-        [*argv, "--dir", str(d)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
-    seen = [proc.pid]
+def deployment(tmp_path: Path) -> Iterator[LocalDeploy]:
+    argv = readme_command("fedhh deploy local")
+    assert argv[:3] == ["fedhh", "deploy", "local"]
+    dep = LocalDeploy.start(tmp_path / "deploy", argv[3:], cwd=tmp_path, connect=False)
     try:
-        lines = read_until(proc, "ready", timeout=180)
-        seen += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        yield proc, d, lines
+        yield dep
     finally:
-        if proc.poll() is None:
-            seen += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        kill_by_pid([p for p in seen if not gone(p)])  # only if the test failed before
-        proc.wait(timeout=30)
+        dep.stop()  # kills only what the test left running (it stops everything itself)
 
 
 def test_deploy_local_runs_a_query_and_leaves_nothing_behind(
-    deployment: tuple[subprocess.Popen[str], Path, list[str]],
+    deployment: LocalDeploy, tmp_path: Path
 ) -> None:
-    proc, d, lines = deployment
+    proc, d, lines = deployment.proc, tmp_path / "deploy", deployment.lines
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) == 4  # the coordinator and three party agents
     assert all(c.cmdline()[3:5] in (["coordinator", "serve"], ["party", "serve"]) for c in children)

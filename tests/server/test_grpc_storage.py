@@ -5,15 +5,13 @@ item 1, storage errors). A real process on 127.0.0.1, stopped by PID."""
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
+from grpc_harness import FEDHH, Proc, wait_file
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedhh.errors import TransportError
@@ -22,7 +20,6 @@ from fedhh.server.analyst import AnalystClient
 from fedhh.server.store import Store
 from fedhh.wire.security import add_token
 
-FEDHH = [sys.executable, "-m", "fedhh.cli"]
 LIMIT = 256 << 10  # bytes any file of the process may reach
 
 
@@ -42,18 +39,16 @@ def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
     port_file, db = tmp_path / "port", tmp_path / "c.sqlite"
     argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--insecure"]
     argv += ["--db", str(db), "--tokens", str(tmp_path / "tokens.json")]
-    proc = subprocess.Popen(
+    log = tmp_path / "coordinator.log"
+    popen = subprocess.Popen(
         [*FEDHH, *argv, "--port-file", str(port_file)],
-        stderr=(tmp_path / "coordinator.log").open("w"),
+        stderr=log.open("w"),
         preexec_fn=_limited,
         start_new_session=True,
     )
+    proc = Proc("coordinator", popen, log)
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        target = f"127.0.0.1:{int(port_file.read_text())}"
+        target = f"127.0.0.1:{int(wait_file(port_file, proc))}"
         token = (tmp_path / "alice.token").read_text().strip()
         started, refusal = [], None
         big = MechanismParams(mechanism="taps", k=4, m=32)
@@ -68,18 +63,17 @@ def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
             assert refusal is not None and refusal.code == "UNAVAILABLE", refusal
             assert "refused a write" in refusal.message and "nothing was stored" in refusal.message
             assert _health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert proc.poll() is None  # still serving reads
+            assert proc.alive()  # still serving reads
             assert {r["run_id"] for r in client.runs()} == set(started)
             fixed = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)  # the disk is fixed
-            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, fixed)
+            resource.prlimit(popen.pid, resource.RLIMIT_FSIZE, fixed)
             client.start(big, ["party-0"], run_id="after")
             assert _health(target) == health_pb2.HealthCheckResponse.SERVING
             assert {r["run_id"] for r in client.runs()} == {*started, "after"}
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    log = (tmp_path / "coordinator.log").read_text()
-    assert "Traceback" not in log and "NOT_SERVING" in log, log[-3000:]
+        proc.stop()
+    text = proc.output()
+    assert "Traceback" not in text and "NOT_SERVING" in text, text[-3000:]
     store = Store(db)  # the file is whole: every acknowledged run is in it
     try:
         assert {r.run_id for r in store.runs(("waiting",))} == {*started, "after"}
