@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhh.errors import ParameterError, StorageError
-from fedhh.ops.storage import Database
+from fedhh.ops.storage import Database, open_readonly
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -359,21 +359,8 @@ def read_audit(
 ) -> list[dict[str, Any]]:
     """The audit log of a coordinator's state file, oldest first (``last``: only the last that
     many), read-only: the coordinator may be running, and nothing is written."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise ParameterError(f"{path}: no coordinator state file there")
+    db = open_readonly(path, Store.kind)
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ParameterError(f"cannot open the database {path}: {exc}") from None
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        kind = None
-        if "fedhh_identity" in tables:
-            row = db.execute("SELECT kind FROM fedhh_identity").fetchone()
-            kind = row[0] if row else None
-        if "audit" not in tables or kind not in (None, Store.kind):
-            raise ParameterError(f"{path} is not a fedhh coordinator state file")
         rows = db.execute(
             "SELECT id, at, actor, action, run_id, detail FROM audit WHERE (? = '' OR run_id = ?) "
             "AND (? = '' OR actor = ?) ORDER BY id",

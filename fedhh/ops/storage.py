@@ -65,16 +65,20 @@ def open_database(path: Path, schema: str, kind: str = "") -> sqlite3.Connection
     return db
 
 
-def _check_identity(db: sqlite3.Connection, path: Path, kind: str, existed: bool) -> None:
-    """The file's identity row: written when the file is new (or from a fedhh that wrote none),
-    else checked."""
+def _identity(db: sqlite3.Connection) -> tuple[set[str], tuple[Any, ...] | None]:
+    """The file's tables and its identity row (kind, schema version), if it has one."""
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    db.executescript(_IDENTITY)
-    row = db.execute("SELECT kind, schema_version FROM fedhh_identity").fetchone()
+    if "fedhh_identity" not in tables:
+        return tables, None
+    return tables, db.execute("SELECT kind, schema_version FROM fedhh_identity").fetchone()
+
+
+def _not_of_kind(path: Path, kind: str, tables: set[str], row: tuple[Any, ...] | None) -> None:
+    """Refuse a file whose identity row names another kind or a newer schema, or that has no
+    row and tables that are not ``kind``'s (a file of an earlier fedhh is taken by its tables)."""
     if row is None:
-        if existed and tables and "fedhh_identity" not in tables and not _looks_like(tables, kind):
+        if tables and not _looks_like(tables, kind):
             raise ParameterError(f"{path} is a SQLite file but not a fedhh {kind} state file")
-        db.execute("INSERT INTO fedhh_identity VALUES (?, ?)", (kind, SCHEMA_VERSION))
         return
     if row[0] != kind:
         raise ParameterError(f"{path} is a fedhh {row[0]} state file, not the {kind}'s")
@@ -83,6 +87,38 @@ def _check_identity(db: sqlite3.Connection, path: Path, kind: str, existed: bool
             f"{path} was written by a newer fedhh (state schema {row[1]}, this one reads "
             f"{SCHEMA_VERSION})"
         )
+
+
+def _check_identity(db: sqlite3.Connection, path: Path, kind: str, existed: bool) -> None:
+    """The file's identity row: written when the file is new (or from a fedhh that wrote none),
+    else checked."""
+    tables, row = _identity(db)
+    if existed:
+        _not_of_kind(path, kind, tables, row)
+    if row is None:
+        db.executescript(_IDENTITY)
+        db.execute("INSERT INTO fedhh_identity VALUES (?, ?)", (kind, SCHEMA_VERSION))
+
+
+def open_readonly(path: Path, kind: str) -> sqlite3.Connection:
+    """An existing state file of ``kind``, read-only (its service may be running; nothing is
+    written, not even its identity row); the same refusals as :func:`open_database`."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ParameterError(f"{path}: no fedhh {kind} state file there")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ParameterError(f"cannot open the database {path}: {exc}") from None
+    try:
+        _not_of_kind(path, kind, *_identity(db))
+    except sqlite3.Error as exc:
+        db.close()
+        raise ParameterError(f"cannot open the database {path}: {exc}") from None
+    except ParameterError:
+        db.close()
+        raise
+    return db
 
 
 _TABLES = {"coordinator": {"runs", "parties"}, "party agent": {"handled", "budget_runs"}}

@@ -107,4 +107,7 @@ def test_the_audit_log_is_read_without_touching_the_file(tmp_path: Path) -> None
     assert db.read_bytes() == before
     AgentStore(tmp_path / "agent.sqlite").close()
     out = audit(str(tmp_path / "agent.sqlite"))
-    assert out.returncode == 2 and "not a fedhh coordinator state file" in out.stderr
+    assert (
+        out.returncode == 2
+        and "is a fedhh party agent state file, not the coordinator" in out.stderr
+    )
