@@ -23,7 +23,6 @@ import os
 import queue
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from grpc_harness import FEDHH
 
 from fedhh.core.items import IntCodec, StringCodec
 from fedhh.datasets import FederatedDataset, synthetic_urls, synthetic_zipf
@@ -41,7 +41,6 @@ from fedhh.mechanisms.params import MechanismParams
 from fedhh.run import settings
 
 ROOT = Path(__file__).resolve().parents[1]
-FEDHH = [sys.executable, "-m", "fedhh.cli"]
 PARTIES = 3
 
 

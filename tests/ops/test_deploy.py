@@ -8,7 +8,6 @@ import json
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from grpc_harness import FEDHH
 from transports import LocalDeploy, gone
 
 from fedhh.core.items import IntCodec
@@ -24,7 +24,6 @@ from fedhh.run.engine import simulate
 from fedhh.server.analyst import load_run_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-FEDHH = [sys.executable, "-m", "fedhh.cli"]
 
 
 def readme_command(prefix: str) -> list[str]:
