@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -25,12 +26,15 @@ def open_database(path: Path, schema: str, kind: str = "") -> sqlite3.Connection
     A file that exists must be what it claims (``kind``: whose state it holds): an empty file, a
     file that is not SQLite, one that fails SQLite's integrity check or one of another kind is
     refused with one line (ParameterError) and left as it is, so no state is lost silently by
-    starting afresh over it. A path that does not exist yet gets a new database."""
+    starting afresh over it. A path that does not exist yet gets a new database, built aside and
+    linked into place whole, so a process opening the same path meanwhile never sees it empty."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ParameterError(f"cannot create the database {path}: {path.parent} is not a directory")
     memory = str(path) == ":memory:"
-    existed = not memory and path.exists()
+    if not memory and not path.exists():
+        _create(path, schema, kind)
+    existed = not memory
     if existed and (not path.is_file() or path.stat().st_size == 0):
         what = "not a regular file" if not path.is_file() else "empty"
         raise ParameterError(
@@ -63,6 +67,33 @@ def open_database(path: Path, schema: str, kind: str = "") -> sqlite3.Connection
             db.close()
         raise
     return db
+
+
+def _create(path: Path, schema: str, kind: str) -> None:
+    """A new database at ``path`` (schema and identity row written), unless another process made
+    one there first; built under a private name and hard-linked into place, never half made."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        db = sqlite3.connect(aside, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            if kind:
+                _check_identity(db, aside, kind, existed=False)
+            db.executescript(schema)
+        finally:
+            db.close()
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # another process created it first: opened (and checked) as an existing file
+    except (sqlite3.Error, OSError) as exc:
+        raise ParameterError(f"cannot create the database {path}: {exc}") from None
+    finally:
+        for leftover in (
+            aside,
+            aside.with_name(aside.name + "-wal"),
+            aside.with_name(aside.name + "-shm"),
+        ):
+            leftover.unlink(missing_ok=True)
 
 
 def _identity(db: sqlite3.Connection) -> tuple[set[str], tuple[Any, ...] | None]:

@@ -94,3 +94,23 @@ def test_the_other_kinds_or_another_partys_file_is_refused(
     with pytest.raises(ParameterError, match="state file of party party-1"):
         AgentStore.of_party(agent_db, "party-0")
     AgentStore.of_party(agent_db, "party-1").close()  # its own party opens it
+
+
+def test_processes_opening_a_new_path_at_once_all_find_one_whole_file(tmp_path: Path) -> None:
+    """A new state file appears whole (built aside, linked into place): processes that open the
+    same new path at the same moment all open it, none sees it empty or half made and refuses."""
+    db = tmp_path / "c.sqlite"
+    code = (
+        "import sys; from pathlib import Path; from fedhh.server.store import Store; "
+        "Store(Path(sys.argv[1])).close()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    assert sorted(f.name for f in tmp_path.iterdir() if not f.name.startswith("c.sqlite")) == []
+    Store(db).close()  # and it is a coordinator's file
+    with pytest.raises(ParameterError, match="coordinator state file, not the party agent's"):
+        AgentStore(db)
