@@ -65,7 +65,7 @@ def selection_aware_keep(reports: list[Any], items: np.ndarray, alpha: float) ->
     """Which answer items the selection-aware bar keeps (``reports``: the parties' final
     ``SearchResult``)."""
     from fedhh.core import codes as cd
-    from fedhh.mechanisms.strategies import noise_z
+    from fedhh.oracles import noise_z
 
     sizes = [r.levels[-1].candidates for r in reports]
     floors = []

@@ -54,13 +54,23 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_io import COSTS, METRICS, REFERENCE, Progress, RunsFile, read_runs
+from study_io import (
+    COSTS,
+    METRICS,
+    REFERENCE,
+    TOPK_METRICS,
+    Progress,
+    RunsFile,
+    read_runs,
+    top_k_rows,
+)
 from study_plan import Group, load_config, only_labels, pending, plan, row_key
 from study_report import summarise, write_outputs
 
@@ -131,9 +141,12 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
     """Run every run of a group on one dataset instance; emit one message per run."""
     from fedhh.mechanisms import MechanismParams
     from fedhh.run.engine import simulate
+    from fedhh.run.result import answer_at
 
     ds = dataset_for(cfg, group.dataset, group.parties, group.rep)
     draws = int(cfg.get("reference", {}).get("draws", 20))
+    # the reference answers under the same noise bar as the mechanisms (their default α)
+    alpha = float(MechanismParams(**cfg.get("params", {})).resolved().answer_alpha or 0.0)
     base = {"dataset": group.dataset, "parties": group.parties, "rep": group.rep}
     shared: dict[tuple, dict[str, Any]] = {}
     sent = 0
@@ -153,8 +166,15 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
         try:
             if run.label == REFERENCE:
                 seed = [group.rep, round(run.epsilon * 1000), run.k]
-                ref = ds.reference(run.epsilon, run.k, np.random.default_rng(seed), repeats=draws)
-                row.update({m: ref[m] for m in METRICS})
+                for answer_alpha, names in ((alpha, METRICS), (0.0, TOPK_METRICS)):
+                    ref = ds.reference(
+                        run.epsilon,
+                        run.k,
+                        np.random.default_rng(seed),  # the same draws for both answers
+                        repeats=draws,
+                        answer_alpha=answer_alpha,
+                    )
+                    row.update({n: ref[m] for n, m in zip(names, METRICS, strict=True)})
                 row["params"] = ""
             else:
                 over = json.loads(run.params)
@@ -169,9 +189,16 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
                         seed=group.rep,
                         **{**cfg.get("params", {}), **over},
                     )
-                    res = simulate(ds.parties, ds.codec, params)
-                    sc = ds.evaluate(res.items, res.estimates, run.k)
-                    result = {m: getattr(sc, m) for m in METRICS}
+                    # run with the top-k answer and cut it at the run's bar afterwards: the
+                    # same estimates give both answers (answer_at)
+                    top = simulate(ds.parties, ds.codec, replace(params, answer_alpha=0.0))
+                    res = answer_at(top, float(params.resolved().answer_alpha or 0.0))
+                    result = {}
+                    for names, answer in ((METRICS, res), (TOPK_METRICS, top)):
+                        sc = ds.evaluate(answer.items, answer.estimates, run.k)
+                        result.update(
+                            {n: getattr(sc, m) for n, m in zip(names, METRICS, strict=True)}
+                        )
                     result.update({c: res.cost[c] for c in COSTS})
                     result["wall_seconds"] = time.perf_counter() - t0
                     result["eta"] = params.eta
@@ -334,8 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"no runs in {out / 'runs.csv'}")
     made = write_outputs(summarise(rows, cfg), rows, cfg, out)
+    top_k = top_k_rows(rows)  # the same runs answered with their plain top-k
+    if top_k:
+        write_outputs(summarise(top_k, cfg), top_k, cfg, out, answer="top-k")
     print(
-        f"wrote summary.csv, summary.md and {len(made)} plots to {out} "
+        f"wrote summary.csv, summary.md{', summary_topk.*' if top_k else ''} and {len(made)} "
+        f"plots to {out} "
         f"({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr,
     )

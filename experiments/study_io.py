@@ -16,7 +16,10 @@ from typing import Any
 
 from fedhh.mechanisms import MechanismParams
 
-METRICS = ("f1", "precision", "recall", "ncr", "are")
+METRICS = ("f1", "precision", "recall", "ncr", "are")  # of the answer under the noise bar
+# The same run answered with its plain top-k (answer_alpha = 0; post-processing of the same
+# estimates, so one run gives both answers): every mechanism is compared under both rules.
+TOPK_METRICS = tuple(f"topk_{m}" for m in METRICS)
 COSTS = ("rounds", "bytes_to_parties", "bytes_to_coordinator", "hash_evaluations")
 FIELDS = (
     "dataset",
@@ -30,6 +33,7 @@ FIELDS = (
     "n_parties",
     "users",
     *METRICS,
+    *TOPK_METRICS,
     *COSTS,
     "wall_seconds",
     "params",
@@ -53,7 +57,7 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(row)
-    for key in ("epsilon", *METRICS, *COSTS, "wall_seconds"):
+    for key in ("epsilon", *METRICS, *TOPK_METRICS, *COSTS, "wall_seconds"):
         v = row.get(key, "")
         out[key] = float(v) if v not in ("", "nan", None) else math.nan
     for key in ("k", "rep"):
@@ -64,6 +68,14 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
     out["family"] = out["family"] or row["label"]
     out.setdefault("params", "")
     return out
+
+
+def top_k_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as answered with the plain top-k (their ``topk_*`` scores as the metrics); []
+    for a runs file written before both answers were recorded."""
+    if not rows or all(math.isnan(r.get("topk_f1", math.nan)) for r in rows):
+        return []
+    return [{**r, **{m: r[f"topk_{m}"] for m in METRICS}} for r in rows]
 
 
 class RunsFile:

@@ -126,7 +126,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     scores = ds.evaluate(result.items, result.estimates, params.k)
     reference = (
-        ds.reference(params.epsilon, params.k, params.seed, repeats=args.reference_draws)
+        ds.reference(
+            params.epsilon,
+            params.k,
+            params.seed,
+            repeats=args.reference_draws,
+            answer_alpha=float(result.params.get("answer_alpha") or 0.0),  # the run's answer rule
+        )
         if args.reference_draws > 0
         else None
     )

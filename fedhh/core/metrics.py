@@ -344,11 +344,14 @@ def known_domain_reference(
     rng: np.random.Generator,
     *,
     repeats: int = 1,
+    answer_alpha: float = 0.0,
 ) -> list[Scores]:
     """Draws of the known-domain reference (docs/mechanisms.md §8): for each of ``repeats``
     independent draws of :func:`known_domain_estimates`, the §8 scores of the top-k estimates
     over every item with a positive count (the domain is all distinct items; ties among
-    estimates broken arbitrarily).
+    estimates broken arbitrarily), cut at the noise bar of ``answer_alpha`` as every mechanism's
+    answer is (§5: estimate > z·SE, z = Φ̄⁻¹(α/D) over the D items, SE the oracle's zero-count
+    standard error; 0: the top-k).
 
     It tells what an analyst who knew the domain would get from one round of the best oracle,
     so how much a mechanism that must also discover the items has left. It is not an upper
@@ -366,11 +369,18 @@ def known_domain_reference(
     truth = _codes(true_top_k((codes, cnt), k), "true top-k")
     kth = int(cnt[codes == truth[-1]][0]) if truth.size else 0
     sure = cnt >= kth
+    bar = -math.inf
+    if answer_alpha > 0:
+        from fedhh.oracles import noise_z
+
+        null_var = reference_oracle(epsilon, cnt.size).variance(int(cnt.sum()), cnt.size + 1)
+        bar = noise_z(cnt.size, float(answer_alpha)) * math.sqrt(null_var)
     out = []
     for _ in range(int(repeats)):
         est = known_domain_estimates(cnt, epsilon, rng)
         top = np.argpartition(-est, k - 1)[:k] if codes.size > k else np.arange(codes.size)
         top = top[np.argsort(-est[top], kind="stable")]
+        top = top[est[top] > bar]
         out.append(evaluate(codes[top], est[top], codes[sure], cnt[sure], k))
     return out
 

@@ -148,7 +148,13 @@ class FederatedDataset:
         return evaluate(returned, estimates, self.global_codes, self.global_counts, k)
 
     def reference(
-        self, epsilon: float, k: int, rng: RngLike = None, *, repeats: int = 20
+        self,
+        epsilon: float,
+        k: int,
+        rng: RngLike = None,
+        *,
+        repeats: int = 20,
+        answer_alpha: float = 0.0,
     ) -> dict[str, Any]:
         """The known-domain reference (docs/mechanisms.md §8) of this dataset at ε and k.
 
@@ -156,15 +162,23 @@ class FederatedDataset:
         all N users answered one round of the best oracle over it
         (:func:`fedhh.core.metrics.known_domain_reference`: exact marginals, items drawn
         independently), averaged over ``repeats`` draws: ``f1``, ``f1_std``, ``ncr``, ``ncr_std``,
-        ... (:func:`fedhh.core.metrics.mean_scores`), plus ``oracle`` and ``draws``.
+        ... (:func:`fedhh.core.metrics.mean_scores`), plus ``oracle``, ``draws`` and
+        ``answer_alpha``: the answer cut at the noise bar of that α as a mechanism's (0: top-k).
         """
         draws = known_domain_reference(
-            self.global_codes, self.global_counts, epsilon, k, make_rng(rng), repeats=repeats
+            self.global_codes,
+            self.global_counts,
+            epsilon,
+            k,
+            make_rng(rng),
+            repeats=repeats,
+            answer_alpha=answer_alpha,
         )
         out: dict[str, Any] = {
             "oracle": reference_oracle(epsilon, self.n_distinct).describe(),
             "domain": self.n_distinct,
             "draws": len(draws),
+            "answer_alpha": float(answer_alpha),
         }
         means = mean_scores(draws)
         for key in ("f1", "ncr", "precision", "recall", "are"):

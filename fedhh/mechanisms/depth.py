@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.mechanisms.strategies import noise_z
 from fedhh.mechanisms.tasks import EstimateResult, Floats, SearchResult
+from fedhh.oracles import noise_z
 
 Replies = Mapping[int, EstimateResult | SearchResult]
 

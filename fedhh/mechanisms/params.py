@@ -33,7 +33,7 @@ MAX_STEP_CANDIDATES = 1 << 17  # the variance-aware step's hard cap (decode cost
 KEEP_PER_K = 2  # κ, κ₁ and k' are 2k unless set
 DEFAULT_FINAL_WEIGHT = 1.0
 NOISE_KEEP = 0.05  # expected zero-count candidates that pass the noise bar, over a whole level
-ANSWER_ALPHA = 0.25  # TAP/TAPS answer bar: expected noise items answered (held-out seeds, §5)
+ANSWER_ALPHA = 0.25  # the answer bar of every mechanism: expected noise items answered (§5)
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class MechanismParams:
         None,
         "α of the answer's noise bar (§5): an item is answered only above the bar that α of "
         "the zero-count candidates would pass on average, ≥ 0; 0: the plain top-k (default "
-        "0.25 for tap/taps, 0 for the baselines)",
+        "0.25, the same for every mechanism)",
     )
     pool_size: int = param(
         4096,
@@ -386,12 +386,9 @@ class MechanismParams:
         # TAPS prunes as TAP by default: in the study, consensus pruning gave a lower F1 in 9 of
         # 120 paired runs (ε = 1, 2, 4), a higher one in 2, the same in the rest (mechanisms.md §6)
         prune_rule = self.prune_rule if self.prune_rule is not None else "threshold"
-        # TAP/TAPS answer only what noise is unlikely to reach (mechanisms.md §5); the baselines
-        # answer their top-k, as published
-        if self.answer_alpha is not None:
-            answer_alpha = float(self.answer_alpha)
-        else:
-            answer_alpha = 0.0 if self.mech.baseline else ANSWER_ALPHA
+        # every mechanism answers only what noise is unlikely to reach, under one rule
+        # (mechanisms.md §5); 0 asks for the plain top-k, as the baselines were published
+        answer_alpha = ANSWER_ALPHA if self.answer_alpha is None else float(self.answer_alpha)
         return replace(
             self,
             gamma=gamma,

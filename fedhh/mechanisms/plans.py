@@ -23,7 +23,7 @@ from fedhh.mechanisms.levels import horizon_bits
 from fedhh.mechanisms.local import top_indices
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.registry import REGISTRY
-from fedhh.mechanisms.strategies import noise_candidates, noise_z, party_order, significant
+from fedhh.mechanisms.strategies import noise_candidates, party_order, significant
 from fedhh.mechanisms.tasks import (
     Codes,
     EstimateResult,
@@ -32,6 +32,7 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
+from fedhh.oracles import noise_z
 
 Task = EstimateTask | SearchTask
 Result = EstimateResult | SearchResult

@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from fedhh.mechanisms.levels import LevelPlan, plan_levels, split_users
 from fedhh.mechanisms.params import MAX_STEP_CANDIDATES, NOISE_KEEP, MechanismParams
-from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, oracle_from
+from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, noise_z, oracle_from
 
 
 @dataclass(frozen=True)
@@ -192,12 +192,6 @@ class ConsensusPrune:
         return (estimates > 0) & (estimates + self.z * stderrs >= bar)
 
 
-def noise_z(n_candidates: int, alpha: float = NOISE_KEEP) -> float:
-    """The noise bar's z = Φ̄⁻¹(α/|C|) (Bonferroni): of |C| candidates nobody holds, α on
-    average have an estimate above z·SE (−∞ when α ≥ |C|: no bar)."""
-    return float(norm.isf(min(1.0, alpha / max(n_candidates, 1))))
-
-
 def noise_candidates(last_levels: Iterable[tuple[bool, int]]) -> int:
     """N of the answer's noise bar (:func:`noise_z`): the candidates a noise item of the answer
     could come from, given each party's last full-length level as (shared, candidates). A shared
@@ -219,7 +213,7 @@ def significant(
     nobody holds, NOISE_KEEP pass on average (docs/mechanisms.md §10). Wide text items need it:
     a noise prefix that passes is extended level after level, and over many levels (up to 512
     bits) one would reach full length with a noisy, selected, large estimate."""
-    return np.asarray(estimates > noise_z(n_candidates) * stderrs)
+    return np.asarray(estimates > noise_z(n_candidates, NOISE_KEEP) * stderrs)
 
 
 def consensus_bar(

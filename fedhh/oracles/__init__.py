@@ -25,7 +25,7 @@ from fedhh.oracles.base import (
 from fedhh.oracles.grr import GRR
 from fedhh.oracles.olh import OLH, OLHPool, PoolSketch, optimal_g
 from fedhh.oracles.oue import OUE
-from fedhh.oracles.postprocess import clip_to_zero, norm_sub
+from fedhh.oracles.postprocess import clip_to_zero, noise_z, norm_sub
 
 __all__ = [
     "GRR",
@@ -42,6 +42,7 @@ __all__ = [
     "choose_oracle",
     "clip_to_zero",
     "make_oracle",
+    "noise_z",
     "norm_sub",
     "optimal_g",
     "oracle_class",

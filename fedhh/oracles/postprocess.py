@@ -2,14 +2,23 @@
 
 Norm-Sub (Wang et al., NDSS 2020): subtract one constant δ from every estimate and clip at zero so
 that the clipped estimates sum to a known total. Clip-to-zero: replace negative estimates by 0.
+The noise bar (:func:`noise_z`): the z-score above which an estimate of a candidate nobody holds
+is unlikely, the answer rule of every mechanism and of the known-domain reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.stats import norm
 
 from fedhh.errors import ParameterError
+
+
+def noise_z(n_candidates: int, alpha: float) -> float:
+    """The noise bar's z = Φ̄⁻¹(α/|C|) (Bonferroni): of |C| candidates nobody holds, α on
+    average have an estimate above z·SE (−∞ when α ≥ |C|: no bar)."""
+    return float(norm.isf(min(1.0, alpha / max(n_candidates, 1))))
 
 
 def clip_to_zero(estimates: ArrayLike) -> NDArray[np.float64]:

@@ -12,9 +12,10 @@ Result document (``"format": "fedhh.result/1"``):
   (padding stripped) in hex, lossless whatever the display shows;
 * ``significance`` — the noise bar: ``z`` = Φ̄⁻¹(``alpha`` / ``candidates``), Bonferroni over the
   candidates of the last full-length levels (a shared level once, the parties' own added up),
-  ``alpha`` the run's ``answer_alpha`` (0.05 for a top-k answer). TAP/TAPS answer only rows
-  above it, so their answer may hold fewer than k rows; in a top-k answer a row below
-  z·stderr could be noise (the table marks it ``?``);
+  ``alpha`` the run's ``answer_alpha`` (0.05 for a top-k answer). Every mechanism answers only
+  rows above it (one rule, docs/mechanisms.md §5), so an answer may hold fewer than k rows; in a
+  top-k answer (``answer_alpha = 0``) a row below z·stderr could be noise (the table marks it
+  ``?``);
 * ``cost`` — ``rounds``, ``bytes_to_parties``, ``bytes_to_coordinator``, ``reports_per_party``,
   ``user_report_bytes``, ``hash_evaluations``, ``wall_seconds`` and ``levels`` (one entry per
   estimation level: party, round, phase (``shared``, ``local``, ``completion``, or ``length``
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,8 @@ import numpy as np
 from fedhh.core import codes as cd
 from fedhh.core.items import IntCodec, StringCodec
 from fedhh.core.metrics import Scores
-from fedhh.mechanisms.strategies import NOISE_KEEP, noise_candidates, noise_z
+from fedhh.mechanisms.strategies import NOISE_KEEP, noise_candidates
+from fedhh.oracles import noise_z
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"
@@ -128,6 +130,25 @@ def noise_bar(levels: list[dict[str, Any]], m: int | None, alpha: float = 0.0) -
     n = noise_candidates(last.values())
     alpha = alpha if alpha > 0 else NOISE_ALPHA
     return NoiseBar(alpha, noise_z(n, alpha), n)
+
+
+def answer_at(result: RunResult, alpha: float) -> RunResult:
+    """The same run answered under the noise bar of ``alpha`` (0: its rows as they are): the
+    rows whose estimate exceeds z·SE, z = Φ̄⁻¹(α / N), N its last levels' candidates
+    (:func:`noise_bar`). Post-processing of the estimates, so the privacy is unchanged; a run
+    made with ``answer_alpha = 0`` and cut here answers as the run made at ``alpha``."""
+    if alpha <= 0:
+        return result
+    bar = noise_bar(result.cost.get("levels", []), result.params.get("m"), alpha)
+    keep = np.flatnonzero(np.asarray(result.estimates) > bar.z * np.asarray(result.stderrs))
+    return replace(
+        result,
+        items=result.items[keep],
+        estimates=np.asarray(result.estimates)[keep],
+        stderrs=np.asarray(result.stderrs)[keep],
+        contributors=np.asarray(result.contributors)[keep],
+        params={**result.params, "answer_alpha": float(alpha)},
+    )
 
 
 def result_document(

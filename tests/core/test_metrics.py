@@ -25,7 +25,7 @@ from fedhh.core.metrics import (
     true_top_k,
 )
 from fedhh.errors import ParameterError
-from fedhh.oracles import choose_oracle
+from fedhh.oracles import choose_oracle, noise_z
 
 # --- true_top_k -------------------------------------------------------------------------------
 
@@ -317,6 +317,29 @@ def test_reference_rises_with_epsilon_and_is_reproducible() -> None:
     a = known_domain_reference(codes, cnt, 2.0, 16, np.random.default_rng(5), repeats=3)
     b = known_domain_reference(codes, cnt, 2.0, 16, np.random.default_rng(5), repeats=3)
     assert a == b
+
+
+def test_reference_answers_under_the_mechanisms_noise_bar() -> None:
+    """With ``answer_alpha`` the reference answers as a mechanism does (§5): its top-k rows whose
+    estimate exceeds Φ̄⁻¹(α/D)·SE, D the items, SE the oracle's zero-count error; the same draws
+    as its top-k (same generator state), so only the cut differs."""
+    codes, cnt = zipf_counts(2000, 100_000, 1.1)
+    got = known_domain_reference(
+        codes, cnt, 0.5, 16, np.random.default_rng(9), repeats=5, answer_alpha=0.25
+    )
+    rng = np.random.default_rng(9)
+    oracle = reference_oracle(0.5, cnt.size)
+    bar = noise_z(cnt.size, 0.25) * math.sqrt(oracle.variance(int(cnt.sum()), cnt.size + 1))
+    truth = true_top_k((codes, cnt), 16)
+    kept = []
+    for scores in got:
+        est = known_domain_estimates(cnt, 0.5, rng)
+        top = np.argsort(-est, kind="stable")[:16]
+        top = top[est[top] > bar]
+        kept.append(top.size)
+        assert scores == evaluate(codes[top], est[top], codes, cnt, 16)
+        assert scores.precision == np.isin(codes[top], truth).mean()
+    assert 0 < min(kept) and max(kept) < 16  # ε = 0.5: the bar cuts the noise rows, not all
 
 
 def test_reference_perfect_when_the_noise_is_negligible_and_mean_scores() -> None:

@@ -97,6 +97,12 @@ def test_study_runs_summarises_and_resumes(tmp_path: Path) -> None:
     md = (out / "summary.md").read_text()
     for part in ("## (a) F1 per dataset", "### dir", "PEM-Local tuned", "(η=", "reference"):
         assert part in md
+    # every run, the reference too, is answered under the noise bar and with its top-k: the
+    # bar's answer is a part of the top-k, so it finds no more true items
+    assert "passes the noise bar" in md and "plain top-k" in (out / "summary_topk.md").read_text()
+    for r in rows:
+        assert float(r["recall"]) <= float(r["topk_recall"]), r
+    assert any(float(r["precision"]) > float(r["topk_precision"]) for r in rows)
     assert "## (b) Against the better tuned baseline" in md and "## (c) Wins" in md
     for ds in ("dir", "iid"):
         assert (out / f"{ds}_f1_eps_k4.png").stat().st_size > 0

@@ -28,14 +28,14 @@ from fedhh.mechanisms.strategies import (
     VarianceAwareStep,
     build_strategies,
     noise_candidates,
-    noise_z,
     party_order,
     pool_size_for,
 )
 from fedhh.mechanisms.tasks import EstimateResult, LevelCost
-from fedhh.oracles import GRR, OLH, OLHPool
+from fedhh.oracles import GRR, OLH, OLHPool, noise_z
 from fedhh.protocol import RunResult
 from fedhh.run.engine import build_run, run_in_process, simulate
+from fedhh.run.result import answer_at
 
 
 def _ctx(n_prefixes: int, length: int = 8, m: int = 32, bar: float = 1000.0) -> StepContext:
@@ -68,9 +68,12 @@ def test_resolved_defaults_of_the_planner() -> None:
     assert p.level_candidates == 1 << 17 and p.final_weight == 1.0
     assert p.consensus_z == 3.0
     assert p.answer_alpha == 0.25  # the noise bar on the answer (mechanisms.md §5)
-    # the baselines keep PEM's rules: fixed η, equal groups, the top-k as the answer
+    # the baselines keep PEM's search rules (fixed η, equal groups) and answer under the same
+    # rule as every mechanism; answer_alpha = 0 asks for the top-k they were published with
     b = MechanismParams(mechanism="pem-local", k=16, m=48).resolved()
-    assert not b.planned and b.final_weight == 1.0 and b.answer_alpha == 0.0
+    assert not b.planned and b.final_weight == 1.0 and b.answer_alpha == 0.25
+    top_k = MechanismParams(mechanism="pem-global", k=16, m=48, answer_alpha=0).resolved()
+    assert top_k.answer_alpha == 0.0
 
 
 @pytest.mark.parametrize(
@@ -230,6 +233,12 @@ def test_noise_bar_is_post_processing_of_the_top_k(mechanism: str) -> None:
     np.testing.assert_array_equal(cut.items, top_k.items[keep])
     np.testing.assert_array_equal(cut.estimates, top_k.estimates[keep])
     assert cut.privacy == top_k.privacy and cut.cost["levels"] == levels
+    # and the result of the top-k run, answered at α afterwards, is the run made at α
+    again = answer_at(top_k, 0.05)
+    np.testing.assert_array_equal(again.items, cut.items)
+    np.testing.assert_array_equal(again.stderrs, cut.stderrs)
+    np.testing.assert_array_equal(again.contributors, cut.contributors)
+    assert again.params["answer_alpha"] == 0.05 and answer_at(top_k, 0.0) is top_k
 
 
 # --- mechanisms end to end -------------------------------------------------------------------
