@@ -18,7 +18,6 @@ memory, everything else in the SQLite :class:`~fedhh.server.store.Store`.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -139,7 +138,6 @@ class CoordinatorState:
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} already exists")
             self.check_run(params, party_ids, run_id)
             self.store.insert_run(run_id, params.to_dict(), party_ids, policy, deadline, actor)
-            self.store.audit(actor, "start", run_id, json.dumps(party_ids))
             self._launch_waiting()
             return self.row(run_id)
 
@@ -265,7 +263,6 @@ class CoordinatorState:
         with self.cond:
             self.store.register_party(party_id, n_users, codec, source, budget)
             self.last_seen[party_id] = time.time()
-            self.store.audit(party_id, "register", "", f"{n_users} users, {codec}, {source}")
             self._launch_waiting()
 
     def heartbeat(self, party_id: str, budget: dict[str, Any]) -> None:

@@ -176,8 +176,10 @@ class Store(Database):
     def register_party(
         self, party_id: str, n_users: int, codec: str, source: str, budget: dict[str, Any]
     ) -> None:
+        """A party's registration and its audit line, in one transaction."""
         now = time.time()
         with self.transaction() as db:
+            self.audit_in(db, party_id, "register", "", f"{n_users} users, {codec}, {source}")
             db.execute(
                 "INSERT INTO parties VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(party_id) DO UPDATE "
                 "SET n_users=excluded.n_users, codec=excluded.codec, source=excluded.source, "
@@ -216,8 +218,11 @@ class Store(Database):
         deadline: float,
         owner: str = "",
     ) -> None:
+        """A new waiting run and its audit line ("start" by ``owner``), in one transaction: a
+        refused write stores neither."""
         now = time.time()
         with self.transaction() as db:
+            self.audit_in(db, owner, "start", run_id, json.dumps(party_ids))
             db.execute(
                 "INSERT INTO runs (run_id, state, params, party_ids, policy, deadline, created, "
                 "updated, owner) VALUES (?, 'waiting', ?, ?, ?, ?, ?, ?, ?)",

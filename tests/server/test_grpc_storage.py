@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import resource
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_harness import FEDHH, Proc, wait_file
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fedhh.errors import TransportError
+from fedhh.errors import StorageError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.server.analyst import AnalystClient
 from fedhh.server.store import Store
@@ -79,3 +81,25 @@ def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
         assert {r.run_id for r in store.runs(("waiting",))} == {*started, "after"}
     finally:
         store.close()
+
+
+def test_a_refused_audit_line_stores_neither_the_run_nor_the_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run and its "start" audit line (a registration and its line) are one transaction: when
+    the disk refuses the audit line, the run is not stored either, as the refusal says (the
+    run and the line used to be two transactions, so a full disk could keep the run)."""
+    store = Store(tmp_path / "c.sqlite")
+
+    def full(*_args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "audit_in", staticmethod(full))
+    with pytest.raises(StorageError, match="nothing was stored"):
+        store.insert_run("r1", {"k": 4}, ["party-0"], "wait", 60.0, "alice")
+    with pytest.raises(StorageError, match="nothing was stored"):
+        store.register_party("party-0", 10, "int:32", "data", {})
+    monkeypatch.undo()
+    assert not store.run_exists("r1") and store.parties() == {} and store.audit_log() == []
+    store.insert_run("r1", {"k": 4}, ["party-0"], "wait", 60.0, "alice")
+    assert store.run_exists("r1") and [a[2] for a in store.audit_log()] == ["start"]
