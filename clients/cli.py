@@ -15,7 +15,7 @@ from fedhh.cli.common import (
     add_budget_args,
     add_connect_args,
     add_limit_args,
-    add_log_level_arg,
+    add_observability_args,
     add_service,
     limits_of,
     setup_logging,
@@ -89,7 +89,7 @@ def add_party_parser(sub: Any) -> None:
         metavar="N",
         help="fault drill: exit abruptly (status 3) after answering N requests",
     )
-    add_log_level_arg(s)
+    add_observability_args(s)
     s.set_defaults(func=cmd_party_serve)
 
     e = party.add_parser(
@@ -137,7 +137,7 @@ def cmd_party_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_party_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     from fedhh.clients.agent import PartyAgent
     from fedhh.clients.budget import PrivacyLedger
     from fedhh.clients.store import AgentStore
@@ -201,6 +201,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         **({"wait": devices.wait} if devices is not None else {}),
     )
+    metrics = _agent_metrics(args, agent, devices)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
     status = [1]  # an agent that dies of an unexpected error exits 1, not 0
@@ -219,8 +220,32 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         server.stop(grace=2).wait()
     if devices is not None:
         devices.commit.close()
+    if metrics is not None:
+        metrics.close()
     store.close()
     return int(status[0])
+
+
+def _agent_metrics(args: argparse.Namespace, agent: Any, devices: Any) -> Any:
+    """The agent's Prometheus metrics on ``--metrics-listen`` (None without it)."""
+    if not args.metrics_listen:
+        return None
+    from fedhh.ops.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    agent.host.observe = metrics.observe_answer
+    if devices is not None:
+        devices.metrics = metrics
+
+    def state() -> list[tuple[str, str, float, dict[str, str]]]:
+        view = agent.ledger.view()
+        left = view.left() if view.budget else math.inf  # budget 0: the party keeps no ledger
+        return [("gauge", "fedhh_party_epsilon_left", left, {})]
+
+    metrics.read_state(state, {"fedhh_party_epsilon_left": "ε the privacy ledger has left"})
+    port = metrics.serve(args.metrics_listen)
+    log.info("metrics on http://%s:%d/metrics", args.metrics_listen.rpartition(":")[0], port)
+    return metrics
 
 
 def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: str) -> Any:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -49,6 +49,9 @@ from fedhh.protocol.party import Group
 from fedhh.wire.rpc import Refused, refused
 from fedhh.wire.security import bearer_token
 from fedhh.wire.v1 import report_pb2
+
+if TYPE_CHECKING:
+    from fedhh.ops.metrics import ServiceMetrics
 
 log = logging.getLogger("fedhh.party.devices")
 MAX_BATCH = 10_000
@@ -93,6 +96,7 @@ class DeviceSource:
         self.open: OpenTask | None = None
         self._reported: dict[str, np.ndarray] = {}
         self.closed: set[str] = set()
+        self.metrics: ServiceMetrics | None = None  # counts the endpoint's reports when set
 
     # --- party side ----------------------------------------------------------------------------
     def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
@@ -290,6 +294,11 @@ class ReportServicer:
             )
         return user
 
+    def _count(self, outcome: str, n: int = 1) -> None:
+        metrics = self.source.metrics
+        if metrics is not None and n:
+            metrics.device_reports.labels(outcome).inc(n)
+
     def _serve(self, method: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -300,6 +309,8 @@ class ReportServicer:
                 r = Refused(Code.INTERNAL, f"{method} failed on the agent")
             else:
                 log.info("refused %s from %s: %s %s", method, context.peer(), r.code.name, r)
+        if method == "SubmitReport":
+            self._count(r.code.name)
         context.abort(r.code, r.message)
 
     def GetTask(self, request: Any, context: Any) -> Any:
@@ -321,6 +332,7 @@ class ReportServicer:
             )
             if bad:
                 raise bad[0][1]
+            self._count("accepted")
             return report_pb2.SubmitReportResponse(accepted=True, reports_in_task=n)
 
         return self._serve("SubmitReport", context, go)
@@ -348,6 +360,9 @@ class ReportServicer:
             bad, n = self.source.submit(entries, request.run_id, request.task_id)
             refusals += [(index[j], r) for j, r in bad]
             refusals.sort(key=lambda x: x[0])
+            self._count("accepted", len(request.reports) - len(refusals))
+            for _, r in refusals:
+                self._count(r.code.name)
             return report_pb2.ReportBatchResult(
                 accepted=len(request.reports) - len(refusals),
                 refused=[

@@ -12,7 +12,7 @@ from typing import Any
 from fedhh.cli.common import (
     add_connect_args,
     add_limit_args,
-    add_log_level_arg,
+    add_observability_args,
     add_service,
     add_tls_args,
     limits_of,
@@ -71,7 +71,7 @@ def add_coordinator_parser(sub: Any) -> None:
         "this coordinator accepts",
     )
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
-    add_log_level_arg(serve)
+    add_observability_args(serve)
     serve.set_defaults(func=cmd_coordinator_serve)
 
     tok = csub.add_parser(
@@ -95,8 +95,8 @@ def add_coordinator_parser(sub: Any) -> None:
 
 
 def cmd_coordinator_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
-    from fedhh.server.services import serve
+    setup_logging(args.log_level, args.log_format)
+    from fedhh.server.serving import serve
 
     options = (
         "tls_cert",
@@ -106,6 +106,7 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
         "max_message_bytes",
         "port_file",
         "heartbeat_seconds",
+        "metrics_listen",
     )
     kw = {k: getattr(args, k) for k in options}
     return serve(args.listen, args.db, args.tokens, bounds=limits_of(args), **kw)

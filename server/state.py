@@ -34,11 +34,12 @@ from fedhh.errors import (
     StorageError,
 )
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.ops.metrics import ServiceMetrics
 from fedhh.protocol import Reply, RunDriver, RunSpec, Sent, codec_from_name, limits
 from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.encoding import decode_spec, encode
 from fedhh.run.result import result_document
-from fedhh.server.store import ACTIVE_STATES, PartyRow, RunRow, Store
+from fedhh.server.store import ACTIVE_STATES, METRIC_HELP, PartyRow, RunRow, Store
 from fedhh.wire.rpc import Refused, status_of
 
 log = logging.getLogger("fedhh.coordinator")
@@ -85,6 +86,8 @@ class CoordinatorState:
         self.drivers: dict[str, RunDriver] = {}
         self.last_seen: dict[str, float] = {}  # this process: register, poll, heartbeat
         self._stop = threading.Event()
+        self.metrics = ServiceMetrics()  # served with --metrics-listen (fedhh.ops.metrics)
+        self.metrics.read_state(store.metric_samples, METRIC_HELP)
         with self.cond:
             self._resume()
             self._launch_waiting()

@@ -127,6 +127,18 @@ class PartyRow:
     budget: dict[str, Any]
 
 
+METRIC_HELP = {  # the coordinator's metrics read from its state file (fedhh.ops.metrics)
+    "fedhh_runs": "runs by state",
+    "fedhh_rounds": "rounds the runs went through, summed over the runs",
+    "fedhh_requests": "requests sent to parties",
+    "fedhh_replies": "replies taken from parties",
+    "fedhh_party_failures": "party failures (missed deadlines, implausible replies)",
+    "fedhh_parties": "registered parties",
+    "fedhh_storage_errors": "writes the state file refused since the coordinator started",
+    "fedhh_state_writable": "1 while the state file takes writes (health SERVING)",
+}
+
+
 class Store(Database):
     """Thread-safe access to one SQLite file (one connection, one lock, WAL journal)."""
 
@@ -136,6 +148,7 @@ class Store(Database):
     def __init__(self, path: Any) -> None:
         super().__init__(path)
         self.healthy = True  # the last transaction committed
+        self.refused_writes = 0  # transactions the file refused since this process started
         self.on_health: Callable[[bool], None] | None = None  # told when that changes
         with self._lock:
             for table, column, decl in _ADDED:
@@ -159,12 +172,32 @@ class Store(Database):
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.OperationalError as exc:
+                self.refused_writes += 1
                 self._set_health(False)
                 raise StorageError(
                     f"the coordinator's state file {self.path} refused a write ({exc}); nothing "
                     "was stored"
                 ) from None
             self._set_health(True)
+
+    def metric_samples(self) -> list[tuple[str, str, float, dict[str, str]]]:
+        """The coordinator's metrics as its state file holds them now (:data:`METRIC_HELP`)."""
+        states = dict(self._query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
+        out: list[tuple[str, str, float, dict[str, str]]] = [
+            ("gauge", "fedhh_runs", float(states.get(st, 0)), {"state": st})
+            for st in ("waiting", "running", "done", "failed", "cancelled")
+        ]
+        for name, sql in (
+            ("fedhh_rounds", "SELECT COALESCE(SUM(round), 0) FROM runs"),
+            ("fedhh_requests", "SELECT COUNT(*) FROM requests"),
+            ("fedhh_replies", "SELECT COUNT(*) FROM replies"),
+            ("fedhh_party_failures", "SELECT COUNT(*) FROM failures"),
+        ):
+            out.append(("counter", name, float(self._query(sql)[0][0]), {}))
+        out.append(("gauge", "fedhh_parties", float(len(self.parties())), {}))
+        out.append(("counter", "fedhh_storage_errors", float(self.refused_writes), {}))
+        out.append(("gauge", "fedhh_state_writable", float(self.healthy), {}))
+        return out
 
     def _set_health(self, ok: bool) -> None:
         if ok != self.healthy:

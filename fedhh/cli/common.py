@@ -34,12 +34,41 @@ def add_log_level_arg(p: Any) -> None:
     )
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+LOG_FORMATS = ("text", "json")
+
+
+def add_observability_args(p: Any) -> None:
+    """A service's logs and metrics: ``--log-level``, ``--log-format``, ``--metrics-listen``."""
+    add_log_level_arg(p)
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object a line (time, level, logger, message) for log "
+        "collectors (default text)",
     )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (runs, rounds, reports, "
+        "refusals, storage errors; docs/architecture.md); default: none",
+    )
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def add_service(sub: Any, name: str, help: str) -> Any:

@@ -19,6 +19,7 @@ logged like any answer. A transport may refuse a request itself the same way.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -72,6 +73,8 @@ class PartyHost:
         self.admission = admission
         self.parties: dict[str, tuple[bytes, Party]] = {}
         self.admitted: set[str] = set()  # runs admitted since this host started
+        # told of every new answer and the seconds it took (a transport's metrics)
+        self.observe: Callable[[Reply, float], None] | None = None
 
     def answer(
         self,
@@ -92,6 +95,7 @@ class PartyHost:
         refused = self._refusal(spec, request)
         if refused is not None:
             return self.refuse(spec_bytes, request_bytes, *refused)
+        started = time.perf_counter()
         try:
             party = self.party(spec, spec_bytes)
             party.checkpoint = checkpoint
@@ -106,7 +110,7 @@ class PartyHost:
             reply = error_reply(request, str(exc))
         if reply is None:
             return None
-        return self._save(spec_bytes, request_bytes, reply)
+        return self._save(spec_bytes, request_bytes, reply, time.perf_counter() - started)
 
     def _refusal(self, spec: RunSpec, request: Request) -> tuple[str, str] | None:
         """(code, message) if the run or the request is not admitted here, else None."""
@@ -138,9 +142,13 @@ class PartyHost:
         self.parties.pop(run_id, None)
         self.admitted.discard(run_id)
 
-    def _save(self, spec_bytes: bytes, request_bytes: bytes, reply: Reply) -> bytes:
+    def _save(
+        self, spec_bytes: bytes, request_bytes: bytes, reply: Reply, seconds: float = 0.0
+    ) -> bytes:
         data = encode(reply)
         self.log.save_handled(reply.run_id, reply.request_id, spec_bytes, request_bytes, data)
+        if self.observe is not None:
+            self.observe(reply, seconds)
         return data
 
     def error(self, request: Request, message: str) -> Reply:

@@ -27,7 +27,7 @@ from fedhh.errors import BudgetExceeded, ParameterError
 from fedhh.oracles import GRR, OLH, OUE, OLHPool, Reports
 from fedhh.protocol import Party
 from fedhh.protocol.host import PartyHost
-from fedhh.server.services import build_server
+from fedhh.server.serving import build_server
 from fedhh.server.state import CoordinatorState
 from fedhh.server.store import Store
 from fedhh.wire.security import Identity, TokenStore, add_token, read_token_file
