@@ -111,3 +111,43 @@ def print_means(
     for eps in sorted({e for e, _ in means}):
         mean = np.mean([m for (e, _), m in means.items() if e == eps], axis=0)
         print(f"{'mean':<14}{eps:<6g}" + "".join(f"{x:<{width}{fmt}}" for x in mean))
+
+
+def _variant_run(job_variants: tuple[Job, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    job, variants = job_variants
+    ds = study_dataset(job)
+    row: dict[str, Any] = {"ds": job[0], "eps": job[1]}
+    for label, params in variants.items():
+        res = run_taps(ds, job, **params)
+        score = ds.evaluate(res.items, res.estimates, 16)
+        n = len(res.items)
+        row[label] = (score.f1, n - round(score.precision * n))  # F1, wrong items answered
+    return row
+
+
+def compare_variants(
+    description: str, variants: Mapping[str, Mapping[str, Any]], script: str
+) -> None:
+    """Run every variant (label → MechanismParams fields; TAPS unless ``mechanism`` says) on
+    the held-out grid of the command line (``--variants`` picks some), and print mean F1 and
+    the wrong items answered per run (k = 16, M = 8) with the command that reproduces them."""
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--variants", default=",".join(variants), help="of: " + ", ".join(variants))
+
+    args, jobs = grid(description, WITHOUT_BABY_NAMES, options)
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - set(variants)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {', '.join(variants)}")
+    picked = {v: dict(variants[v]) for v in chosen}
+    scores: dict[tuple[float, str], list[list[tuple[float, int]]]] = {}
+    for row in map_runs(_variant_run, [(j, picked) for j in jobs], args.jobs):
+        scores.setdefault((row["eps"], row["ds"]), []).append([row[v] for v in chosen])
+    for what, col, fmt in (("F1", 0, ".3f"), ("wrong items answered", 1, ".2f")):
+        column = {key: [[s[col] for s in seed] for seed in rows] for key, rows in scores.items()}
+        print_means(f"mean {what} over the seeds, k = 16, M = 8", column, chosen, fmt, pad=4)
+    print(
+        f"reproduce: .venv/bin/python experiments/{script} --datasets {args.datasets} "
+        f"--epsilon {args.epsilon} --seeds {args.seeds} --variants {args.variants}"
+    )
