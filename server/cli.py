@@ -90,8 +90,49 @@ def add_coordinator_parser(sub: Any) -> None:
     )
     tok.add_argument("--name", required=True, help="party id or analyst name")
     tok.add_argument("--out", type=Path, required=True, help="file to write the token to")
+    tok.add_argument(
+        "--replace",
+        action="store_true",
+        help="the name has a token already: issue a new one and revoke the old",
+    )
     tok.set_defaults(func=cmd_add_token)
+    add_tokens_parser(csub)
     add_audit_parser(csub)
+
+
+def add_tokens_parser(csub: Any) -> None:
+    toks = csub.add_parser(
+        "tokens",
+        help="list or revoke the tokens of a tokens file",
+        description="List or revoke tokens. A running coordinator reads its tokens file again "
+        "within a second of a change: a revoked token is refused from then on, a new one "
+        "(fedhh coordinator add-token) accepted, without a restart.",
+    ).add_subparsers(dest="tokens_command", required=True)
+    ls = toks.add_parser("list", help="role, name and hash prefix of every token")
+    ls.add_argument("--tokens", type=Path, required=True, help="the tokens file (JSON)")
+    ls.add_argument("--json", action="store_true", help="one JSON object a line")
+    ls.set_defaults(func=cmd_tokens_list)
+    rv = toks.add_parser("revoke", help="remove every token of a name")
+    rv.add_argument("--tokens", type=Path, required=True, help="the tokens file (JSON)")
+    rv.add_argument("--name", required=True, help="party id or analyst name")
+    rv.add_argument("--role", choices=["party", "analyst", "admin"], help="only this role's")
+    rv.set_defaults(func=cmd_tokens_revoke)
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from fedhh.wire.security import list_tokens
+
+    for t in list_tokens(args.tokens):
+        print(json.dumps(t) if args.json else f"{t['role']:<8} {t['name']:<24} {t['sha256']}")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from fedhh.wire.security import revoke_tokens
+
+    n = revoke_tokens(args.tokens, args.name, args.role)
+    print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name} in {args.tokens}")
+    return 0
 
 
 def cmd_coordinator_serve(args: argparse.Namespace) -> int:
@@ -148,7 +189,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_add_token(args: argparse.Namespace) -> int:
     from fedhh.wire.security import add_token
 
-    add_token(args.tokens, args.role, args.name, args.out)
+    add_token(args.tokens, args.role, args.name, args.out, replace=args.replace)
     print(f"{args.role} token for {args.name} written to {args.out}")
     return 0
 
