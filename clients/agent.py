@@ -52,7 +52,7 @@ from fedhh.protocol import limits
 from fedhh.protocol.admission import PartyAdmission
 from fedhh.protocol.encoding import decode_request, decode_spec
 from fedhh.protocol.host import PartyHost
-from fedhh.wire.security import open_channel
+from fedhh.wire.security import open_channel, tls_problem
 from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
 
 log = logging.getLogger("fedhh.party")
@@ -63,9 +63,10 @@ MAX_BACKOFF = 10.0
 
 def untrusted(details: str) -> bool:
     """Whether a failed call's details say the TLS handshake failed on the certificate (a wrong
-    CA, an expired or foreign certificate): permanent, unlike a coordinator that is away."""
+    CA, an expired or foreign certificate, one for another host): permanent, unlike a
+    coordinator that is away."""
     text = details.lower()
-    return "handshake failed" in text or "certificate" in text
+    return any(w in text for w in ("handshake failed", "certificate", "verification check failed"))
 
 
 def _no_wait(seconds: float) -> None:
@@ -182,12 +183,11 @@ class PartyAgent:
                     log.error("coordinator refused this party: %s %s", code.name, exc.details())
                     return 1
                 if untrusted(exc.details() or ""):  # retrying cannot fix a certificate
-                    log.error(
-                        "cannot connect to %s: its TLS certificate is not trusted with this "
-                        "--ca-cert (or has expired): %s",
-                        self.coordinator,
-                        exc.details(),
+                    why = tls_problem(self.coordinator, self.ca_cert) or (
+                        "its TLS certificate is not trusted with this --ca-cert (or has "
+                        f"expired): {exc.details()}"
                     )
+                    log.error("cannot connect to %s: %s", self.coordinator, why)
                     return 1
                 why = f"{code.name}: {exc.details()}"
             except Exception as exc:  # never let a reconnect loop die

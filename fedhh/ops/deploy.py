@@ -81,8 +81,11 @@ def add_deploy_parser(sub: Any) -> None:
 
 
 # --- the directory ------------------------------------------------------------------------------
-def make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost (ca, cert, key)."""
+def make_certs(
+    d: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1")
+) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``hosts`` (DNS names or IP addresses; by
+    default localhost and 127.0.0.1) signed by it: (ca, cert, key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -108,9 +111,14 @@ def make_certs(d: Path) -> tuple[Path, Path, Path]:
         return b.sign(ca_key, hashes.SHA256())
 
     ca = cert(ca_name, ca_key.public_key(), (x509.BasicConstraints(ca=True, path_length=0), True))
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
     server = cert(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]),
         key.public_key(),
         (x509.SubjectAlternativeName(names), False),
     )

@@ -438,6 +438,48 @@ def open_channel(
     return channel
 
 
+def tls_problem(target: str, ca_cert: Path | None, timeout: float = 5.0) -> str:
+    """Why a TLS handshake with ``target`` fails, in one sentence naming what to fix: the
+    certificate chain not trusted by ``ca_cert`` (or the system roots), an expired certificate,
+    or a certificate that does not name the dialled host (its names listed). "" when it
+    succeeds, or when the server cannot be reached to tell."""
+    host, port = split_address(target)
+    ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+    ctx.check_hostname = False  # checked below, to name the certificate's names
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                cert = tls.getpeercert() or {}
+    except ssl.SSLCertVerificationError as exc:
+        why = exc.verify_message or str(exc)
+        if "expired" in why:
+            return f"the certificate of {target} has expired ({why})"
+        return f"the certificate of {target} is not trusted with this CA ({why})"
+    except (OSError, ssl.SSLError):
+        return ""
+    alt: Any = cert.get("subjectAltName", ())
+    names = [str(value) for kind, value in alt if kind in ("DNS", "IP Address")]
+    if _names_host(names, host):
+        return ""
+    listed = ", ".join(names) or "no host at all"
+    return (
+        f"the certificate of {target} is for {listed}, not {host}: dial one of those names, or "
+        f"give the coordinator a certificate for {host}"
+    )
+
+
+def _names_host(names: Sequence[str], host: str) -> bool:
+    """Whether a certificate's subject alternative names cover ``host`` (exact, or one
+    left-most wildcard label)."""
+    host = host.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == host or (
+            name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]
+        ):
+            return True
+    return False
+
+
 class ServiceClient:
     """A client of one gRPC service (``stub``: its generated stub class), closable as a context
     manager; the analyst's and the devices' clients derive from it. ``channel``: share an open

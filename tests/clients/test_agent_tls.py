@@ -1,7 +1,9 @@
 """An agent tells a failure no retry can fix from one a retry can (issue 24 item 2): a
-coordinator whose certificate its --ca-cert does not trust ends the agent with one error line and
-exit status 1 (it retried for ever, a warning and gRPC C-core lines each time); a coordinator
-that is away is retried, and said once. Real processes on 127.0.0.1, stopped by PID."""
+coordinator whose certificate its --ca-cert does not trust, or whose certificate names other
+hosts than the one dialled, ends the agent with one error line that says which (the
+certificate's names listed) and exit status 1 (it retried for ever, a warning and gRPC C-core
+lines each time); a coordinator that is away is retried, and said once. Real processes on
+127.0.0.1, stopped by PID."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_
         finally:
             err = _stop(agent)
         errors = [ln for ln in err.splitlines() if " ERROR " in ln]
-        assert len(errors) == 1 and "certificate is not trusted" in errors[0], err
+        assert len(errors) == 1 and "is not trusted with this CA" in errors[0], err
         assert "ssl_transport_security" not in err and "WARNING" not in err, err
     finally:
         coord.stop()
@@ -71,3 +73,37 @@ def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_
     assert away.poll() is None  # still retrying
     err = _stop(away)
     assert sum("connection to" in ln and "lost" in ln for ln in err.splitlines()) == 1, err
+
+
+def test_a_certificate_for_another_host_names_its_hosts_and_ends_the_agent(
+    tmp_path: Path,
+) -> None:
+    """The README's DNS-only certificate dialled as 127.0.0.1: the error names the certificate's
+    host and the dialled one."""
+    ca, cert, key = deploy.make_certs(tmp_path / "dns", hosts=("coordinator.example",))
+    add_token(tmp_path / "tokens.json", "party", "party-0", tmp_path / "p.token")
+    port_file = tmp_path / "port"
+    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
+    argv += ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tmp_path / "tokens.json")]
+    log = tmp_path / "coordinator.log"
+    coord = Proc(
+        "coordinator",
+        subprocess.Popen(
+            [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
+            stderr=log.open("w"),
+            start_new_session=True,
+        ),
+        log,
+    )
+    try:
+        target = f"127.0.0.1:{int(wait_file(port_file, coord))}"
+        agent = _agent(tmp_path, target, "--ca-cert", str(ca))
+        try:
+            assert agent.wait(timeout=60) == 1
+        finally:
+            err = _stop(agent)
+        errors = [ln for ln in err.splitlines() if " ERROR " in ln]
+        assert len(errors) == 1, err
+        assert "is for coordinator.example, not 127.0.0.1" in errors[0], errors[0]
+    finally:
+        coord.stop()
