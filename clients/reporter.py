@@ -129,7 +129,7 @@ class SubmitOutcome:
     """What happened to a device's report."""
 
     accepted: bool
-    status: str  # "accepted", "already-reported", "no-task", "epsilon-too-high"
+    status: str  # "accepted", "already-reported", "no-task", "epsilon-too-high", "bad-credential"
     run_id: str = ""
     task_id: int = -1
 
@@ -176,30 +176,34 @@ class ReporterClient(ServiceClient):
         self._auth = (("authorization", f"Bearer {credential}"),)
         super().__init__(target, token=None, **kw)
 
+    def _call(self, method: str, request: Any) -> Any:
+        """One call of the endpoint as this user; a refusal raises :class:`TransportError` with
+        the status name as ``code`` (NOT_FOUND: no open task, ALREADY_EXISTS: reported in this
+        run, UNAUTHENTICATED: a bad credential, ...)."""
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._auth)
+        except grpc.RpcError as exc:
+            raise TransportError(exc.code().name, exc.details() or "") from None
+
     def fetch_task(self) -> ReportTask:
-        """The open task (gRPC errors propagate); :class:`EpsilonTooHigh` if it asks more ε than
-        this device allows."""
-        msg = self._stub.GetTask(
-            report_pb2.GetTaskRequest(user_id=self.user_id),
-            timeout=self.timeout,
-            metadata=self._auth,
-        )
+        """The open task (a refusal raises :class:`TransportError`); :class:`EpsilonTooHigh` if
+        it asks more ε than this device allows."""
+        msg = self._call("GetTask", report_pb2.GetTaskRequest(user_id=self.user_id))
         task = ReportTask.from_pb(msg)
         if task.epsilon > self.max_epsilon:
             raise EpsilonTooHigh(task, self.max_epsilon)
         return task
 
     def submit(self, task: ReportTask, report: bytes) -> int:
-        """Submit a report; returns the task's report count. gRPC errors propagate
-        (ALREADY_EXISTS: this user has reported in this run)."""
+        """Submit a report; returns the task's report count. A refusal raises
+        :class:`TransportError` (ALREADY_EXISTS: this user has reported in this run)."""
         if task.epsilon > self.max_epsilon:
             raise EpsilonTooHigh(task, self.max_epsilon)
-        resp = self._stub.SubmitReport(
+        resp = self._call(
+            "SubmitReport",
             report_pb2.SubmitReportRequest(
                 user_id=self.user_id, run_id=task.run_id, task_id=task.task_id, report=report
             ),
-            timeout=self.timeout,
-            metadata=self._auth,
         )
         return int(resp.reports_in_task)
 
@@ -208,21 +212,18 @@ class ReporterClient(ServiceClient):
     ) -> tuple[int, list[tuple[int, str, str]]]:
         """Submit many users' reports ``(credential, report)`` for ``task`` in one call (a
         relay); returns the accepted count and the refused entries (index, status, reason)."""
-        resp = self._stub.SubmitReportBatch(
+        resp = self._call(
+            "SubmitReportBatch",
             report_pb2.ReportBatch(
                 run_id=task.run_id,
                 task_id=task.task_id,
                 reports=[report_pb2.UserReport(credential=c, report=r) for c, r in reports],
             ),
-            timeout=self.timeout,
-            metadata=self._auth,
         )
         return int(resp.accepted), [(int(r.index), r.code, r.message) for r in resp.refused]
 
     def status(self, run_id: str = "") -> Any:
-        return self._stub.GetReportStatus(
-            report_pb2.ReportStatusRequest(run_id=run_id), timeout=self.timeout, metadata=self._auth
-        )
+        return self._call("GetReportStatus", report_pb2.ReportStatusRequest(run_id=run_id))
 
     def report(
         self,
@@ -233,7 +234,9 @@ class ReporterClient(ServiceClient):
     ) -> SubmitOutcome:
         """Fetch the open task, make the report on this device and submit it once. While no
         task is open (or the fetched one closes before the submit) retry for up to ``wait``
-        seconds. A task over this device's ε limit is not answered ("epsilon-too-high")."""
+        seconds. A task over this device's ε limit is not answered ("epsilon-too-high"); a
+        credential the endpoint refuses gives "bad-credential"; any other refusal raises
+        :class:`TransportError`."""
         end = time.monotonic() + wait
         delay = 0.05
         while True:
@@ -243,11 +246,12 @@ class ReporterClient(ServiceClient):
                 return SubmitOutcome(True, "accepted", task.run_id, task.task_id)
             except EpsilonTooHigh as exc:
                 return SubmitOutcome(False, "epsilon-too-high", exc.task.run_id, exc.task.task_id)
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.ALREADY_EXISTS:
+            except TransportError as exc:
+                if exc.code == "ALREADY_EXISTS":
                     return SubmitOutcome(False, "already-reported")
-                if code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                if exc.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                    return SubmitOutcome(False, "bad-credential")
+                if exc.code not in ("NOT_FOUND", "FAILED_PRECONDITION"):
                     raise
             if time.monotonic() + delay > end:
                 return SubmitOutcome(False, "no-task")

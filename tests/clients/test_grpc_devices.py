@@ -24,6 +24,7 @@ import pytest
 from grpc_harness import Cluster, running_cluster, wait_until
 
 from fedhh.clients.reporter import ReporterClient, make_report
+from fedhh.errors import TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.oracles import Reports
 from fedhh.wire.security import open_channel
@@ -40,8 +41,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def code_of(fn, *args, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.RpcError) as err:
+    """The status a call was refused with (the SDK's typed TransportError, or a raw stub's)."""
+    with pytest.raises((grpc.RpcError, TransportError)) as err:
         fn(*args, **kw)
+    if isinstance(err.value, TransportError):
+        return grpc.StatusCode[err.value.code]
     return err.value.code()
 
 
@@ -59,8 +63,8 @@ def status(cluster: Cluster, run_id: str) -> dict:
 def open_task(client: ReporterClient):  # type: ignore[no-untyped-def]
     try:
         return client.fetch_task()
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
+    except TransportError as exc:
+        if exc.code == "NOT_FOUND":
             return None
         raise
 
@@ -89,6 +93,7 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
         with ReporterClient(target, credential=c0, ca_cert=ca) as probe:
             probe._auth = (("authorization", f"Bearer {bad}"),)
             assert code_of(probe.fetch_task) == grpc.StatusCode.UNAUTHENTICATED
+            assert probe.report(5, wait=1).status == "bad-credential"  # typed, not a raw error
     as_other = ReporterClient(target, credential=c0, channel=channel)
     as_other.user_id = "1"  # user 0's credential, claiming to be user 1
     assert code_of(as_other.fetch_task) == grpc.StatusCode.PERMISSION_DENIED
@@ -129,8 +134,8 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
             t = client.fetch_task()
             client.submit(t, make_report(t, int(items[i]), gen))
             second = "accepted"
-        except grpc.RpcError as exc:
-            second = exc.code().name
+        except TransportError as exc:
+            second = exc.code
         return first.status, second
 
     with ThreadPoolExecutor(max_workers=64) as pool:
@@ -193,8 +198,8 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     def closed() -> bool:
         try:  # a malformed report: refused on its own while the task is open
             relay.submit_batch(task, [(creds["60"], b"junk")])
-        except grpc.RpcError as exc:
-            return exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+        except TransportError as exc:
+            return exc.code == "FAILED_PRECONDITION"
         return False
 
     wait_until(closed, what="the cancelled run's task to close")

@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from grpc_harness import Cluster, M, codec, party_data, running_cluster, wait_until
 
 from fedhh.clients.reporter import ReporterClient, ReportTask, make_report
 from fedhh.datasets import load_party_files
+from fedhh.errors import TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.oracles import Reports
 from fedhh.protocol import Party, RunDriver, RunSpec
@@ -98,7 +98,7 @@ def test_coordinator_killed_three_times_mid_run(cluster: Cluster) -> None:
     def next_task() -> ReportTask | None:
         try:
             t = relay().fetch_task()
-        except grpc.RpcError:
+        except TransportError:
             return None
         return t if t.task_id not in seen else None
 
