@@ -216,6 +216,14 @@ def add_query_parser(sub: Any) -> None:
     fr.add_argument("items", nargs="+", help="the items to look up, as text")
     co = qs.add_parser("cost", help="cost and privacy figures of a finished run")
     co.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    pv = qs.add_parser(
+        "privacy",
+        help="what a finished run guaranteed, per recipient and per group of users",
+        description="The run's privacy block (docs/privacy.md): the local ε₀ of every report, "
+        "and the central (ε_c, δ) towards the coordinator, the other parties and the analyst, for "
+        "every group of users and for the run.",
+    )
+    pv.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     sp = qs.add_parser("start", help="start a run from a run spec file (TOML)")
     sp.add_argument(
         "spec",
@@ -261,6 +269,24 @@ PARTY_COLS = [
     "epsilon_budget",
     "epsilon_remaining",
 ]
+
+
+def _privacy_table(block: dict[str, Any]) -> str:
+    """The privacy block as text: who sees what with which guarantee, then every group."""
+    lines = [block.get("statement", ""), ""]
+    for who, g in block.get("recipients", {}).items():
+        kind = "LDP" if not g["delta"] else f"DP, δ = {g['delta']:g}"
+        lines.append(f"{who:<14} ε = {g['epsilon']:.4g} ({kind})")
+    central = block.get("central", {})
+    if central.get("groups"):
+        lines += ["", f"groups ({central.get('bound', '')}):"]
+        rows = [
+            {**g, "users": f"{g['users']:,}", "central_epsilon": f"{g['central_epsilon']:.4g}"}
+            for g in central["groups"]
+        ]
+        cols = ["party", "phase", "length", "oracle", "users", "central_epsilon"]
+        lines.append(_table(rows, cols))
+    return "\n".join(lines)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -309,6 +335,9 @@ def cmd_query(args: argparse.Namespace) -> int:
                 + "\n"
                 + out["privacy"].get("statement", "")
             )
+        elif cmd == "privacy":
+            out = c.cost(args.run_id)["privacy"]
+            table = _privacy_table(out)
         elif cmd == "start":
             out = c.start_file(args.spec)
             if args.wait:

@@ -155,15 +155,18 @@ class Outcome:
     stderrs: tuple[float, ...] = ()
     cost: tuple[int, int, int] = (0, 0, 0)  # rounds, bytes to parties, bytes to the coordinator
     refusal: str = ""
+    privacy: str = ""  # the privacy block (local ε₀, central (ε_c, δ) per group), as JSON
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Outcome:
         rows, c = doc["top_k"], doc["cost"]
+        assert doc["privacy"]["central"]["groups"], "every run states its central guarantee"
         return cls(
             tuple(r["code"] for r in rows),
             tuple(float(r["estimate"]) for r in rows),
             tuple(float(r["stderr"]) for r in rows),
             (int(c["rounds"]), int(c["bytes_to_parties"]), int(c["bytes_to_coordinator"])),
+            privacy=json.dumps(doc["privacy"], sort_keys=True),
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from fedhh.core.declare import param
 from fedhh.core.items import check_bits
+from fedhh.core.privacy import DEFAULT_DELTA
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.registry import MECHANISMS, Mechanism, mechanism_of
 from fedhh.oracles import ORACLES
@@ -180,6 +181,11 @@ class MechanismParams:
         "the zero-count candidates would pass on average, ≥ 0; 0: the plain top-k (default "
         "0.25, the same for every mechanism)",
     )
+    central_delta: float = param(
+        DEFAULT_DELTA,
+        "δ of the run's central guarantee: towards the coordinator, the other parties and the "
+        "analyst each user is (ε_c, δ)-DP by shuffling (docs/privacy.md), in (0, 0.01]",
+    )
     pool_size: int = param(
         4096,
         "seed-pool OLH: the pool size S of oracle olh-pool, and with auto the least S (auto "
@@ -276,6 +282,12 @@ class MechanismParams:
                 and self.answer_alpha >= 0
             ),
             f"answer_alpha must be a finite number ≥ 0, got {self.answer_alpha!r}",
+        )
+        need(
+            isinstance(self.central_delta, (int, float))
+            and not isinstance(self.central_delta, bool)
+            and 0 < self.central_delta <= 0.01,
+            f"central_delta must be in (0, 0.01], got {self.central_delta!r}",
         )
         need(
             self.phase1_keep in PHASE1_KEEP,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedhh.core import codes as cd
+from fedhh.core.privacy import events_of, privacy_block
 from fedhh.errors import ImplausibleReply, ProtocolError, ProtocolLimit
 from fedhh.mechanisms.layout import Rounds, layout_of
 from fedhh.mechanisms.params import MAX_LEVEL_CANDIDATES, MechanismParams
@@ -267,7 +268,6 @@ class Coordinator:
         reports = {pid: 0 for pid in self.spec.party_ids}
         for lv in levels:
             reports[lv["party"]] += lv["reports"]
-        oracles = sorted({lv["oracle"] for lv in levels})
         p = self.params
         self.result = RunResult(
             run_id=self.spec.run_id,
@@ -286,17 +286,7 @@ class Coordinator:
                 "hash_evaluations": int(sum(lv["hash_evaluations"] for lv in levels)),
                 "levels": levels,
             },
-            privacy={
-                "epsilon": p.epsilon,
-                "reports_per_user": 1,
-                "users_reported": int(sum(reports.values())),
-                "oracles": oracles,
-                "statement": (
-                    f"Each user sent at most one report, made by an ε-LDP frequency oracle with "
-                    f"ε = {p.epsilon:g}; everything else is post-processing, so the run is "
-                    f"{p.epsilon:g}-LDP for every user."
-                ),
-            },
+            privacy=privacy_block(events_of(levels, p.epsilon), p.epsilon, p.central_delta),
             notes=list(outcome.notes),
             failed_parties=sorted(self.failed),
         )

@@ -68,6 +68,13 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     runs = json.loads(cluster.query("runs").stdout)
     assert [r["run_id"] for r in runs] == ["taps-1"] and runs[0]["round"] == 4
 
+    # What the run guaranteed, per recipient and group: the same block as in-process
+    privacy = cluster.query("privacy", "taps-1")
+    assert privacy.returncode == 0, privacy.stderr
+    assert json.loads(privacy.stdout) == expected(files).privacy
+    text = cluster.query("privacy", "taps-1", json_out=False).stdout
+    assert "coordinator" in text and "(DP, δ = 1e-08)" in text and "central_epsilon" in text
+
     # The Python client: the same operations.
     token = read_token_file(cluster.token("analyst", "alice"))
     with AnalystClient(cluster.target, token=token, ca_cert=cluster.certs.ca) as client:
