@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,12 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
         help="draws of the known-domain reference F1 shown with the evaluation (0: none; "
         "default %(default)s)",
     )
-    g.add_argument("--output", type=Path, help="write the result document (JSON) here")
+    g.add_argument(
+        "--output",
+        type=Path,
+        help="write the result document (JSON) here; - writes it to stdout (the table then goes "
+        "to stderr)",
+    )
     g.add_argument(
         "--run-id",
         default="run-1",
@@ -89,7 +95,21 @@ class ProgressLine:
         sys.stderr.flush()
 
 
+def _check_output(path: Path | None) -> None:
+    """Refuse an --output the document cannot be written to before the run, not after it."""
+    if path is None or str(path) == "-":
+        return
+    if path.is_dir():
+        raise FedHHError(f"--output {path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FedHHError(f"--output {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise FedHHError(f"--output {path}: not writable")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     data, ds = settings.data_from_flags(args)
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
@@ -137,12 +157,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else None
     )
     doc = result_document(result, ds.codec, scores, dataset=ds.summary(), reference=reference)
-    if args.output is not None:
+    to_stdout = args.output is not None and str(args.output) == "-"
+    if to_stdout:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif args.output is not None:
         args.output.write_text(json.dumps(doc, indent=2) + "\n")
     if not args.quiet:
         codes = code_labels(ds.global_codes, ds.m)
         truth = dict(zip(codes, ds.global_counts.tolist(), strict=True))
-        print(format_table(doc, truth))
-        if args.output is not None:
+        shown = sys.stderr if to_stdout else sys.stdout  # stdout holds the document then
+        print(format_table(doc, truth), file=shown)
+        if args.output is not None and not to_stdout:
             print(f"result written to {args.output}")
     return 0

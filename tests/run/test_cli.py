@@ -214,3 +214,21 @@ def test_exit_status_says_what_went_wrong(
 
     monkeypatch.setattr(sim, "cmd_simulate", fail)
     assert main(["simulate"]) == status
+
+
+def test_output_dash_is_stdout_and_a_bad_output_is_refused_before_the_run(tmp_path: Path) -> None:
+    """`--output -` writes the document to stdout (the table to stderr), as `python -m fedhh`;
+    an --output that cannot be written is one error line before any work."""
+    argv = [sys.executable, "-m", "fedhh", "simulate", "--users", "4000", "--parties", "2"]
+    argv += ["-k", "4", "--epsilon", "4"]
+    done = subprocess.run([*argv, "--output", "-"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["format"] == "fedhh.result/1" and "privacy" in doc
+    assert "rank" in done.stderr and not (tmp_path / "-").exists()
+    for bad, why in ((tmp_path / "no" / "r.json", "is not a directory"), (tmp_path, "directory")):
+        refused = subprocess.run(
+            [*argv, "--output", str(bad)], capture_output=True, text=True, timeout=300
+        )
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and lines == [lines[0]] and why in lines[0], refused.stderr

@@ -1,0 +1,7 @@
+"""``python -m fedhh``: the ``fedhh`` command."""
+
+import sys
+
+from fedhh.cli import main
+
+sys.exit(main())
