@@ -145,7 +145,8 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     from fedhh.datasets import load_party_files
     from fedhh.protocol import Party, codec_name
     from fedhh.protocol.host import PartyHost
-    from fedhh.wire.security import check_name, read_token_file, split_address
+    from fedhh.wire.security import check_name, split_address
+    from fedhh.wire.tokens import read_token_file
 
     check_name("party id", args.party_id)
     if (args.data is None) == (args.devices is None):

@@ -52,7 +52,8 @@ from fedhh.protocol import Party
 from fedhh.protocol.host import PartyHost
 from fedhh.run.engine import simulate
 from fedhh.server.analyst import AnalystClient
-from fedhh.wire.security import add_token, open_channel, read_token_file
+from fedhh.wire.security import open_channel
+from fedhh.wire.tokens import add_token, read_token_file
 from fedhh.wire.v1 import report_pb2
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]

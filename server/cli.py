@@ -120,7 +120,7 @@ def add_tokens_parser(csub: Any) -> None:
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
-    from fedhh.wire.security import list_tokens
+    from fedhh.wire.tokens import list_tokens
 
     for t in list_tokens(args.tokens):
         print(json.dumps(t) if args.json else f"{t['role']:<8} {t['name']:<24} {t['sha256']}")
@@ -128,7 +128,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
-    from fedhh.wire.security import revoke_tokens
+    from fedhh.wire.tokens import revoke_tokens
 
     n = revoke_tokens(args.tokens, args.name, args.role)
     print(f"revoked {n} token{'s' if n != 1 else ''} of {args.name} in {args.tokens}")
@@ -187,7 +187,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_add_token(args: argparse.Namespace) -> int:
-    from fedhh.wire.security import add_token
+    from fedhh.wire.tokens import add_token
 
     add_token(args.tokens, args.role, args.name, args.out, replace=args.replace)
     print(f"{args.role} token for {args.name} written to {args.out}")
@@ -291,7 +291,7 @@ def _privacy_table(block: dict[str, Any]) -> str:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from fedhh.server.analyst import AnalystClient
-    from fedhh.wire.security import read_token_file
+    from fedhh.wire.tokens import read_token_file
 
     if args.insecure and args.ca_cert:
         raise ParameterError("--insecure and --ca-cert exclude each other")

@@ -31,12 +31,8 @@ from fedhh.run.result import code_hex, code_labels
 from fedhh.server.state import CoordinatorState, failed_in
 from fedhh.server.store import RunRow
 from fedhh.wire.rpc import Refused, refused
-from fedhh.wire.security import (
-    Identity,
-    TokenStore,
-    check_name,
-    identity,
-)
+from fedhh.wire.security import Identity, check_name, identity
+from fedhh.wire.tokens import TokenStore
 from fedhh.wire.v1 import (
     analyst_pb2,
     party_pb2,

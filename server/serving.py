@@ -25,7 +25,8 @@ from fedhh.server.services import (
 from fedhh.server.state import CoordinatorState
 from fedhh.server.store import Store
 from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer
-from fedhh.wire.security import ANALYST_ROLES, AuthInterceptor, TokenStore, bind_port, split_address
+from fedhh.wire.security import ANALYST_ROLES, AuthInterceptor, bind_port, split_address
+from fedhh.wire.tokens import TokenStore
 from fedhh.wire.v1 import analyst_pb2, party_pb2
 
 log = logging.getLogger("fedhh.coordinator")

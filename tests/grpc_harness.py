@@ -19,7 +19,7 @@ from fedhh.datasets import synthetic_zipf
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.ops import deploy, procs
 from fedhh.run.settings import run_spec_text
-from fedhh.wire.security import add_token
+from fedhh.wire.tokens import add_token
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 M = 16

@@ -151,7 +151,7 @@ def _fresh_dir(d: Path) -> Path:
 
 def add_token(d: Path, role: str, name: str) -> Path:
     """A token for ``role``/``name``, as ``fedhh coordinator add-token`` makes it."""
-    from fedhh.wire.security import add_token as add
+    from fedhh.wire.tokens import add_token as add
 
     out = d / "tokens" / f"{name}.token"
     out.parent.mkdir(exist_ok=True)

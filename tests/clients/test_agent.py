@@ -30,7 +30,8 @@ from fedhh.protocol.host import PartyHost
 from fedhh.server.serving import build_server
 from fedhh.server.state import CoordinatorState
 from fedhh.server.store import Store
-from fedhh.wire.security import Identity, TokenStore, add_token, read_token_file
+from fedhh.wire.security import Identity
+from fedhh.wire.tokens import TokenStore, add_token, read_token_file
 
 
 def test_credentials_bind_a_user_and_cannot_be_forged() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from grpc_harness import FEDHH, Proc, wait_file
 
 from fedhh.ops import deploy
-from fedhh.wire.security import add_token
+from fedhh.wire.tokens import add_token
 
 
 def _agent(d: Path, target: str, *extra: str) -> subprocess.Popen[str]:

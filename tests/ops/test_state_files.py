@@ -14,7 +14,7 @@ import pytest
 from fedhh.clients.store import AgentStore
 from fedhh.errors import ParameterError
 from fedhh.server.store import Store
-from fedhh.wire.security import add_token
+from fedhh.wire.tokens import add_token
 
 FEDHH = [sys.executable, "-m", "fedhh.cli"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from grpc_harness import FEDHH, make_certs
 
-from fedhh.wire.security import add_token
+from fedhh.wire.tokens import add_token
 
 
 def test_serve_errors_are_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.server.analyst import AnalystClient
-from fedhh.wire.security import read_token_file
+from fedhh.wire.tokens import read_token_file
 
 PARTIES = ["party-0", "party-1", "party-2"]
 PARAMS = MechanismParams(mechanism="taps", k=8, m=16, seed=3, epsilon=2.0)

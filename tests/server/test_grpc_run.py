@@ -22,7 +22,8 @@ from fedhh.datasets import load_party_files
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.run.engine import simulate
 from fedhh.server.analyst import AnalystClient
-from fedhh.wire.security import open_channel, read_token_file
+from fedhh.wire.security import open_channel
+from fedhh.wire.tokens import read_token_file
 
 PARTIES = ["party-0", "party-1", "party-2"]
 # step_rule "adaptive" pins the run's shape: one shared level and three sequential searches

@@ -23,7 +23,8 @@ from fedhh.core.items import IntCodec
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party, Request, RunSpec, encoding
 from fedhh.run.engine import simulate
-from fedhh.wire.security import open_channel, read_token_file
+from fedhh.wire.security import open_channel
+from fedhh.wire.tokens import read_token_file
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc, party_pb2, party_pb2_grpc
 
 PARAMS = MechanismParams(mechanism="pem-global", k=4, m=16, seed=5)

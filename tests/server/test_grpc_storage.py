@@ -20,7 +20,7 @@ from fedhh.errors import StorageError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.server.analyst import AnalystClient
 from fedhh.server.store import Store
-from fedhh.wire.security import add_token
+from fedhh.wire.tokens import add_token
 
 LIMIT = 256 << 10  # bytes any file of the process may reach
 

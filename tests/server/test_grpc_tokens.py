@@ -15,7 +15,8 @@ import grpc
 import pytest
 from grpc_harness import FEDHH, Cluster, running_cluster, wait_until
 
-from fedhh.wire.security import open_channel, read_token_file
+from fedhh.wire.security import open_channel
+from fedhh.wire.tokens import read_token_file
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
 
 
