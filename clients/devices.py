@@ -375,14 +375,23 @@ class ReportServicer:
         return self._serve("SubmitReportBatch", context, go)
 
     def GetReportStatus(self, request: Any, context: Any) -> Any:
+        """The report count of the open task's run, or of a run this credential's user has
+        reported in: a device learns nothing about the runs it took no part in."""
+
         def go() -> Any:
-            self._user(context, "")
+            user = self._user(context, "")
             s = self.source
             with s.cond:
                 cur = s.open
                 info = (cur.key[1], cur.key[0], cur.count) if cur else (-1, "", 0)
+                run = request.run_id or info[1]
+                if run and run != info[1] and not s._has_reported(run, user):
+                    raise Refused(
+                        Code.PERMISSION_DENIED,
+                        f"user {user} has no report in run {run[:64]!r} and it is not open",
+                    )
             return report_pb2.ReportStatus(
-                accepted=s.store.count_reports(request.run_id or None),
+                accepted=s.store.count_reports(run) if run else 0,
                 open_task_id=info[0],
                 open_run_id=info[1],
                 reports_in_open_task=info[2],

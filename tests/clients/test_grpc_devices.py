@@ -205,7 +205,9 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     wait_until(closed, what="the cancelled run's task to close")
     single = ReporterClient(target, credential=creds["61"], ca_cert=ca)
     assert code_of(single.submit, task, entries[0][1]) == grpc.StatusCode.FAILED_PRECONDITION
-    assert relay.status("batch-1").accepted == 40
+    assert relay.status("batch-1").accepted == 40  # user 0 reported in it
+    # a user who took no part in a run that is not open learns nothing about it
+    assert code_of(single.status, "batch-1") == grpc.StatusCode.PERMISSION_DENIED
     # The users who reported were charged ε = 4 (the others nothing).
     parties = json.loads(cluster.query("parties").stdout)
     assert parties[0]["party_id"] == "party-0" and parties[0]["epsilon_budget"] == 40.0
