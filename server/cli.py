@@ -201,10 +201,11 @@ def add_query_parser(sub: Any) -> None:
         help="ask the coordinator (analyst API)",
         description="Start, list, follow, read and cancel runs at a coordinator.",
     )
-    add_connect_args(q, "file holding your token")
+    add_connect_args(q, "file holding your token", env=True)
     q.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
     q.add_argument("--json", action="store_true", help="JSON output instead of a table")
     qs = q.add_subparsers(dest="query_command", required=True)
+    _json_after(qs)
     qs.add_parser("runs", help="list runs")
     st = qs.add_parser("status", help="a run's state and progress")
     st.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
@@ -271,6 +272,32 @@ PARTY_COLS = [
 ]
 
 
+def _json_after(qs: Any) -> None:
+    """``--json`` after the subcommand too (``fedhh query top RUN --json``): every subparser
+    made from ``qs`` takes it, without overriding the one given before the subcommand."""
+    make = qs.add_parser
+
+    def add_parser(*a: Any, **kw: Any) -> Any:
+        p = make(*a, **kw)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+        return p
+
+    qs.add_parser = add_parser
+
+
+def _freq_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An item outside the answer has no estimate: shown as "-", not 0.0 ± 0.0."""
+    return [
+        r if r.get("found") else {**r, "estimate": "-", "stderr": "-", "rank": "-"} for r in rows
+    ]
+
+
+def _cost_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {x:,}" if isinstance(x, int) else f"{k} {x}" for k, x in v.items())
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def _privacy_table(block: dict[str, Any]) -> str:
     """The privacy block as text: who sees what with which guarantee, then every group."""
     lines = [block.get("statement", ""), ""]
@@ -315,13 +342,13 @@ def cmd_query(args: argparse.Namespace) -> int:
             table = _table(out, ["rank", "item", "estimate", "stderr", "parties"])
         elif cmd == "freq":
             out = c.freq(args.run_id, args.items)
-            table = _table(out, ["item", "found", "estimate", "stderr", "rank"])
+            table = _table(_freq_rows(out), ["item", "found", "estimate", "stderr", "rank"])
         elif cmd == "cost":
             out = c.cost(args.run_id)
             cost = out["cost"]
             table = (
                 "\n".join(
-                    f"{k}: {cost[k]}"
+                    f"{k}: {_cost_value(cost[k])}"
                     for k in (
                         "rounds",
                         "bytes_to_parties",

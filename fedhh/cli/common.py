@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,16 +85,45 @@ def add_tls_args(p: argparse.ArgumentParser, what: str = "server") -> None:
     g.add_argument("--insecure", action="store_true", help="plaintext (local use only)")
 
 
-def add_connect_args(p: argparse.ArgumentParser, token_help: str) -> None:
-    """How a client reaches the coordinator (``fedhh query``, ``fedhh party serve``)."""
+CONNECT_ENV = {  # fedhh query's connection flags, when not given on the command line
+    "coordinator": "FEDHH_COORDINATOR",
+    "token_file": "FEDHH_TOKEN_FILE",
+    "ca_cert": "FEDHH_CA_CERT",
+}
+
+
+def add_connect_args(p: argparse.ArgumentParser, token_help: str, env: bool = False) -> None:
+    """How a client reaches the coordinator (``fedhh query``, ``fedhh party serve``); with
+    ``env`` each flag defaults to its environment variable (:data:`CONNECT_ENV`)."""
+
+    def default(dest: str) -> str | None:
+        return os.environ.get(CONNECT_ENV[dest]) or None if env else None
+
+    def says(dest: str) -> str:
+        return f" (default: ${CONNECT_ENV[dest]})" if env else ""
+
     p.add_argument(
         "--coordinator",
-        required=True,
+        required=default("coordinator") is None,
+        default=default("coordinator"),
         metavar="HOST:PORT",
-        help="the coordinator's address (fedhh coordinator serve --listen)",
+        help="the coordinator's address (fedhh coordinator serve --listen)" + says("coordinator"),
     )
-    p.add_argument("--token-file", type=Path, required=True, help=token_help)
-    p.add_argument("--ca-cert", type=Path, help="CA certificate that signed the server's (PEM)")
+    token = default("token_file")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        required=token is None,
+        default=Path(token) if token else None,
+        help=token_help + says("token_file"),
+    )
+    ca = default("ca_cert")
+    p.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=Path(ca) if ca else None,
+        help="CA certificate that signed the server's (PEM)" + says("ca_cert"),
+    )
 
 
 def add_limit_args(g: Any, who: str) -> None:

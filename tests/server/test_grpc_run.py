@@ -6,7 +6,9 @@ scenarios: a party agent and the coordinator killed mid-run and restarted."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, codec, party_data, running_cluster, wait_until
+from grpc_harness import FEDHH, Cluster, codec, party_data, running_cluster, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -74,6 +76,22 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     assert privacy.returncode == 0, privacy.stderr
     assert json.loads(privacy.stdout) == expected(files).privacy
     text = cluster.query("privacy", "taps-1", json_out=False).stdout
+    # the connection from the environment, --json after the subcommand
+    env = {
+        **os.environ,
+        "FEDHH_COORDINATOR": cluster.target,
+        "FEDHH_TOKEN_FILE": str(cluster.token("analyst", "alice")),
+        "FEDHH_CA_CERT": str(cluster.certs.ca),
+    }
+    again = subprocess.run(
+        [*FEDHH, "query", "top", "taps-1", "--json"], capture_output=True, text=True, env=env
+    )
+    assert again.returncode == 0 and json.loads(again.stdout) == json.loads(top.stdout)
+    freq = subprocess.run(
+        [*FEDHH, "query", "freq", "taps-1", "1"], capture_output=True, text=True, env=env
+    )
+    row = freq.stdout.splitlines()[1].split()
+    assert freq.returncode == 0 and row[:5] == ["1", "False", "-", "-", "-"], freq.stdout
     assert "coordinator" in text and "(DP, δ = 1e-08)" in text and "central_epsilon" in text
 
     # The Python client: the same operations.
