@@ -17,7 +17,7 @@ import json
 import math
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +178,28 @@ class AnalystClient(ServiceClient):
         resp = self._call("ListParties", analyst_pb2.ListPartiesRequest())
         return [_info(p) for p in resp.parties]
 
-    def wait(self, run_id: str, timeout: float = 600.0, interval: float = 0.2) -> dict[str, Any]:
-        """Poll the run's status until it is done, failed or cancelled."""
+    def wait(
+        self,
+        run_id: str,
+        timeout: float = 600.0,
+        interval: float = 0.2,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the run's status until it is done, failed or cancelled (``timeout`` seconds at
+        most; ``progress`` is told of every status that differs from the last)."""
         end = time.monotonic() + timeout
+        last: tuple[Any, ...] = ()
         while True:
             info = self.status(run_id)
+            seen = (
+                info.get("state"),
+                info.get("round"),
+                info.get("phase"),
+                info.get("outstanding"),
+            )
+            if progress is not None and seen != last:
+                progress(info)
+            last = seen
             if info["state"] in FINAL_STATES:
                 return info
             if time.monotonic() > end:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,15 @@ def add_query_parser(sub: Any) -> None:
     sp.add_argument(
         "--wait",
         action="store_true",
-        help="wait until the run ends (exit status 1 if it fails or is cancelled)",
+        help="wait until the run ends (exit status 1 if it fails or is cancelled), with its "
+        "progress on stderr",
+    )
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="with --wait: give up waiting after this many seconds, exit status 1; the run goes "
+        "on (default %(default)s)",
     )
     ca = qs.add_parser("cancel", help="cancel a run")
     ca.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
@@ -270,6 +279,20 @@ PARTY_COLS = [
     "epsilon_budget",
     "epsilon_remaining",
 ]
+
+
+def _say_progress(info: dict[str, Any]) -> None:
+    """One stderr line per change of a waited-for run's state, round or phase."""
+    parts = [f"run {info['run_id']}: {info['state']}"]
+    if info.get("round"):
+        parts.append(f"round {info['round']}")
+    if info.get("phase"):
+        parts.append(str(info["phase"]))
+    if info.get("outstanding"):
+        parts.append(
+            f"{info['outstanding']} part{'y' if info['outstanding'] == 1 else 'ies'} working"
+        )
+    print(" · ".join(parts), file=sys.stderr, flush=True)
 
 
 def _json_after(qs: Any) -> None:
@@ -366,9 +389,11 @@ def cmd_query(args: argparse.Namespace) -> int:
             out = c.cost(args.run_id)["privacy"]
             table = _privacy_table(out)
         elif cmd == "start":
+            if not (math.isfinite(args.timeout) and args.timeout > 0):
+                raise ParameterError("--timeout must be a number of seconds > 0")
             out = c.start_file(args.spec)
             if args.wait:
-                out = c.wait(out["run_id"])
+                out = c.wait(out["run_id"], timeout=args.timeout, progress=_say_progress)
                 status = 0 if out["state"] == "done" else 1
             table = _table([out], [*RUN_COLS, "error"])
         elif cmd == "parties":

@@ -94,3 +94,8 @@ def test_metrics_and_json_logs_during_and_after_a_run(cluster: Cluster) -> None:
     lines = [json.loads(line) for line in coordinator.output().splitlines() if line.strip()]
     assert lines and all({"time", "level", "logger", "message"} <= set(e) for e in lines)
     assert any("done after" in e["message"] for e in lines)
+
+    # a run that waits for a party that never registers: --wait gives up after --timeout, exit 1
+    late = cluster.start_run("late", ["party-9"], PARAMS, "--wait", "--timeout", "1")
+    assert late.returncode == 1 and "still waiting" in late.stderr, late.stderr
+    assert "run late: waiting" in late.stderr

@@ -59,6 +59,8 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
         cluster.start_party(pid, f)
     started = cluster.start_run("taps-1", PARTIES, PARAMS, "--wait")
     assert started.returncode == 0, started.stderr
+    said = started.stderr.splitlines()  # --wait tells the run's progress, a line a change
+    assert said[-1].startswith("run taps-1: done") and any("round 2" in ln for ln in said), said
     assert json.loads(started.stdout)["state"] == "done"
 
     top = cluster.query("top", "taps-1")
