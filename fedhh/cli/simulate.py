@@ -74,25 +74,39 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
 
 
 class ProgressLine:
-    """A one-line progress display on stderr (only when stderr is a terminal)."""
+    """Progress on stderr: one rewritten line on a terminal, else a line per new round (logs)."""
 
     def __init__(self, total_rounds: int, enabled: bool) -> None:
         self.total = total_rounds
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last = -1
 
     def __call__(self, progress: Progress) -> None:
         if not self.enabled:
             return
         if progress.done:
-            sys.stderr.write("\r\033[K")
+            if self.tty:
+                sys.stderr.write("\r\033[K")
         else:
             # the coordinator's bounds: "≤" while adaptive depth may still share levels
             rounds = progress.rounds or Rounds(0, self.total)
-            sys.stderr.write(
-                f"\r\033[K{rounds.label(progress.round)} · {progress.phase} · "
+            line = (
+                f"{rounds.label(progress.round)} · {progress.phase} · "
                 f"{progress.outstanding} part{'y' if progress.outstanding == 1 else 'ies'} working"
             )
+            if self.tty:
+                sys.stderr.write("\r\033[K" + line)
+            elif progress.round != self.last:
+                sys.stderr.write(line + "\n")
+            self.last = progress.round
         sys.stderr.flush()
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A line on stderr about what takes a while (unless --quiet)."""
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _check_output(path: Path | None) -> None:
@@ -110,6 +124,7 @@ def _check_output(path: Path | None) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     _check_output(args.output)
+    say(args, "loading the data ...")
     data, ds = settings.data_from_flags(args)
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
@@ -145,6 +160,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             run_id=args.run_id,
         )
     scores = ds.evaluate(result.items, result.estimates, params.k)
+    if args.reference_draws > 0:
+        say(args, f"drawing the known-domain reference ({args.reference_draws} draws) ...")
     reference = (
         ds.reference(
             params.epsilon,

@@ -226,6 +226,11 @@ def test_output_dash_is_stdout_and_a_bad_output_is_refused_before_the_run(tmp_pa
     doc = json.loads(done.stdout)
     assert doc["format"] == "fedhh.result/1" and "privacy" in doc
     assert "rank" in done.stderr and not (tmp_path / "-").exists()
+    # stderr is not a terminal here: what takes a while is said, a line a round
+    said = done.stderr.splitlines()
+    assert said[0] == "loading the data ..." and "drawing the known-domain reference" in done.stderr
+    rounds = [ln for ln in said if ln.startswith("round ")]
+    assert len(rounds) == doc["cost"]["rounds"] and rounds[0].startswith("round 1/"), said
     for bad, why in ((tmp_path / "no" / "r.json", "is not a directory"), (tmp_path, "directory")):
         refused = subprocess.run(
             [*argv, "--output", str(bad)], capture_output=True, text=True, timeout=300
