@@ -36,27 +36,31 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return proc.communicate(timeout=30)[1]
 
 
+def _coordinator(d: Path, cert: Path, key: Path) -> tuple[Proc, str]:
+    """A TLS coordinator (certificate ``cert``) on 127.0.0.1 with party-0's token, and its
+    address."""
+    add_token(d / "tokens.json", "party", "party-0", d / "p.token")
+    port_file = d / "port"
+    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
+    argv += ["--db", str(d / "c.sqlite"), "--tokens", str(d / "tokens.json")]
+    argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    log = d / "coordinator.log"
+    popen = subprocess.Popen([*FEDHH, *argv], stderr=log.open("w"), start_new_session=True)
+    coord = Proc("coordinator", popen, log)
+    try:
+        return coord, f"127.0.0.1:{int(wait_file(port_file, coord))}"
+    except BaseException:
+        coord.stop()
+        raise
+
+
 def test_an_untrusted_certificate_ends_the_agent_and_an_absent_coordinator_does_not(
     tmp_path: Path,
 ) -> None:
     _, cert, key = deploy.make_certs(tmp_path / "real")
     other_ca, _, _ = deploy.make_certs(tmp_path / "other")  # another CA's certificate
-    add_token(tmp_path / "tokens.json", "party", "party-0", tmp_path / "p.token")
-    port_file = tmp_path / "port"
-    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
-    argv += ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tmp_path / "tokens.json")]
-    log = tmp_path / "coordinator.log"
-    coord = Proc(
-        "coordinator",
-        subprocess.Popen(
-            [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
-            stderr=log.open("w"),
-            start_new_session=True,
-        ),
-        log,
-    )
+    coord, target = _coordinator(tmp_path, cert, key)
     try:
-        target = f"127.0.0.1:{int(wait_file(port_file, coord))}"
         agent = _agent(tmp_path, target, "--ca-cert", str(other_ca))
         try:
             assert agent.wait(timeout=60) == 1
@@ -81,22 +85,8 @@ def test_a_certificate_for_another_host_names_its_hosts_and_ends_the_agent(
     """The README's DNS-only certificate dialled as 127.0.0.1: the error names the certificate's
     host and the dialled one."""
     ca, cert, key = deploy.make_certs(tmp_path / "dns", hosts=("coordinator.example",))
-    add_token(tmp_path / "tokens.json", "party", "party-0", tmp_path / "p.token")
-    port_file = tmp_path / "port"
-    argv = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file)]
-    argv += ["--db", str(tmp_path / "c.sqlite"), "--tokens", str(tmp_path / "tokens.json")]
-    log = tmp_path / "coordinator.log"
-    coord = Proc(
-        "coordinator",
-        subprocess.Popen(
-            [*FEDHH, *argv, "--tls-cert", str(cert), "--tls-key", str(key)],
-            stderr=log.open("w"),
-            start_new_session=True,
-        ),
-        log,
-    )
+    coord, target = _coordinator(tmp_path, cert, key)
     try:
-        target = f"127.0.0.1:{int(wait_file(port_file, coord))}"
         agent = _agent(tmp_path, target, "--ca-cert", str(ca))
         try:
             assert agent.wait(timeout=60) == 1
