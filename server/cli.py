@@ -281,9 +281,17 @@ PARTY_COLS = [
 ]
 
 
+def _waiting_for(info: dict[str, Any]) -> str:
+    """For a waiting run: the parties it waits for (those that have not registered)."""
+    missing = [p["party_id"] for p in info.get("parties", []) if not p.get("registered")]
+    if info.get("state") != "waiting" or not missing:
+        return ""
+    return f"waiting for {', '.join(missing)} to register"
+
+
 def _say_progress(info: dict[str, Any]) -> None:
     """One stderr line per change of a waited-for run's state, round or phase."""
-    parts = [f"run {info['run_id']}: {info['state']}"]
+    parts = [f"run {info['run_id']}: {_waiting_for(info) or info['state']}"]
     if info.get("round"):
         parts.append(f"round {info['round']}")
     if info.get("phase"):
@@ -357,7 +365,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             table = _table(out, RUN_COLS)
         elif cmd == "status":
             out = c.status(args.run_id)
-            table = _table([out], [*RUN_COLS, "error"])
+            table = "\n".join(
+                t for t in (_table([out], [*RUN_COLS, "error"]), _waiting_for(out)) if t
+            )
         elif cmd == "top":
             if args.k < 0:
                 raise ParameterError("-k must be ≥ 0")

@@ -98,4 +98,6 @@ def test_metrics_and_json_logs_during_and_after_a_run(cluster: Cluster) -> None:
     # a run that waits for a party that never registers: --wait gives up after --timeout, exit 1
     late = cluster.start_run("late", ["party-9"], PARAMS, "--wait", "--timeout", "1")
     assert late.returncode == 1 and "still waiting" in late.stderr, late.stderr
-    assert "run late: waiting" in late.stderr
+    assert "run late: waiting for party-9 to register" in late.stderr, late.stderr
+    status = cluster.query("status", "late", json_out=False)
+    assert status.stdout.strip().endswith("waiting for party-9 to register"), status.stdout
