@@ -271,6 +271,7 @@ def _fmt(v: Any) -> str:
 
 
 RUN_COLS = ["run_id", "state", "mechanism", "round", "phase", "outstanding", "failed_parties"]
+BUDGET_COLS = ("epsilon_budget", "epsilon_remaining")  # shown to admins only
 PARTY_COLS = [
     "party_id",
     "source",
@@ -408,7 +409,11 @@ def cmd_query(args: argparse.Namespace) -> int:
             table = _table([out], [*RUN_COLS, "error"])
         elif cmd == "parties":
             out = c.parties()
-            table = _table(out, PARTY_COLS)
+            shown = [
+                {**p, **dict.fromkeys(BUDGET_COLS, "hidden")} if p.get("budget_hidden") else p
+                for p in out
+            ]
+            table = _table(shown, PARTY_COLS)
         else:
             out = c.cancel(args.run_id)
             table = _table([out], RUN_COLS)

@@ -201,19 +201,39 @@ class PartyServicer:
         return party_pb2.HeartbeatResponse(server_time=time.time())
 
 
-def run_info(row: RunRow, driver: RunDriver | None, state: CoordinatorState | None = None) -> Any:
+BUDGET_FIELDS = ("epsilon_budget", "max_epsilon", "epsilon_remaining")
+
+
+def party_statuses(
+    state: CoordinatorState, ident: Identity, party_ids: list[str] | None = None, **extra: Any
+) -> list[Any]:
+    """The parties' PartyStatus messages as ``ident`` may see them: a party's privacy budget is
+    shown to admins only (``budget_hidden`` for an analyst). ``extra``: party id → fields."""
+    hide = ident.role != "admin"
+    out = []
+    for p in state.party_status(party_ids):
+        if hide and p.get("registered"):
+            p = {**{k: v for k, v in p.items() if k not in BUDGET_FIELDS}, "budget_hidden": True}
+        out.append(analyst_pb2.PartyStatus(**p, **extra.get(p["party_id"], {})))
+    return out
+
+
+def run_info(
+    row: RunRow,
+    driver: RunDriver | None,
+    state: CoordinatorState | None = None,
+    ident: Identity | None = None,
+) -> Any:
     names = analyst_pb2.RunInfo.DESCRIPTOR.fields_by_name
     skip = ("outstanding", "parties")
     parties = []
-    if state is not None:
+    if state is not None and ident is not None:
         waiting = {s.party_id for s in driver.waiting()} if driver is not None else set()
         failed = failed_in(driver) if driver is not None else set(row.failed)
-        parties = [
-            analyst_pb2.PartyStatus(
-                **p, outstanding=p["party_id"] in waiting, failed=p["party_id"] in failed
-            )
-            for p in state.party_status(row.party_ids)
-        ]
+        flags = {
+            pid: {"outstanding": pid in waiting, "failed": pid in failed} for pid in row.party_ids
+        }
+        parties = party_statuses(state, ident, row.party_ids, **flags)
     return analyst_pb2.RunInfo(
         **{k: v for k, v in vars(row).items() if k in names and k not in skip},
         mechanism=str(row.params.get("mechanism", "")),
@@ -239,8 +259,8 @@ class AnalystServicer:
             )
         return row
 
-    def _info(self, row: RunRow) -> Any:
-        return run_info(row, self.state.drivers.get(row.run_id), self.state)
+    def _info(self, row: RunRow, ident: Identity) -> Any:
+        return run_info(row, self.state.drivers.get(row.run_id), self.state, ident)
 
     def _done(self, run_id: str, ident: Identity) -> RunRow:
         row = self._row(run_id, ident)
@@ -283,7 +303,7 @@ class AnalystServicer:
         run_id = request.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         check_name("run id", run_id)
         row = self.state.start_run(ident.name, run_id, params, ids, policy, deadline)
-        return self._info(row)
+        return self._info(row, ident)
 
     @_guard("ListRuns")
     def ListRuns(self, request: Any, context: Any, ident: Identity) -> Any:
@@ -294,13 +314,11 @@ class AnalystServicer:
 
     @_guard("GetStatus")
     def GetStatus(self, request: Any, context: Any, ident: Identity) -> Any:
-        return self._info(self._row(request.run_id, ident))
+        return self._info(self._row(request.run_id, ident), ident)
 
     @_guard("ListParties")
     def ListParties(self, request: Any, context: Any, ident: Identity) -> Any:
-        return analyst_pb2.ListPartiesResponse(
-            parties=[analyst_pb2.PartyStatus(**p) for p in self.state.party_status()]
-        )
+        return analyst_pb2.ListPartiesResponse(parties=party_statuses(self.state, ident))
 
     @_guard("GetTop")
     def GetTop(self, request: Any, context: Any, ident: Identity) -> Any:

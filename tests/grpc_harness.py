@@ -215,11 +215,19 @@ class Cluster:
             ids = [req for run, req in self.handled(pid) if run_id in (None, run)]
             assert len(ids) == len(set(ids)) == requests, (pid, ids)
 
-    def query(self, *args: str, json_out: bool = True) -> subprocess.CompletedProcess[str]:
+    def query(
+        self, *args: str, json_out: bool = True, admin: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """``fedhh query`` as the analyst alice (``admin``: as the admin ops, who also sees
+        the parties' privacy budgets)."""
         cmd = [
             *FEDHH,
             "query",
-            *self.connect_args("analyst", "alice"),
+            *(
+                self.connect_args("admin", "ops")
+                if admin
+                else self.connect_args("analyst", "alice")
+            ),
             *(["--json"] if json_out else []),
             *args,
         ]
@@ -234,7 +242,12 @@ def running_cluster(
     in ``parties`` and of the ``others`` (role, name); every process it started is stopped on
     exit (the body of each test module's ``cluster`` fixture)."""
     c = Cluster(root, make_certs(root / "certs"), root / "tokens.json")
-    for role, name in (("analyst", "alice"), *(("party", p) for p in parties), *others):
+    for role, name in (
+        ("analyst", "alice"),
+        ("admin", "ops"),
+        *(("party", p) for p in parties),
+        *others,
+    ):
         c.token(role, name)
     try:
         yield c

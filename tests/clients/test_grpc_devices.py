@@ -209,7 +209,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     # a user who took no part in a run that is not open learns nothing about it
     assert code_of(single.status, "batch-1") == grpc.StatusCode.PERMISSION_DENIED
     # The users who reported were charged ε = 4 (the others nothing).
-    parties = json.loads(cluster.query("parties").stdout)
+    parties = json.loads(cluster.query("parties", admin=True).stdout)
     assert parties[0]["party_id"] == "party-0" and parties[0]["epsilon_budget"] == 40.0
     db = sqlite3.connect(cluster.root / "party-0.sqlite")
     spent = np.frombuffer(db.execute("SELECT value FROM meta WHERE key='spent'").fetchone()[0])

@@ -46,7 +46,7 @@ def start(  # type: ignore[no-untyped-def]
 
 
 def party_rows(cluster: Cluster) -> dict[str, dict]:
-    return {p["party_id"]: p for p in json.loads(cluster.query("parties").stdout)}
+    return {p["party_id"]: p for p in json.loads(cluster.query("parties", admin=True).stdout)}
 
 
 def test_bounds_and_budget_before_any_work(cluster: Cluster) -> None:
@@ -110,3 +110,8 @@ def test_bounds_and_budget_before_any_work(cluster: Cluster) -> None:
     assert "over" not in {run for run, _ in cluster.handled("party-0")}
     assert coord.execute("SELECT COUNT(*) FROM runs WHERE run_id='over'").fetchone()[0] == 0
     assert party_rows(cluster)["party-0"]["epsilon_budget"] == 6.0
+    # an analyst does not see the parties' budgets; the admin does
+    seen = json.loads(cluster.query("parties").stdout)
+    assert all(p["budget_hidden"] and p["epsilon_budget"] == 0 for p in seen), seen
+    table = cluster.query("parties", json_out=False).stdout
+    assert "hidden" in table and not any(p["budget_hidden"] for p in party_rows(cluster).values())

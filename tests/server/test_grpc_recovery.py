@@ -146,7 +146,7 @@ def test_coordinator_killed_three_times_mid_run(cluster: Cluster) -> None:
     cluster.check_answered_once(PARTIES, 4, "kills")  # each of its four requests
     assert not [p.name for p in cluster.procs if p.name in PARTIES and "Traceback" in p.output()]
     # The analyst sees each party's last heartbeat and remaining budget.
-    parties = {p["party_id"]: p for p in json.loads(cluster.query("parties").stdout)}
+    parties = {p["party_id"]: p for p in json.loads(cluster.query("parties", admin=True).stdout)}
     assert set(parties) == set(PARTIES)
     assert all(
         p["seconds_since_seen"] < 30 and p["epsilon_remaining"] > 0 for p in parties.values()

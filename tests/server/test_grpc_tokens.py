@@ -60,6 +60,7 @@ def test_tokens_are_added_listed_and_revoked_while_the_coordinator_runs(cluster:
     listed = fedhh("coordinator", "tokens", "list", "--tokens", tokens, "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert sorted((r["role"], r["name"]) for r in rows) == [
+        ("admin", "ops"),
         ("analyst", "alice"),
         ("analyst", "bob"),
     ]
