@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import grpc
 import numpy as np
 
 from fedhh.core import codes as cd
@@ -175,15 +174,6 @@ class ReporterClient(ServiceClient):
         self.max_epsilon = float(max_epsilon)
         self._auth = (("authorization", f"Bearer {credential}"),)
         super().__init__(target, token=None, **kw)
-
-    def _call(self, method: str, request: Any) -> Any:
-        """One call of the endpoint as this user; a refusal raises :class:`TransportError` with
-        the status name as ``code`` (NOT_FOUND: no open task, ALREADY_EXISTS: reported in this
-        run, UNAUTHENTICATED: a bad credential, ...)."""
-        try:
-            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._auth)
-        except grpc.RpcError as exc:
-            raise TransportError(exc.code().name, exc.details() or "") from None
 
     def fetch_task(self) -> ReportTask:
         """The open task (a refusal raises :class:`TransportError`); :class:`EpsilonTooHigh` if

@@ -21,17 +21,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from fedhh.errors import ParameterError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.encoding import params_to_pb
 from fedhh.run.settings import params_from_table
+from fedhh.server.store import FINAL_STATES
 from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
-
-FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def _info(msg: Any) -> dict[str, Any]:
@@ -87,12 +85,6 @@ class AnalystClient(ServiceClient):
 
     def __init__(self, target: str, *, timeout: float = 30.0, **kw: Any) -> None:
         super().__init__(target, timeout=timeout, **kw)
-
-    def _call(self, method: str, request: Any) -> Any:
-        try:
-            return getattr(self._stub, method)(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise TransportError(exc.code().name, exc.details() or "") from None
 
     def start(
         self,

@@ -29,7 +29,7 @@ from typing import Any, Protocol, Self
 
 import grpc
 
-from fedhh.errors import ParameterError
+from fedhh.errors import ParameterError, TransportError
 
 ROLES = ("party", "analyst", "admin", "device")
 ANALYST_ROLES = ("analyst", "admin")
@@ -292,42 +292,37 @@ def tls_problem(target: str, ca_cert: Path | None, timeout: float = 5.0) -> str:
     """Why a TLS handshake with ``target`` fails, in one sentence naming what to fix: the
     certificate chain not trusted by ``ca_cert`` (or the system roots), an expired certificate,
     or a certificate that does not name the dialled host (its names listed). "" when it
-    succeeds, or when the server cannot be reached to tell."""
+    succeeds, or when the server cannot be reached to tell. OpenSSL does the checks (hostname
+    included); a second handshake without the hostname check reads the certificate's names."""
     host, port = split_address(target)
-    ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
-    ctx.check_hostname = False  # checked below, to name the certificate's names
-    try:
+
+    def handshake(check_hostname: bool) -> dict[str, Any]:
+        ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+        ctx.check_hostname = check_hostname
         with socket.create_connection((host, port), timeout=timeout) as raw:
             with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                cert = tls.getpeercert() or {}
+                return dict(tls.getpeercert() or {})
+
+    try:
+        handshake(check_hostname=True)
+        return ""
     except ssl.SSLCertVerificationError as exc:
         why = exc.verify_message or str(exc)
-        if "expired" in why:
-            return f"the certificate of {target} has expired ({why})"
-        return f"the certificate of {target} is not trusted with this CA ({why})"
+        if "mismatch" not in why:
+            if "expired" in why:
+                return f"the certificate of {target} has expired ({why})"
+            return f"the certificate of {target} is not trusted with this CA ({why})"
     except (OSError, ssl.SSLError):
         return ""
-    alt: Any = cert.get("subjectAltName", ())
-    names = [str(value) for kind, value in alt if kind in ("DNS", "IP Address")]
-    if _names_host(names, host):
+    try:
+        alt: Any = handshake(check_hostname=False).get("subjectAltName", ())
+    except (OSError, ssl.SSLError):
         return ""
-    listed = ", ".join(names) or "no host at all"
+    names = [str(value) for kind, value in alt if kind in ("DNS", "IP Address")]
     return (
-        f"the certificate of {target} is for {listed}, not {host}: dial one of those names, or "
-        f"give the coordinator a certificate for {host}"
+        f"the certificate of {target} is for {', '.join(names) or 'no host at all'}, not "
+        f"{host}: dial one of those names, or give the coordinator a certificate for {host}"
     )
-
-
-def _names_host(names: Sequence[str], host: str) -> bool:
-    """Whether a certificate's subject alternative names cover ``host`` (exact, or one
-    left-most wildcard label)."""
-    host = host.lower().rstrip(".")
-    for name in (n.lower().rstrip(".") for n in names):
-        if name == host or (
-            name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]
-        ):
-            return True
-    return False
 
 
 class ServiceClient:
@@ -336,6 +331,7 @@ class ServiceClient:
     channel (not closed by :meth:`close`) instead of opening one."""
 
     stub: Any = None
+    _auth: tuple[tuple[str, str], ...] = ()  # metadata sent with every call (a device's credential)
 
     def __init__(
         self,
@@ -353,6 +349,16 @@ class ServiceClient:
         )
         self._stub = type(self).stub(self._channel)
         self.timeout = timeout
+
+    def _call(self, method: str, request: Any) -> Any:
+        """One call of the service; a refusal raises :class:`TransportError` with the status
+        name as ``code`` and the server's message."""
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=self.timeout, metadata=self._auth or None
+            )
+        except grpc.RpcError as exc:
+            raise TransportError(exc.code().name, exc.details() or "") from None
 
     def close(self) -> None:
         if self._owns:
