@@ -36,7 +36,8 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from fedhh.errors import ParameterError
-from fedhh.mechanisms.tasks import ErrorResult, EstimateResult, SearchResult
+from fedhh.mechanisms.tasks import ErrorResult
+from fedhh.protocol.coordinator import costs_of
 from fedhh.protocol.messages import Reply
 from fedhh.wire.security import split_address
 
@@ -102,12 +103,7 @@ class ServiceMetrics:
             return
         self.requests.labels("answered").inc()
         self.answer_seconds.observe(seconds)
-        if isinstance(result, EstimateResult):
-            levels = (*result.pre_levels, result.cost)
-        elif isinstance(result, SearchResult):
-            levels = result.levels
-        else:
-            levels = ()
+        levels = costs_of(result)
         self.levels.inc(len(levels))
         self.reports.inc(sum(lv.reports for lv in levels))
 

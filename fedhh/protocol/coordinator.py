@@ -246,7 +246,7 @@ class Coordinator:
 
     def _record_cost(self, idx: int, result: EstimateResult | SearchResult, task: object) -> None:
         pid = self.spec.party_ids[idx]
-        costs = _costs_of(result)
+        costs = costs_of(result)
         self._reports[idx] += sum(c.reports for c in costs)
         if isinstance(task, EstimateTask) and task.group == "reserve":
             phase = "completion"
@@ -293,7 +293,7 @@ class Coordinator:
         self.progress = Progress(self.round, "done", 0, True, Rounds(self.round, self.round))
 
 
-def _costs_of(result: EstimateResult | SearchResult) -> tuple[LevelCost, ...]:
+def costs_of(result: EstimateResult | SearchResult) -> tuple[LevelCost, ...]:
     """The levels a reply declares (an estimate's own and those its party ran before it)."""
     if isinstance(result, EstimateResult):
         return (*result.pre_levels, result.cost)
@@ -318,7 +318,7 @@ def check_figures(
       n_users/(p − q), with (p, q) of a level's oracle (the loosest of the reply's levels, since
       a search may report items it kept from an earlier level).
     """
-    costs = _costs_of(result)
+    costs = costs_of(result)
     m = params.m
     oracles: list[FrequencyOracle] = []  # each level's, as the run's rule gives it
     for c in costs:
