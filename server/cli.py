@@ -21,6 +21,8 @@ from fedhh.cli.common import (
 )
 from fedhh.errors import ParameterError
 
+TOKEN_ROLES = ("party", "analyst", "admin")  # the roles a tokens file holds
+
 
 def add_coordinator_parser(sub: Any) -> None:
     csub = add_service(sub, "coordinator", "the coordinator service (gRPC)")
@@ -85,7 +87,7 @@ def add_coordinator_parser(sub: Any) -> None:
     tok.add_argument("--tokens", type=Path, required=True, help="tokens file (JSON) to extend")
     tok.add_argument(
         "--role",
-        choices=["party", "analyst", "admin"],
+        choices=TOKEN_ROLES,
         required=True,
         help="party (bound to its id), analyst (its own runs) or admin (every run)",
     )
@@ -116,7 +118,7 @@ def add_tokens_parser(csub: Any) -> None:
     rv = toks.add_parser("revoke", help="remove every token of a name")
     rv.add_argument("--tokens", type=Path, required=True, help="the tokens file (JSON)")
     rv.add_argument("--name", required=True, help="party id or analyst name")
-    rv.add_argument("--role", choices=["party", "analyst", "admin"], help="only this role's")
+    rv.add_argument("--role", choices=TOKEN_ROLES, help="only this role's")
     rv.set_defaults(func=cmd_tokens_revoke)
 
 

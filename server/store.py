@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 ACTIVE_STATES = ("waiting", "running")
+FINAL_STATES = ("done", "failed", "cancelled")
 # Columns added after the first release: (table, column, declaration) for older files.
 _ADDED = (
     ("runs", "owner", "TEXT NOT NULL DEFAULT ''"),
@@ -185,7 +186,7 @@ class Store(Database):
         states = dict(self._query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
         out: list[tuple[str, str, float, dict[str, str]]] = [
             ("gauge", "fedhh_runs", float(states.get(st, 0)), {"state": st})
-            for st in ("waiting", "running", "done", "failed", "cancelled")
+            for st in (*ACTIVE_STATES, *FINAL_STATES)
         ]
         for name, sql in (
             ("fedhh_rounds", "SELECT COALESCE(SUM(round), 0) FROM runs"),
@@ -194,7 +195,8 @@ class Store(Database):
             ("fedhh_party_failures", "SELECT COUNT(*) FROM failures"),
         ):
             out.append(("counter", name, float(self._query(sql)[0][0]), {}))
-        out.append(("gauge", "fedhh_parties", float(len(self.parties())), {}))
+        parties = self._query("SELECT COUNT(*) FROM parties")[0][0]
+        out.append(("gauge", "fedhh_parties", float(parties), {}))
         out.append(("counter", "fedhh_storage_errors", float(self.refused_writes), {}))
         out.append(("gauge", "fedhh_state_writable", float(self.healthy), {}))
         return out
