@@ -54,7 +54,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +190,8 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
                     )
                     # run with the top-k answer and cut it at the run's bar afterwards: the
                     # same estimates give both answers (answer_at)
-                    top = simulate(ds.parties, ds.codec, replace(params, answer_alpha=0.0))
+                    top_k_params = dataclasses.replace(params, answer_alpha=0.0)
+                    top = simulate(ds.parties, ds.codec, top_k_params)
                     res = answer_at(top, float(params.resolved().answer_alpha or 0.0))
                     result = {}
                     for names, answer in ((METRICS, res), (TOPK_METRICS, top)):
