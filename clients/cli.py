@@ -21,6 +21,7 @@ from fedhh.cli.common import (
     setup_logging,
 )
 from fedhh.errors import ParameterError
+from fedhh.extras import require
 
 log = logging.getLogger("fedhh.party")
 MAX_POLL_SECONDS = 300.0  # (the coordinator answers a long poll within 30 s, whatever is asked)
@@ -137,6 +138,7 @@ def cmd_party_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_party_serve(args: argparse.Namespace) -> int:
+    require("server", "fedhh party serve")
     setup_logging(args.log_level, args.log_format)
     from fedhh.clients.agent import PartyAgent
     from fedhh.clients.budget import PrivacyLedger

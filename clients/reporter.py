@@ -27,13 +27,13 @@ import numpy as np
 from fedhh.core import codes as cd
 from fedhh.errors import ParameterError, TransportError
 from fedhh.oracles import FrequencyOracle, oracle_from
+from fedhh.protocol.admission import DEFAULT_MAX_EPSILON
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
 from fedhh.wire.security import ServiceClient
 from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
 TASK_PARAMETERS = ("g", "pool_size", "pool_seed")  # the oracle parameters a task's fields carry
-DEFAULT_DEVICE_MAX_EPSILON = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,7 +164,7 @@ class ReporterClient(ServiceClient):
         target: str,
         *,
         credential: str,
-        max_epsilon: float = DEFAULT_DEVICE_MAX_EPSILON,
+        max_epsilon: float = DEFAULT_MAX_EPSILON,  # a device's own cap: a party's default
         **kw: Any,
     ) -> None:
         if not max_epsilon > 0:

@@ -75,3 +75,8 @@ class DeadlinePassed(FedHHError):
 class StorageError(FedHHError):
     """A state file refused a write (disk full, I/O error, read-only): nothing was written, and
     the transports answer UNAVAILABLE (a retry may succeed once the disk is fixed)."""
+
+
+class MissingExtra(FedHHError):
+    """A command or module needs an optional dependency that is not installed: the message names
+    the extra that brings it (``pip install 'fedhh[server]'``)."""

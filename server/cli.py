@@ -20,6 +20,7 @@ from fedhh.cli.common import (
     setup_logging,
 )
 from fedhh.errors import ParameterError
+from fedhh.extras import require
 
 TOKEN_ROLES = ("party", "analyst", "admin")  # the roles a tokens file holds
 
@@ -139,6 +140,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_coordinator_serve(args: argparse.Namespace) -> int:
+    require("server", "fedhh coordinator serve")
     setup_logging(args.log_level, args.log_format)
     from fedhh.server.serving import serve
 

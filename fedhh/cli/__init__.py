@@ -2,8 +2,9 @@
 (``fedhh coordinator``, ``fedhh party``, ``fedhh query``: ``fedhh.server.cli``,
 ``fedhh.clients.cli``), ``fedhh deploy local`` and ``fedhh flower run``. A failure gives one
 clear error line, never a traceback; the exit status is 0 on success, 1 when the command ran and
-failed (a server refused, a run failed), 2 for bad input and 130 when interrupted. Every command
-module imports only :mod:`fedhh.cli.common` of this package, so nothing imports it back."""
+failed (a server refused, a run failed) or needs an extra that is not installed, 2 for bad
+input and 130 when interrupted. Every command module imports only :mod:`fedhh.cli.common` of
+this package, so nothing imports it back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from fedhh import __version__
 from fedhh.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Parser
-from fedhh.errors import FedHHError, RunFailed, TransportError
+from fedhh.errors import FedHHError, MissingExtra, RunFailed, TransportError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args))
-    except (TransportError, RunFailed) as exc:  # it ran, and the other side said no
+    except (TransportError, RunFailed, MissingExtra) as exc:  # it ran and failed, or cannot here
         print(f"fedhh: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except FedHHError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 from fedhh.cli.common import add_budget_args, add_limit_args, budgets_of, limits_of
 from fedhh.errors import FedHHError
+from fedhh.extras import require
 from fedhh.mechanisms.layout import Rounds
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Progress
@@ -124,6 +125,8 @@ def _check_output(path: Path | None) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     _check_output(args.output)
+    if args.engine == "flower":
+        require("simulation", "fedhh simulate --engine flower")
     say(args, "loading the data ...")
     data, ds = settings.data_from_flags(args)
     params = settings.from_flags(MechanismParams, args, m=ds.m)

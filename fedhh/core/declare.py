@@ -10,6 +10,7 @@ imports nothing of fedhh, so every declaring module can use it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,3 +26,13 @@ def param(default: T, help: str) -> T:
 def help_of(field: dataclasses.Field[Any]) -> str:
     """The help text a field was declared with ("" if none)."""
     return str(field.metadata.get(HELP, ""))
+
+
+def config_value(value: Any) -> str:
+    """A parameter value as TOML (the syntax of a run spec, ``flwr run --run-config`` and a
+    Flower app's ``pyproject.toml``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))

@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 from fedhh.errors import ParameterError
 
@@ -70,6 +69,8 @@ def shuffle_delta(n: int, eps0: float, eps: float) -> float:
     mean, sd = (n - 1) * p, math.sqrt((n - 1) * p * (1 - p))
     lo, hi = max(0, int(mean - 14 * sd) - 2), min(n - 1, int(mean + 14 * sd) + 2)
     c = np.arange(lo, hi + 1)
+    from scipy import stats  # here, not at import: the device SDK imports this module
+
     w = stats.binom.pmf(c, n - 1, p)
     keep = w > 0
     c, w = c[keep], w[keep]
@@ -85,6 +86,8 @@ def _mixture_delta(c: np.ndarray, w: np.ndarray, eps0: float, eps: float) -> flo
     down = (1 - alpha) - ee * alpha  # coefficient of B_c(a − 1); < 0
     if up <= 0:
         return 0.0
+    from scipy import special
+
     rho = up / -down  # P_c(a) > e^ε·Q_c(a)  ⟺  a/(c − a + 1) < ρ
     t = np.floor(rho * (c + 1) / (1 + rho) - 1e-12)  # the largest a with a/(c − a + 1) < ρ
     f_t = np.where(t >= 0, special.bdtr(np.maximum(t, 0), c, 0.5), 0.0)  # Bin(c, ½) CDF

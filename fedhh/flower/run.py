@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedhh import __version__
+from fedhh.core.declare import config_value
 from fedhh.errors import FedHHError
+from fedhh.extras import require
 from fedhh.ops import procs
 
 COMPLETED = "finished:completed"
@@ -64,15 +66,6 @@ def write_connection(home: Path, port: int) -> None:
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-
-
-def config_value(value: Any) -> str:
-    """A run-config value as TOML (the syntax of ``--run-config`` and ``pyproject.toml``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
 
 
 def config_args(cfg: Mapping[str, Any]) -> list[str]:
@@ -319,6 +312,7 @@ def add_flower_parser(sub: Any) -> None:
 
 
 def cmd_flower_run(args: argparse.Namespace) -> int:
+    require("flower", "fedhh flower run")
     flwr = Flwr(args.superlink)
     run_id = flwr.submit(Path(args.app), args.run_config, args.federation_config)
     print(f"fedhh: Flower run {run_id} started", file=sys.stderr, flush=True)

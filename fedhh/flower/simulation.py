@@ -16,7 +16,6 @@ above both.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhh.errors import FedHHError, ParameterError
+from fedhh.extras import require
 from fedhh.flower.run import COMPLETED, Flwr, SimulationLink, config_args, write_app
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import RunResult
@@ -76,8 +76,7 @@ def simulate_flower(
     ``verbose`` prints the run's log (Flower's and the ServerApp's) to stderr; ``link``: a
     started :class:`SimulationLink`'s ``flwr`` to submit to (several runs share its SuperLink),
     else one is started and stopped for this run."""
-    if importlib.util.find_spec("ray") is None:
-        raise FedHHError("Flower simulation needs Ray: pip install 'flwr[simulation]==1.42.0'")
+    require("simulation", "Flower's simulation engine")
     from fedhh.server.flower_app import FlowerSettings
 
     cfg = {**run_config, "parties": n_parties}

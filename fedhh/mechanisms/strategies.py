@@ -12,11 +12,11 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm
 
 from fedhh.mechanisms.levels import LevelPlan, plan_levels, split_users
 from fedhh.mechanisms.params import MAX_STEP_CANDIDATES, NOISE_KEEP, MechanismParams
 from fedhh.oracles import OLH, FrequencyOracle, OLHPool, choose_oracle, noise_z, oracle_from
+from fedhh.oracles.postprocess import normal_sf
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class VarianceAwareStep:
             n_group = max(1, ctx.users_left // levels)
             oracle = self.oracle_for(n_cand + 1)
             sigma = math.sqrt(oracle.variance(n_group, n_cand + 1)) * ctx.party_size / n_group
-            expected_fp = n_cand * float(norm.sf(ctx.bar / sigma)) if sigma > 0 else 0.0
+            expected_fp = n_cand * normal_sf(ctx.bar / sigma) if sigma > 0 else 0.0
             if expected_fp < 1.0:
                 best = s
         return best

@@ -36,6 +36,7 @@ from typing import Any
 
 from fedhh.core.items import IntCodec, StringCodec
 from fedhh.errors import DataError, FedHHError, ParameterError
+from fedhh.extras import require
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.ops import procs
 from fedhh.run import settings
@@ -236,6 +237,7 @@ class Deployment:
 
 
 def cmd_deploy_local(args: argparse.Namespace) -> int:
+    require("server", "fedhh deploy local")
     d = _fresh_dir(args.dir)
     files, item_flag, m = write_party_files(d, args)
     parties = [f"party-{i}" for i in range(len(files))]

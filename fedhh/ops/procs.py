@@ -5,7 +5,8 @@ Each process starts in its own session, so a terminal's Ctrl-C reaches only the 
 stops its processes in order. :func:`stop` sends SIGTERM to each process, its process group and
 every descendant found under it (Flower's SuperLink starts detached SuperExec and app processes,
 which a process-group signal would miss), waits a grace period, then SIGKILLs whatever is left.
-Descendants and process states come from psutil.
+Descendants and process states come from psutil (the ``server`` extra, imported when first
+needed so that the command line loads without it).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def descendants(pids: Iterable[int]) -> list[int]:
     """Every live descendant of ``pids`` (children, their children, ...)."""
+    import psutil
+
     found: list[int] = []
     for pid in pids:
         try:
@@ -39,6 +40,8 @@ def descendants(pids: Iterable[int]) -> list[int]:
 
 def running(pid: int) -> bool:
     """True if the process exists and has not exited (a zombie has)."""
+    import psutil
+
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

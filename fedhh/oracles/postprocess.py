@@ -8,9 +8,11 @@ is unlikely, the answer rule of every mechanism and of the known-domain referenc
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import norm
 
 from fedhh.errors import ParameterError
 
@@ -18,7 +20,15 @@ from fedhh.errors import ParameterError
 def noise_z(n_candidates: int, alpha: float) -> float:
     """The noise bar's z = Φ̄⁻¹(α/|C|) (Bonferroni): of |C| candidates nobody holds, α on
     average have an estimate above z·SE (−∞ when α ≥ |C|: no bar)."""
-    return float(norm.isf(min(1.0, alpha / max(n_candidates, 1))))
+    tail = alpha / max(n_candidates, 1)
+    if tail >= 1.0:
+        return -math.inf
+    return -NormalDist().inv_cdf(tail) if tail > 0.0 else math.inf
+
+
+def normal_sf(x: float) -> float:
+    """Φ̄(x) = P(Z > x) for a standard normal Z (exact in the tail, unlike 1 − Φ(x))."""
+    return 0.5 * math.erfc(x / math.sqrt(2.0))
 
 
 def clip_to_zero(estimates: ArrayLike) -> NDArray[np.float64]:

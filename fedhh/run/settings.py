@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fedhh.core.declare import help_of, param
+from fedhh.core.declare import config_value, help_of, param
 from fedhh.core.items import codec_for
 from fedhh.datasets import (
     FederatedDataset,
@@ -40,7 +40,6 @@ from fedhh.datasets import (
 )
 from fedhh.datasets.babynames import PARTY_RULES
 from fedhh.errors import ParameterError
-from fedhh.flower.run import config_value
 from fedhh.mechanisms import params as mp
 
 T = TypeVar("T")
