@@ -414,7 +414,7 @@ class FlowerDeploy(Transport):
         out = self.root / f"flower-deploy-{self.n}.json"
         cfg = flower_config(fed, params, **{"run-id": run_id})
         try:
-            doc = self.dep.run_app(ROOT, cfg, out, timeout=300)
+            doc = self.dep.run_app(ROOT / "flower-app", cfg, out, timeout=300)
         except FedHHError as exc:
             return Outcome(refusal=refusal_text(exc))
         return Outcome.of(doc)

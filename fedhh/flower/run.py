@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,12 +35,18 @@ from typing import Any, TextIO
 
 from fedhh import __version__
 from fedhh.core.declare import config_value
-from fedhh.errors import FedHHError
+from fedhh.errors import FedHHError, ParameterError
 from fedhh.extras import require
 from fedhh.ops import procs
 
 COMPLETED = "finished:completed"
 CONNECTION = "fedhh-local"
+# Ray (Flower's simulation engine) binds its servers to the node's address, which on Linux is the
+# primary interface's unless Ray believes it runs a single-machine cluster; this setting of Ray's
+# makes the node 127.0.0.1, so that every Ray process of a simulation listens on loopback only.
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# one --run-config argument: space-separated key=value, a value quoted or without spaces (flwr's)
+RUN_CONFIG_LINE = re.compile(r"\s*(\S+?=('[^']*'|\"[^\"]*\"|\S+)\s*)*")
 
 
 def tool(name: str) -> str:
@@ -219,6 +226,7 @@ class SimulationLink:
             "FLWR_HOME": str(home),
             "FLWR_TELEMETRY_ENABLED": "0",
             "RAY_DEDUP_LOGS": "0",
+            **LOOPBACK_RAY,
             # the SuperLink starts flower-superexec (and it flwr-simulation) from PATH
             "PATH": os.pathsep.join([str(Path(tool("flwr")).parent), os.environ.get("PATH", "")]),
         }
@@ -311,8 +319,33 @@ def add_flower_parser(sub: Any) -> None:
     run.set_defaults(func=cmd_flower_run)
 
 
+def check_run_config(app: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run config ``flwr run app --run-config overrides`` would start with, validated as the
+    ServerApp validates it (:class:`~fedhh.server.flower_app.FlowerSettings`): a bad one raises
+    :class:`~fedhh.errors.ParameterError` here, before anything is submitted."""
+    from click import ClickException
+    from flwr.common.config import get_fused_config_from_dir, parse_config_args
+
+    from fedhh.server.flower_app import FlowerSettings
+
+    if not (app / "pyproject.toml").is_file():
+        raise ParameterError(f"{app} is not a Flower app directory (no pyproject.toml)")
+    for line in overrides:  # flwr skips what is not key=value; a typo should not pass unseen
+        if not line.endswith(".toml") and not RUN_CONFIG_LINE.fullmatch(line):
+            raise ParameterError(f"--run-config: {line!r} is not key=value pairs")
+    try:
+        cfg = get_fused_config_from_dir(app, parse_config_args(list(overrides)))
+    except (ValueError, KeyError, OSError) as exc:  # an unknown key, no [tool.flwr.app]
+        raise ParameterError(f"--run-config: {exc}") from None
+    except ClickException as exc:  # not TOML values
+        raise ParameterError(f"--run-config: {exc.message}") from None
+    FlowerSettings.from_config(cfg)
+    return dict(cfg)
+
+
 def cmd_flower_run(args: argparse.Namespace) -> int:
     require("flower", "fedhh flower run")
+    check_run_config(Path(args.app), args.run_config)
     flwr = Flwr(args.superlink)
     run_id = flwr.submit(Path(args.app), args.run_config, args.federation_config)
     print(f"fedhh: Flower run {run_id} started", file=sys.stderr, flush=True)

@@ -1,9 +1,12 @@
-"""The Flower app as shipped: the README's ``flwr run . --stream`` in a copy of what the FAB holds
-(``pyproject.toml`` and ``README.md``) runs on Flower's default local simulation federation (the
-SuperLink that ``flwr`` starts, 2 SuperNodes) with the shipped run config and prints the top-k;
+"""The Flower app as shipped: the README's ``flwr run flower-app --stream`` on a copy of the
+app directory runs on Flower's default local simulation federation (the SuperLink that ``flwr``
+starts, 2 SuperNodes) with the shipped run config and prints the top-k. Flower's runtime
+dependency installation stays on (the app has nothing to install, so it needs no network); Ray
+listens on 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, as the README says).
 ``flwr log`` shows the result table; a run that fails ends ``finished:failed`` and
-``fedhh flower run`` exits 1. Flower's processes are found by PID (the SuperLink by its port, the
-rest as its descendants or by this test's FLWR_HOME) and killed."""
+``fedhh flower run`` exits 1; a bad run config is refused before anything is submitted. Flower's
+processes are found by PID (the SuperLink by its port, the rest as its descendants or by this
+test's FLWR_HOME) and killed."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fedhh.flower.run import free_port
+from fedhh.flower.run import LOOPBACK_RAY, free_port
 from fedhh.ops import procs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,23 +61,20 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[s
     """A fresh app directory (what the FAB holds) and a private Flower environment."""
     pytest.importorskip("ray")
     root = tmp_path_factory.mktemp("flwr-app")
-    app_dir = root / "app"
-    app_dir.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, app_dir / name)
+    shutil.copytree(ROOT / "flower-app", root / "flower-app")
     home = root / "flwr-home"
     port = free_port()
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
         "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # fedhh is installed (and CI offline)
+        **LOOPBACK_RAY,
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     try:
-        yield app_dir, env
+        yield root, env
     finally:
         pids = flower_pids(home, port)
         assert pids, "no Flower process found: the local SuperLink should still be running"
@@ -99,7 +99,9 @@ def run(argv: list[str], app_dir: Path, env: dict[str, str]) -> subprocess.Compl
 
 def test_flwr_run_as_shipped_prints_the_top_k(app: tuple[Path, dict[str, str]]) -> None:
     app_dir, env = app
-    out = run(readme_command("flwr run ."), app_dir, env)
+    argv = readme_command("flwr run ")
+    assert argv[:3] == ["flwr", "run", "flower-app"]
+    out = run(argv, app_dir, env)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     run_id = re.search(r"Successfully started run (\d+)", text)
@@ -108,6 +110,7 @@ def test_flwr_run_as_shipped_prints_the_top_k(app: tuple[Path, dict[str, str]]) 
     rows = re.findall(r"^\s+(\d+)\s+\d+\s+-?[\d,]+\s+[\d,]+\s+\d+$", text, re.MULTILINE)
     assert rows == [str(i) for i in range(1, 17)], text  # the top-16 table
     assert "deprecated" not in text.lower()
+    assert "App dependencies installed successfully via uv sync" in text  # installation on
     ls = run(["flwr", "ls", "--run-id", run_id[1], "--format", "json"], app_dir, env)
     assert json.loads(ls.stdout)["runs"][0]["status"] == "finished:completed"
     log = run(["flwr", "log", run_id[1]], app_dir, env)  # the run's log, with the result table
@@ -116,12 +119,33 @@ def test_flwr_run_as_shipped_prints_the_top_k(app: tuple[Path, dict[str, str]]) 
 
 def test_a_failed_run_exits_non_zero(app: tuple[Path, dict[str, str]]) -> None:
     app_dir, env = app
-    argv = readme_command("fedhh flower run .")
+    argv = readme_command("fedhh flower run ")
     out = run(argv, app_dir, env)
     assert "parties=3" in " ".join(argv)  # the README's failing example: 3 of 2 SuperNodes
     assert out.returncode == 1, out.stdout + out.stderr
     assert "finished:failed" in out.stderr
     assert "only 2 of 3 SuperNodes" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epsilon=-1", "epsilon must be"),
+        ("k=0", "k must be"),
+        ("no-such-key=1", "no-such-key"),
+        ("epsilon=", "--run-config"),
+    ],
+)
+def test_a_bad_run_config_is_refused_before_submitting(
+    app: tuple[Path, dict[str, str]], override: str, message: str
+) -> None:
+    app_dir, env = app
+    out = run(["fedhh", "flower", "run", "flower-app", "-c", override], app_dir, env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedhh: error: "), out.stderr
+    assert message in lines[0], lines[0]
+    assert "started" not in out.stderr
 
 
 class GrowingGrid:

@@ -94,7 +94,7 @@ def test_dataset_fields_are_flags_and_config_keys() -> None:
 def test_pyproject_run_config_is_the_declared_one() -> None:
     """[tool.flwr.app.config] lists every key with the dataclasses' defaults (flwr run refuses
     keys it does not list): a field added to MechanismParams needs its line there."""
-    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    doc = tomllib.loads((ROOT / "flower-app" / "pyproject.toml").read_text())
     cfg = doc["tool"]["flwr"]["app"]["config"]
     want = {
         **settings.to_config(MechanismParams()),
@@ -104,7 +104,7 @@ def test_pyproject_run_config_is_the_declared_one() -> None:
         "party-files": "",
     }
     missing = sorted(set(want) - set(cfg))
-    assert not missing, f"add to [tool.flwr.app.config] in pyproject.toml: {missing}"
+    assert not missing, f"add to [tool.flwr.app.config] in flower-app/pyproject.toml: {missing}"
     assert cfg == want
 
 
