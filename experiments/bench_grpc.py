@@ -367,7 +367,7 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
                 for r in range(repeat):
                     t0 = time.perf_counter()
                     info = an.start(params, ids, run_id=f"bench-{r}")
-                    info = an.wait(info["run_id"], interval=0.005)
+                    info = an.wait(info["run_id"])
                     dt = time.perf_counter() - t0
                     assert info["state"] == "done", info
                     best, rounds = min(best, dt), info["round"]

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf.json_format import MessageToDict
 
 from fedhh.errors import ParameterError, TransportError
@@ -170,30 +170,35 @@ class AnalystClient(ServiceClient):
         resp = self._call("ListParties", analyst_pb2.ListPartiesRequest())
         return [_info(p) for p in resp.parties]
 
+    def watch(self, run_id: str, timeout: float = 600.0) -> Iterator[dict[str, Any]]:
+        """The run's status now and at every change, streamed by the coordinator (WatchRun),
+        ending with its final one (done, failed, cancelled). After ``timeout`` seconds it raises
+        :class:`TransportError` DEADLINE_EXCEEDED naming the last state; the run goes on."""
+        last = "unknown"
+        try:
+            stream = self._stub.WatchRun(
+                analyst_pb2.RunRef(run_id=run_id), timeout=timeout, metadata=self._auth or None
+            )
+            for msg in stream:
+                info = _info(msg)
+                last = info["state"]
+                yield info
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TransportError("DEADLINE_EXCEEDED", f"run {run_id} still {last}") from None
+            raise TransportError(exc.code().name, exc.details() or "") from None
+
     def wait(
         self,
         run_id: str,
         timeout: float = 600.0,
-        interval: float = 0.2,
         progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll the run's status until it is done, failed or cancelled (``timeout`` seconds at
-        most; ``progress`` is told of every status that differs from the last)."""
-        end = time.monotonic() + timeout
-        last: tuple[Any, ...] = ()
-        while True:
-            info = self.status(run_id)
-            seen = (
-                info.get("state"),
-                info.get("round"),
-                info.get("phase"),
-                info.get("outstanding"),
-            )
-            if progress is not None and seen != last:
+        """Follow the run (:meth:`watch`) until it is done, failed or cancelled (``timeout``
+        seconds at most); ``progress`` is told of every change."""
+        for info in self.watch(run_id, timeout):
+            if progress is not None:
                 progress(info)
-            last = seen
             if info["state"] in FINAL_STATES:
                 return info
-            if time.monotonic() > end:
-                raise TransportError("DEADLINE_EXCEEDED", f"run {run_id} still {info['state']}")
-            time.sleep(interval)
+        raise TransportError("UNAVAILABLE", f"the coordinator ended the watch of run {run_id}")

@@ -8,7 +8,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fedhh.cli.common import (
     add_connect_args,
@@ -214,6 +214,27 @@ def add_query_parser(sub: Any) -> None:
     qs.add_parser("runs", help="list runs")
     st = qs.add_parser("status", help="a run's state and progress")
     st.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    wa = qs.add_parser(
+        "watch",
+        help="follow a run until it ends: a line at each change (streamed by the coordinator)",
+        description="One line per change of the run's state, round, phase or waiting parties "
+        "(with --json, one JSON object per line), until the run ends; exit status 0 if it is "
+        "done, 1 if it failed, was cancelled or --timeout passed (the run goes on).",
+    )
+    wa.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    wa.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="stop following after this many seconds (default %(default)s)",
+    )
+    re_ = qs.add_parser(
+        "result",
+        help="a finished run's whole result document (fedhh.result/1 JSON)",
+        description="The document fedhh simulate --output writes: the answer with estimates "
+        "and standard errors, the run's parameters, cost and privacy block (docs/result.md).",
+    )
+    re_.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     top = qs.add_parser("top", help="a finished run's top-k with estimates and standard errors")
     top.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
     top.add_argument("-k", type=int, default=0, help="only the first K (default: all)")
@@ -294,8 +315,13 @@ def _waiting_for(info: dict[str, Any]) -> str:
     return f"waiting for {', '.join(missing)} to register"
 
 
-def _say_progress(info: dict[str, Any]) -> None:
-    """One stderr line per change of a waited-for run's state, round or phase."""
+def _positive_timeout(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ParameterError("--timeout must be a number of seconds > 0")
+
+
+def _say_progress(info: dict[str, Any], out: TextIO = sys.stderr) -> None:
+    """One line (on stderr, for start --wait) per change of a followed run."""
     parts = [f"run {info['run_id']}: {_waiting_for(info) or info['state']}"]
     if info.get("round"):
         parts.append(f"round {info['round']}")
@@ -305,7 +331,9 @@ def _say_progress(info: dict[str, Any]) -> None:
         parts.append(
             f"{info['outstanding']} part{'y' if info['outstanding'] == 1 else 'ies'} working"
         )
-    print(" · ".join(parts), file=sys.stderr, flush=True)
+    if info.get("state") in ("failed", "cancelled") and info.get("error"):
+        parts.append(str(info["error"]))
+    print(" · ".join(parts), file=out, flush=True)
 
 
 def _json_after(qs: Any) -> None:
@@ -373,6 +401,25 @@ def cmd_query(args: argparse.Namespace) -> int:
             table = "\n".join(
                 t for t in (_table([out], [*RUN_COLS, "error"]), _waiting_for(out)) if t
             )
+        elif cmd == "watch":
+            _positive_timeout(args.timeout)
+            out = {}
+            for out in c.watch(args.run_id, timeout=args.timeout):
+                if args.json:
+                    print(json.dumps(out), flush=True)
+                else:
+                    _say_progress(out, sys.stdout)
+            if out.get("state") != "done":
+                print(
+                    f"fedhh: run {args.run_id} {out.get('state')}: {out.get('error', '')}",
+                    file=sys.stderr,
+                )
+                return 1
+            return 0
+        elif cmd == "result":
+            out = c.document(args.run_id)
+            print(json.dumps(out, indent=2, ensure_ascii=False))
+            return 0
         elif cmd == "top":
             if args.k < 0:
                 raise ParameterError("-k must be ≥ 0")
@@ -404,8 +451,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             out = c.cost(args.run_id)["privacy"]
             table = _privacy_table(out)
         elif cmd == "start":
-            if not (math.isfinite(args.timeout) and args.timeout > 0):
-                raise ParameterError("--timeout must be a number of seconds > 0")
+            _positive_timeout(args.timeout)
             out = c.start_file(args.spec)
             if args.wait:
                 out = c.wait(out["run_id"], timeout=args.timeout, progress=_say_progress)

@@ -1,6 +1,7 @@
 """The coordinator's gRPC services (``fedhh coordinator serve``): the :class:`PartyService`
 parties connect out to (``Register``, ``Poll`` long-polls, ``SubmitReply``, ``Heartbeat``) and
-the :class:`AnalystService` (start, list, status, top-k, frequencies, cost, cancel, parties),
+the :class:`AnalystService` (start, list, status and its stream, top-k, frequencies, cost,
+cancel, parties),
 both over the runs of :class:`~fedhh.server.state.CoordinatorState`. They only map messages and
 statuses: every input is validated, and a refused one is logged and audited with its gRPC status
 and changes nothing stored (malformed: INVALID_ARGUMENT, over a size or resource limit:
@@ -17,8 +18,9 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -29,7 +31,7 @@ from fedhh.protocol import RunDriver, codec_from_name, encoding
 from fedhh.protocol.coordinator import POLICIES
 from fedhh.run.result import code_hex, code_labels
 from fedhh.server.state import CoordinatorState, failed_in
-from fedhh.server.store import RunRow
+from fedhh.server.store import FINAL_STATES, RunRow
 from fedhh.wire.rpc import Refused, refused
 from fedhh.wire.security import Identity, check_name, identity
 from fedhh.wire.tokens import TokenStore
@@ -48,6 +50,8 @@ MAX_QUERY_ITEMS = 10_000
 MAX_OPEN_RUNS = 10_000
 MAX_DEADLINE = 7 * 24 * 3600.0
 MAX_EPSILON_FIGURE = 1e6
+MAX_WATCHERS = 16  # concurrent WatchRun streams (each holds one of the server's 64 threads)
+WATCH_INTERVAL = 0.5  # a watcher reads the run's status at each change, or after this long
 SERVICES = (
     "fedhh.v1.PartyService",
     "fedhh.v1.AnalystService",
@@ -81,16 +85,22 @@ def _guard(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             try:
                 return fn(self, request, context, ident)
             except Exception as exc:
-                r = refused(exc)
-                if r is None:
-                    log.exception("%s from %s failed", method, ident.name)
-                    r = Refused(grpc.StatusCode.INTERNAL, f"{method} failed on the coordinator")
-            _abort(context, self.state, ident.name, method, r)
+                _abort(context, self.state, ident.name, method, _refusal(exc, method, ident))
 
         inner.__name__ = fn.__name__
         return inner
 
     return wrap
+
+
+def _refusal(exc: Exception, method: str, ident: Identity) -> Refused:
+    """The status a failed call is answered with: its own for a refusal or bad input, INTERNAL
+    (logged with the traceback) for anything else."""
+    r = refused(exc)
+    if r is None:
+        log.exception("%s from %s failed", method, ident.name)
+        r = Refused(grpc.StatusCode.INTERNAL, f"{method} failed on the coordinator")
+    return r
 
 
 def _own_party(ident: Identity, party_id: str) -> None:
@@ -244,10 +254,24 @@ def run_info(
     )
 
 
+def _progress_key(info: Any) -> tuple[Any, ...]:
+    """What a watcher is told of when it changes."""
+    parties = tuple((p.party_id, p.registered) for p in info.parties)
+    return (
+        info.state,
+        info.round,
+        info.phase,
+        info.outstanding,
+        tuple(info.failed_parties),
+        parties,
+    )
+
+
 class AnalystServicer:
     def __init__(self, state: CoordinatorState, tokens: TokenStore) -> None:
         self.state = state
         self.tokens = tokens
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     def _row(self, run_id: str, ident: Identity) -> RunRow:
         """The run, if this analyst may see it (its owner, or an admin)."""
@@ -315,6 +339,38 @@ class AnalystServicer:
     @_guard("GetStatus")
     def GetStatus(self, request: Any, context: Any, ident: Identity) -> Any:
         return self._info(self._row(request.run_id, ident), ident)
+
+    def WatchRun(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """Stream the run's status: now, then at each change (woken by the state's condition,
+        read at least every WATCH_INTERVAL s), to its end or until the client goes. Each watcher
+        holds a server thread, so at most MAX_WATCHERS at once; one more is refused
+        RESOURCE_EXHAUSTED."""
+        ident = identity(self.tokens, context)
+        try:
+            self._row(request.run_id, ident)
+            if not self._watchers.acquire(blocking=False):
+                raise Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{MAX_WATCHERS} runs are being watched already: poll GetStatus instead",
+                )
+        except Exception as exc:
+            _abort(context, self.state, ident.name, "WatchRun", _refusal(exc, "WatchRun", ident))
+        try:
+            last: Any = None
+            while context.is_active():
+                try:
+                    info = self._info(self.state.row(request.run_id), ident)
+                except Exception as exc:  # a storage error: the stream ends with its status
+                    r = _refusal(exc, "WatchRun", ident)
+                    _abort(context, self.state, ident.name, "WatchRun", r)
+                if _progress_key(info) != last:
+                    yield info
+                    last = _progress_key(info)
+                if info.state in FINAL_STATES:
+                    return
+                self.state.wait_change(WATCH_INTERVAL)
+        finally:
+            self._watchers.release()
 
     @_guard("ListParties")
     def ListParties(self, request: Any, context: Any, ident: Identity) -> Any:

@@ -253,6 +253,13 @@ class CoordinatorState:
             self.cond.notify_all()
             return self.row(run_id)
 
+    def wait_change(self, timeout: float) -> None:
+        """Block until a run moves (a step, a deadline, a cancel, a registration: whatever
+        notifies :attr:`cond`) or ``timeout`` seconds pass."""
+        with self.cond:
+            if not self._stop.is_set():
+                self.cond.wait(timeout)
+
     def row(self, run_id: str) -> RunRow:
         row = self.store.run(run_id)
         if row is None:

@@ -58,8 +58,9 @@ def refused(exc: BaseException) -> Refused | None:
 
 
 def add_servicer(server: grpc.Server, pb2: Any, service: str, servicer: Any) -> None:
-    """Serve ``servicer``'s methods as the unary methods of ``service`` (declared in the
-    generated module ``pb2``), parsing each request ourselves."""
+    """Serve ``servicer``'s methods as the methods of ``service`` (declared in the generated
+    module ``pb2``; unary requests, unary or server-streamed replies), parsing each request
+    ourselves."""
     desc = pb2.DESCRIPTOR.services_by_name[service]
     handlers = {
         m.name: _handler(getattr(servicer, m.name), m, desc.full_name) for m in desc.methods
@@ -83,9 +84,14 @@ def _handler(method: Callable[[Any, Any], Any], desc: Any, service: str) -> Any:
             )
         return method(request, context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        call, request_deserializer=None, response_serializer=_serialize
+    if desc.client_streaming:  # pragma: no cover - no fedhh service has one
+        raise TypeError(f"{name}: client-streaming methods are not served")
+    make = (
+        grpc.unary_stream_rpc_method_handler
+        if desc.server_streaming
+        else grpc.unary_unary_rpc_method_handler
     )
+    return make(call, request_deserializer=None, response_serializer=_serialize)
 
 
 def _serialize(msg: Any) -> bytes:

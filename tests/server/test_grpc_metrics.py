@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
-from grpc_harness import Cluster, party_data, running_cluster, wait_until
+from grpc_harness import FEDHH, Cluster, party_data, running_cluster, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.server.analyst import AnalystClient
+from fedhh.server.services import MAX_WATCHERS
+from fedhh.wire.security import open_channel
 from fedhh.wire.tokens import read_token_file
+from fedhh.wire.v1 import analyst_pb2, analyst_pb2_grpc
 
 PARTIES = ["party-0", "party-1", "party-2"]
 PARAMS = MechanismParams(mechanism="taps", k=8, m=16, seed=3, epsilon=2.0)
@@ -101,3 +106,40 @@ def test_metrics_and_json_logs_during_and_after_a_run(cluster: Cluster) -> None:
     assert "run late: waiting for party-9 to register" in late.stderr, late.stderr
     status = cluster.query("status", "late", json_out=False)
     assert status.stdout.strip().endswith("waiting for party-9 to register"), status.stdout
+
+    # watch: the coordinator streams each change until the run ends (waiting, then cancelled)
+    watch = subprocess.Popen(
+        [*FEDHH, "query", *cluster.connect_args("analyst", "alice"), "watch", "late", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        first = json.loads(watch.stdout.readline())
+        assert first["state"] == "waiting" and first["run_id"] == "late", first
+        # each watcher holds a server thread: MAX_WATCHERS at once, one more is refused
+        with open_channel(cluster.target, token=token, ca_cert=cluster.certs.ca) as ch:
+            stub = analyst_pb2_grpc.AnalystServiceStub(ch)
+            ref = analyst_pb2.RunRef(run_id="late")
+            streams = [stub.WatchRun(ref, timeout=60) for _ in range(MAX_WATCHERS - 1)]
+            assert all(next(st).state == "waiting" for st in streams)
+            with pytest.raises(grpc.RpcError) as err:
+                next(stub.WatchRun(ref, timeout=60))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for st in streams:
+                st.cancel()
+        assert cluster.query("cancel", "late").returncode == 0
+        rest, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["state"] == "cancelled" and "cancelled by alice" in last["error"], last
+    assert watch.returncode == 1 and "run late cancelled" in err, err
+    done = cluster.query("watch", "taps-1", json_out=False)  # an ended run: one line, exit 0
+    assert done.returncode == 0 and done.stdout.startswith("run taps-1: done"), done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1, done.stdout
+    result = cluster.query("result", "taps-1", json_out=False)  # the whole document
+    assert result.returncode == 0 and json.loads(result.stdout) == doc

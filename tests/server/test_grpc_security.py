@@ -166,6 +166,13 @@ def test_refusals_leave_the_run_intact(cluster: Cluster) -> None:
     ref = analyst_pb2.RunRef(run_id="sec-1")
     for call in (bob.GetStatus, bob.CancelRun, bob.GetCost):
         assert code_of(call, ref) == grpc.StatusCode.PERMISSION_DENIED
+    for stub, run, code in (
+        (bob, "sec-1", grpc.StatusCode.PERMISSION_DENIED),  # the stream too: alice's run
+        (root, "no-such-run", grpc.StatusCode.NOT_FOUND),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.WatchRun(analyst_pb2.RunRef(run_id=run), timeout=10))
+        assert err.value.code() == code
     assert list(bob.ListRuns(list_runs, timeout=10).runs) == []
     assert [r.run_id for r in root.ListRuns(list_runs, timeout=10).runs] == ["sec-1"]
     info = root.GetStatus(ref, timeout=10)

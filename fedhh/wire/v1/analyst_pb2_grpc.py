@@ -49,6 +49,11 @@ class AnalystServiceStub:
                 request_serializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
                 response_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
                 _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/fedhh.v1.AnalystService/WatchRun',
+                request_serializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
+                response_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
+                _registered_method=True)
         self.GetTop = channel.unary_unary(
                 '/fedhh.v1.AnalystService/GetTop',
                 request_serializer=fedhh_dot_v1_dot_analyst__pb2.TopRequest.SerializeToString,
@@ -93,6 +98,14 @@ class AnalystServiceServicer:
 
     def GetStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRun(self, request, context):
+        """The run's status now and at every change of its state, round, phase, outstanding or failed
+        parties or registrations, until it is done, failed or cancelled (then the stream ends).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -146,6 +159,11 @@ def add_AnalystServiceServicer_to_server(servicer, server):
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
+                    request_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.FromString,
+                    response_serializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
                     request_deserializer=fedhh_dot_v1_dot_analyst__pb2.RunRef.FromString,
                     response_serializer=fedhh_dot_v1_dot_analyst__pb2.RunInfo.SerializeToString,
             ),
@@ -254,6 +272,33 @@ class AnalystService:
             request,
             target,
             '/fedhh.v1.AnalystService/GetStatus',
+            fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
+            fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedhh.v1.AnalystService/WatchRun',
             fedhh_dot_v1_dot_analyst__pb2.RunRef.SerializeToString,
             fedhh_dot_v1_dot_analyst__pb2.RunInfo.FromString,
             options,
