@@ -46,7 +46,8 @@ def _info(msg: Any) -> dict[str, Any]:
 def load_run_spec(path: Path) -> dict[str, Any]:
     """A run spec file (TOML): ``parties = [...]``, optional ``run_id``, ``policy``,
     ``deadline_seconds`` and a ``[params]`` table of any MechanismParams fields
-    (:func:`fedhh.run.settings.params_from_table`)."""
+    (:func:`fedhh.run.settings.params_from_table`); without ``m`` the run takes the item width
+    of the parties' codec."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -75,6 +76,7 @@ def load_run_spec(path: Path) -> dict[str, Any]:
         "run_id": str(doc.get("run_id", "")),
         "policy": str(doc.get("policy", "continue")),
         "deadline_seconds": float(deadline),
+        "infer_m": "m" not in params,  # the coordinator takes the parties' item width
     }
 
 
@@ -94,10 +96,13 @@ class AnalystClient(ServiceClient):
         run_id: str = "",
         policy: str = "continue",
         deadline_seconds: float = 0.0,
+        infer_m: bool = False,
     ) -> dict[str, Any]:
+        """Start a run; ``infer_m``: leave ``params.m`` out, so that the coordinator takes the
+        item width of the parties' codec."""
         req = analyst_pb2.StartRunRequest(
             run_id=run_id,
-            params=params_to_pb(params),
+            params=params_to_pb(params, omit=("m",) if infer_m else ()),
             party_ids=list(party_ids),
             policy=policy,
             deadline_seconds=deadline_seconds,
@@ -112,6 +117,7 @@ class AnalystClient(ServiceClient):
             run_id=spec["run_id"],
             policy=spec["policy"],
             deadline_seconds=spec["deadline_seconds"],
+            infer_m=spec["infer_m"],
         )
 
     def runs(self) -> list[dict[str, Any]]:

@@ -299,6 +299,7 @@ class AnalystServicer:
     def StartRun(self, request: Any, context: Any, ident: Identity) -> Any:
         params = encoding.params_from_pb(request.params)
         params.resolved()
+        infer_m = not encoding.params_has(request.params, "m")  # left out: the parties' m
         ids = list(request.party_ids)
         if not ids:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a run needs at least one party")
@@ -326,7 +327,7 @@ class AnalystServicer:
             )
         run_id = request.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         check_name("run id", run_id)
-        row = self.state.start_run(ident.name, run_id, params, ids, policy, deadline)
+        row = self.state.start_run(ident.name, run_id, params, ids, policy, deadline, infer_m)
         return self._info(row, ident)
 
     @_guard("ListRuns")

@@ -18,6 +18,7 @@ memory, everything else in the SQLite :class:`~fedhh.server.store.Store`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -135,28 +136,48 @@ class CoordinatorState:
         party_ids: list[str],
         policy: str,
         deadline: float,
+        infer_m: bool = False,
     ) -> RunRow:
+        """Store a new run (it launches once its parties have registered). ``infer_m``: the
+        analyst left m out, so it is the bits of the parties' item codec (known now if one of
+        them has registered, else at launch)."""
         with self.cond:
             if self.store.run_exists(run_id):
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} already exists")
-            self.check_run(params, party_ids, run_id)
-            self.store.insert_run(run_id, params.to_dict(), party_ids, policy, deadline, actor)
+            bits = self.party_bits(party_ids) if infer_m else None
+            if bits is not None:
+                params = dataclasses.replace(params, m=bits)
+            self.check_run(params, party_ids, run_id, check_m=not infer_m or bits is not None)
+            stored = params.to_dict()
+            if infer_m and bits is None:
+                del stored["m"]  # filled in at launch from the parties' codec
+            self.store.insert_run(run_id, stored, party_ids, policy, deadline, actor)
             self._launch_waiting()
             return self.row(run_id)
 
-    def check_run(self, params: MechanismParams, party_ids: list[str], run_id: str) -> None:
+    def party_bits(self, party_ids: list[str]) -> int | None:
+        """The m of the item codec of the listed parties registered so far (None if none has);
+        parties of different codecs raise ParameterError."""
+        known = self.store.party_rows()
+        codecs = sorted({known[p].codec for p in party_ids if p in known})
+        if len(codecs) > 1:
+            raise ParameterError(f"the parties use different item codecs: {', '.join(codecs)}")
+        return codec_from_name(codecs[0]).m if codecs else None
+
+    def check_run(
+        self, params: MechanismParams, party_ids: list[str], run_id: str, check_m: bool = True
+    ) -> None:
         """Admit the run (:func:`~fedhh.protocol.admission.admit_run`) as far as the parties
         registered so far allow (all of them at launch): the limits, feasibility and the
         budgets their agents last reported; raises ParameterError/ParameterLimit/BudgetExceeded
-        if it cannot run."""
+        if it cannot run. ``check_m``: the run's m must be the parties' codec's (off while an
+        inferred m is not known yet)."""
         known = self.store.party_rows()
         rows = {p: known[p] for p in party_ids if p in known}
-        codecs = sorted({r.codec for r in rows.values()})
-        if len(codecs) > 1:
-            raise ParameterError(f"the parties use different item codecs: {', '.join(codecs)}")
+        self.party_bits(party_ids)  # one codec
         for pid, r in rows.items():
             bits = codec_from_name(r.codec).m
-            if bits != params.m:
+            if check_m and bits != params.m:
                 raise ParameterError(
                     f"the run asks m = {params.m} bits but party {pid}'s items have {bits} "
                     f"({r.codec})"
@@ -193,6 +214,9 @@ class CoordinatorState:
     def _launch(self, row: RunRow, parties: dict[str, tuple[int, str, str]]) -> None:
         try:
             params = MechanismParams.from_dict(row.params)
+            if "m" not in row.params:  # inferred: every party has registered now
+                bits = codec_from_name(parties[row.party_ids[0]][1]).m
+                params = dataclasses.replace(params, m=bits)
             sizes = tuple(parties[p][0] for p in row.party_ids)
             self.check_run(params, row.party_ids, row.run_id)  # one codec, of the run's m
             codec = parties[row.party_ids[0]][1]

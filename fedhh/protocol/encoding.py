@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import fields
 from functools import cache
 from typing import Any, TypeVar
@@ -105,8 +106,16 @@ def codes_from_pb(msg: pb.Prefixes, what: str) -> Any:
 
 
 # --- run parameters ----------------------------------------------------------------------------
-def params_to_pb(params: MechanismParams) -> pb.MechanismParams:
-    return pb.MechanismParams(json=json.dumps(params.to_dict(), allow_nan=False))
+def params_to_pb(params: MechanismParams, omit: Sequence[str] = ()) -> pb.MechanismParams:
+    """``params`` on the wire; ``omit``: fields left out, for the receiver to fill in (a run
+    spec without ``m`` takes the parties' item width)."""
+    data = {k: v for k, v in params.to_dict().items() if k not in omit}
+    return pb.MechanismParams(json=json.dumps(data, allow_nan=False))
+
+
+def params_has(msg: pb.MechanismParams, name: str) -> bool:
+    """Whether ``msg`` (already decoded by :func:`params_from_pb`) names the field ``name``."""
+    return name in json.loads(msg.json or "{}")
 
 
 def params_from_pb(msg: pb.MechanismParams) -> MechanismParams:

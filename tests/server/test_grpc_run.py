@@ -10,7 +10,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from fedhh.datasets import load_party_files
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.run.engine import simulate
+from fedhh.run.settings import run_spec_text
 from fedhh.server.analyst import AnalystClient
 from fedhh.wire.security import open_channel
 from fedhh.wire.tokens import read_token_file
@@ -55,6 +56,13 @@ def check_same(top: list[dict], files: list[Path], params: MechanismParams = PAR
 def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     files = party_data(cluster.root)
     cluster.start_coordinator()
+    # a run spec without m, before any party registered: the run takes their item width
+    spec = cluster.root / "no-m.toml"
+    names = [f.name for f in fields(PARAMS) if f.name != "m"]
+    spec.write_text(run_spec_text(PARTIES, PARAMS, names, run_id="taps-early"))
+    assert "\nm = " not in spec.read_text()
+    early = cluster.query("start", str(spec))
+    assert early.returncode == 0 and json.loads(early.stdout)["state"] == "waiting", early.stderr
     for pid, f in zip(PARTIES, files, strict=True):
         cluster.start_party(pid, f)
     started = cluster.start_run("taps-1", PARTIES, PARAMS, "--wait")
@@ -70,8 +78,14 @@ def test_taps_run_matches_simulate(cluster: Cluster) -> None:
     table = cluster.query("top", "taps-1", "-k", "3", json_out=False)
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 4
 
-    runs = json.loads(cluster.query("runs").stdout)
-    assert [r["run_id"] for r in runs] == ["taps-1"] and runs[0]["round"] == 4
+    runs = {r["run_id"]: r for r in json.loads(cluster.query("runs").stdout)}
+    assert set(runs) == {"taps-1", "taps-early"} and runs["taps-1"]["round"] == 4
+    assert cluster.query("watch", "taps-early").returncode == 0
+    assert json.loads(cluster.query("top", "taps-early").stdout) == json.loads(top.stdout)
+    spec.write_text(run_spec_text(PARTIES, PARAMS, names, run_id="taps-late"))  # registered now
+    late = cluster.query("start", str(spec), "--wait")
+    assert late.returncode == 0, late.stderr
+    assert json.loads(cluster.query("top", "taps-late").stdout) == json.loads(top.stdout)
 
     # What the run guaranteed, per recipient and group: the same block as in-process
     privacy = cluster.query("privacy", "taps-1")
