@@ -38,7 +38,11 @@ Config tables (see ``experiments/configs/study.toml``):
 * ``[datasets.<name>]``: ``kind`` = ``zipf`` (``users``, ``items``, ``s``, ``m``, ``split``,
   ``alpha``, ``sizes``), ``aol`` (``split``, ``alpha``, ``sizes``, ``max_users``, ``path``) or
   ``babynames`` (``party_by``, ``years``, ``max_users``, ``item_bytes`` and ``truncate``: whole
-  names by default, ``path``; its parties are its own: the grid's M does not apply).
+  names by default, ``path``; its parties are its own: the grid's M does not apply), ``urls``
+  (``users``, ``items``, ``s``, ``split``, ``alpha``, ``sizes``) or ``files`` (``files``: one
+  party file each, paths from the working directory, with ``item_bytes`` or ``item_bits`` and
+  ``truncate``; its parties are its own). Any other key is a ``DatasetParams`` field: a dataset
+  is loaded exactly as ``fedhh simulate`` loads it.
 """
 
 from __future__ import annotations
@@ -78,44 +82,33 @@ from study_report import summarise, write_outputs
 # ---------------------------------------------------------------------------------------------
 
 
+# a study dataset's keys that name a DatasetParams field differently (the rest are the same)
+STUDY_KEYS = {"kind": "dataset", "path": "data_path", "m": "bits", "s": "zipf_s"}
+
+
 @functools.lru_cache(maxsize=1)
 def _dataset(name: str, spec_json: str, parties: int, rep: int, users: int) -> Any:
-    from fedhh.datasets import load_aol, load_babynames, synthetic_zipf
+    """The federation of a study dataset, loaded as ``fedhh simulate`` loads it
+    (:func:`fedhh.run.settings.load_dataset`): ``kind`` is any of its datasets (zipf, aol,
+    babynames, urls) or ``files`` (``files = [...]``: one party file each, with ``item_bytes``
+    or ``item_bits``; paths relative to the working directory)."""
+    from fedhh.run.settings import DatasetParams, coerce, load_dataset
 
     spec = json.loads(spec_json)
-    kind = spec.pop("kind")
-    if kind == "aol":
-        return load_aol(
-            spec.get("path"),
-            n_parties=parties,
-            split=spec.get("split", "dirichlet"),
-            alpha=float(spec.get("alpha", 0.5)),
-            sizes=spec.get("sizes", "equal"),
-            seed=rep,
-            max_users=spec.get("max_users"),
-        )
-    if kind == "babynames":
-        years = spec.get("years")
-        return load_babynames(
-            spec.get("path"),
-            party_by=spec.get("party_by", "sector-sex"),
-            years=tuple(years) if years else None,
-            item_bytes=spec.get("item_bytes"),  # default: whole names (m = 168)
-            truncate=bool(spec.get("truncate", False)),
-            max_users=spec.get("max_users"),
-            seed=rep,
-        )
-    return synthetic_zipf(
-        int(spec.get("users", users)),
-        parties,
-        m=int(spec.get("m", 32)),
-        n_items=int(spec.get("items", 10_000)),
-        s=float(spec.get("s", 1.1)),
-        split=spec.get("split", "dirichlet"),
-        alpha=float(spec.get("alpha", 0.5)),
-        sizes=spec.get("sizes", "equal"),
-        seed=rep,
-    )
+    files = [Path(f).expanduser() for f in spec.pop("files", [])]
+    if spec.get("kind") == "files":
+        spec.pop("kind")
+        if not files:
+            raise SystemExit(f"dataset {name}: kind = 'files' needs files = [...]")
+    fields = {STUDY_KEYS.get(k, k): v for k, v in spec.items()}
+    if isinstance(fields.get("years"), list):  # [first, last]
+        fields["years"] = "-".join(str(y) for y in fields["years"])
+    if fields.get("dataset", "zipf") != "babynames" and not files:
+        fields["parties"] = parties  # babynames and party files bring their own parties
+    fields.setdefault("users", users)
+    fields["data_seed"] = rep
+    d = DatasetParams(**{k: coerce(DatasetParams, k, v) for k, v in fields.items()})
+    return load_dataset(d, files or None)
 
 
 def dataset_for(cfg: dict[str, Any], name: str, parties: int, rep: int) -> Any:

@@ -15,6 +15,10 @@ from typing import Any
 
 from study_io import DEFAULT_ETA, REFERENCE
 
+# a dataset's kind: fedhh simulate's datasets, or party files (files = [...], one per party)
+KINDS = ("zipf", "aol", "babynames", "urls", "files")
+OWN_PARTIES = ("babynames", "files")  # kinds whose parties are their own (not the grid's)
+
 
 @dataclass(frozen=True)
 class Run:
@@ -52,8 +56,10 @@ def load_config(path: Path) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"study config {path}: unknown tables {sorted(unknown)}")
     for name, spec in cfg["datasets"].items():
-        if spec.get("kind") not in ("zipf", "aol", "babynames"):
-            raise SystemExit(f"dataset {name!r}: kind must be zipf, aol or babynames")
+        if spec.get("kind") not in KINDS:
+            raise SystemExit(f"dataset {name!r}: kind must be one of {', '.join(KINDS)}")
+        if (spec["kind"] == "files") != bool(spec.get("files")):
+            raise SystemExit(f"dataset {name!r}: files = [...] goes with kind = 'files'")
     for label in cfg.get("tuning", {}).get("labels", []):
         if label not in cfg["mechanisms"]:
             raise SystemExit(f"[tuning] label {label!r} is not in [mechanisms]")
@@ -133,12 +139,12 @@ def plan(cfg: dict[str, Any], only: Sequence[str] = ()) -> list[Group]:
                 continue
             pts = points(cfg)
             ms = sorted({m for _, _, m in pts})
-            if spec["kind"] == "babynames":
+            if spec["kind"] in OWN_PARTIES:
                 ms = ms[:1]  # its parties are its own
             for m in ms:
                 g = Group(name, m, rep)
                 for e, k, mm in pts:
-                    if mm == m or spec["kind"] == "babynames":
+                    if mm == m or spec["kind"] in OWN_PARTIES:
                         g.runs.extend(r for r in runs_at(cfg, e, k) if r not in g.runs)
                 groups.append(g)
     return groups

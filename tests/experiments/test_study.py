@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "experiments" / "study.py"
 sys.path.insert(0, str(STUDY.parent))
 
+from study_io import REFERENCE  # noqa: E402
 from study_plan import Group, only_labels, runs_at  # noqa: E402
 from study_report import compare, summarise  # noqa: E402
 
@@ -245,3 +248,47 @@ def test_held_out_baseline_chooses_on_the_other_repeats() -> None:
     # C4 0.4 → B η=4 (first of the tie) scores 0.1; rep 2: same as rep 1 → B η=4 scores 0.1
     assert held[0]["tuned_from"] == "C η=4, B η=4, B η=4"
     assert held[0]["f1_mean"] == pytest.approx((0.2 + 0.1 + 0.1) / 3)
+
+
+def test_the_study_takes_party_files_and_every_dataset_kind(tmp_path: Path) -> None:
+    """A study dataset is loaded as ``fedhh simulate`` loads it: party files (their own parties,
+    whatever the grid's) and the URL federation too."""
+    rng = np.random.default_rng(3)
+    words = [f"https://example.org/{w}/page-{w * 7}" for w in range(40)]  # > 8 bytes each
+    files = []
+    for i, n in enumerate((700, 500, 300)):
+        f = tmp_path / f"party-{i}.txt"
+        f.write_text("".join(words[j] + "\n" for j in rng.zipf(1.6, n) % len(words)))
+        files.append(str(f))
+    cfg = tmp_path / "kinds.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                '[study]\nname = "kinds"\nrepeats = 1\nusers = 2000',
+                "[grid]\nepsilon = [4.0]\nk = [4]\nparties = [2]",
+                '[mechanisms]\n"TAPS" = { mechanism = "taps" }',
+                "[reference]\ndraws = 2",
+                f'[datasets.files]\nkind = "files"\nfiles = {json.dumps(files)}\nitem_bytes = 40',
+                '[datasets.urls]\nkind = "urls"\nitems = 300',
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "out"
+    _study(cfg, out)
+    rows = _rows(out / "runs.csv")
+    by = {(r["dataset"], r["label"]): r for r in rows}
+    assert set(by) == {(d, lb) for d in ("files", "urls") for lb in ("TAPS", REFERENCE)}
+    assert by[("files", "TAPS")]["n_parties"] == "3" and by[("files", "TAPS")]["users"] == "1500"
+    assert by[("urls", "TAPS")]["n_parties"] == "2" and by[("urls", "TAPS")]["users"] == "2000"
+    assert all(0.0 <= float(r["f1"]) <= 1.0 for r in rows)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('kind = "files"', 'kind = "zipf"'))
+    proc = subprocess.run(
+        [sys.executable, str(STUDY), str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "files = [...] goes with kind = 'files'" in proc.stderr
