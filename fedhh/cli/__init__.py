@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fedhh.cli.simulate import add_simulate_parser  # in one process
 
     add_simulate_parser(sub)
+    from fedhh.cli.compare import add_compare_parser  # several mechanisms, in one process
+
+    add_compare_parser(sub)
     from fedhh.clients.cli import add_party_parser  # deployment over gRPC
     from fedhh.server.cli import add_coordinator_parser, add_query_parser
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fedhh.errors import FedHHError
+
 EXIT_FAILURE = 1  # the command ran and failed: a server refused, a run failed
 EXIT_USAGE = 2  # bad input: flags, files, parameters
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
@@ -182,3 +184,22 @@ def limits_of(args: argparse.Namespace) -> Any:
     from fedhh.protocol.limits import Limits
 
     return Limits(args.max_k, args.max_candidates, args.max_memory_mb)
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A line on stderr about what takes a while (unless --quiet)."""
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def check_output(path: Path | None) -> None:
+    """Refuse an --output the document cannot be written to before the run, not after it."""
+    if path is None or str(path) == "-":
+        return
+    if path.is_dir():
+        raise FedHHError(f"--output {path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FedHHError(f"--output {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise FedHHError(f"--output {path}: not writable")

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from fedhh.cli.common import add_budget_args, add_limit_args, budgets_of, limits_of
+from fedhh.cli.common import (
+    add_budget_args,
+    add_limit_args,
+    budgets_of,
+    check_output,
+    limits_of,
+    say,
+)
 from fedhh.errors import FedHHError
 from fedhh.extras import require
 from fedhh.mechanisms.layout import Rounds
@@ -104,27 +110,8 @@ class ProgressLine:
         sys.stderr.flush()
 
 
-def say(args: argparse.Namespace, text: str) -> None:
-    """A line on stderr about what takes a while (unless --quiet)."""
-    if not args.quiet:
-        print(text, file=sys.stderr, flush=True)
-
-
-def _check_output(path: Path | None) -> None:
-    """Refuse an --output the document cannot be written to before the run, not after it."""
-    if path is None or str(path) == "-":
-        return
-    if path.is_dir():
-        raise FedHHError(f"--output {path} is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FedHHError(f"--output {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise FedHHError(f"--output {path}: not writable")
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    _check_output(args.output)
+    check_output(args.output)
     if args.engine == "flower":
         require("simulation", "fedhh simulate --engine flower")
     say(args, "loading the data ...")

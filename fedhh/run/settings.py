@@ -256,12 +256,17 @@ def _flag_value(cls: type, name: str, text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One flag per field of ``cls`` (bools as ``--x/--no-x``); defaults stay the class's."""
+def add_flags(
+    parser: argparse.ArgumentParser, cls: type, title: str, skip: Collection[str] = ()
+) -> None:
+    """One flag per field of ``cls`` but those in ``skip`` (bools as ``--x/--no-x``); defaults
+    stay the class's."""
     group = parser.add_argument_group(title)
     defaults = cls()
     helps = {f.name: help_of(f) for f in dataclasses.fields(cls)}
     for name in _fields(cls):
+        if name in skip:
+            continue
         flag = "-k" if name == "k" else f"--{key(name)}"
         default = getattr(defaults, name)
         shown = f" (default {default})" if default not in (None, "") else ""

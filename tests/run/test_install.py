@@ -96,6 +96,7 @@ def test_the_device_sdk_imports_no_optional_or_heavy_module(bare: dict[str, str]
         (["deploy", "local"], "server"),
         (["simulate", "--engine", "flower"], "simulation"),
         (["flower", "run", "."], "flower"),
+        (["compare", "--plot", "c.png"], "plots"),
     ],
 )
 def test_a_command_names_its_missing_extra(
