@@ -98,8 +98,9 @@ def add_party_parser(sub: Any) -> None:
         help="issue the credentials of a device party's users",
         description="Write one credential per enrolled user (user id, tab, credential; mode 600) "
         "for a device party: each is bound to its user id and verified by the agent with a key "
-        "kept in its state file (created here if needed). The same key gives the same "
-        "credentials, so they can be re-issued.",
+        "kept in its state file (created here if needed), and expires after --valid-days. "
+        "Issuing again gives new credentials; the earlier ones stay valid until they expire or "
+        "are revoked (fedhh party revoke).",
     )
     e.add_argument("--party-id", required=True, help="the device party's id")
     e.add_argument("--db", type=Path, required=True, help="the agent's SQLite state file")
@@ -111,13 +112,69 @@ def add_party_parser(sub: Any) -> None:
         help="enrolled users: credentials for user ids 0..N-1",
     )
     e.add_argument("--out", type=Path, required=True, help="file to write the credentials to")
+    e.add_argument(
+        "--only",
+        metavar="U,U,...",
+        help="issue the credentials of these user ids only (a new one after a revocation)",
+    )
+    e.add_argument(
+        "--valid-days",
+        type=float,
+        default=365.0,
+        help="days until the credentials expire (0: never; default %(default)s)",
+    )
     e.set_defaults(func=cmd_party_enroll)
+    r = party.add_parser(
+        "revoke",
+        help="void the credentials of some of a device party's users",
+        description="Record in the agent's state file that every credential issued so far to "
+        "these users is void; a running agent refuses them within a second, without a restart. "
+        "`fedhh party enroll --only` issues them new ones.",
+    )
+    r.add_argument("--party-id", required=True, help="the device party's id")
+    r.add_argument("--db", type=Path, required=True, help="the agent's SQLite state file")
+    r.add_argument("--user", required=True, metavar="U,U,...", help="the user ids to revoke")
+    r.set_defaults(func=cmd_party_revoke)
 
 
 def credentials_for(store: Any, party_id: str, n_users: int) -> Any:
-    from fedhh.clients.credentials import Credentials, new_key
+    """The party's credentials: its key (made on first use) and its revocation list."""
+    from fedhh.clients.credentials import Credentials, RevocationList, new_key
 
-    return Credentials(party_id, store.meta_default("credential-key", new_key()), n_users)
+    key = store.meta_default("credential-key", new_key())
+    return Credentials(party_id, key, n_users, RevocationList(store.revocations))
+
+
+def _user_ids(text: str, flag: str, n_users: int | None = None) -> list[int]:
+    try:
+        users = sorted({int(u) for u in text.split(",") if u.strip()})
+    except ValueError:
+        raise ParameterError(f"{flag}: expected comma-separated user ids, got {text!r}") from None
+    if not users or users[0] < 0 or (n_users is not None and users[-1] >= n_users):
+        top = f"0..{n_users - 1}" if n_users is not None else "≥ 0"
+        raise ParameterError(f"{flag}: user ids must be {top}, got {text!r}")
+    return users
+
+
+def cmd_party_revoke(args: argparse.Namespace) -> int:
+    from fedhh.clients.credentials import now_ms
+    from fedhh.clients.store import AgentStore
+    from fedhh.wire.security import check_name
+
+    check_name("party id", args.party_id)
+    users = _user_ids(args.user, "--user")
+    if not args.db.exists():
+        raise ParameterError(f"{args.db}: no such state file (the agent's --db)")
+    store = AgentStore.of_party(args.db, args.party_id)
+    try:
+        store.revoke(users, now_ms())
+    finally:
+        store.close()
+    print(
+        f"revoked the credentials of {len(users)} user(s) of party {args.party_id}; "
+        f"new ones: fedhh party enroll --only {','.join(map(str, users))} ..."
+    )
+    return 0
 
 
 def cmd_party_enroll(args: argparse.Namespace) -> int:
@@ -128,9 +185,13 @@ def cmd_party_enroll(args: argparse.Namespace) -> int:
     check_name("party id", args.party_id)
     if args.users < 1:
         raise ParameterError("--users must be ≥ 1")
+    if not (0 <= args.valid_days <= 36500):
+        raise ParameterError("--valid-days must be in [0, 36500] (0: never expires)")
+    only = _user_ids(args.only, "--only", args.users) if args.only else None
     store = AgentStore.of_party(args.db, args.party_id)
     try:
-        n = write_credentials(credentials_for(store, args.party_id, args.users), args.out)
+        creds = credentials_for(store, args.party_id, args.users)
+        n = write_credentials(creds, args.out, only, args.valid_days)
     finally:
         store.close()
     print(f"{n} credentials of party {args.party_id} written to {args.out}")

@@ -284,9 +284,9 @@ class ReportServicer:
         self.credentials = source.credentials
 
     def _user(self, context: grpc.ServicerContext, claimed: str) -> int:
-        user = self.credentials.verify(bearer_token(context.invocation_metadata()))
+        user, why = self.credentials.check(bearer_token(context.invocation_metadata()))
         if user is None:
-            raise Refused(Code.UNAUTHENTICATED, "missing or invalid user credential")
+            raise Refused(Code.UNAUTHENTICATED, why)
         if claimed and claimed != str(user):
             raise Refused(
                 Code.PERMISSION_DENIED,
@@ -348,9 +348,9 @@ class ReportServicer:
             refusals: list[tuple[int, Refused]] = []
             entries, index = [], []
             for i, entry in enumerate(request.reports):
-                user = self.credentials.verify(entry.credential)
+                user, why = self.credentials.check(entry.credential)
                 if user is None:
-                    refusals.append((i, Refused(Code.UNAUTHENTICATED, "invalid user credential")))
+                    refusals.append((i, Refused(Code.UNAUTHENTICATED, why)))
                 elif len(entry.report) > MAX_REPORT_BYTES:
                     why = f"report of {len(entry.report)} bytes exceeds {MAX_REPORT_BYTES}"
                     refusals.append((i, Refused(Code.RESOURCE_EXHAUSTED, why)))

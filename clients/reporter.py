@@ -146,9 +146,10 @@ class EpsilonTooHigh(TransportError):
 
 
 def user_of(credential: str) -> str:
-    """The user id a credential is bound to (``fhc1:<party>:<user>:<tag>``)."""
+    """The user id a credential is bound to (``fhc2:<party>:<user>:<issued>:<expires>:<tag>``,
+    or the first format ``fhc1:<party>:<user>:<tag>``)."""
     parts = credential.split(":")
-    if len(parts) != 4 or not parts[2].isdigit():
+    if len(parts) not in (4, 6) or not parts[2].isdigit():
         raise ParameterError("not a fedhh user credential")
     return parts[2]
 

@@ -1,5 +1,6 @@
 """The party agent's state in SQLite: every request it answered (with the run spec and the reply
-it sent), every user report its devices submitted, the credential key and the privacy ledger.
+it sent), every user report its devices submitted, the credential key and the users whose
+credentials are revoked, and the privacy ledger.
 
 Handled requests let a restarted agent rebuild a run's party state exactly (the protocol's party
 is deterministic given its requests) and answer a re-delivered request with the reply it already
@@ -43,6 +44,10 @@ CREATE INDEX IF NOT EXISTS reports_by_task ON reports (run_id, task_id);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked (
+    user INTEGER PRIMARY KEY,
+    until_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS budget_runs (
     run_id TEXT PRIMARY KEY,
@@ -159,6 +164,27 @@ class AgentStore(Database):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
             row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return bytes(row[0])
+
+    # --- revoked device credentials ------------------------------------------------------------
+    def revoke(self, users: Sequence[int], until_ms: int) -> None:
+        """Void every credential of ``users`` issued up to ``until_ms`` (a later revocation of
+        the same user moves the time on)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO revoked VALUES (?, ?) ON CONFLICT(user) DO UPDATE "
+                    "SET until_ms = max(until_ms, excluded.until_ms)",
+                    [(int(u), int(until_ms)) for u in users],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def revocations(self) -> dict[int, int]:
+        """user → the time (ms) up to which its credentials are void."""
+        return {int(u): int(t) for u, t in self._query("SELECT user, until_ms FROM revoked")}
 
     def budget_runs(self) -> dict[str, tuple[float, bool]]:
         """run → (ε, settled) of every run the ledger admitted."""

@@ -58,6 +58,53 @@ def test_credentials_bind_a_user_and_cannot_be_forged() -> None:
         creds.issue(100)
 
 
+def test_credentials_expire_are_revoked_and_the_first_format_still_works() -> None:
+    day = 86_400_000
+    revoked: dict[int, int] = {}
+    creds = Credentials("party-1", new_key(), 100, lambda: revoked)
+    c3 = creds.issue(3, valid_days=2, issued=10 * day)
+    assert creds.check(c3, now=11 * day) == (3, "")
+    user, why = creds.check(c3, now=12 * day)  # two days on: expired
+    assert user is None and why.startswith("user credential expired at 1970-01-13 00:00:00 UTC")
+    longer = c3.replace(f":{12 * day}:", f":{40 * day}:")  # a later expiry, the same tag
+    assert longer != c3 and creds.check(longer, now=11 * day)[0] is None
+    forever = creds.issue(4, valid_days=0, issued=10 * day)
+    assert forever.split(":")[4] == "0" and creds.check(forever, now=10**15)[0] == 4
+    # the first format (no times): never expires, issued at time 0
+    legacy = f"fhc1:party-1:5:{creds._tag(5)}"
+    assert creds.check(legacy, now=10**15)[0] == 5
+    revoked.update({3: 11 * day, 5: 1})  # every credential of users 3 and 5 issued until then
+    assert creds.check(c3, now=11 * day) == (
+        None,
+        "user credential revoked at 1970-01-12 00:00:00 UTC",
+    )
+    assert creds.verify(legacy) is None
+    again = creds.issue(3, valid_days=2, issued=11 * day + 1)  # issued after the revocation
+    assert creds.check(again, now=11 * day + 2)[0] == 3
+    for bad in (c3.replace(f":{10 * day}:", ":010:"), c3.replace(":3:", ":-3:"), c3[:-1]):
+        assert creds.check(bad, now=11 * day)[0] is None
+
+
+def test_a_revocation_from_another_process_reaches_the_agent(tmp_path: Path) -> None:
+    from fedhh.clients import credentials as credmod
+
+    store = AgentStore(tmp_path / "a.sqlite")
+    creds = Credentials("party-1", new_key(), 10, credmod.RevocationList(store.revocations))
+    c2 = creds.issue(2)
+    assert creds.verify(c2) == 2
+    other = AgentStore(tmp_path / "a.sqlite")  # fedhh party revoke: another connection
+    other.revoke([2, 7], credmod.now_ms())
+    other.revoke([2], 5)  # an earlier time does not shorten a revocation
+    assert other.revocations()[2] > 5
+    other.close()
+    deadline = time.monotonic() + credmod.REVOCATION_REFRESH + 5
+    while creds.verify(c2) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert creds.verify(c2) is None
+    assert "revoked" in creds.check(c2)[1]
+    store.close()
+
+
 def test_privacy_ledger(tmp_path: Path) -> None:
     store = AgentStore(tmp_path / "a.sqlite")
     ledger = PrivacyLedger(store, 10, budget=10.0, max_epsilon=4.0)

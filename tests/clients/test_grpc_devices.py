@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +22,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_harness import Cluster, running_cluster, wait_until
+from grpc_harness import FEDHH, Cluster, running_cluster, wait_until
 
+from fedhh.clients.credentials import read_credentials
 from fedhh.clients.reporter import ReporterClient, make_report
 from fedhh.errors import TransportError
 from fedhh.mechanisms.params import MechanismParams
@@ -192,6 +194,40 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     assert again == 0 and {code for _, code, _ in refused} == {"ALREADY_EXISTS"}
     assert relay.status("batch-1").accepted == 40
 
+    # Revocation while the agent runs: user 70's credential is refused within a second or so
+    # (the precise reason reaches the device); a credential issued afterwards works.
+    db_flag = ["--party-id", "party-0", "--db", str(cluster.root / "party-0.sqlite")]
+    revoke = subprocess.run(
+        [*FEDHH, "party", "revoke", *db_flag, "--user", "70"], capture_output=True, text=True
+    )
+    assert revoke.returncode == 0 and "revoked the credentials of 1 user" in revoke.stdout
+
+    user70 = ReporterClient(target, credential=creds["70"], ca_cert=ca)
+
+    def refused_70() -> str | None:  # asks for the task: nothing is reported meanwhile
+        try:
+            user70.fetch_task()
+        except TransportError as exc:
+            return exc.message if exc.code == "UNAUTHENTICATED" else None
+        return None
+
+    why = wait_until(refused_70, what="user 70's revoked credential to be refused")
+    assert why.startswith("user credential revoked at "), why
+    got = relay.submit_batch(task, [(creds["70"], entries[0][1])])
+    assert got[0] == 0 and got[1][0][1:] == ("UNAUTHENTICATED", why), got
+    user70.close()
+    out = cluster.root / "user-70.credentials"
+    enroll = subprocess.run(
+        [*FEDHH, "party", "enroll", *db_flag, "--users", str(DEVICES), "--only", "70",
+         "--valid-days", "1", "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert enroll.returncode == 0, enroll.stderr
+    fresh = read_credentials(out)
+    assert list(fresh) == ["70"] and fresh["70"] != creds["70"]
+    assert relay.submit_batch(task, [(fresh["70"], entries[0][1])]) == (1, [])
+    assert relay.status("batch-1").accepted == 41
+
     # A cancelled run closes its report task: later reports are refused, nothing more stored.
     assert cluster.query("cancel", "batch-1").returncode == 0
 
@@ -205,7 +241,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     wait_until(closed, what="the cancelled run's task to close")
     single = ReporterClient(target, credential=creds["61"], ca_cert=ca)
     assert code_of(single.submit, task, entries[0][1]) == grpc.StatusCode.FAILED_PRECONDITION
-    assert relay.status("batch-1").accepted == 40  # user 0 reported in it
+    assert relay.status("batch-1").accepted == 41  # user 0 reported in it
     # a user who took no part in a run that is not open learns nothing about it
     assert code_of(single.status, "batch-1") == grpc.StatusCode.PERMISSION_DENIED
     # The users who reported were charged ε = 4 (the others nothing).
@@ -213,6 +249,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     assert parties[0]["party_id"] == "party-0" and parties[0]["epsilon_budget"] == 40.0
     db = sqlite3.connect(cluster.root / "party-0.sqlite")
     spent = np.frombuffer(db.execute("SELECT value FROM meta WHERE key='spent'").fetchone()[0])
-    assert (spent[:40] == 4.0).all() and (spent[40:] == 0.0).all()
+    assert (spent[:40] == 4.0).all() and spent[70] == 4.0
+    assert np.count_nonzero(spent) == 41
     relay.close()
     single.close()
