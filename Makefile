@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install install-dev integration clean proto
+.PHONY: demo test lint docs install install-dev integration clean proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,16 @@ demo: $(VENV)/.installed
 	$(BIN)/fedhh simulate
 
 ## Set up and run the whole test suite (lint included).
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	$(BIN)/python -m pytest -q
+
+## The API reference from the docstrings (pdoc) into build/api; a module pdoc cannot import or
+## render fails it. The generated gRPC code (fedhh.wire.v1) is left out.
+docs: $(STAMP)
+	rm -rf build/api
+	$(BIN)/python -W error::UserWarning -m pdoc -o build/api \
+		fedhh fedhh.server fedhh.clients '!fedhh.wire.v1'
+	@echo "API reference: build/api/index.html"
 
 ## TEMPO in the real verl 0.9.1 and TRL 1.16.0 (also part of `make test`).
 integration: $(STAMP)

@@ -1,7 +1,7 @@
 """``fedhh deploy local``: a whole gRPC deployment on this machine in one command.
 
 It makes a directory with everything a deployment needs, then starts the services as processes
-through the public command line, exactly as one would by hand (README, "Deployment over gRPC"):
+through the public command line, exactly as one would by hand (docs/deployment.md):
 
 * ``certs/``: a throwaway CA and a server certificate for 127.0.0.1 / localhost;
 * ``tokens.json`` and ``tokens/``: a party token per party and an analyst token

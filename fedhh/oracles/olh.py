@@ -223,7 +223,7 @@ class OLHPool(_LocalHashing):
     def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
         """S·|C| hash evaluations, whatever n: every pool seed's hash of every candidate (the
         sketch's O(n) counting is not included). With the compiled kernel one such evaluation
-        costs a few plain-OLH ones (it ends in a table look-up), see the README."""
+        costs a few plain-OLH ones (it ends in a table look-up), see docs/performance.md."""
         return self.pool_size * int(n_candidates)
 
     def report_layout(self, n_candidates: int) -> ReportLayout:
