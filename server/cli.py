@@ -19,6 +19,7 @@ from fedhh.cli.common import (
     limits_of,
     setup_logging,
 )
+from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
 from fedhh.extras import require
 
@@ -280,11 +281,7 @@ def add_query_parser(sub: Any) -> None:
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     if not rows:
         return "(none)"
-    text = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in text]
-    return "\n".join(lines)
+    return text_table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
 
 
 def _fmt(v: Any) -> str:

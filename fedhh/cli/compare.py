@@ -27,6 +27,7 @@ from fedhh.cli.common import (
     limits_of,
     say,
 )
+from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
 from fedhh.extras import require
 from fedhh.mechanisms.params import MechanismParams
@@ -188,10 +189,8 @@ def format_summary(
     rule = f"the noise bar at α = {alpha:g}" if alpha > 0 else "the plain top-k"
     head = ["mechanism", *(f"ε = {e:g}" for e in epsilons)]
     body = [[n, *(_cell(by.get((n, e))) for e in epsilons)] for n in names]
-    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
     lines = [title, f"F1 ± SD (NCR) over {summary[0]['n']} seed(s); every answer is {rule}", ""]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in (head, *body)]
-    return "\n".join(lines)
+    return "\n".join([*lines, text_table(head, body)])
 
 
 def _cell(s: dict[str, Any] | None) -> str:

@@ -49,11 +49,13 @@ import numpy as np
 from fedhh.core import codes as cd
 from fedhh.core.items import IntCodec, StringCodec
 from fedhh.core.metrics import Scores
+from fedhh.core.table import clip, text_table
 from fedhh.mechanisms.strategies import NOISE_KEEP, noise_candidates
 from fedhh.oracles import noise_z
 from fedhh.protocol import RunResult
 
 RESULT_FORMAT = "fedhh.result/1"
+ITEM_CELLS = 44  # terminal cells of the table's item column at most (longer items are cut)
 NOISE_ALPHA = NOISE_KEEP  # a row of a top-k answer is significant when noise reaches it w.p. < 5%
 
 
@@ -279,27 +281,27 @@ def format_table(doc: dict[str, Any], truth_counts: Mapping[int | str, int] | No
     """A readable table of the top-k (with true counts, keyed by the rows' ``code``, when known)
     and the cost summary."""
     has_truth = truth_counts is not None
-    shown = [_shown(row) for row in doc["top_k"]]
-    width = min(max([18, *(len(t) + 1 for t in shown)]), 44)
+    head = ["rank", "item", "estimate ", "± stderr", *(["true"] if has_truth else []), "parties"]
+    rows, doubtful = [], 0
+    for row in doc["top_k"]:
+        mark = "" if row.get("significant", True) else "?"
+        doubtful += bool(mark)
+        rows.append(
+            [
+                str(row["rank"]),
+                clip(_shown(row), ITEM_CELLS),
+                f"{row['estimate']:,.0f}{mark or ' '}",
+                f"{row['stderr']:,.0f}",
+                *([f"{truth_counts.get(row['code'], 0):,}"] if truth_counts is not None else []),
+                str(row["parties"]),
+            ]
+        )
     lines = [
         f"{doc['mechanism'].upper()}  ε = {doc['params']['epsilon']:g}  "
         f"k = {doc['params']['k']}  m = {doc['params']['m']}  oracle = {doc['params']['oracle']}",
         "",
-        f"{'rank':>4}  {'item':<{width}}{'estimate':>12}{'± stderr':>11}"
-        + (f"{'true':>10}" if has_truth else "")
-        + f"{'parties':>9}",
+        text_table(head, rows, [True, False, *[True] * (len(head) - 2)]),
     ]
-    doubtful = 0
-    for row, item in zip(doc["top_k"], shown, strict=True):
-        mark = "" if row.get("significant", True) else "?"
-        doubtful += bool(mark)
-        line = (
-            f"{row['rank']:>4}  {item[:width]:<{width}}{row['estimate']:>11,.0f}{mark or ' '}"
-            f"{row['stderr']:>11,.0f}"
-        )
-        if truth_counts is not None:
-            line += f"{truth_counts.get(row['code'], 0):>10,}"
-        lines.append(line + f"{row['parties']:>9}")
     sig = doc.get("significance", {})
     want, alpha = doc["params"].get("k"), doc["params"].get("answer_alpha")
     if want and alpha and len(doc["top_k"]) < want:
