@@ -47,6 +47,7 @@ from fedhh.errors import (
     DeadlinePassed,
     FedHHError,
     ProtocolError,
+    StorageError,
 )
 from fedhh.protocol import limits
 from fedhh.protocol.admission import PartyAdmission
@@ -59,6 +60,7 @@ log = logging.getLogger("fedhh.party")
 AGENT = "fedhh-party/2"
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 MAX_BACKOFF = 10.0
+STORAGE_RETRY = 2.0  # seconds between tries of a request whose answer the state file refused
 
 
 def untrusted(details: str) -> bool:
@@ -153,6 +155,7 @@ class PartyAgent:
     heartbeat: Heartbeat | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     held: dict[tuple[str, int], Held] = field(default_factory=dict)  # waiting for reports
+    _storage_said: str = ""  # the last refused write, as logged (said once, until it passes)
 
     def __post_init__(self) -> None:
         if self.host.admission is None:  # the agent's limits and ledger admit its runs
@@ -303,10 +306,20 @@ class PartyAgent:
                 raise DeadlinePassed("the deadline of a request passed")
 
         try:
-            return self.host.answer(spec_bytes, request_bytes, checkpoint, decoded)
+            reply = self.host.answer(spec_bytes, request_bytes, checkpoint, decoded)
         except DeadlinePassed as exc:
             log.warning("%s: stopped working on it", exc)
             return None
+        except StorageError as exc:  # not answered: nothing half-stored, the request is retried
+            if str(exc) != self._storage_said:
+                log.error("%s; the request is retried every %.0f s", exc, STORAGE_RETRY)
+                self._storage_said = str(exc)
+            self.stop.wait(STORAGE_RETRY)
+            return None
+        if self._storage_said:
+            log.info("the state file takes writes again")
+            self._storage_said = ""
+        return reply
 
     def finish(self, run_id: str) -> None:
         """The run is over for this party: close its report task, settle its ε, drop it."""

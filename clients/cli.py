@@ -340,6 +340,18 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     hs.set("", health_pb2.HealthCheckResponse.SERVING)
     hs.set("fedhh.v1.ReportService", health_pb2.HealthCheckResponse.SERVING)
+
+    def on_health(ok: bool) -> None:  # NOT_SERVING while the state file refuses writes
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", "fedhh.v1.ReportService"):
+            hs.set(name, status)
+        log.warning("report endpoint: %s", "SERVING" if ok else "NOT_SERVING (state file)")
+
+    store.on_health = on_health
     port = bind_port(
         server, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
     )

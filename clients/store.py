@@ -81,8 +81,8 @@ class AgentStore(Database):
     def save_handled(
         self, run_id: str, request_id: int, spec: bytes, request: bytes, reply: bytes
     ) -> None:
-        with self._lock:
-            self._db.execute(
+        with self.transaction() as db:
+            db.execute(
                 "INSERT OR IGNORE INTO handled VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, request_id, spec, request, reply, time.time()),
             )
@@ -105,17 +105,10 @@ class AgentStore(Database):
     def add_reports(self, rows: Sequence[ReportRow]) -> None:
         """Store reports in one transaction (a user's second report in a run is ignored)."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?)",
-                    [(*r, now) for r in rows],
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?)", [(*r, now) for r in rows]
+            )
 
     def add_report(self, run_id: str, user_id: str, task_id: int, report: bytes) -> bool:
         """Store one report; False (nothing changes) if the user already reported."""
@@ -160,27 +153,21 @@ class AgentStore(Database):
 
     def meta_default(self, key: str, value: bytes) -> bytes:
         """The stored value of ``key``, storing ``value`` first if there is none."""
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return bytes(row[0])
 
     # --- revoked device credentials ------------------------------------------------------------
     def revoke(self, users: Sequence[int], until_ms: int) -> None:
         """Void every credential of ``users`` issued up to ``until_ms`` (a later revocation of
         the same user moves the time on)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO revoked VALUES (?, ?) ON CONFLICT(user) DO UPDATE "
-                    "SET until_ms = max(until_ms, excluded.until_ms)",
-                    [(int(u), int(until_ms)) for u in users],
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO revoked VALUES (?, ?) ON CONFLICT(user) DO UPDATE "
+                "SET until_ms = max(until_ms, excluded.until_ms)",
+                [(int(u), int(until_ms)) for u in users],
+            )
 
     def revocations(self) -> dict[int, int]:
         """user → the time (ms) up to which its credentials are void."""
@@ -192,8 +179,8 @@ class AgentStore(Database):
         return {str(r[0]): (float(r[1]), r[2] is not None) for r in rows}
 
     def admit_run(self, run_id: str, epsilon: float) -> None:
-        with self._lock:
-            self._db.execute(
+        with self.transaction() as db:
+            db.execute(
                 "INSERT OR IGNORE INTO budget_runs VALUES (?, ?, ?, NULL)",
                 (run_id, epsilon, time.time()),
             )
@@ -201,21 +188,13 @@ class AgentStore(Database):
     def settle_run(self, run_id: str, spent: np.ndarray) -> None:
         """Mark the run settled and store the users' new ε totals, in one transaction."""
         blob = np.ascontiguousarray(spent, dtype="<f8").tobytes()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('spent', ?) ON CONFLICT(key) DO UPDATE "
-                    "SET value=excluded.value",
-                    (blob,),
-                )
-                self._db.execute(
-                    "UPDATE budget_runs SET settled=? WHERE run_id=?", (time.time(), run_id)
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta VALUES ('spent', ?) ON CONFLICT(key) DO UPDATE "
+                "SET value=excluded.value",
+                (blob,),
+            )
+            db.execute("UPDATE budget_runs SET settled=? WHERE run_id=?", (time.time(), run_id))
 
 
 @dataclass(eq=False)

@@ -8,17 +8,14 @@ bytes (:mod:`fedhh.protocol.encoding`), so a restarted coordinator can replay th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedhh.errors import ParameterError, StorageError
+from fedhh.errors import ParameterError
 from fedhh.ops.storage import Database, open_readonly
 
 _SCHEMA = """
@@ -148,38 +145,11 @@ class Store(Database):
 
     def __init__(self, path: Any) -> None:
         super().__init__(path)
-        self.healthy = True  # the last transaction committed
-        self.refused_writes = 0  # transactions the file refused since this process started
-        self.on_health: Callable[[bool], None] | None = None  # told when that changes
         with self._lock:
             for table, column, decl in _ADDED:
                 have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed whole, or (an error inside it) rolled back whole. A write
-        the file refuses (disk full, I/O error, read-only) raises :class:`StorageError` and
-        turns :attr:`healthy` off until a transaction commits again."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                self.refused_writes += 1
-                self._set_health(False)
-                raise StorageError(
-                    f"the coordinator's state file {self.path} refused a write ({exc}); nothing "
-                    "was stored"
-                ) from None
-            self._set_health(True)
 
     def metric_samples(self) -> list[tuple[str, str, float, dict[str, str]]]:
         """The coordinator's metrics as its state file holds them now (:data:`METRIC_HELP`)."""
@@ -200,12 +170,6 @@ class Store(Database):
         out.append(("counter", "fedhh_storage_errors", float(self.refused_writes), {}))
         out.append(("gauge", "fedhh_state_writable", float(self.healthy), {}))
         return out
-
-    def _set_health(self, ok: bool) -> None:
-        if ok != self.healthy:
-            self.healthy = ok
-            if self.on_health is not None:
-                self.on_health(ok)
 
     # --- parties -------------------------------------------------------------------------------
     def register_party(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedhh.errors import ParameterError
+from fedhh.errors import ParameterError, StorageError
 
 SCHEMA_VERSION = 1  # of the identity row; a file of a newer fedhh is refused
 _IDENTITY = """
@@ -161,7 +164,11 @@ def _looks_like(tables: set[str], kind: str) -> bool:
 
 
 class Database:
-    """One SQLite file behind one lock (the coordinator's and the party agent's stores)."""
+    """One SQLite file behind one lock (the coordinator's and the party agent's stores). Every
+    write is a :meth:`transaction`; one the file refuses (disk full, I/O error, read-only) raises
+    :class:`~fedhh.errors.StorageError` with nothing written and turns :attr:`healthy` off until
+    a transaction commits again (:attr:`on_health` is told of each change: the services' health
+    checks)."""
 
     schema = ""
     kind = ""  # whose state the file holds (its identity row; see open_database)
@@ -170,6 +177,37 @@ class Database:
         self.path = Path(path)
         self._db = open_database(self.path, self.schema, self.kind)
         self._lock = threading.Lock()
+        self.healthy = True  # the last transaction committed
+        self.refused_writes = 0  # transactions the file refused since this process started
+        self.on_health: Callable[[bool], None] | None = None  # told when that changes
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed whole, or (an error inside it) rolled back whole."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                self.refused_writes += 1
+                self._set_health(False)
+                raise StorageError(
+                    f"the {self.kind}'s state file {self.path} refused a write ({exc}); nothing "
+                    "was stored"
+                ) from None
+            self._set_health(True)
+
+    def _set_health(self, ok: bool) -> None:
+        if ok != self.healthy:
+            self.healthy = ok
+            if self.on_health is not None:
+                self.on_health(ok)
 
     def close(self) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from fedhh.errors import DeadlinePassed, FedHHError, LimitError, ParameterError
+from fedhh.errors import DeadlinePassed, FedHHError, LimitError, ParameterError, StorageError
 from fedhh.mechanisms.tasks import ErrorResult
 from fedhh.protocol.admission import PartyAdmission, refusal_code
 from fedhh.protocol.encoding import decode_request, decode_spec, encode
@@ -105,6 +105,8 @@ class PartyHost:
                 party.checkpoint = None
         except DeadlinePassed:
             self.parties.pop(spec.run_id, None)
+            raise
+        except StorageError:  # the party's own disk: not the run's fault; the caller retries
             raise
         except FedHHError as exc:
             reply = error_reply(request, str(exc))
