@@ -321,7 +321,7 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
     from fedhh.clients.devices import MAX_BATCH, DeviceSource, ReportServicer
     from fedhh.clients.ingest import MAX_REPORT_BYTES
     from fedhh.clients.store import GroupCommit
-    from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer
+    from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer, health_follows
     from fedhh.wire.security import bind_port
     from fedhh.wire.v1 import report_pb2
 
@@ -340,18 +340,7 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     hs.set("", health_pb2.HealthCheckResponse.SERVING)
     hs.set("fedhh.v1.ReportService", health_pb2.HealthCheckResponse.SERVING)
-
-    def on_health(ok: bool) -> None:  # NOT_SERVING while the state file refuses writes
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ok
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", "fedhh.v1.ReportService"):
-            hs.set(name, status)
-        log.warning("report endpoint: %s", "SERVING" if ok else "NOT_SERVING (state file)")
-
-    store.on_health = on_health
+    health_follows(store, hs, ("", "fedhh.v1.ReportService"), "report endpoint")
     port = bind_port(
         server, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
     )

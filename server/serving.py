@@ -24,7 +24,7 @@ from fedhh.server.services import (
 )
 from fedhh.server.state import CoordinatorState
 from fedhh.server.store import Store
-from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer
+from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer, health_follows
 from fedhh.wire.security import ANALYST_ROLES, AuthInterceptor, bind_port, split_address
 from fedhh.wire.tokens import TokenStore
 from fedhh.wire.v1 import analyst_pb2, party_pb2
@@ -97,16 +97,7 @@ def serve(
     state = CoordinatorState(store, deadline, bounds, heartbeat_seconds)
     server, health_servicer = build_server(state, tokens, max_message_bytes=max_message_bytes)
 
-    def on_health(ok: bool) -> None:  # NOT_SERVING while the state file refuses writes
-        serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *SERVICES):
-            health_servicer.set(name, serving if ok else health_pb2.HealthCheckResponse.NOT_SERVING)
-        if ok:
-            log.info("the state file takes writes again: SERVING")
-        else:
-            log.error("the state file refuses writes: NOT_SERVING until one succeeds")
-
-    store.on_health = on_health
+    health_follows(store, health_servicer, ("", *SERVICES), "coordinator")
     try:
         port = bind_port(server, listen, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
         if metrics_listen:

@@ -13,7 +13,7 @@ statuses, shared by the coordinator (``fedhh.server``) and the party agent (``fe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -96,3 +96,23 @@ def _handler(method: Callable[[Any, Any], Any], desc: Any, service: str) -> Any:
 
 def _serialize(msg: Any) -> bytes:
     return bytes(msg.SerializeToString())
+
+
+def health_follows(store: Any, servicer: Any, names: Sequence[str], what: str) -> None:
+    """Keep ``servicer`` (a gRPC health servicer) at NOT_SERVING for ``names`` while ``store``
+    (a :class:`~fedhh.ops.storage.Database`) refuses writes, SERVING again once one commits;
+    each change logged once. (grpc_health, the ``server`` extra, is imported here, not at the
+    module's import: the device SDK imports this module.)"""
+    from grpc_health.v1 import health_pb2
+
+    def on_health(ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in names:
+            servicer.set(name, status.SERVING if ok else status.NOT_SERVING)
+        if ok:
+            log.info("%s: the state file takes writes again: SERVING", what)
+        else:
+            log.error("%s: the state file refuses writes: NOT_SERVING until one succeeds", what)
+
+    store.on_health = on_health
+
