@@ -364,9 +364,10 @@ class AnalystServicer:
                 except Exception as exc:  # a storage error: the stream ends with its status
                     r = _refusal(exc, "WatchRun", ident)
                     _abort(context, self.state, ident.name, "WatchRun", r)
-                if _progress_key(info) != last:
+                seen = _progress_key(info)
+                if seen != last:
                     yield info
-                    last = _progress_key(info)
+                    last = seen
                 if info.state in FINAL_STATES:
                     return
                 self.state.wait_change(WATCH_INTERVAL)
