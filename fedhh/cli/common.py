@@ -5,6 +5,7 @@ connections, TLS, resource limits and privacy budgets (the coordinator's, the pa
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -203,3 +204,16 @@ def check_output(path: Path | None) -> None:
         raise FedHHError(f"--output {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise FedHHError(f"--output {path}: not writable")
+
+
+def write_document(doc: Any, output: Path | None) -> bool:
+    """Write a command's JSON document to ``output`` (``-``: stdout; None: nowhere); True when
+    it went to stdout, where the command's table then must not go."""
+    if output is None:
+        return False
+    text = json.dumps(doc, indent=2) + "\n"
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return True
+    output.write_text(text)
+    return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from fedhh.cli.common import (
     check_output,
     limits_of,
     say,
+    write_document,
 )
 from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
@@ -153,12 +153,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     title = ds.describe().splitlines()[0]
     table = format_summary(summary, epsilons, title, alpha)
     doc = {"format": "fedhh.compare/1", "dataset": ds.summary(), "rows": rows, "summary": summary}
-    to_stdout = args.output is not None and str(args.output) == "-"
+    to_stdout = write_document(doc, args.output)
     print(table, file=sys.stderr if to_stdout else sys.stdout)
-    if to_stdout:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    elif args.output is not None:
-        args.output.write_text(json.dumps(doc, indent=2) + "\n")
     if args.plot is not None:
         plot(summary, epsilons, args.plot, title)
         say(args, f"plot written to {args.plot}")

@@ -6,7 +6,6 @@ default (TAPS on a non-IID synthetic federation). Its data and mechanism flags a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from fedhh.cli.common import (
     check_output,
     limits_of,
     say,
+    write_document,
 )
 from fedhh.errors import FedHHError
 from fedhh.extras import require
@@ -164,11 +164,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else None
     )
     doc = result_document(result, ds.codec, scores, dataset=ds.summary(), reference=reference)
-    to_stdout = args.output is not None and str(args.output) == "-"
-    if to_stdout:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    elif args.output is not None:
-        args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    to_stdout = write_document(doc, args.output)
     if not args.quiet:
         codes = code_labels(ds.global_codes, ds.m)
         truth = dict(zip(codes, ds.global_counts.tolist(), strict=True))
