@@ -53,7 +53,7 @@ from fedhh.protocol import limits
 from fedhh.protocol.admission import PartyAdmission
 from fedhh.protocol.encoding import decode_request, decode_spec
 from fedhh.protocol.host import PartyHost
-from fedhh.wire.security import open_channel, tls_problem
+from fedhh.wire.security import connection_problem, open_channel
 from fedhh.wire.v1 import party_pb2, party_pb2_grpc, protocol_pb2
 
 log = logging.getLogger("fedhh.party")
@@ -61,14 +61,6 @@ AGENT = "fedhh-party/2"
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 MAX_BACKOFF = 10.0
 STORAGE_RETRY = 2.0  # seconds between tries of a request whose answer the state file refused
-
-
-def untrusted(details: str) -> bool:
-    """Whether a failed call's details say the TLS handshake failed on the certificate (a wrong
-    CA, an expired or foreign certificate, one for another host): permanent, unlike a
-    coordinator that is away."""
-    text = details.lower()
-    return any(w in text for w in ("handshake failed", "certificate", "verification check failed"))
 
 
 def _no_wait(seconds: float) -> None:
@@ -185,12 +177,14 @@ class PartyAgent:
                 if code in FATAL:
                     log.error("coordinator refused this party: %s %s", code.name, exc.details())
                     return 1
-                if untrusted(exc.details() or ""):  # retrying cannot fix a certificate
-                    why = tls_problem(self.coordinator, self.ca_cert) or (
-                        "its TLS certificate is not trusted with this --ca-cert (or has "
-                        f"expired): {exc.details()}"
-                    )
-                    log.error("cannot connect to %s: %s", self.coordinator, why)
+                problem = code == grpc.StatusCode.UNAVAILABLE and connection_problem(
+                    self.coordinator,
+                    exc.details() or "",
+                    ca_cert=self.ca_cert,
+                    insecure=self.insecure,
+                )
+                if problem:  # a certificate, or TLS on one side only: no retry can fix it
+                    log.error("cannot connect to %s: %s", self.coordinator, problem)
                     return 1
                 why = f"{code.name}: {exc.details()}"
             except Exception as exc:  # never let a reconnect loop die

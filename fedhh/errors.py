@@ -45,6 +45,16 @@ class TransportError(FedHHError):
         self.message = message
 
 
+class ConnectionProblem(TransportError):
+    """A connection no retry can fix (code UNAVAILABLE): a certificate the CA does not trust,
+    an expired one or one for other hosts, or TLS on one side only; the message says what to
+    fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNAVAILABLE", message)
+        self.args = (message,)  # printed as the sentence alone
+
+
 class LimitError(FedHHError):
     """Input over a size or resource limit (a configured bound, a hard cap, a budget): the
     transports answer it with RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT."""

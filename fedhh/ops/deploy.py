@@ -83,10 +83,11 @@ def add_deploy_parser(sub: Any) -> None:
 
 # --- the directory ------------------------------------------------------------------------------
 def make_certs(
-    d: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1")
+    d: Path, hosts: Sequence[str] = ("localhost", "127.0.0.1"), valid_days: float = 30.0
 ) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for ``hosts`` (DNS names or IP addresses; by
-    default localhost and 127.0.0.1) signed by it: (ca, cert, key)."""
+    default localhost and 127.0.0.1) signed by it, the server's valid for ``valid_days`` from
+    now (≤ 0: expired already, as a test of an expired certificate wants): (ca, cert, key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -97,15 +98,20 @@ def make_certs(
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedhh local CA")])
 
-    def cert(subject: x509.Name, public: Any, *ext: tuple[Any, bool]) -> x509.Certificate:
+    def cert(
+        subject: x509.Name, public: Any, *ext: tuple[Any, bool], days: float = 30.0
+    ) -> x509.Certificate:
+        until = now + datetime.timedelta(days=days)
         b = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(ca_name)
             .public_key(public)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            .not_valid_before(
+                min(now - datetime.timedelta(minutes=5), until - datetime.timedelta(days=1))
+            )
+            .not_valid_after(until)
         )
         for e, critical in ext:
             b = b.add_extension(e, critical=critical)
@@ -122,6 +128,7 @@ def make_certs(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]),
         key.public_key(),
         (x509.SubjectAlternativeName(names), False),
+        days=valid_days,
     )
     paths = (d / "ca.pem", d / "server.pem", d / "server.key")
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -29,7 +29,7 @@ from typing import Any, Protocol, Self
 
 import grpc
 
-from fedhh.errors import ParameterError, TransportError
+from fedhh.errors import ConnectionProblem, ParameterError, TransportError
 
 ROLES = ("party", "analyst", "admin", "device")
 ANALYST_ROLES = ("analyst", "admin")
@@ -288,23 +288,28 @@ def open_channel(
     return channel
 
 
+def _handshake(host: str, port: int, ctx: ssl.SSLContext, timeout: float) -> dict[str, Any]:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            return dict(tls.getpeercert() or {})
+
+
 def tls_problem(target: str, ca_cert: Path | None, timeout: float = 5.0) -> str:
     """Why a TLS handshake with ``target`` fails, in one sentence naming what to fix: the
     certificate chain not trusted by ``ca_cert`` (or the system roots), an expired certificate,
-    or a certificate that does not name the dialled host (its names listed). "" when it
-    succeeds, or when the server cannot be reached to tell. OpenSSL does the checks (hostname
-    included); a second handshake without the hostname check reads the certificate's names."""
+    a certificate that does not name the dialled host (its names listed), or a server that
+    speaks no TLS. "" when it succeeds, or when the server cannot be reached to tell. OpenSSL
+    does the checks (hostname included); a second handshake without the hostname check reads
+    the certificate's names."""
     host, port = split_address(target)
 
-    def handshake(check_hostname: bool) -> dict[str, Any]:
+    def context(check_hostname: bool) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
         ctx.check_hostname = check_hostname
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                return dict(tls.getpeercert() or {})
+        return ctx
 
     try:
-        handshake(check_hostname=True)
+        _handshake(host, port, context(check_hostname=True), timeout)
         return ""
     except ssl.SSLCertVerificationError as exc:
         why = exc.verify_message or str(exc)
@@ -312,17 +317,52 @@ def tls_problem(target: str, ca_cert: Path | None, timeout: float = 5.0) -> str:
             if "expired" in why:
                 return f"the certificate of {target} has expired ({why})"
             return f"the certificate of {target} is not trusted with this CA ({why})"
-    except (OSError, ssl.SSLError):
+    except ssl.SSLError as exc:
+        if exc.reason == "WRONG_VERSION_NUMBER":
+            return f"{target} does not speak TLS (a plaintext server): dial it with --insecure"
+        return ""
+    except OSError:
         return ""
     try:
-        alt: Any = handshake(check_hostname=False).get("subjectAltName", ())
+        alt: Any = _handshake(host, port, context(check_hostname=False), timeout)
     except (OSError, ssl.SSLError):
         return ""
-    names = [str(value) for kind, value in alt if kind in ("DNS", "IP Address")]
+    names = [str(value) for kind, value in alt.get("subjectAltName", ()) if kind in NAME_KINDS]
     return (
         f"the certificate of {target} is for {', '.join(names) or 'no host at all'}, not "
         f"{host}: dial one of those names, or give the coordinator a certificate for {host}"
     )
+
+
+NAME_KINDS = ("DNS", "IP Address")
+_TLS_FAILURE_WORDS = ("handshake failed", "certificate", "verification check failed")
+_CLOSED_WORDS = ("socket closed", "connection reset")
+
+
+def connection_problem(
+    target: str, details: str, *, ca_cert: Path | None, insecure: bool, timeout: float = 5.0
+) -> str:
+    """Why a call to ``target`` that failed with ``details`` will fail however often it is
+    retried, in one sentence naming what to fix; "" when a retry may succeed (the peer away,
+    restarting, overloaded). Over TLS: what :func:`tls_problem` finds when the details say the
+    handshake failed. In plaintext (``insecure``): a peer that closed the connection and speaks
+    TLS. The peer is probed only when the details point there."""
+    text = details.lower()
+    if not insecure:
+        if not any(w in text for w in _TLS_FAILURE_WORDS):
+            return ""
+        return tls_problem(target, ca_cert, timeout) or (
+            f"the TLS handshake with {target} failed ({details}): check --ca-cert"
+        )
+    if not any(w in text for w in _CLOSED_WORDS):
+        return ""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        _handshake(*split_address(target), ctx, timeout)
+    except (OSError, ssl.SSLError):
+        return ""
+    return f"{target} speaks TLS, not plaintext: give its CA with --ca-cert instead of --insecure"
 
 
 class ServiceClient:
@@ -344,6 +384,7 @@ class ServiceClient:
         channel: grpc.Channel | None = None,
     ) -> None:
         self._owns = channel is None
+        self._target, self._ca_cert, self._insecure = target, ca_cert, insecure
         self._channel = channel or open_channel(
             target, token=token, ca_cert=ca_cert, insecure=insecure
         )
@@ -352,13 +393,21 @@ class ServiceClient:
 
     def _call(self, method: str, request: Any) -> Any:
         """One call of the service; a refusal raises :class:`TransportError` with the status
-        name as ``code`` and the server's message."""
+        name as ``code`` and the server's message, a connection no retry can fix (a certificate,
+        TLS on one side only) :class:`ConnectionProblem` saying what to fix."""
         try:
             return getattr(self._stub, method)(
                 request, timeout=self.timeout, metadata=self._auth or None
             )
         except grpc.RpcError as exc:
-            raise TransportError(exc.code().name, exc.details() or "") from None
+            details = exc.details() or ""
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                why = connection_problem(
+                    self._target, details, ca_cert=self._ca_cert, insecure=self._insecure
+                )
+                if why:
+                    raise ConnectionProblem(why) from None
+            raise TransportError(exc.code().name, details) from None
 
     def close(self) -> None:
         if self._owns:

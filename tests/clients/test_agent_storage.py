@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import threading
 from pathlib import Path
 
+import faults
 from grpc_harness import FEDHH, Cluster, M, codec, party_data, running_cluster, wait_until
 
 from fedhh.datasets import load_party_files
@@ -68,16 +68,14 @@ def test_a_full_disk_at_a_party_is_retried_and_nothing_is_lost(tmp_path: Path) -
 
 def _run(cluster: Cluster, agent: PipedAgent, files: list[Path]) -> None:
     wait_until(lambda: len(json.loads(cluster.query("parties").stdout)) == 3, what="registrations")
-    # party-1's disk is full: every write of its process to a file fails
-    resource.prlimit(agent.popen.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    faults.limit_writes(agent.popen.pid)  # party-1's disk is full: every write to a file fails
     started = cluster.start_run("full-1", PARTIES, PARAMS)
     assert started.returncode == 0, started.stderr
     wait_until(lambda: "refused a write" in agent.output(), what="the refused write")
     status = json.loads(cluster.query("status", "full-1").stdout)
     assert status["state"] == "running" and status["failed_parties"] == [], status
     assert agent.popen.poll() is None
-    open_ = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)  # the disk has room again
-    resource.prlimit(agent.popen.pid, resource.RLIMIT_FSIZE, open_)
+    faults.lift_write_limit(agent.popen.pid)
     done = cluster.query("watch", "full-1", "--timeout", "120")
     assert done.returncode == 0, done.stdout + done.stderr
     top = json.loads(cluster.query("top", "full-1").stdout)

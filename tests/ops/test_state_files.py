@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faults
 import pytest
 
 from fedhh.clients.store import AgentStore
@@ -44,14 +45,6 @@ def _refused(proc: subprocess.CompletedProcess[str], message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("fedhh: error:") and message in lines[0], lines
 
 
-def _damage(path: Path) -> None:
-    """Garbage over the file's last page (a torn write, a bad sector)."""
-    size = path.stat().st_size
-    with path.open("r+b") as fh:
-        fh.seek(max(4096, size - 4096))
-        fh.write(b"\xa5" * 4096)
-
-
 @pytest.fixture
 def coordinator_db(tmp_path: Path) -> Path:
     path = tmp_path / "coordinator.sqlite"
@@ -64,7 +57,7 @@ def coordinator_db(tmp_path: Path) -> Path:
 
 def test_an_empty_or_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     empty = tmp_path / "empty.sqlite"
-    empty.touch()
+    faults.emptied(empty)
     _refused(_coordinator(tmp_path, empty), "is empty, not a fedhh coordinator state file")
     _refused(_agent(tmp_path, empty), "is empty, not a fedhh party agent state file")
     assert empty.stat().st_size == 0
@@ -74,13 +67,21 @@ def test_an_empty_or_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> N
     assert text.read_text().startswith("not a database")
 
 
-def test_a_damaged_file_is_refused(tmp_path: Path, coordinator_db: Path) -> None:
-    _damage(coordinator_db)
-    before = coordinator_db.read_bytes()
-    proc = _coordinator(tmp_path, coordinator_db)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "is damaged" in proc.stderr or "malformed" in proc.stderr, proc.stderr
-    assert coordinator_db.read_bytes() == before
+@pytest.mark.parametrize("damage", sorted(faults.DAMAGE))
+def test_a_damaged_file_is_refused_and_left_alone(
+    tmp_path: Path, coordinator_db: Path, damage: str
+) -> None:
+    agent_db = tmp_path / "party-0.sqlite"
+    store = AgentStore.of_party(agent_db, "party-0")
+    store.add_reports([("run-1", f"user-{i}", 1, bytes(40)) for i in range(2000)])  # pages of rows
+    store.close()
+    for db, start in ((coordinator_db, _coordinator), (agent_db, _agent)):
+        faults.DAMAGE[damage](db)
+        before = db.read_bytes()
+        proc = start(tmp_path, db)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("fedhh: error:") and "damaged" in proc.stderr, proc.stderr
+        assert db.read_bytes() == before
 
 
 def test_the_other_kinds_or_another_partys_file_is_refused(

@@ -5,12 +5,11 @@ item 1, storage errors). A real process on 127.0.0.1, stopped by PID."""
 
 from __future__ import annotations
 
-import resource
-import signal
 import sqlite3
 import subprocess
 from pathlib import Path
 
+import faults
 import grpc
 import pytest
 from grpc_harness import FEDHH, Proc, wait_file
@@ -23,11 +22,6 @@ from fedhh.server.store import Store
 from fedhh.wire.tokens import add_token
 
 LIMIT = 256 << 10  # bytes any file of the process may reach
-
-
-def _limited() -> None:  # in the child, before exec: writes past LIMIT fail with EFBIG
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, resource.RLIM_INFINITY))
 
 
 def _health(target: str) -> int:
@@ -45,7 +39,7 @@ def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
     popen = subprocess.Popen(
         [*FEDHH, *argv, "--port-file", str(port_file)],
         stderr=log.open("w"),
-        preexec_fn=_limited,
+        preexec_fn=faults.refuse_writes_beyond(LIMIT),
         start_new_session=True,
     )
     proc = Proc("coordinator", popen, log)
@@ -67,8 +61,7 @@ def test_a_full_disk_is_unavailable_and_nothing_is_lost(tmp_path: Path) -> None:
             assert _health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
             assert proc.alive()  # still serving reads
             assert {r["run_id"] for r in client.runs()} == set(started)
-            fixed = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)  # the disk is fixed
-            resource.prlimit(popen.pid, resource.RLIMIT_FSIZE, fixed)
+            faults.lift_write_limit(popen.pid)  # the disk is fixed
             client.start(big, ["party-0"], run_id="after")
             assert _health(target) == health_pb2.HealthCheckResponse.SERVING
             assert {r["run_id"] for r in client.runs()} == {*started, "after"}
