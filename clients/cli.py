@@ -283,7 +283,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
     if server is not None:
         server.stop(grace=2).wait()
     if devices is not None:
-        devices.commit.close()
+        devices.close()
     if metrics is not None:
         metrics.close()
     store.close()

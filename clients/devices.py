@@ -23,6 +23,14 @@ report counts for that user only, once per run. Which users reported in a run is
 report is refused with ALREADY_EXISTS, also across agent restarts. Reports are written by the
 store's group commit and acknowledged only once durable; the endpoint takes single reports and
 batches (``SubmitReportBatch``), both checked by :class:`~fedhh.clients.ingest.ReportChecker`.
+
+What a party keeps of a task's reports is their :class:`~fedhh.oracles.Tally` over the task's
+candidates (support counts and bytes). A thread folds the stored reports into it while the task
+collects, :data:`FOLD_ROWS` at a time, each block's tally and the removal of those reports one
+transaction (the rows stay, as the ledger of who reported); the close folds what is left. So the
+agent's memory, its state file and the close of a level grow with the candidates, not with the
+users, and the estimate is exactly that of all the reports decoded at once (support adds up).
+Every oracle folds this way: each one's support over fixed candidates is a sum over its reports.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from fedhh.clients.reporter import ReportTask
 from fedhh.clients.store import AgentStore, GroupCommit
 from fedhh.core import codes as cd
 from fedhh.errors import ParameterError, StorageError
-from fedhh.oracles import FrequencyOracle, Reports
+from fedhh.oracles import FrequencyOracle, Tally
 from fedhh.protocol import codec_from_name
 from fedhh.protocol.party import Group
 from fedhh.wire.rpc import Refused, refused
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedhh.party.devices")
 MAX_BATCH = 10_000
+FOLD_ROWS = 4096  # reports folded into a task's tally at a time (the memory reports may take)
 Code = grpc.StatusCode
 
 
@@ -70,10 +79,13 @@ class OpenTask:
     checker: ReportChecker
     writing: int = 0  # submissions whose reports are being written
     closing: bool = False
+    unfolded: int = 0  # reports stored since the task's tally was last folded
 
 
 class DeviceSource:
-    """The reports of a party's users, collected from their devices (one task at a time)."""
+    """The reports of a party's users, collected from their devices (one task at a time).
+    ``fold_every``: fold the open task's stored reports into its tally each time this many have
+    come (None: only when it closes)."""
 
     def __init__(
         self,
@@ -82,6 +94,7 @@ class DeviceSource:
         store: AgentStore,
         collect_seconds: float,
         commit: GroupCommit | None = None,
+        fold_every: int | None = FOLD_ROWS,
     ) -> None:
         self.credentials = credentials
         self.n_users = credentials.n_users
@@ -90,6 +103,7 @@ class DeviceSource:
         self.store = store
         self.commit = commit or GroupCommit(store)
         self.collect_seconds = collect_seconds
+        self.fold_every = fold_every
         lock = threading.Lock()
         self.cond = threading.Condition(lock)  # a submission's reports are written
         self.ready = threading.Condition(lock)  # the open task may close: wakes the agent
@@ -97,10 +111,23 @@ class DeviceSource:
         self._reported: dict[str, np.ndarray] = {}
         self.closed: set[str] = set()
         self.metrics: ServiceMetrics | None = None  # counts the endpoint's reports when set
+        self._folding = threading.Lock()  # one fold of a task's reports at a time
+        self._fold_wanted = threading.Event()
+        self._stopping = False
+        self._folder = threading.Thread(target=self._fold_open, name="fold", daemon=True)
+        self._folder.start()
+
+    def close(self) -> None:
+        """Stop folding and writing (the agent is shutting down)."""
+        self._stopping = True
+        self._fold_wanted.set()
+        self._folder.join()
+        self.commit.close()
 
     # --- party side ----------------------------------------------------------------------------
-    def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
-        """The group's reports once its task has closed; None while it is collecting."""
+    def reports(self, group: Group, rng: np.random.Generator) -> Tally | None:
+        """The tally of the group's reports once its task has closed; None while it is
+        collecting."""
         key = (group.request.run_id, group.request.request_id)
         with self.cond:
             cur = self.open
@@ -110,9 +137,10 @@ class DeviceSource:
                     return None
                 self._close(cur)
                 log.info("run %s: report task %d closed with %d reports", *key, cur.count)
-                return self._stored(key)
+                return self._stored(key, cur.oracle, cur.candidates, cur.checker)
             if self.store.reply_for(*key) is not None:  # answered before: a replay
-                return self._stored(key)
+                cand = cd.oracle_keys(group.candidates, group.length)
+                return self._stored(key, group.oracle, cand)
             if key[0] in self.closed:
                 raise ParameterError(f"run {key[0]} has ended for this party")
             if cur is not None:
@@ -167,12 +195,56 @@ class DeviceSource:
             quota,
         )
 
-    def _stored(self, key: tuple[str, int]) -> Reports | None:
-        parts = [Reports.from_bytes(b) for b in self.store.task_reports(*key)]
-        if not parts:
-            return None
-        arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
-        return Reports(parts[0].kind, parts[0].size, arrays)
+    def _stored(
+        self,
+        key: tuple[str, int],
+        oracle: FrequencyOracle,
+        candidates: np.ndarray,
+        checker: ReportChecker | None = None,
+    ) -> Tally | None:
+        """The task's tally of all its stored reports (None: it has none)."""
+        self._fold(key, oracle, candidates, checker)
+        blob = self.store.tally(*key)
+        return Tally.from_bytes(blob) if blob is not None else None
+
+    def _fold(
+        self,
+        key: tuple[str, int],
+        oracle: FrequencyOracle,
+        candidates: np.ndarray,
+        checker: ReportChecker | None = None,
+    ) -> None:
+        """Fold the task's stored reports into its tally, :data:`FOLD_ROWS` at a time; each
+        block's tally and the removal of its reports are one transaction, so a crash at any
+        point loses nothing and counts nothing twice."""
+        with self._folding:
+            checker = checker or ReportChecker(oracle, candidates)
+            while True:
+                rowids, blobs = self.store.unfolded_reports(*key, FOLD_ROWS)
+                if not rowids:
+                    return
+                block = oracle.tally(checker.parse(blobs), candidates)
+                blob = self.store.tally(*key)
+                total = block if blob is None else Tally.from_bytes(blob) + block
+                self.store.fold(*key, total.to_bytes(), rowids)
+
+    def _fold_open(self) -> None:
+        """The folding thread: folds the open task's reports while it collects, once
+        ``fold_every`` have come since the last fold (so its close folds about that many)."""
+        while True:
+            self._fold_wanted.wait()
+            self._fold_wanted.clear()
+            if self._stopping:
+                return
+            with self.cond:
+                cur = self.open
+                if cur is None or not self.fold_every or cur.unfolded < self.fold_every:
+                    continue
+                cur.unfolded = 0
+            try:
+                self._fold(cur.key, cur.oracle, cur.candidates, cur.checker)
+            except StorageError as exc:  # folded at the close, or by the next try
+                log.warning("run %s: folding task %d's reports failed: %s", *cur.key, exc)
 
     def _bitmap(self, run_id: str) -> np.ndarray:
         """Who reported in the run (lock held; loaded from the store once)."""
@@ -269,6 +341,9 @@ class DeviceSource:
         with self.cond:
             cur.writing -= 1
             count = cur.count
+            cur.unfolded += len(rows)
+            if self.fold_every and cur.unfolded >= self.fold_every:
+                self._fold_wanted.set()
             if not cur.writing:
                 self.cond.notify_all()
             if count >= cur.quota:

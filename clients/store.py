@@ -1,5 +1,6 @@
 """The party agent's state in SQLite: every request it answered (with the run spec and the reply
-it sent), every user report its devices submitted, the credential key and the users whose
+it sent), which users reported in each run, their reports until they are folded into the report
+task's tally (:meth:`AgentStore.fold`), the tallies, the credential key and the users whose
 credentials are revoked, and the privacy ledger.
 
 Handled requests let a restarted agent rebuild a run's party state exactly (the protocol's party
@@ -41,6 +42,12 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (run_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS reports_by_task ON reports (run_id, task_id);
+CREATE TABLE IF NOT EXISTS tallies (
+    run_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    tally BLOB NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -126,12 +133,34 @@ class AgentStore(Database):
             str(r[0]) for r in self._query("SELECT user_id FROM reports WHERE run_id=?", (run_id,))
         ]
 
-    def task_reports(self, run_id: str, task_id: int) -> list[bytes]:
+    def unfolded_reports(
+        self, run_id: str, task_id: int, limit: int
+    ) -> tuple[list[int], list[bytes]]:
+        """Up to ``limit`` of the task's reports not yet folded into its tally: (row ids,
+        reports), oldest first."""
         rows = self._query(
-            "SELECT report FROM reports WHERE run_id=? AND task_id=? ORDER BY at, user_id",
-            (run_id, task_id),
+            "SELECT rowid, report FROM reports WHERE run_id=? AND task_id=? AND length(report) > 0"
+            " ORDER BY rowid LIMIT ?",
+            (run_id, task_id, limit),
         )
-        return [bytes(r[0]) for r in rows]
+        return [int(r[0]) for r in rows], [bytes(r[1]) for r in rows]
+
+    def tally(self, run_id: str, task_id: int) -> bytes | None:
+        """The task's tally of its folded reports (:class:`~fedhh.oracles.Tally` bytes)."""
+        rows = self._query(
+            "SELECT tally FROM tallies WHERE run_id=? AND task_id=?", (run_id, task_id)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def fold(self, run_id: str, task_id: int, tally: bytes, rowids: Sequence[int]) -> None:
+        """Store the task's new tally and drop the reports it now covers in one transaction:
+        a report is in the tally or stored as it came, never both, never neither. The rows stay
+        (without their report) as the run's ledger of who reported."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tallies VALUES (?, ?, ?)", (run_id, task_id, tally))
+            db.executemany(
+                "UPDATE reports SET report = x'' WHERE rowid = ?", [(r,) for r in rowids]
+            )
 
     def count_reports(self, run_id: str | None = None, task_id: int | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM reports", list[object]()

@@ -26,7 +26,7 @@ from fedhh.mechanisms.strategies import (
     significant,
 )
 from fedhh.mechanisms.tasks import Codes, EstimateResult, Floats, LevelCost, SearchResult
-from fedhh.oracles import FrequencyOracle, Reports
+from fedhh.oracles import FrequencyOracle, Reports, Tally
 
 
 class UserLedger:
@@ -107,7 +107,7 @@ def estimate_level(
 
 
 def estimate_reports(
-    reports: Reports,
+    reports: Reports | Tally,
     length: int,
     candidates: Codes,
     oracle: FrequencyOracle,
@@ -115,12 +115,16 @@ def estimate_reports(
     step: int = 0,
 ) -> EstimateResult:
     """The estimate of :func:`estimate_level` from a group's reports, wherever they were made
-    (perturbed by the party for its users, or on the users' devices). The oracle scores the
-    candidates' 64-bit keys (:func:`fedhh.core.codes.oracle_keys`)."""
+    (perturbed by the party for its users, or on the users' devices), or from their
+    :class:`~fedhh.oracles.Tally` over the candidates (folded as they arrived): the same
+    estimate either way. The oracle scores the candidates' 64-bit keys
+    (:func:`fedhh.core.codes.oracle_keys`)."""
+    if isinstance(reports, Reports):
+        reports = oracle.tally(reports, cd.oracle_keys(candidates, length))
     n_g = int(reports.n)
     n_cand = cd.count(candidates)
     d = n_cand + 1
-    raw = oracle.estimate(reports, cd.oracle_keys(candidates, length))
+    raw = oracle.debias(reports.support)
     scale = party_size / n_g if n_g else 0.0
     est = raw * scale
     var_fo = oracle.variance(n_g, d, np.clip(raw, 0.0, n_g))
@@ -128,7 +132,7 @@ def estimate_reports(
     var_s = n_g * f * (1 - f) * (party_size - n_g) / max(party_size - 1, 1)
     se = scale * np.sqrt(var_fo + var_s) if n_g else np.full(n_cand, np.inf)
     evals = oracle.decode_evaluations(n_g, n_cand)
-    cost = LevelCost(length, step, n_cand, n_g, oracle.name, evals, reports.nbytes())
+    cost = LevelCost(length, step, n_cand, n_g, oracle.name, evals, reports.nbytes)
     return EstimateResult(est, se, cost)
 
 

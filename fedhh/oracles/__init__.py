@@ -20,6 +20,7 @@ from fedhh.oracles.base import (
     ReportLayout,
     Reports,
     Support,
+    Tally,
     check_epsilon,
 )
 from fedhh.oracles.grr import GRR
@@ -39,6 +40,7 @@ __all__ = [
     "ReportLayout",
     "Reports",
     "Support",
+    "Tally",
     "choose_oracle",
     "clip_to_zero",
     "make_oracle",

@@ -235,6 +235,49 @@ class Support:
         return cls(0, np.zeros(n_candidates, dtype=np.int64))
 
 
+_TALLY_MAGIC = b"FHHT"
+
+
+@dataclass(frozen=True, eq=False)
+class Tally:
+    """A group's reports folded over the candidates they are decoded against: their support
+    (additive over any split of the reports, so folding them block by block as they arrive gives
+    exactly the support of all of them at once) and their payload bytes (what they cost on the
+    wire). What a party keeps of reports that arrive over time instead of the reports, so its
+    memory and the close of a level do not grow with its users."""
+
+    support: Support
+    nbytes: int
+
+    @property
+    def n(self) -> int:
+        return self.support.n
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.support + other.support, self.nbytes + other.nbytes)
+
+    @classmethod
+    def zeros(cls, n_candidates: int) -> Tally:
+        return cls(Support.zeros(n_candidates), 0)
+
+    def to_bytes(self) -> bytes:
+        writer = ArrayWriter(frozenset({"int64"}), ReportError)
+        counts = writer.add(self.support.counts)
+        header = {"n": self.support.n, "nbytes": self.nbytes, "counts": counts}
+        return pack(_TALLY_MAGIC, 1, header, writer)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tally:
+        """Inverse of :meth:`to_bytes`; malformed input raises :class:`ReportError`."""
+        header, body = unpack(data, _TALLY_MAGIC, 1, "tally", ReportError)
+        try:
+            n, nbytes = int(header["n"]), int(header["nbytes"])
+            counts = read_array(body, header["counts"], frozenset({"int64"}), ReportError)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"malformed tally: {exc}") from None
+        return cls(Support(n, counts), nbytes)
+
+
 @dataclass(frozen=True)
 class ReportField:
     """One named array of a report: its dtype, its shape per report and, where the oracle bounds
@@ -368,6 +411,10 @@ class FrequencyOracle(ABC):
         """Unbiased counts from support counts: (C − n·q) / (p − q)."""
         p, q = self.probabilities(support.counts.size + 1)
         return (support.counts.astype(np.float64) - support.n * q) / (p - q)
+
+    def tally(self, reports: Reports, candidates: ArrayLike) -> Tally:
+        """``reports`` folded over ``candidates`` (mergeable by ``+``)."""
+        return Tally(self.support(reports, candidates), reports.nbytes())
 
     def estimate(self, reports: Reports, candidates: ArrayLike) -> NDArray[np.float64]:
         """Unbiased count estimates for ``candidates`` (only the candidates are scored)."""

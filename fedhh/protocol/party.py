@@ -47,7 +47,7 @@ from fedhh.mechanisms.tasks import (
     SearchResult,
     SearchTask,
 )
-from fedhh.oracles import FrequencyOracle, Reports
+from fedhh.oracles import FrequencyOracle, Reports, Tally
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, Result, RunSpec
 
 SEARCHES = {"pem": "a PEM search", "phase2": "Phase II"}  # the local searches (task modes)
@@ -76,8 +76,9 @@ class ReportSource(Protocol):
 
     n_users: int
 
-    def reports(self, group: Group, rng: np.random.Generator) -> Reports | None:
-        """The group's reports (None: not all in yet, ask again)."""
+    def reports(self, group: Group, rng: np.random.Generator) -> Reports | Tally | None:
+        """The group's reports, or their tally over the group's candidates (None: not all in
+        yet, ask again)."""
         ...
 
 
