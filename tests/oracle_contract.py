@@ -20,7 +20,16 @@ import pytest
 
 from fedhh.clients.ingest import ReportChecker, check_single_report
 from fedhh.errors import ParameterError, ReportError
-from fedhh.oracles import GRR, ORACLES, OUE, FrequencyOracle, Reports, make_oracle, oracle_from
+from fedhh.oracles import (
+    GRR,
+    ORACLES,
+    OUE,
+    FrequencyOracle,
+    Reports,
+    Tally,
+    make_oracle,
+    oracle_from,
+)
 
 CANDIDATES = np.array([5, 17, 3, 2**40 + 7, 99, 1000], dtype=np.uint64)
 AUDIT_CANDIDATES = np.array([5, 17, 3, 2**40 + 7, 99, 1000, 2**63 + 1], dtype=np.uint64)
@@ -103,6 +112,18 @@ class OracleContract:
         assert merged.n == whole.n == 1000
         np.testing.assert_array_equal(merged.counts, whole.counts)
         np.testing.assert_allclose(o.debias(merged), o.estimate(a.concat(b), CANDIDATES))
+
+    def test_tallies_fold_in_blocks_to_the_support_of_all(self) -> None:
+        """A party folds reports into tallies as they arrive (clients/devices.py): the tallies
+        of a split, added and sent through bytes, give exactly the support of the whole."""
+        o = self.make(2.0)
+        rng = np.random.default_rng(5)
+        a = o.perturb(values_of(rng, 700), rng, CANDIDATES)
+        b = o.perturb(values_of(rng, 300), rng, CANDIDATES)
+        folded = Tally.from_bytes((o.tally(a, CANDIDATES) + o.tally(b, CANDIDATES)).to_bytes())
+        assert (folded.n, folded.nbytes) == (1000, a.nbytes() + b.nbytes())
+        whole = o.support(a.concat(b), CANDIDATES)
+        np.testing.assert_array_equal(o.tally_support(folded, CANDIDATES).counts, whole.counts)
 
     def test_serialisation_round_trip(self) -> None:
         o = self.make(2.0)

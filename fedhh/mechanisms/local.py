@@ -119,12 +119,13 @@ def estimate_reports(
     :class:`~fedhh.oracles.Tally` over the candidates (folded as they arrived): the same
     estimate either way. The oracle scores the candidates' 64-bit keys
     (:func:`fedhh.core.codes.oracle_keys`)."""
+    keys = cd.oracle_keys(candidates, length)
     if isinstance(reports, Reports):
-        reports = oracle.tally(reports, cd.oracle_keys(candidates, length))
+        reports = oracle.tally(reports, keys)
     n_g = int(reports.n)
     n_cand = cd.count(candidates)
     d = n_cand + 1
-    raw = oracle.debias(reports.support)
+    raw = oracle.debias(oracle.tally_support(reports, keys))
     scale = party_size / n_g if n_g else 0.0
     est = raw * scale
     var_fo = oracle.variance(n_g, d, np.clip(raw, 0.0, n_g))

@@ -236,34 +236,33 @@ class Support:
 
 
 _TALLY_MAGIC = b"FHHT"
+_TALLY_DTYPES = frozenset({"int64"})
 
 
 @dataclass(frozen=True, eq=False)
 class Tally:
-    """A group's reports folded over the candidates they are decoded against: their support
-    (additive over any split of the reports, so folding them block by block as they arrive gives
-    exactly the support of all of them at once) and their payload bytes (what they cost on the
-    wire). What a party keeps of reports that arrive over time instead of the reports, so its
-    memory and the close of a level do not grow with its users."""
+    """A group's reports folded into the oracle's mergeable state over the candidates they are
+    decoded against (:meth:`FrequencyOracle.tally`): for most oracles their support counts per
+    candidate, for the seed pool its S×g count matrix (decoded once, at the end). The state of
+    two batches adds up to the state of their union, so folding reports block by block as they
+    arrive gives exactly what all of them give at once; ``nbytes`` is their payload (what they
+    cost on the wire). What a party keeps of reports that arrive over time instead of the
+    reports, so its memory and the close of a level do not grow with its users."""
 
-    support: Support
+    n: int
+    state: NDArray[np.int64]
     nbytes: int
 
-    @property
-    def n(self) -> int:
-        return self.support.n
-
     def __add__(self, other: Tally) -> Tally:
-        return Tally(self.support + other.support, self.nbytes + other.nbytes)
-
-    @classmethod
-    def zeros(cls, n_candidates: int) -> Tally:
-        return cls(Support.zeros(n_candidates), 0)
+        if self.state.shape != other.state.shape:
+            raise ReportError(
+                f"cannot merge tallies of shapes {self.state.shape} and {other.state.shape}"
+            )
+        return Tally(self.n + other.n, self.state + other.state, self.nbytes + other.nbytes)
 
     def to_bytes(self) -> bytes:
-        writer = ArrayWriter(frozenset({"int64"}), ReportError)
-        counts = writer.add(self.support.counts)
-        header = {"n": self.support.n, "nbytes": self.nbytes, "counts": counts}
+        writer = ArrayWriter(_TALLY_DTYPES, ReportError)
+        header = {"n": self.n, "nbytes": self.nbytes, "state": writer.add(self.state)}
         return pack(_TALLY_MAGIC, 1, header, writer)
 
     @classmethod
@@ -272,10 +271,10 @@ class Tally:
         header, body = unpack(data, _TALLY_MAGIC, 1, "tally", ReportError)
         try:
             n, nbytes = int(header["n"]), int(header["nbytes"])
-            counts = read_array(body, header["counts"], frozenset({"int64"}), ReportError)
+            state = read_array(body, header["state"], _TALLY_DTYPES, ReportError)
         except (ValueError, KeyError, TypeError) as exc:
             raise ReportError(f"malformed tally: {exc}") from None
-        return cls(Support(n, counts), nbytes)
+        return cls(n, state, nbytes)
 
 
 @dataclass(frozen=True)
@@ -413,8 +412,16 @@ class FrequencyOracle(ABC):
         return (support.counts.astype(np.float64) - support.n * q) / (p - q)
 
     def tally(self, reports: Reports, candidates: ArrayLike) -> Tally:
-        """``reports`` folded over ``candidates`` (mergeable by ``+``)."""
-        return Tally(self.support(reports, candidates), reports.nbytes())
+        """``reports`` folded over ``candidates`` (mergeable by ``+``): here their support."""
+        return Tally(reports.n, self.support(reports, candidates).counts, reports.nbytes())
+
+    def tally_support(self, tally: Tally, candidates: ArrayLike) -> Support:
+        """The support over ``candidates`` of the reports a :meth:`tally` folded."""
+        n_cand = int(np.asarray(candidates).shape[0])
+        if tally.state.shape != (n_cand,):
+            why = f"a tally of shape {tally.state.shape} is not over {n_cand} candidates"
+            raise ReportError(why)
+        return Support(tally.n, tally.state)
 
     def estimate(self, reports: Reports, candidates: ArrayLike) -> NDArray[np.float64]:
         """Unbiased count estimates for ``candidates`` (only the candidates are scored)."""

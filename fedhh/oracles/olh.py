@@ -31,6 +31,7 @@ from fedhh.oracles.base import (
     ReportLayout,
     Reports,
     Support,
+    Tally,
     as_candidates,
     as_count,
     as_values,
@@ -271,6 +272,14 @@ class OLHPool(_LocalHashing):
 
     def support(self, reports: Reports, candidates: ArrayLike) -> Support:
         return self.support_from_sketch(self.sketch(reports), candidates)
+
+    def tally(self, reports: Reports, candidates: ArrayLike) -> Tally:
+        """The pool's S×g count matrix (O(n), whatever the candidates): decoded once."""
+        sketch = self.sketch(reports)
+        return Tally(sketch.n, sketch.matrix, reports.nbytes())
+
+    def tally_support(self, tally: Tally, candidates: ArrayLike) -> Support:
+        return self.support_from_sketch(PoolSketch(tally.n, tally.state), candidates)
 
     def describe(self) -> str:
         return f"olh-pool(ε={self.epsilon:g}, g={self.g}, S={self.pool_size})"

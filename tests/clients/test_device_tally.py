@@ -18,6 +18,7 @@ from fedhh.clients.devices import DeviceSource
 from fedhh.clients.store import AgentStore
 from fedhh.core import codes as cd
 from fedhh.errors import StorageError
+from fedhh.mechanisms.local import estimate_reports
 from fedhh.oracles import Reports, make_oracle
 from fedhh.protocol.party import Group
 
@@ -52,13 +53,17 @@ def _reports(group: Group, seed: int) -> list[bytes]:
     return [batch.take([i]).to_bytes() for i in range(USERS)]
 
 
-def _all_at_once(group: Group, blobs: list[bytes]) -> tuple[int, np.ndarray, int]:
+def _batch(blobs: list[bytes]) -> Reports:
     parts = [Reports.from_bytes(b) for b in blobs]
     batch = parts[0]
     for p in parts[1:]:
         batch = batch.concat(p)
-    t = group.oracle.tally(batch, cd.oracle_keys(group.candidates, LENGTH))
-    return t.n, t.support.counts, t.nbytes
+    return batch
+
+
+def _all_at_once(group: Group, blobs: list[bytes]) -> tuple[int, np.ndarray, int]:
+    t = group.oracle.tally(_batch(blobs), cd.oracle_keys(group.candidates, LENGTH))
+    return t.n, t.state, t.nbytes
 
 
 def _submit(source: DeviceSource, blobs: list[bytes], users: range) -> None:
@@ -85,7 +90,11 @@ def test_reports_folded_as_they_come_tally_as_all_at_once(
         assert tally is not None
         n, counts, nbytes = _all_at_once(group, blobs)
         assert (tally.n, tally.nbytes) == (n, nbytes) and n == USERS
-        assert np.array_equal(tally.support.counts, counts)
+        assert np.array_equal(tally.state, counts)
+        folded = estimate_reports(tally, LENGTH, group.candidates, group.oracle, USERS)
+        direct = estimate_reports(_batch(blobs), LENGTH, group.candidates, group.oracle, USERS)
+        assert np.array_equal(folded.estimates, direct.estimates)
+        assert np.array_equal(folded.stderrs, direct.stderrs) and folded.cost == direct.cost
         assert source.store.unfolded_reports("r", 3, USERS) == ([], [])
         assert source.store.count_reports("r", 3) == USERS  # the ledger keeps every user
         assert source.store.has_reported("r", str(USERS - 1))
@@ -130,7 +139,7 @@ def test_a_failed_fold_loses_nothing_and_counts_nothing_twice(
         assert tally is not None
         n, counts, nbytes = _all_at_once(group, blobs)
         assert (tally.n, tally.nbytes) == (n, nbytes)
-        assert np.array_equal(tally.support.counts, counts)
+        assert np.array_equal(tally.state, counts)
     finally:
         again.close()
         again.store.close()
