@@ -25,12 +25,13 @@ store's group commit and acknowledged only once durable; the endpoint takes sing
 batches (``SubmitReportBatch``), both checked by :class:`~fedhh.clients.ingest.ReportChecker`.
 
 What a party keeps of a task's reports is their :class:`~fedhh.oracles.Tally` over the task's
-candidates (support counts and bytes). A thread folds the stored reports into it while the task
-collects, :data:`FOLD_ROWS` at a time, each block's tally and the removal of those reports one
-transaction (the rows stay, as the ledger of who reported); the close folds what is left. So the
-agent's memory, its state file and the close of a level grow with the candidates, not with the
-users, and the estimate is exactly that of all the reports decoded at once (support adds up).
-Every oracle folds this way: each one's support over fixed candidates is a sum over its reports.
+candidates (the oracle's mergeable state: support counts, or the seed pool's count matrix). A
+thread folds the stored reports into it while the task collects, :data:`FOLD_ROWS` at a time,
+the tally written with the last report it covers; the close folds what is left and decodes. So
+the agent's memory and the close of a level grow with the candidates, not with the users (the
+state file keeps every report as it came, about 60 bytes each), and the estimate is exactly that
+of all the reports decoded at once. Every oracle folds this way: each one's state over fixed
+candidates is a sum over its reports, so none needs its raw reports at the close.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedhh.party.devices")
 MAX_BATCH = 10_000
-FOLD_ROWS = 4096  # reports folded into a task's tally at a time (the memory reports may take)
+FOLD_ROWS = 16384  # reports folded into a task's tally at a time (the memory reports may take)
 Code = grpc.StatusCode
 
 
@@ -113,6 +114,7 @@ class DeviceSource:
         self.metrics: ServiceMetrics | None = None  # counts the endpoint's reports when set
         self._folding = threading.Lock()  # one fold of a task's reports at a time
         self._fold_wanted = threading.Event()
+        self._warm: set[type] = set()  # oracles whose decode this process has run
         self._stopping = False
         self._folder = threading.Thread(target=self._fold_open, name="fold", daemon=True)
         self._folder.start()
@@ -186,6 +188,7 @@ class DeviceSource:
         count = self.store.count_reports(*key)
         checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)
         self.open = OpenTask(key, task, oracle, cand, quota, time.monotonic(), count, checker)
+        self._fold_wanted.set()  # the folding thread readies the decode while devices report
         log.info(
             "run %s: report task %d open (length %d, %s, %d candidates, quota %d)",
             *key,
@@ -214,9 +217,9 @@ class DeviceSource:
         candidates: np.ndarray,
         checker: ReportChecker | None = None,
     ) -> None:
-        """Fold the task's stored reports into its tally, :data:`FOLD_ROWS` at a time; each
-        block's tally and the removal of its reports are one transaction, so a crash at any
-        point loses nothing and counts nothing twice."""
+        """Fold the task's stored reports into its tally, :data:`FOLD_ROWS` at a time; the
+        tally and the last report it covers are written together, so a crash at any point
+        loses nothing and counts nothing twice."""
         with self._folding:
             checker = checker or ReportChecker(oracle, candidates)
             while True:
@@ -226,7 +229,7 @@ class DeviceSource:
                 block = oracle.tally(checker.parse(blobs), candidates)
                 blob = self.store.tally(*key)
                 total = block if blob is None else Tally.from_bytes(blob) + block
-                self.store.fold(*key, total.to_bytes(), rowids)
+                self.store.fold(*key, total.to_bytes(), rowids[-1])
 
     def _fold_open(self) -> None:
         """The folding thread: folds the open task's reports while it collects, once
@@ -238,9 +241,17 @@ class DeviceSource:
                 return
             with self.cond:
                 cur = self.open
-                if cur is None or not self.fold_every or cur.unfolded < self.fold_every:
+                if cur is None:
                     continue
-                cur.unfolded = 0
+                fold = bool(self.fold_every) and cur.unfolded >= (self.fold_every or 0)
+                if fold:
+                    cur.unfolded = 0
+            if type(cur.oracle) not in self._warm:  # the decode's compiled code, loaded once
+                self._warm.add(type(cur.oracle))
+                one = cur.oracle.tally(cur.checker.template, cur.candidates)
+                cur.oracle.tally_support(one, cur.candidates)
+            if not fold:
+                continue
             try:
                 self._fold(cur.key, cur.oracle, cur.candidates, cur.checker)
             except StorageError as exc:  # folded at the close, or by the next try

@@ -1,7 +1,7 @@
 """The party agent's state in SQLite: every request it answered (with the run spec and the reply
-it sent), which users reported in each run, their reports until they are folded into the report
-task's tally (:meth:`AgentStore.fold`), the tallies, the credential key and the users whose
-credentials are revoked, and the privacy ledger.
+it sent), every user report its devices submitted, each report task's tally of the reports folded
+so far (:meth:`AgentStore.fold`), the credential key and the users whose credentials are
+revoked, and the privacy ledger.
 
 Handled requests let a restarted agent rebuild a run's party state exactly (the protocol's party
 is deterministic given its requests) and answer a re-delivered request with the reply it already
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS tallies (
     run_id TEXT NOT NULL,
     task_id INTEGER NOT NULL,
     tally BLOB NOT NULL,
+    upto INTEGER NOT NULL,
     PRIMARY KEY (run_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -137,10 +138,13 @@ class AgentStore(Database):
         self, run_id: str, task_id: int, limit: int
     ) -> tuple[list[int], list[bytes]]:
         """Up to ``limit`` of the task's reports not yet folded into its tally: (row ids,
-        reports), oldest first."""
+        reports), oldest first. Rows get increasing ids as they are written (one writer, none
+        deleted), so they are the task's rows after the last one folded: a range of the table,
+        not a scan of every report the task has had."""
         rows = self._query(
-            "SELECT rowid, report FROM reports WHERE run_id=? AND task_id=? AND length(report) > 0"
-            " ORDER BY rowid LIMIT ?",
+            "SELECT rowid, report FROM reports WHERE rowid > "
+            "COALESCE((SELECT upto FROM tallies WHERE run_id=?1 AND task_id=?2), 0) "
+            "AND run_id=?1 AND task_id=?2 ORDER BY rowid LIMIT ?3",
             (run_id, task_id, limit),
         )
         return [int(r[0]) for r in rows], [bytes(r[1]) for r in rows]
@@ -152,14 +156,14 @@ class AgentStore(Database):
         )
         return bytes(rows[0][0]) if rows else None
 
-    def fold(self, run_id: str, task_id: int, tally: bytes, rowids: Sequence[int]) -> None:
-        """Store the task's new tally and drop the reports it now covers in one transaction:
-        a report is in the tally or stored as it came, never both, never neither. The rows stay
-        (without their report) as the run's ledger of who reported."""
+    def fold(self, run_id: str, task_id: int, tally: bytes, upto: int) -> None:
+        """Store the task's new tally, which covers its reports up to row ``upto``, in one
+        write: the tally and the reports after its row are the task's reports, each once,
+        whenever the agent stops. The reports stay as they came (the record of what each user
+        sent)."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO tallies VALUES (?, ?, ?)", (run_id, task_id, tally))
-            db.executemany(
-                "UPDATE reports SET report = x'' WHERE rowid = ?", [(r,) for r in rowids]
+            db.execute(
+                "INSERT OR REPLACE INTO tallies VALUES (?, ?, ?, ?)", (run_id, task_id, tally, upto)
             )
 
     def count_reports(self, run_id: str | None = None, task_id: int | None = None) -> int:
