@@ -30,6 +30,7 @@ from fedhh.errors import TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.oracles import Reports
 from fedhh.wire.security import open_channel
+from fedhh.wire.v1 import report_pb2
 
 DEVICES = 200
 DOMINANT = 77
@@ -115,9 +116,23 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     assert code_of(raw, b"\xff\xff", metadata=clients[0]._auth, timeout=10) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-    out_of_range = bytearray(good)
-    out_of_range[-4:] = (1 << 31).to_bytes(4, "little")
-    assert code_of(clients[0].submit, task, bytes(out_of_range)) == grpc.StatusCode.INVALID_ARGUMENT
+    # Wire version 2: a field over its limit, a field missing, another oracle's report.
+    name, limit = next(iter(task.build_oracle().report_layout(task.candidates.size).limits.items()))
+    case = good.WhichOneof("oracle")
+    out_of_range, missing = report_pb2.Report(), report_pb2.Report()
+    out_of_range.CopyFrom(good)
+    setattr(getattr(out_of_range, case), name, limit)
+    missing.CopyFrom(good)
+    getattr(missing, case).ClearField(name)
+    other = report_pb2.Report(olh=report_pb2.OlhReport(seed=1, bucket=0))
+    for bad, why in (
+        (out_of_range, f"report field {case}.{name} = {limit} is out of range"),
+        (missing, f"report field {case}.{name} is missing"),
+        (other, f"the task wants a {case} report, got olh"),
+    ):
+        with pytest.raises(TransportError, match=why) as refused:
+            clients[0].submit(task, bad)
+        assert refused.value.code == "INVALID_ARGUMENT"
     huge = b"\x00" * (1 << 17)
     assert code_of(clients[0].submit, task, huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
     careful = ReporterClient(target, credential=creds["0"], channel=channel, max_epsilon=1.0)
