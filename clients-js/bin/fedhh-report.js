@@ -8,13 +8,17 @@
 //     every user's report in calls of N. The credentials file is `fedhh party enroll --out`'s
 //     (lines `user<TAB>credential`). Prints a JSON summary. --seed: the seeded test stream
 //     instead of the cryptographic generator (tests only).
+//     --save-tasks DIR: write each task fetched as DIR/task-<id>.bin (a ReportTask message).
+//   fedhh-report submit --target ... --credential CRED --report JSON
+//     Fetch the open task and submit the given Report message (proto3 JSON names, bytes as
+//     base64) as is; prints {"count": n} or the typed refusal {"error", "code", "message"}.
 //   fedhh-report perturb --task FILE --items FILE [--seed S]
 //     Offline: the task as a binary ReportTask message, one item a line; writes a binary
 //     ReportBatch message of their reports (no credentials) to stdout.
 //   fedhh-report keys --task FILE --items FILE [--seeds S,S,...]
 //     Offline: each item's oracle key, symbol among the candidates, bucket under each seed's hash
 //     function and under the first pool seeds (JSON lines): the deterministic steps.
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
   CryptoRandom,
@@ -44,6 +48,9 @@ const OPTIONS = {
   "max-epsilon": { type: "string", default: "10" },
   wait: { type: "string", default: "60" },
   protos: { type: "string" },
+  "save-tasks": { type: "string" },
+  credential: { type: "string" },
+  report: { type: "string" },
 };
 
 function table(path) {
@@ -84,23 +91,64 @@ async function report(opts) {
   const counts = {};
   const refused = [];
   try {
+    const saved = new Set();
+    const save = (task) => {
+      if (opts["save-tasks"] === undefined || saved.has(task.taskId)) return;
+      saved.add(task.taskId);
+      mkdirSync(opts["save-tasks"], { recursive: true });
+      const bytes = loadService(opts.protos).service.GetTask.responseSerialize(task.message);
+      writeFileSync(`${opts["save-tasks"]}/task-${task.taskId}.bin`, bytes);
+    };
     if (opts.batch !== undefined) {
-      const task = await waitTask(first, Number(opts.wait));
+      // A relay: fetch the open task as a user still to report, submit the pending users'
+      // reports for it in calls of --batch; those refused because the task filled up or closed
+      // (FAILED_PRECONDITION) wait for the next task.
       const size = Number(opts.batch);
-      let accepted = 0;
-      for (let lo = 0; lo < users.length; lo += size) {
-        const chunk = users.slice(lo, lo + size);
-        const entries = chunk.map((u) => [creds.get(u), makeReport(task, items.get(u), rngFor(opts.seed, u))]);
-        const got = await first.submitBatch(task, entries);
-        accepted += got.accepted;
-        for (const r of got.refused) refused.push({ user: chunk[r.index], code: r.code, message: r.message });
+      const end = Date.now() + Number(opts.wait) * 1000;
+      let pending = users;
+      counts.accepted = 0;
+      while (pending.length && Date.now() < end) {
+        const relay = new ReporterClient(opts.target, { ...common, credential: creds.get(pending[0]), share: first });
+        let task;
+        try {
+          task = await waitTask(relay, (end - Date.now()) / 1000);
+        } catch (err) {
+          if (err.name === "NoOpenTask") break;
+          throw err;
+        }
+        save(task);
+        const later = [];
+        for (let lo = 0; lo < pending.length; lo += size) {
+          const chunk = pending.slice(lo, lo + size);
+          const entries = chunk.map((u) => [creds.get(u), makeReport(task, items.get(u), rngFor(opts.seed, u))]);
+          let got;
+          try {
+            got = await relay.submitBatch(task, entries);
+          } catch (err) {
+            if (err.name !== "TaskClosed") throw err;
+            later.push(...pending.slice(lo));
+            break;
+          }
+          counts.accepted += got.accepted;
+          for (const r of got.refused) {
+            if (r.code === "FAILED_PRECONDITION") later.push(chunk[r.index]);
+            else refused.push({ user: chunk[r.index], code: r.code, message: r.message });
+          }
+        }
+        pending = later;
       }
-      counts.accepted = accepted;
+      if (pending.length) counts["no-task"] = pending.length;
     } else {
       const todo = users[Symbol.iterator]();
       const device = async () => {
         for (const u of todo) {
           const client = new ReporterClient(opts.target, { ...common, credential: creds.get(u), share: first });
+          const fetch = client.fetchTask.bind(client);
+          client.fetchTask = async () => {
+            const task = await fetch();
+            save(task);
+            return task;
+          };
           try {
             const out = await client.report(items.get(u), rngFor(opts.seed, u), { wait: Number(opts.wait) });
             counts[out.status] = (counts[out.status] ?? 0) + 1;
@@ -128,6 +176,25 @@ async function waitTask(client, wait) {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+async function submitGiven(opts) {
+  const client = new ReporterClient(opts.target, {
+    credential: opts.credential,
+    caCert: opts["ca-cert"],
+    insecure: opts.insecure,
+    protos: opts.protos,
+  });
+  let out;
+  try {
+    const task = await waitTask(client, Number(opts.wait));
+    out = { count: await client.submit(task, JSON.parse(opts.report)) };
+  } catch (err) {
+    out = { error: err.name, code: err.code, message: err.reason ?? err.message };
+  } finally {
+    client.close();
+  }
+  process.stdout.write(JSON.stringify(out) + "\n");
 }
 
 function perturbOffline(opts) {
@@ -160,9 +227,10 @@ async function main() {
   const { values, positionals } = parseArgs({ options: OPTIONS, allowPositionals: true });
   const command = positionals[0];
   if (command === "report") await report(values);
+  else if (command === "submit") await submitGiven(values);
   else if (command === "perturb") perturbOffline(values);
   else if (command === "keys") keysOffline(values);
-  else throw new Error(`usage: fedhh-report report|perturb|keys ... (got ${command})`);
+  else throw new Error(`usage: fedhh-report report|submit|perturb|keys ... (got ${command})`);
 }
 
 main().catch((err) => {

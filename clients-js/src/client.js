@@ -70,6 +70,7 @@ export class ReporterClient {
   async fetchTask() {
     const msg = await this._call("GetTask", { user_id: this.userId, wire_version: WIRE_VERSION });
     const task = taskFromMessage(msg);
+    task.message = msg;
     if (task.epsilon > this.maxEpsilon) {
       throw new EpsilonTooHigh("EPSILON_TOO_HIGH", `task asks ε = ${task.epsilon}, over ${this.maxEpsilon}`);
     }
