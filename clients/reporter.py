@@ -5,15 +5,18 @@ and its parameters, and the candidate set for GRR/OUE as the candidates' 64-bit 
 turns its one item into an ε-LDP report with :func:`make_report` (the item is encoded, cut to the
 task's prefix, keyed like the candidates — the prefix itself up to 64 bits, its
 :func:`fedhh.core.codes.fingerprint` above — and perturbed on the device; only the perturbed report
-leaves it) and submits it once per run. :class:`ReporterClient`
-does the three steps against a party agent's report endpoint, with the user's credential (issued
-by the party, ``fedhh party enroll``)::
+leaves it, as a ``Report`` message of device wire version 2, docs/device-wire.md) and submits it
+once per run. :class:`ReporterClient` does the three steps against a party agent's report
+endpoint, with the user's credential (issued by the party, ``fedhh party enroll``)::
 
     client = ReporterClient("party.example.org:7800", credential=cred, ca_cert=Path("ca.pem"))
     outcome = client.report("apple")   # fetch task, perturb locally, submit
 
 The device has its own privacy limit: a task asking more than ``max_epsilon`` is refused on the
-device (no report is made), whatever the party says.
+device (no report is made), whatever the party says. Every refusal of the endpoint raises a
+typed :class:`DeviceRefusal` (:class:`BadCredential`, :class:`NoOpenTask`,
+:class:`AlreadyReported`, :class:`TaskClosed`, :class:`ReportRefused`,
+:class:`EndpointUnavailable`), the same kinds as the JavaScript client's (``clients-js``).
 """
 
 from __future__ import annotations
