@@ -234,7 +234,8 @@ def user_of(credential: str) -> str:
     """The user id a credential is bound to (``fhc2:<party>:<user>:<issued>:<expires>:<tag>``,
     or the first format ``fhc1:<party>:<user>:<tag>``)."""
     parts = credential.split(":")
-    if len(parts) not in (4, 6) or not parts[2].isdigit():
+    printable = credential.isascii() and credential.isprintable() and " " not in credential
+    if len(parts) not in (4, 6) or not parts[2].isdigit() or not printable:
         raise ParameterError("not a fedhh user credential")
     return parts[2]
 

@@ -24,7 +24,8 @@ export function loadService(protos = DEFAULT_PROTOS) {
 /** The user id a credential is bound to (its third `:`-separated part). */
 export function userOf(credential) {
   const parts = String(credential).split(":");
-  if (![4, 6].includes(parts.length) || !/^\d+$/.test(parts[2])) {
+  const printable = /^[\x21-\x7e]+$/.test(String(credential)); // it travels as a header value
+  if (![4, 6].includes(parts.length) || !/^\d+$/.test(parts[2]) || !printable) {
     throw new DeviceError("BAD_CREDENTIAL_FORMAT", "not a fedhh user credential");
   }
   return parts[2];
@@ -36,8 +37,9 @@ export function makeReport(task, item, rng = new CryptoRandom()) {
 }
 
 export class ReporterClient {
-  /** `target` host:port; `caCert` a PEM file (TLS, the default) or `insecure: true`; `channel`
-   * another client to share the connection with. */
+  /** `target` host:port; `caCert` a PEM file (TLS, the default; without it the system roots)
+   * or `insecure: true`; `share` another client whose connection this one uses (closing either
+   * closes it). */
   constructor(target, { credential, caCert, insecure = false, maxEpsilon = 10.0, timeout = 10, share, protos } = {}) {
     this.userId = userOf(credential);
     this.credential = credential;
@@ -47,9 +49,13 @@ export class ReporterClient {
       this.stub = share.stub;
     } else {
       const Service = loadService(protos);
-      const creds = insecure
-        ? grpc.credentials.createInsecure()
-        : grpc.credentials.createSsl(caCert ? readFileSync(caCert) : null);
+      let root = null;
+      try {
+        root = caCert ? readFileSync(caCert) : null;
+      } catch (err) {
+        throw new DeviceError("BAD_CA_CERT", `cannot read the CA certificate: ${err.message}`);
+      }
+      const creds = insecure ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(root);
       this.stub = new Service(target, creds);
     }
   }

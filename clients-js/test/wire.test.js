@@ -67,3 +67,19 @@ test("a task the client cannot answer is refused", () => {
   }
   assert.throws(() => taskFromMessage({ ...base, oracle: "grr" }), { code: "BAD_TASK" });
 });
+
+test("credentials and CA files the client cannot use are typed errors", async () => {
+  const { ReporterClient } = await import("../src/index.js");
+  const cred = "fhc2:party-0:3:0:0:tag";
+  for (const bad of ["token", `${cred}\n`, `${cred}é`]) {
+    assert.throws(() => new ReporterClient("127.0.0.1:1", { credential: bad, insecure: true }), {
+      code: "BAD_CREDENTIAL_FORMAT",
+    });
+  }
+  assert.throws(() => new ReporterClient("127.0.0.1:1", { credential: cred, caCert: "/nonexistent.pem" }), {
+    code: "BAD_CA_CERT",
+  });
+  const client = new ReporterClient("127.0.0.1:1", { credential: cred, insecure: true, timeout: 5 });
+  await assert.rejects(client.fetchTask(), { name: "EndpointUnavailable", code: "UNAVAILABLE" });
+  client.close();
+});

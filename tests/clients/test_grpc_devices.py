@@ -89,8 +89,9 @@ def test_sdk_errors_are_typed(tmp_path: Path) -> None:
         assert err.value.code == "UNAVAILABLE"
     with pytest.raises(ParameterError, match="CA certificate"):
         ReporterClient("127.0.0.1:1", credential=cred, ca_cert=tmp_path / "none.pem")
-    with pytest.raises(ParameterError, match="not a fedhh user credential"):
-        ReporterClient("127.0.0.1:1", credential="token", insecure=True)
+    for bad in ("token", cred + "\n", cred + "é"):  # a header value it could not send
+        with pytest.raises(ParameterError, match="not a fedhh user credential"):
+            ReporterClient("127.0.0.1:1", credential=bad, insecure=True)
 
 
 def test_200_devices_report_concurrently(cluster: Cluster) -> None:
