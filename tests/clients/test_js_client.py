@@ -29,10 +29,13 @@ from grpc_harness import Cluster, running_cluster, wait_until
 from fedhh.clients.device_wire import ReportFields, reports_from_pb
 from fedhh.clients.reporter import ReportTask, item_key
 from fedhh.core import codes as cd
+from fedhh.mechanisms.local import estimate_reports
 from fedhh.mechanisms.params import MechanismParams
+from fedhh.mechanisms.tasks import EstimateResult
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports
 from fedhh.oracles.base import candidate_index
 from fedhh.oracles.hashing import HashKeys, bucket_of, hash32
+from fedhh.protocol.encoding import decode_reply, decode_request
 from fedhh.wire.v1 import report_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +148,13 @@ def test_js_reports_estimate_without_bias(tmp_path: Path, oracle: FrequencyOracl
     assert np.all(np.abs(z) < 5), z
 
 
+def joined(frames: list[bytes]) -> Reports:
+    """One batch of the reports an agent stored (one frame a report)."""
+    parts = [Reports.from_bytes(f) for f in frames]
+    arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
+    return Reports(parts[0].kind, parts[0].size, arrays)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with running_cluster(tmp_path, ["party-0"]) as c:
@@ -227,12 +237,7 @@ def test_js_devices_report_to_a_party_agent(
         task = ReportTask.from_pb(report_pb2.ReportTask.FromString(path.read_bytes()))
         assert task.oracle == oracle
         mine = [r for r in rows if r[1] == task.task_id]
-        parts = [Reports.from_bytes(r[2]) for r in mine]
-        reports = Reports(
-            parts[0].kind,
-            parts[0].size,
-            {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
-        )
+        reports = joined([r[2] for r in mine])
         built = task.build_oracle()
         keys = task.candidates if task.candidates.size else np.arange(1 << task.length)
         keys = np.asarray(keys, dtype=np.uint64)
@@ -243,3 +248,26 @@ def test_js_devices_report_to_a_party_agent(
         z = z_scores(built, reports, keys, truth)
         assert np.all(np.abs(z) < 5), (task.task_id, z)
     assert len(list(tasks.glob("task-*.bin"))) == len(cost["levels"])
+
+    # The party's estimates (its replies, as it stored them) are exactly what the same JS
+    # reports give through the Python path (fedhh.mechanisms.local.estimate_reports).
+    answered = db.execute(
+        "SELECT request, reply FROM handled WHERE run_id='js-1' ORDER BY request_id"
+    ).fetchall()
+    checked = 0
+    for req_bytes, reply_bytes in answered:
+        request, reply = decode_request(req_bytes), decode_reply(reply_bytes)
+        if not isinstance(reply.result, EstimateResult):
+            continue
+        task = ReportTask.from_pb(
+            report_pb2.ReportTask.FromString(
+                (tasks / f"task-{request.request_id}.bin").read_bytes()
+            )
+        )
+        reports = joined([r[2] for r in rows if r[1] == request.request_id])
+        cand = request.task.candidates
+        want = estimate_reports(reports, task.length, cand, task.build_oracle(), USERS)
+        assert np.array_equal(want.estimates, reply.result.estimates)
+        assert np.array_equal(want.stderrs, reply.result.stderrs)
+        checked += 1
+    assert checked == len(cost["levels"])
