@@ -6,8 +6,9 @@ against the Python implementation, in node:
 * its reports, decoded and checked by the endpoint's own ReportFields, estimate every oracle's
   counts without bias (5-sigma z-test from the oracle's variance formula, fixed seed);
 * real processes on 127.0.0.1: 300 JS devices report to a party agent's endpoint during a
-  PEM-Global run, each counted once; every level's estimate from exactly the stored JS reports
-  is within 5 sigma of the truth and the run finds the dominant item; malformed reports and a
+  PEM-Global run (or a JS relay submits their batches), each counted once; the party's reply
+  of every level is exactly what the Python path gives from the stored JS reports, which are
+  within 5 sigma of the truth, and the run finds the dominant item; malformed reports and a
   bad credential get the precise refusal as the JS client's typed error, nothing stored.
 
 The JS client draws from its seeded SplitMix64 stream here (its documented test mode), not
