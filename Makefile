@@ -23,15 +23,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
 	touch $@ $(VENV)/.installed
 
+# The JavaScript device client (clients-js, Node 20): its locked dependencies.
+JS       := clients-js
+JS_STAMP := $(JS)/node_modules/.package-lock.json
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $@
+
 install: $(VENV)/.installed
-install-dev: $(STAMP)
+install-dev: $(STAMP) $(JS_STAMP)
 
 ## Set up and run the main job on the embedded default.
 demo: $(VENV)/.installed
 	$(BIN)/fedhh simulate
 
 ## Set up and run the whole test suite (lint included).
-test: $(STAMP) lint docs
+test: $(STAMP) $(JS_STAMP) lint docs
+	cd $(JS) && npm test
 	$(BIN)/python -m pytest -q
 
 ## The API reference from the docstrings (pdoc) into build/api; a module pdoc cannot import or

@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -81,6 +81,7 @@ class OpenTask:
     writing: int = 0  # submissions whose reports are being written
     closing: bool = False
     unfolded: int = 0  # reports stored since the task's tally was last folded
+    messages: dict[int, Any] = field(default_factory=dict)  # the task's message by wire version
 
 
 class DeviceSource:
@@ -275,6 +276,19 @@ class DeviceSource:
         return self.store.has_reported(run_id, str(user))
 
     # --- device side ---------------------------------------------------------------------------
+    def task_message(self, user: int, wire_version: int) -> Any:
+        """The open task's message for ``user``'s client of ``wire_version`` (made once per
+        task and version: every device of a task gets the same message)."""
+        task = self.current_task(user)
+        with self.cond:
+            cur = self.open
+            if cur is None or cur.task is not task:  # it closed meanwhile: a message of it
+                return task.to_pb(wire_version)
+            msg = cur.messages.get(wire_version)
+            if msg is None:
+                msg = cur.messages[wire_version] = task.to_pb(wire_version)
+            return msg
+
     def current_task(self, user: int) -> ReportTask:
         with self.cond:
             cur = self.open
@@ -299,12 +313,13 @@ class DeviceSource:
 
     def submit(
         self,
-        entries: Sequence[tuple[int, bytes]],
+        entries: Sequence[tuple[int, bytes | Any]],
         run_id: str,
         task_id: int,
         single: bool = False,
     ) -> tuple[list[tuple[int, Refused]], int]:
-        """Take reports ``(user, report)`` for task ``task_id`` of ``run_id``; returns the
+        """Take reports ``(user, report)`` (a ``Report`` message, or a wire-version-1 frame) for
+        task ``task_id`` of ``run_id``; returns the
         refused entries (index, refusal) and the task's report count. Accepted reports are
         durable when this returns. A task that is not open refuses the whole call (a
         ``single`` report of a user who has reported in the run: ALREADY_EXISTS)."""
@@ -316,14 +331,16 @@ class DeviceSource:
                     why = f"user {entries[0][0]} has already reported in run {run_id}"
                     raise Refused(Code.ALREADY_EXISTS, why) from None
                 raise
-        problems = cur.checker.check([r for _, r in entries])
+        frames, problems = cur.checker.frames([r for _, r in entries])
         out: list[tuple[int, Refused]] = []
         rows = []
         with self.cond:
             if self.open is not cur or cur.closing:
                 raise Refused(Code.FAILED_PRECONDITION, f"task {task_id} closed; fetch the next")
             bits = self._bitmap(run_id)
-            for i, ((user, data), problem) in enumerate(zip(entries, problems, strict=True)):
+            for i, ((user, _), data, problem) in enumerate(
+                zip(entries, frames, problems, strict=True)
+            ):
                 if problem is not None:
                     out.append((i, Refused(Code.INVALID_ARGUMENT, problem)))
                 elif bits[user]:
@@ -360,6 +377,23 @@ class DeviceSource:
             if count >= cur.quota:
                 self.ready.notify_all()
         return out, count
+
+
+def report_of(entry: Any) -> bytes | Any:
+    """The report a ``SubmitReportRequest`` or ``UserReport`` carries: its ``ldp_report``
+    message (wire version 2) or its ``report`` frame (version 1); exactly one must be set."""
+    if entry.HasField("ldp_report"):
+        if entry.report:
+            raise Refused(
+                Code.INVALID_ARGUMENT, "set ldp_report or report (wire version 1), not both"
+            )
+        return entry.ldp_report
+    if len(entry.report) > MAX_REPORT_BYTES:
+        why = f"report of {len(entry.report)} bytes exceeds {MAX_REPORT_BYTES}"
+        raise Refused(Code.RESOURCE_EXHAUSTED, why)
+    if not entry.report:
+        raise Refused(Code.INVALID_ARGUMENT, "no report: set ldp_report (docs/device-wire.md)")
+    return bytes(entry.report)
 
 
 class ReportServicer:
@@ -401,20 +435,17 @@ class ReportServicer:
 
     def GetTask(self, request: Any, context: Any) -> Any:
         def go() -> Any:
-            return self.source.current_task(self._user(context, request.user_id)).to_pb()
+            user = self._user(context, request.user_id)
+            return self.source.task_message(user, 2 if request.wire_version >= 2 else 1)
 
         return self._serve("GetTask", context, go)
 
     def SubmitReport(self, request: Any, context: Any) -> Any:
         def go() -> Any:
             user = self._user(context, request.user_id)
-            if len(request.report) > MAX_REPORT_BYTES:
-                raise Refused(
-                    Code.RESOURCE_EXHAUSTED,
-                    f"report of {len(request.report)} bytes exceeds {MAX_REPORT_BYTES}",
-                )
+            report = report_of(request)
             bad, n = self.source.submit(
-                [(user, request.report)], request.run_id, request.task_id, single=True
+                [(user, report)], request.run_id, request.task_id, single=True
             )
             if bad:
                 raise bad[0][1]
@@ -437,12 +468,12 @@ class ReportServicer:
                 user, why = self.credentials.check(entry.credential)
                 if user is None:
                     refusals.append((i, Refused(Code.UNAUTHENTICATED, why)))
-                elif len(entry.report) > MAX_REPORT_BYTES:
-                    why = f"report of {len(entry.report)} bytes exceeds {MAX_REPORT_BYTES}"
-                    refusals.append((i, Refused(Code.RESOURCE_EXHAUSTED, why)))
-                else:
-                    entries.append((user, entry.report))
+                    continue
+                try:
+                    entries.append((user, report_of(entry)))
                     index.append(i)
+                except Refused as why_not:
+                    refusals.append((i, why_not))
             bad, n = self.source.submit(entries, request.run_id, request.task_id)
             refusals += [(index[j], r) for j, r in bad]
             refusals.sort(key=lambda x: x[0])

@@ -1,6 +1,9 @@
 """Checking device reports at the rate they arrive.
 
-A device sends ``Reports.to_bytes()`` of exactly one report of the open task's oracle. For one
+A device of wire version 2 sends its report as a ``Report`` message (docs/device-wire.md):
+:class:`~fedhh.clients.device_wire.ReportFields` checks its fields and packs it into the
+canonical frame the agent stores. A device of version 1 sends that frame itself,
+``Reports.to_bytes()`` of exactly one report of the open task's oracle. For one
 task every such report has the same bytes up to its values: the same header (kind, size, fields)
 and the same length. :class:`ReportChecker` compares that fixed part with a template and checks
 the values of a whole batch at once with numpy against the limits the oracle's report layout
@@ -15,9 +18,11 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from fedhh.clients.device_wire import ReportFields
 from fedhh.errors import FedHHError, ReportError
 from fedhh.oracles import FrequencyOracle, Reports
 
@@ -93,6 +98,7 @@ class ReportChecker:
             }
         )
         self.limits = oracle.report_layout(int(candidates.size)).limits
+        self.fields = ReportFields(oracle.report_layout(int(candidates.size)))
         # the limited values of one report: (start, end) of their bytes and the limit
         start = len(self.head)
         self.scalars: list[tuple[int, int, int]] = []
@@ -154,3 +160,23 @@ class ReportChecker:
             except ReportError as exc:
                 out[i] = str(exc)
         return out
+
+    def frames(self, reports: Sequence[bytes | Any]) -> tuple[list[bytes], list[str | None]]:
+        """The frame to store of each report (a ``Report`` message packed, a version-1 frame
+        as it is; ``b""`` where refused) and why each refused one is refused (None: good)."""
+        frames: list[bytes] = [b""] * len(reports)
+        problems: list[str | None] = [None] * len(reports)
+        old = [i for i, r in enumerate(reports) if isinstance(r, bytes)]
+        for i, problem in zip(
+            old, self.check([reports[i] for i in old]) if old else [], strict=True
+        ):
+            problems[i] = problem
+            if problem is None:
+                frames[i] = reports[i]
+        for i, r in enumerate(reports):
+            if not isinstance(r, bytes):
+                try:
+                    frames[i] = self.fields.frame(r)
+                except ReportError as exc:
+                    problems[i] = str(exc)
+        return frames, problems

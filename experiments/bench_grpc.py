@@ -20,7 +20,7 @@
 Everything listens on 127.0.0.1; plaintext (``--insecure``) unless ``--tls`` is given.
 
 Reproduce:  .venv/bin/python experiments/bench_grpc.py  [--devices 256] [--batch 100] [--tls]
-            [--no-rounds]
+            [--no-rounds] [--wire 1|2]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import psutil
 from fedhh.clients.agent import PartyAgent
 from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.credentials import Credentials, new_key
+from fedhh.clients.device_wire import report_to_pb
 from fedhh.clients.reporter import ReporterClient, ReportTask
 from fedhh.clients.store import AgentStore
 from fedhh.core.items import IntCodec
@@ -125,7 +126,9 @@ def client_sec(root: Path, tls: bool) -> dict:
 class Ingest:
     """A device party agent with ``users`` enrolled users and the first report task open."""
 
-    def __init__(self, root: Path, procs: Procs, users: int, tls: bool, channels: int) -> None:
+    def __init__(
+        self, root: Path, procs: Procs, users: int, tls: bool, channels: int, wire: int = 2
+    ) -> None:
         self.root, self.procs, self.users, self.tls = root, procs, users, tls
         sec = security(root, tls)
         tokens = root / "tokens.json"
@@ -166,7 +169,11 @@ class Ingest:
         reps = oracle.perturb(
             values >> np.uint64(8 - self.task.length), np.random.default_rng(1), cand
         )
-        self.reports = [reps.take(slice(i, i + 1)).to_bytes() for i in range(users)]
+        one = [reps.take(slice(i, i + 1)) for i in range(users)]
+        # wire version 2: Report messages; 1: the frames of the previous SDK
+        self.reports = [{"ldp_report": report_to_pb(r)} for r in one]
+        if wire == 1:
+            self.reports = [{"report": r.to_bytes()} for r in one]
 
     def client(self, user: int) -> ReporterClient:
         return ReporterClient(
@@ -211,7 +218,7 @@ class Ingest:
             (
                 "SubmitReport",
                 report_pb2.SubmitReportRequest(
-                    user_id=str(u), run_id=t.run_id, task_id=t.task_id, report=self.reports[u]
+                    user_id=str(u), run_id=t.run_id, task_id=t.task_id, **self.reports[u]
                 ).SerializeToString(),
                 self.creds[u],
             )
@@ -228,7 +235,7 @@ class Ingest:
 
     def _batch(self, chunk: range) -> tuple[str, bytes]:
         entries = [
-            report_pb2.UserReport(credential=self.creds[u], report=self.reports[u]) for u in chunk
+            report_pb2.UserReport(credential=self.creds[u], **self.reports[u]) for u in chunk
         ]
         msg = report_pb2.ReportBatch(
             run_id=self.task.run_id, task_id=self.task.task_id, reports=entries
@@ -292,7 +299,7 @@ def bench_reports(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         procs = Procs(Path(tmp))
         try:
-            ing = Ingest(Path(tmp), procs, users, args.tls, args.channels)
+            ing = Ingest(Path(tmp), procs, users, args.tls, args.channels, args.wire)
             agent = psutil.Process(ing.agent.pid)
             cpu = _cpu(agent)
             single = ing.singles(range(n_single), args.devices)
@@ -402,9 +409,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-rounds", action="store_true", help="skip the round-trip figures")
     ap.add_argument("--tls", action="store_true", help="TLS instead of plaintext on loopback")
+    ap.add_argument(
+        "--wire", type=int, choices=(1, 2), default=2, help="device wire version of the reports"
+    )
     args = ap.parse_args()
     print(
-        f"fedhh gRPC load check ({'TLS' if args.tls else 'plaintext'} on 127.0.0.1, "
+        f"fedhh gRPC load check ({'TLS' if args.tls else 'plaintext'} on 127.0.0.1, device wire "
+        f"version {args.wire}, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start)"
     )
     bench_reports(args)

@@ -83,7 +83,8 @@ def main() -> None:
             if args.check:
                 kept.append(rep)
             t = time.perf_counter()
-            refused, _ = source.submit(list(zip(range(start, start + size), blobs)), "bench", 1)
+            entries = list(zip(range(start, start + size), blobs, strict=True))
+            refused, _ = source.submit(entries, "bench", 1)
             spent += time.perf_counter() - t
             assert not refused, refused[:3]
         wall = time.perf_counter() - t0
@@ -96,7 +97,7 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         file_mb = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 2**20
         print(f"{args.oracle}, ε = {args.epsilon:g}, {args.candidates} candidates, {n} reports")
-        print(f"  accepted {n / spent:,.0f} reports/s in submit calls ({wall:.1f} s with making them)")
+        print(f"  accepted {n / spent:,.0f} reports/s in submit calls ({wall:.1f} s in all)")
         print(
             f"  memory: {rss0 / 2**20:.0f} MB when the task opened, {rss_tenth / 2**20:.0f} MB "
             f"after a tenth of the reports (the decode's compiled code is loaded by then), "

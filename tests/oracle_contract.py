@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 
+from fedhh.clients.device_wire import ReportFields, report_to_pb
 from fedhh.clients.ingest import ReportChecker, check_single_report
 from fedhh.errors import ParameterError, ReportError
 from fedhh.oracles import (
@@ -30,6 +31,7 @@ from fedhh.oracles import (
     make_oracle,
     oracle_from,
 )
+from fedhh.wire.v1 import report_pb2
 
 CANDIDATES = np.array([5, 17, 3, 2**40 + 7, 99, 1000], dtype=np.uint64)
 AUDIT_CANDIDATES = np.array([5, 17, 3, 2**40 + 7, 99, 1000, 2**63 + 1], dtype=np.uint64)
@@ -237,6 +239,40 @@ class OracleContract:
         one = rep.take(slice(0, 1)).to_bytes()
         template = layout.template().to_bytes()  # the same header: only the values differ
         assert len(template) == len(one) and template[: -layout.nbytes] == one[: -layout.nbytes]
+
+    @pytest.mark.parametrize("n_candidates", [1, 7, 8, 300])
+    def test_the_device_wire_carries_every_report(self, n_candidates: int) -> None:
+        """Each report as a ``Report`` message (docs/device-wire.md) packs back into exactly its
+        frame; each field left unset, and each value at its limit, is refused."""
+        o = self.make(2.0)
+        cand = np.arange(n_candidates, dtype=np.uint64) * 5 + 2
+        rng = np.random.default_rng(n_candidates)
+        rep = o.perturb(rng.choice(np.append(cand, np.uint64(1)), size=50), rng, cand)
+        layout = o.report_layout(n_candidates)
+        fields = ReportFields(layout)
+        msgs = [report_to_pb(rep.take(slice(i, i + 1))) for i in range(rep.n)]
+        for i, msg in enumerate(msgs):
+            wire = report_pb2.Report.FromString(msg.SerializeToString())
+            assert fields.frame(wire) == rep.take(slice(i, i + 1)).to_bytes()
+        for name in layout.fields:
+            bad = report_pb2.Report()
+            bad.CopyFrom(msgs[0])
+            getattr(bad, fields.case).ClearField(name)
+            with pytest.raises(ReportError, match=f"{name} is missing"):
+                fields.frame(bad)
+        for name, limit in layout.limits.items():
+            bad = report_pb2.Report()
+            bad.CopyFrom(msgs[0])
+            setattr(getattr(bad, fields.case), name, limit)
+            with pytest.raises(ReportError, match="out of range"):
+                fields.frame(bad)
+        for name, f in layout.fields.items():
+            if f.shape:  # packed bytes: exactly their length
+                bad = report_pb2.Report()
+                bad.CopyFrom(msgs[0])
+                setattr(getattr(bad, fields.case), name, bytes(f.shape[0] + 1))
+                with pytest.raises(ReportError, match=f"must be {f.shape[0]} bytes"):
+                    fields.frame(bad)
 
     def test_ingest_takes_every_report_and_refuses_values_over_the_limits(self) -> None:
         o = self.make(2.0)

@@ -142,7 +142,7 @@ def test_report_checker(oracle) -> None:  # type: ignore[no-untyped-def]
     task = ReportTask.for_oracle("r", 1, 8, 5, "int:8", oracle, cand)
     checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)
     rng = np.random.default_rng(1)
-    good = [make_report(task, int(x), rng) for x in rng.integers(0, 256, 300)]
+    good = [checker.fields.frame(make_report(task, int(x), rng)) for x in rng.integers(0, 256, 300)]
     assert checker.check(good) == [None] * 300
     assert checker.check(good[:1]) == [None]
     # The same report in a valid but non-canonical encoding (spaces in its header).

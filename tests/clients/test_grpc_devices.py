@@ -25,11 +25,19 @@ import pytest
 from grpc_harness import FEDHH, Cluster, running_cluster, wait_until
 
 from fedhh.clients.credentials import read_credentials
-from fedhh.clients.reporter import ReporterClient, make_report
-from fedhh.errors import TransportError
+from fedhh.clients.device_wire import ReportFields
+from fedhh.clients.reporter import (
+    BadCredential,
+    EndpointUnavailable,
+    ReporterClient,
+    ReportTask,
+    make_report,
+)
+from fedhh.errors import ParameterError, TransportError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.oracles import Reports
 from fedhh.wire.security import open_channel
+from fedhh.wire.v1 import report_pb2, report_pb2_grpc
 
 DEVICES = 200
 DOMINANT = 77
@@ -71,6 +79,21 @@ def open_task(client: ReporterClient):  # type: ignore[no-untyped-def]
         raise
 
 
+def test_sdk_errors_are_typed(tmp_path: Path) -> None:
+    """No endpoint on the port: EndpointUnavailable; a CA file that is not there or a string
+    that is no credential: ParameterError (never a raw grpc or OS error)."""
+    cred = "fhc2:party-0:3:0:0:tag"
+    with ReporterClient("127.0.0.1:1", credential=cred, insecure=True, timeout=5) as c:
+        with pytest.raises(EndpointUnavailable) as err:
+            c.fetch_task()
+        assert err.value.code == "UNAVAILABLE"
+    with pytest.raises(ParameterError, match="CA certificate"):
+        ReporterClient("127.0.0.1:1", credential=cred, ca_cert=tmp_path / "none.pem")
+    for bad in ("token", cred + "\n", cred + "é"):  # a header value it could not send
+        with pytest.raises(ParameterError, match="not a fedhh user credential"):
+            ReporterClient("127.0.0.1:1", credential=bad, insecure=True)
+
+
 def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     cluster.start_coordinator()
     creds = cluster.enroll("party-0", DEVICES)
@@ -94,7 +117,9 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     for bad in ("wrong", forged, unenrolled, other_party):
         with ReporterClient(target, credential=c0, ca_cert=ca) as probe:
             probe._auth = (("authorization", f"Bearer {bad}"),)
-            assert code_of(probe.fetch_task) == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(BadCredential) as refusal:  # typed by what a device does
+                probe.fetch_task()
+            assert refusal.value.code == "UNAUTHENTICATED"
             assert probe.report(5, wait=1).status == "bad-credential"  # typed, not a raw error
     as_other = ReporterClient(target, credential=c0, channel=channel)
     as_other.user_id = "1"  # user 0's credential, claiming to be user 1
@@ -115,9 +140,23 @@ def test_200_devices_report_concurrently(cluster: Cluster) -> None:
     assert code_of(raw, b"\xff\xff", metadata=clients[0]._auth, timeout=10) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-    out_of_range = bytearray(good)
-    out_of_range[-4:] = (1 << 31).to_bytes(4, "little")
-    assert code_of(clients[0].submit, task, bytes(out_of_range)) == grpc.StatusCode.INVALID_ARGUMENT
+    # Wire version 2: a field over its limit, a field missing, another oracle's report.
+    name, limit = next(iter(task.build_oracle().report_layout(task.candidates.size).limits.items()))
+    case = good.WhichOneof("oracle")
+    out_of_range, missing = report_pb2.Report(), report_pb2.Report()
+    out_of_range.CopyFrom(good)
+    setattr(getattr(out_of_range, case), name, limit)
+    missing.CopyFrom(good)
+    getattr(missing, case).ClearField(name)
+    other = report_pb2.Report(olh=report_pb2.OlhReport(seed=1, bucket=0))
+    for bad, why in (
+        (out_of_range, f"report field {case}.{name} = {limit} is out of range"),
+        (missing, f"report field {case}.{name} is missing"),
+        (other, f"the task wants a {case} report, got olh"),
+    ):
+        with pytest.raises(TransportError, match=why) as refused:
+            clients[0].submit(task, bad)
+        assert refused.value.code == "INVALID_ARGUMENT"
     huge = b"\x00" * (1 << 17)
     assert code_of(clients[0].submit, task, huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
     careful = ReporterClient(target, credential=creds["0"], channel=channel, max_epsilon=1.0)
@@ -194,6 +233,26 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     assert again == 0 and {code for _, code, _ in refused} == {"ALREADY_EXISTS"}
     assert relay.status("batch-1").accepted == 40
 
+    # Wire version 1 (an SDK of the previous version): the task's candidates as the NDArray,
+    # the report as a frame; still served and accepted. A report in both forms is refused.
+    old_sdk = report_pb2_grpc.ReportServiceStub(open_channel(target, token=None, ca_cert=ca))
+    md = (("authorization", f"Bearer {creds['45']}"),)
+    v1_task = old_sdk.GetTask(report_pb2.GetTaskRequest(), metadata=md, timeout=10)
+    assert not v1_task.candidate_keys
+    assert np.array_equal(ReportTask.from_pb(v1_task).candidates, task.candidates)
+    fields = ReportFields(task.build_oracle().report_layout(task.candidates.size))
+    frame = fields.frame(make_report(task, 5, rng))
+    both = report_pb2.SubmitReportRequest(
+        run_id=task.run_id, task_id=task.task_id, report=frame, ldp_report=make_report(task, 5)
+    )
+    md46 = (("authorization", f"Bearer {creds['46']}"),)
+    with pytest.raises(grpc.RpcError) as err:
+        old_sdk.SubmitReport(both, metadata=md46, timeout=10)
+    assert (
+        err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not both" in err.value.details()
+    )
+    assert relay.submit_batch(task, [(creds["45"], frame)]) == (1, [])
+
     # Revocation while the agent runs: user 70's credential is refused within a second or so
     # (the precise reason reaches the device); a credential issued afterwards works.
     db_flag = ["--party-id", "party-0", "--db", str(cluster.root / "party-0.sqlite")]
@@ -226,7 +285,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     fresh = read_credentials(out)
     assert list(fresh) == ["70"] and fresh["70"] != creds["70"]
     assert relay.submit_batch(task, [(fresh["70"], entries[0][1])]) == (1, [])
-    assert relay.status("batch-1").accepted == 41
+    assert relay.status("batch-1").accepted == 42
 
     # A cancelled run closes its report task: later reports are refused, nothing more stored.
     assert cluster.query("cancel", "batch-1").returncode == 0
@@ -241,7 +300,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     wait_until(closed, what="the cancelled run's task to close")
     single = ReporterClient(target, credential=creds["61"], ca_cert=ca)
     assert code_of(single.submit, task, entries[0][1]) == grpc.StatusCode.FAILED_PRECONDITION
-    assert relay.status("batch-1").accepted == 41  # user 0 reported in it
+    assert relay.status("batch-1").accepted == 42  # user 0 reported in it
     # a user who took no part in a run that is not open learns nothing about it
     assert code_of(single.status, "batch-1") == grpc.StatusCode.PERMISSION_DENIED
     # The users who reported were charged ε = 4 (the others nothing).
@@ -249,7 +308,7 @@ def test_batch_and_cancelled_run(cluster: Cluster) -> None:
     assert parties[0]["party_id"] == "party-0" and parties[0]["epsilon_budget"] == 40.0
     db = sqlite3.connect(cluster.root / "party-0.sqlite")
     spent = np.frombuffer(db.execute("SELECT value FROM meta WHERE key='spent'").fetchone()[0])
-    assert (spent[:40] == 4.0).all() and spent[70] == 4.0
-    assert np.count_nonzero(spent) == 41
+    assert (spent[:40] == 4.0).all() and spent[45] == 4.0 and spent[70] == 4.0
+    assert np.count_nonzero(spent) == 42
     relay.close()
     single.close()

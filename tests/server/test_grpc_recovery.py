@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from grpc_harness import Cluster, M, codec, party_data, running_cluster, wait_until
 
+from fedhh.clients.device_wire import ReportFields
 from fedhh.clients.reporter import ReporterClient, ReportTask, make_report
 from fedhh.datasets import load_party_files
 from fedhh.errors import TransportError
@@ -116,7 +117,8 @@ def test_coordinator_killed_three_times_mid_run(cluster: Cluster) -> None:
         assert len(full) == len(refused), refused
         taken = [u for i, u in enumerate(pending) if i not in full]
         assert len(taken) == accepted > 0
-        levels.append([reports[u] for u in taken])
+        fields = ReportFields(task.build_oracle().report_layout(task.candidates.size))
+        levels.append([fields.frame(reports[u]) for u in taken])  # as the agent stores them
         pending = [u for u in pending if u not in set(taken)]
     assert pending == []  # the last level takes every user left
 

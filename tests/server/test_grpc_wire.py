@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedhh.clients.device_wire import ReportFields, reports_from_pb
 from fedhh.clients.devices import check_single_report
 from fedhh.clients.reporter import ReportTask, make_report
 from fedhh.errors import ProtocolError, ReportError
@@ -15,7 +16,7 @@ from fedhh.mechanisms.local import estimate_reports
 from fedhh.oracles import GRR, OLH, OUE, OLHPool, Reports
 from fedhh.protocol import Request, encoding
 from fedhh.wire import codegen
-from fedhh.wire.v1 import protocol_pb2
+from fedhh.wire.v1 import protocol_pb2, report_pb2
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
@@ -54,28 +55,34 @@ def test_malformed_arrays_are_refused() -> None:
     ids=lambda o: o.name,
 )
 def test_device_reports_estimate_like_the_party(oracle) -> None:  # type: ignore[no-untyped-def]
-    """Reports made one by one on devices aggregate to unbiased estimates (5-sigma check)."""
+    """Reports made one by one on devices (Report messages, wire version 2) aggregate to
+    unbiased estimates (5-sigma check); both task versions carry the same task."""
     m, length = 8, 4
     cand = np.arange(16, dtype=np.uint64)
-    task = ReportTask.for_oracle("r", 3, m, length, "int:8", oracle, cand)
-    task = ReportTask.from_pb(task.to_pb())
+    made = ReportTask.for_oracle("r", 3, m, length, "int:8", oracle, cand)
+    task = ReportTask.from_pb(made.to_pb(2))
+    old = ReportTask.from_pb(made.to_pb(1))
+    assert np.array_equal(task.candidates, old.candidates)
+    assert len(made.to_pb(2).candidate_keys) == made.candidates.size
+    assert not made.to_pb(2).HasField("candidates") and not made.to_pb(1).candidate_keys
     rng = np.random.default_rng(0)
     items = np.where(rng.random(3000) < 0.4, 0x35, rng.integers(0, 256, 3000))
-    blobs = [make_report(task, int(x), rng) for x in items]
-    for b in blobs[:5]:
+    msgs = [make_report(task, int(x), rng) for x in items]
+    layout = oracle.report_layout(cand.size)
+    fields = ReportFields(layout)
+    frames = [fields.frame(report_pb2.Report.FromString(m.SerializeToString())) for m in msgs]
+    for b in frames[:5]:  # the frame stored is one canonical version-1 report
         check_single_report(b, oracle, task.candidates if task.candidates.size else cand)
-    parts = [Reports.from_bytes(b) for b in blobs]
-    reports = Reports(
-        parts[0].kind,
-        parts[0].size,
-        {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays},
-    )
+    reports = reports_from_pb(msgs, layout)
+    parts = [Reports.from_bytes(b) for b in frames]
+    for k, arr in reports.arrays.items():
+        assert np.array_equal(arr, np.concatenate([p.arrays[k] for p in parts]))
     res = estimate_reports(reports, length, cand, oracle, 3000)
     truth = np.bincount(items.astype(np.int64) >> (m - length), minlength=16)
     z = (res.estimates - truth) / res.stderrs
     assert np.all(np.abs(z) < 5), z
     assert res.cost.reports == 3000
     with pytest.raises(ReportError):
-        check_single_report(blobs[0] + b"x", oracle, cand)
+        check_single_report(frames[0] + b"x", oracle, cand)
     with pytest.raises(ReportError):
         check_single_report(reports.take(slice(0, 2)).to_bytes(), oracle, cand)

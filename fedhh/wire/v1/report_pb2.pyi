@@ -8,13 +8,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetTaskRequest(_message.Message):
-    __slots__ = ("user_id",)
+    __slots__ = ("user_id", "wire_version")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    WIRE_VERSION_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+    wire_version: int
+    def __init__(self, user_id: _Optional[str] = ..., wire_version: _Optional[int] = ...) -> None: ...
 
 class ReportTask(_message.Message):
-    __slots__ = ("run_id", "task_id", "m", "length", "codec", "oracle", "epsilon", "g", "pool_size", "pool_seed", "candidates")
+    __slots__ = ("run_id", "task_id", "m", "length", "codec", "oracle", "epsilon", "g", "pool_size", "pool_seed", "candidates", "candidate_keys")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +28,7 @@ class ReportTask(_message.Message):
     POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
     POOL_SEED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     task_id: int
     m: int
@@ -37,19 +40,62 @@ class ReportTask(_message.Message):
     pool_size: int
     pool_seed: int
     candidates: _protocol_pb2.NDArray
-    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., m: _Optional[int] = ..., length: _Optional[int] = ..., codec: _Optional[str] = ..., oracle: _Optional[str] = ..., epsilon: _Optional[float] = ..., g: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_seed: _Optional[int] = ..., candidates: _Optional[_Union[_protocol_pb2.NDArray, _Mapping]] = ...) -> None: ...
+    candidate_keys: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., m: _Optional[int] = ..., length: _Optional[int] = ..., codec: _Optional[str] = ..., oracle: _Optional[str] = ..., epsilon: _Optional[float] = ..., g: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_seed: _Optional[int] = ..., candidates: _Optional[_Union[_protocol_pb2.NDArray, _Mapping]] = ..., candidate_keys: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Report(_message.Message):
+    __slots__ = ("grr", "oue", "olh", "olh_pool")
+    GRR_FIELD_NUMBER: _ClassVar[int]
+    OUE_FIELD_NUMBER: _ClassVar[int]
+    OLH_FIELD_NUMBER: _ClassVar[int]
+    OLH_POOL_FIELD_NUMBER: _ClassVar[int]
+    grr: GrrReport
+    oue: OueReport
+    olh: OlhReport
+    olh_pool: OlhPoolReport
+    def __init__(self, grr: _Optional[_Union[GrrReport, _Mapping]] = ..., oue: _Optional[_Union[OueReport, _Mapping]] = ..., olh: _Optional[_Union[OlhReport, _Mapping]] = ..., olh_pool: _Optional[_Union[OlhPoolReport, _Mapping]] = ...) -> None: ...
+
+class GrrReport(_message.Message):
+    __slots__ = ("symbol",)
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    symbol: int
+    def __init__(self, symbol: _Optional[int] = ...) -> None: ...
+
+class OueReport(_message.Message):
+    __slots__ = ("bits",)
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    bits: bytes
+    def __init__(self, bits: _Optional[bytes] = ...) -> None: ...
+
+class OlhReport(_message.Message):
+    __slots__ = ("seed", "bucket")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    bucket: int
+    def __init__(self, seed: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
+
+class OlhPoolReport(_message.Message):
+    __slots__ = ("seed_index", "bucket")
+    SEED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    seed_index: int
+    bucket: int
+    def __init__(self, seed_index: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class SubmitReportRequest(_message.Message):
-    __slots__ = ("user_id", "run_id", "task_id", "report")
+    __slots__ = ("user_id", "run_id", "task_id", "report", "ldp_report")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    LDP_REPORT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     run_id: str
     task_id: int
     report: bytes
-    def __init__(self, user_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., report: _Optional[bytes] = ...) -> None: ...
+    ldp_report: Report
+    def __init__(self, user_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., report: _Optional[bytes] = ..., ldp_report: _Optional[_Union[Report, _Mapping]] = ...) -> None: ...
 
 class SubmitReportResponse(_message.Message):
     __slots__ = ("accepted", "reports_in_task")
@@ -78,12 +124,14 @@ class ReportStatus(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., open_task_id: _Optional[int] = ..., open_run_id: _Optional[str] = ..., reports_in_open_task: _Optional[int] = ...) -> None: ...
 
 class UserReport(_message.Message):
-    __slots__ = ("credential", "report")
+    __slots__ = ("credential", "report", "ldp_report")
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    LDP_REPORT_FIELD_NUMBER: _ClassVar[int]
     credential: str
     report: bytes
-    def __init__(self, credential: _Optional[str] = ..., report: _Optional[bytes] = ...) -> None: ...
+    ldp_report: Report
+    def __init__(self, credential: _Optional[str] = ..., report: _Optional[bytes] = ..., ldp_report: _Optional[_Union[Report, _Mapping]] = ...) -> None: ...
 
 class ReportBatch(_message.Message):
     __slots__ = ("run_id", "task_id", "reports")
