@@ -272,8 +272,7 @@ def execute(groups: list[Group], cfg: dict[str, Any], out: Path, jobs: int) -> i
                         expected += f.result()
     finally:
         runs.close()
-        if progress.done:
-            sys.stderr.write("\n")
+        progress.line.keep()
     return failures
 
 

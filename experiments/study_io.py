@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from fedhh.core.progress import StatusLine
 from fedhh.mechanisms import MechanismParams
 
 METRICS = ("f1", "precision", "recall", "ncr", "are")  # of the answer under the noise bar
@@ -105,33 +105,25 @@ class RunsFile:
 
 
 class Progress:
-    """``done/total runs, elapsed, ETA`` on stderr: one rewritten line on a terminal, else a
-    line every ``every`` seconds (for logs)."""
+    """``done/total runs, elapsed, ETA`` on the status line (:mod:`fedhh.core.progress`; off a
+    terminal a line every ``every`` seconds, and the last)."""
 
     def __init__(self, total: int, every: float = 30.0) -> None:
-        self.total, self.done, self.every = total, 0, every
-        self.t0 = self.last = time.perf_counter()
-        self.tty = sys.stderr.isatty()
+        self.total, self.done = total, 0
+        self.t0 = time.perf_counter()
+        self.line = StatusLine(every=every)
 
     def step(self, row: dict[str, Any]) -> None:
         self.done += 1
-        now = time.perf_counter()
-        if not self.tty and now - self.last < self.every and self.done < self.total:
-            return
-        self.last = now
-        el = now - self.t0
+        el = time.perf_counter() - self.t0
         eta = el / self.done * (self.total - self.done)
-        msg = (
+        self.line.show(
             f"{self.done}/{self.total} runs ({100 * self.done / max(self.total, 1):.1f}%), "
             f"{_hms(el)} elapsed, ETA {_hms(eta)} · last: {row['dataset']} {row['label']} "
             f"ε={row['epsilon']:g} k={row['k']} rep {row['rep']} "
-            f"({float(row.get('wall_seconds', 0.0)):.1f} s)"
+            f"({float(row.get('wall_seconds', 0.0)):.1f} s)",
+            final=self.done >= self.total,
         )
-        if self.tty:
-            sys.stderr.write("\r\033[K" + msg[:160])
-        else:
-            sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
 
 
 def _hms(seconds: float) -> str:

@@ -8,7 +8,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from fedhh.cli.common import (
     add_connect_args,
@@ -19,6 +19,7 @@ from fedhh.cli.common import (
     limits_of,
     setup_logging,
 )
+from fedhh.core.progress import StatusLine
 from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
 from fedhh.extras import require
@@ -317,8 +318,8 @@ def _positive_timeout(seconds: float) -> None:
         raise ParameterError("--timeout must be a number of seconds > 0")
 
 
-def _say_progress(info: dict[str, Any], out: TextIO = sys.stderr) -> None:
-    """One line (on stderr, for start --wait) per change of a followed run."""
+def _progress_text(info: dict[str, Any]) -> str:
+    """What a followed run's status says, on one line."""
     parts = [f"run {info['run_id']}: {_waiting_for(info) or info['state']}"]
     if info.get("round"):
         parts.append(f"round {info['round']}")
@@ -330,7 +331,7 @@ def _say_progress(info: dict[str, Any], out: TextIO = sys.stderr) -> None:
         )
     if info.get("state") in ("failed", "cancelled") and info.get("error"):
         parts.append(str(info["error"]))
-    print(" · ".join(parts), file=out, flush=True)
+    return " · ".join(parts)
 
 
 def _json_after(qs: Any) -> None:
@@ -405,7 +406,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(out), flush=True)
                 else:
-                    _say_progress(out, sys.stdout)
+                    print(_progress_text(out), flush=True)
             if out.get("state") != "done":
                 print(
                     f"fedhh: run {args.run_id} {out.get('state')}: {out.get('error', '')}",
@@ -451,7 +452,13 @@ def cmd_query(args: argparse.Namespace) -> int:
             _positive_timeout(args.timeout)
             out = c.start_file(args.spec)
             if args.wait:
-                out = c.wait(out["run_id"], timeout=args.timeout, progress=_say_progress)
+                line = StatusLine()  # progress on stderr, the table on stdout
+                out = c.wait(
+                    out["run_id"],
+                    timeout=args.timeout,
+                    progress=lambda info: line.show(_progress_text(info)),
+                )
+                line.clear()
                 status = 0 if out["state"] == "done" else 1
             table = _table([out], [*RUN_COLS, "error"])
         elif cmd == "parties":

@@ -19,6 +19,7 @@ from fedhh.cli.common import (
     say,
     write_document,
 )
+from fedhh.core.progress import StatusLine
 from fedhh.errors import FedHHError
 from fedhh.extras import require
 from fedhh.mechanisms.layout import Rounds
@@ -81,33 +82,24 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
 
 
 class ProgressLine:
-    """Progress on stderr: one rewritten line on a terminal, else a line per new round (logs)."""
+    """A run's rounds and phase on the command's status line (:mod:`fedhh.core.progress`; off a
+    terminal, a line per new round)."""
 
     def __init__(self, total_rounds: int, enabled: bool) -> None:
         self.total = total_rounds
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last = -1
+        self.line = StatusLine(enabled=enabled)
 
     def __call__(self, progress: Progress) -> None:
-        if not self.enabled:
-            return
         if progress.done:
-            if self.tty:
-                sys.stderr.write("\r\033[K")
-        else:
-            # the coordinator's bounds: "≤" while adaptive depth may still share levels
-            rounds = progress.rounds or Rounds(0, self.total)
-            line = (
-                f"{rounds.label(progress.round)} · {progress.phase} · "
-                f"{progress.outstanding} part{'y' if progress.outstanding == 1 else 'ies'} working"
-            )
-            if self.tty:
-                sys.stderr.write("\r\033[K" + line)
-            elif progress.round != self.last:
-                sys.stderr.write(line + "\n")
-            self.last = progress.round
-        sys.stderr.flush()
+            self.line.clear()
+            return
+        # the coordinator's bounds: "≤" while adaptive depth may still share levels
+        rounds = progress.rounds or Rounds(0, self.total)
+        self.line.show(
+            f"{rounds.label(progress.round)} · {progress.phase} · "
+            f"{progress.outstanding} part{'y' if progress.outstanding == 1 else 'ies'} working",
+            key=progress.round,
+        )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
