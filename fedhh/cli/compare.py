@@ -27,6 +27,7 @@ from fedhh.cli.common import (
     say,
     write_document,
 )
+from fedhh.core.progress import StatusLine
 from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
 from fedhh.extras import require
@@ -116,9 +117,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         admit_run(params, ids, [int(n) for n in ds.party_sizes], bounds, budgets=budgets)
     say(args, ds.describe())
     rows: list[dict[str, Any]] = []
+    line = StatusLine(enabled=not args.quiet)
     for i, params in enumerate(runs, 1):
-        say(
-            args, f"run {i}/{len(runs)}: {params.mechanism} ε={params.epsilon:g} seed {params.seed}"
+        line.show(
+            f"run {i}/{len(runs)}: {params.mechanism} ε={params.epsilon:g} seed {params.seed}"
         )
         result = simulate(ds.parties, ds.codec, params, bounds=bounds, budgets=budgets)
         scores = ds.evaluate(result.items, result.estimates, params.k)
@@ -136,7 +138,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.reference_draws > 0:
         for eps in epsilons:
             for seed in seeds:
-                say(args, f"reference ε={eps:g} seed {seed} ({args.reference_draws} draws)")
+                line.show(f"reference ε={eps:g} seed {seed} ({args.reference_draws} draws)")
                 ref = ds.reference(
                     eps, base.k, seed, repeats=args.reference_draws, answer_alpha=alpha
                 )
@@ -149,6 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         "ncr": ref["ncr"],
                     }
                 )
+    line.clear()
     summary = summarise(rows)
     title = ds.describe().splitlines()[0]
     table = format_summary(summary, epsilons, title, alpha)
