@@ -128,8 +128,13 @@ def add_tokens_parser(csub: Any) -> None:
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     from fedhh.wire.tokens import list_tokens
 
-    for t in list_tokens(args.tokens):
-        print(json.dumps(t) if args.json else f"{t['role']:<8} {t['name']:<24} {t['sha256']}")
+    tokens = list_tokens(args.tokens)
+    if args.json:
+        for t in tokens:
+            print(json.dumps(t))
+    elif tokens:
+        cols = ["role", "name", "sha256"]
+        print(text_table(cols, [[str(t[c]) for c in cols] for t in tokens]))
     return 0
 
 
@@ -183,13 +188,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.last < 0:
         raise ParameterError("--last must be ≥ 0")
-    for e in read_audit(args.db, args.run, args.actor, args.last):
-        if args.json:
+    events = read_audit(args.db, args.run, args.actor, args.last)
+    if args.json:
+        for e in events:
             print(json.dumps(e, ensure_ascii=False))
-            continue
-        at = datetime.datetime.fromtimestamp(e["at"], datetime.UTC).isoformat(timespec="seconds")
-        line = f"{at}  {e['actor']:<12} {e['action']:<14} {e['run_id'] or '-':<16} {e['detail']}"
-        print(line.rstrip())
+        return 0
+    rows = [
+        [
+            datetime.datetime.fromtimestamp(e["at"], datetime.UTC).isoformat(timespec="seconds"),
+            str(e["actor"]),
+            str(e["action"]),
+            str(e["run_id"] or "-"),
+            str(e["detail"]),
+        ]
+        for e in events
+    ]
+    if rows:
+        print(text_table(["at", "actor", "action", "run", "detail"], rows))
     return 0
 
 

@@ -100,8 +100,10 @@ def test_the_audit_log_is_read_without_touching_the_file(tmp_path: Path) -> None
 
     out = audit(str(db), "--run", "r1")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert len(lines) == 2 and "alice" in lines[0] and "launched" in lines[1]
+    lines = out.stdout.splitlines()  # a header, then one row an event
+    assert len(lines) == 3 and lines[0].split() == ["at", "actor", "action", "run", "detail"]
+    assert "alice" in lines[1] and "launched" in lines[2]
+    assert lines[1].index("start") == lines[2].index("launched")  # aligned columns
     rows = [json.loads(ln) for ln in audit(str(db), "--json", "--last", "1").stdout.splitlines()]
     assert [(r["actor"], r["action"], r["run_id"]) for r in rows] == [("bob", "start", "r2")]
     assert db.read_bytes() == before
