@@ -318,7 +318,8 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    from fedhh.clients.devices import MAX_BATCH, DeviceSource, ReportServicer
+    from fedhh.clients.devices import MAX_BATCH, DeviceSource
+    from fedhh.clients.endpoint import ReportServicer
     from fedhh.clients.ingest import MAX_REPORT_BYTES
     from fedhh.clients.store import GroupCommit
     from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer, health_follows

@@ -156,5 +156,7 @@ def test_a_device_is_told_what_no_retry_can_fix(tmp_path: Path) -> None:
             with pytest.raises(ConnectionProblem, match=f"{endpoint} has expired"):
                 device.report(1, wait=60)
     finally:
-        agent.stop()
-        coord.stop()
+        try:
+            agent.stop()
+        finally:
+            coord.stop()
