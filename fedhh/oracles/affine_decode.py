@@ -40,6 +40,7 @@ MAX_BLOCK_BITS = 30  # widest block: 2^30 counts (8 GiB) is past any level's can
 _NUMPY_USERS = 1 << 15  # reports per pass of the numpy paths (bounds their temporaries)
 _NUMPY_CANDIDATES = 64  # candidates per pass of the numpy direct path
 _ONE = np.uint64(1)
+MAX_SIGN_TABLE = 64  # the compiled histograms look signs up in a g×g table up to this g
 
 
 @lru_cache(maxsize=1)
@@ -159,6 +160,13 @@ def subset_words(rows_x: U64) -> NDArray[np.uint32]:
     return words
 
 
+def walsh_signs(g: int) -> NDArray[np.int32]:
+    """The g×g table (−1)^{|S ∧ r|} (row r, column S)."""
+    subsets = np.arange(g, dtype=np.uint64)
+    odd = np.bitwise_count(subsets[:, None] & subsets[None, :]) & np.uint8(1)
+    return 1 - 2 * odd.astype(np.int32)
+
+
 def _histograms_numpy(
     rows_p: U64, z: U64, words: NDArray[np.uint32], prefixes: U64, bits: int
 ) -> I64:
@@ -240,24 +248,27 @@ def block_support(
         _walsh_hadamard_numpy(hist)
         return hist >> np.int64(t)
     mod = _module()
-    work = prefixes.size * z.size * words.shape[1]  # histogram updates
+    g = words.shape[1]
+    dtype = np.int32 if z.size * g < 2**31 else np.int64  # |values| ≤ n·g (block_histograms)
+    signs = walsh_signs(g) if g <= MAX_SIGN_TABLE else np.zeros((0, g), dtype=np.int32)
+    work = prefixes.size * z.size * g  # histogram updates
     n_threads = max(1, min(threads or default_threads(), work >> 20 or 1))
     if n_threads > 1 and prefixes.size >= n_threads:
-        hist = np.zeros((prefixes.size, 1 << bits), dtype=np.int64)
-        parts = _split(prefixes.size, n_threads)
+        hist = np.zeros((prefixes.size, 1 << bits), dtype=dtype)
 
         def by_prefixes(lo: int, hi: int) -> None:
-            mod.block_histograms(rows_p, z, words, prefixes[lo:hi], hist[lo:hi])
+            mod.block_histograms(rows_p, z, words, prefixes[lo:hi], signs, hist[lo:hi])
             mod.walsh_hadamard(hist[lo:hi])
 
+        parts = _split(prefixes.size, n_threads)
         for job in [_executor().submit(by_prefixes, lo, hi) for lo, hi in parts]:
             job.result()
-        return hist >> np.int64(t)
+        return hist.astype(np.int64) >> np.int64(t)
     parts = _split(z.size, n_threads)
-    partial = [np.zeros((prefixes.size, 1 << bits), dtype=np.int64) for _ in parts]
+    partial = [np.zeros((prefixes.size, 1 << bits), dtype=dtype) for _ in parts]
     jobs = [
         _executor().submit(
-            mod.block_histograms, rows_p[:, lo:hi], z[lo:hi], words[lo:hi], prefixes, out
+            mod.block_histograms, rows_p[:, lo:hi], z[lo:hi], words[lo:hi], prefixes, signs, out
         )
         for (lo, hi), out in zip(parts, partial, strict=True)
     ]
@@ -267,7 +278,7 @@ def block_support(
     for more in partial[1:]:
         hist += more
     mod.walsh_hadamard(hist)
-    return hist >> np.int64(t)
+    return hist.astype(np.int64) >> np.int64(t)
 
 
 def support_counts(

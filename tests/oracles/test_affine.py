@@ -17,7 +17,9 @@ from fedhh.oracles.affine_decode import (
     block_support,
     direct_support,
     parity_hash,
+    subset_words,
     support_counts,
+    walsh_signs,
 )
 
 KERNELS = ["numba", "numpy"]
@@ -27,9 +29,11 @@ def _level(prefixes: list[int], length: int, step: int) -> np.ndarray:
     return cd.children(np.array(prefixes, dtype=np.uint64), length, step)
 
 
-def _reports(eps: float, values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _reports(
+    eps: float, values: np.ndarray, seed: int, g: int = 0
+) -> tuple[np.ndarray, np.ndarray, int]:
     """The decode's inputs of ``values``' reports: the hash rows, z = bucket ⊕ b, t."""
-    o = OLHAffine(eps)
+    o = OLHAffine(eps, g=g)
     rep = o.perturb(values, np.random.default_rng(seed))
     rows, offsets = hash_rows(rep["seed"], o.rows)
     return rows, rep["bucket"].astype(np.uint64) ^ offsets, o.rows
@@ -69,11 +73,12 @@ def test_block_plan_leaves_blocks_to_the_direct_route_when_g_is_large() -> None:
     assert block_plan(_level([1, 2], 8, 16), 1000, 12).bits == 16
 
 
-@pytest.mark.parametrize("eps", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize(("eps", "g"), [(0.5, 0), (2.0, 0), (4.0, 0), (4.0, 128)])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_transform_route_equals_direct_route(eps: float, kernel: str) -> None:
+def test_transform_route_equals_direct_route(eps: float, g: int, kernel: str) -> None:
     """Over blocks (high keys included: prefixes near 2^64) plus stray candidates, the
-    transform's counts are the direct test's, in both kernels."""
+    transform's counts are the direct test's, in both kernels (g = 128: signs by popcount
+    instead of the table)."""
     rng = np.random.default_rng(int(eps * 10))
     top = 2**54 - 3
     level = np.concatenate(
@@ -82,7 +87,7 @@ def test_transform_route_equals_direct_route(eps: float, kernel: str) -> None:
     level = np.unique(level)[rng.permutation(np.unique(level).size)]  # any order of blocks
     inside = level[rng.integers(0, level.size, 3000)]
     values = np.concatenate([inside, rng.integers(0, 2**64, 500, dtype=np.uint64)])
-    rows, z, _ = _reports(eps, values, 1)
+    rows, z, _ = _reports(eps, values, 1, g)
     reference = direct_support(rows, z, level, kernel="numpy")
     np.testing.assert_array_equal(direct_support(rows, z, level, kernel=kernel), reference)
     np.testing.assert_array_equal(support_counts(rows, z, level, kernel=kernel), reference)
@@ -140,3 +145,24 @@ def test_level_estimates_are_unbiased_with_the_formulas_variance() -> None:
     assert np.abs(zs).max() < 5.0
     assert abs(errors.mean()) < 5 * np.sqrt(var.sum() / reps) / level.size
     assert abs(np.mean(errors**2) / var.mean() - 1.0) < 0.05
+
+
+def test_compiled_histograms_agree_in_int32_and_int64_and_with_or_without_the_sign_table() -> None:
+    """The kernel's four variants (int32 rows below n·g = 2^31, int64 above; signs from the
+    table or by popcount) make the same histograms."""
+    kernels = pytest.importorskip("fedhh.oracles.affine_kernels")
+    level = _level([3, 4], 12, 9)
+    rows, z, t = _reports(2.0, level[np.random.default_rng(6).integers(0, level.size, 5000)], 7)
+    rows_p = np.ascontiguousarray(rows >> np.uint64(9))
+    words = subset_words(rows & np.uint64(511))
+    prefixes = np.array([3, 4], dtype=np.uint64)
+    out = []
+    for signs in (walsh_signs(1 << t), np.zeros((0, 1 << t), dtype=np.int32)):
+        for dtype in (np.int32, np.int64):
+            hist = np.zeros((2, 512), dtype=dtype)
+            kernels.block_histograms(rows_p, z, words, prefixes, signs, hist)
+            kernels.walsh_hadamard(hist)
+            out.append(hist.astype(np.int64))
+    for hist in out[1:]:
+        np.testing.assert_array_equal(hist, out[0])
+    np.testing.assert_array_equal(out[0] >> t, block_support(rows, z, prefixes, 9, kernel="numpy"))
