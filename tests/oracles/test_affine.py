@@ -5,11 +5,15 @@ are unbiased with the MSE the variance formula gives (fixed seeds, tolerances fr
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from oracle_contract import assert_frequencies
 
 from fedhh.core import codes as cd
+from fedhh.datasets import synthetic_zipf
+from fedhh.mechanisms import MechanismParams
 from fedhh.oracles import OLHAffine
 from fedhh.oracles.affine import hash_rows
 from fedhh.oracles.affine_decode import (
@@ -21,6 +25,7 @@ from fedhh.oracles.affine_decode import (
     support_counts,
     walsh_signs,
 )
+from fedhh.run.engine import simulate
 
 KERNELS = ["numba", "numpy"]
 
@@ -166,3 +171,14 @@ def test_compiled_histograms_agree_in_int32_and_int64_and_with_or_without_the_si
     for hist in out[1:]:
         np.testing.assert_array_equal(hist, out[0])
     np.testing.assert_array_equal(out[0] >> t, block_support(rows, z, prefixes, 9, kernel="numpy"))
+
+
+@pytest.mark.parametrize("mechanism", ["tap", "taps"])
+def test_a_run_with_olh_affine_at_every_level_finds_the_top_k(mechanism: str) -> None:
+    """End to end through the protocol: every level of the run is olh-affine (the coordinator
+    accepts its declared costs) and at ε = 4 the answer is the true top k."""
+    ds = synthetic_zipf(200_000, 4, m=20, n_items=500, s=2.0, split="dirichlet", alpha=0.3, seed=5)
+    params = MechanismParams(mechanism=mechanism, epsilon=4.0, k=8, m=20, oracle="olh-affine")
+    res = simulate(ds.parties, ds.codec, dataclasses.replace(params, seed=1))
+    assert {lv["oracle"] for lv in res.cost["levels"]} == {"olh-affine"}
+    assert set(res.items.tolist()) == set(ds.top_k(8).tolist())
