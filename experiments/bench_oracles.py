@@ -38,7 +38,6 @@ import xxhash
 
 from fedhh.core import codes as cd
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHAffine, OLHPool, Reports, Support
-from fedhh.oracles.affine_decode import block_plan
 from fedhh.oracles.hashing import active_kernel, compiled_kernels, default_threads
 
 
@@ -187,7 +186,6 @@ def wide_levels(eps: float, n: int, seed: int, olh_users: int) -> None:
     for n_prefixes, s in LEVEL_SHAPES:
         prefixes = np.sort(rng.choice(1 << 10, n_prefixes, replace=False)).astype(np.uint64)
         level = cd.children(prefixes, 10, s)  # 10-bit prefixes, as a level of m = 32 items
-        assert block_plan(level, n, affine.rows).bits == s
         w = np.arange(1, level.size + 1, dtype=float) ** -1.1
         where = rng.choice(level.size, size=n, p=w / w.sum())
         truth = np.bincount(where, minlength=level.size).astype(np.float64)
