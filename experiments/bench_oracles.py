@@ -13,8 +13,15 @@ measured in the same run too.
 The compiled seed-pool decode is then timed with the pool in blocks of 4,096 rows and in
 cache-sized blocks (at ε = 8, g ≈ 2,982: the matrix is 98 MB and the large blocks miss the cache).
 
+Wide levels side by side (issue 22 item 3): a prefix-search level of 2^22 candidates (and of
+2^17), |P| prefixes × all 2^s extensions, over 10^6 users, decoded by affine-hash OLH
+(olh-affine: a Walsh–Hadamard transform per prefix) and by plain OLH. Plain OLH's n·|C| hash
+tests are timed on a subsample of the users and scaled to n (its decode is linear in n); the
+affine decode runs on every user. Wall and CPU seconds are both printed: the machine's cores
+may be shared.
+
 Reproduce:  .venv/bin/python experiments/bench_oracles.py  [--users N] [--candidates D] [--no-wide]
-            [--epsilon 8]
+            [--epsilon 8] [--levels-only] [--level-users 1000000]
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from collections.abc import Callable
 import numpy as np
 import xxhash
 
-from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports, Support
-from fedhh.oracles.hashing import active_kernel, compiled_kernels
+from fedhh.core import codes as cd
+from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHAffine, OLHPool, Reports, Support
+from fedhh.oracles.hashing import active_kernel, compiled_kernels, default_threads
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
@@ -146,6 +154,57 @@ def pool_blocks(eps: float, seed: int) -> None:
     print(f"  same counts; {t_old / t_new:.1f}× faster")
 
 
+LEVEL_SHAPES = ((1, 22), (32, 17), (1, 17), (32, 12))  # (|P|, s); 32 = κ = 2k at k = 16
+
+
+def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, float, object]:
+    """Best wall seconds, the CPU seconds of that run (every thread) and the result."""
+    best = (math.inf, math.inf, None)
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if wall < best[0]:
+            best = (wall, cpu, out)
+    return best
+
+
+def wide_levels(eps: float, n: int, seed: int, olh_users: int) -> None:
+    """A level of |P| prefixes × 2^s extensions over n users: olh-affine's transform decode of
+    every user side by side with plain OLH's hash tests (timed on ``olh_users`` users, scaled
+    to n), and the affine estimates' MSE against the variance formula."""
+    from fedhh.oracles import affine_kernels
+
+    affine, olh = OLHAffine(eps), OLH(eps)
+    seconds, cached = affine_kernels.warm_up()
+    how = "loaded from numba's cache" if cached else "compiled, then cached"
+    print(f"\nwide levels: n = {n:,} users, ε = {eps}, {default_threads()} decode threads")
+    print(f"olh-affine g = {affine.g}, plain OLH g = {olh.g}; JIT {seconds:.2f} s ({how})")
+    print(f"{'level':<22}{'oracle':<12}{'users timed':>12}{'decode s':>10}{'cpu s':>8}", end="")
+    print(f"{'perturb s':>11}{'MSE/Var':>9}{'speed-up':>10}")
+    rng = np.random.default_rng(seed + 5)
+    for n_prefixes, s in LEVEL_SHAPES:
+        prefixes = np.sort(rng.choice(1 << 10, n_prefixes, replace=False)).astype(np.uint64)
+        level = cd.children(prefixes, 10, s)  # 10-bit prefixes, as a level of m = 32 items
+        w = np.arange(1, level.size + 1, dtype=float) ** -1.1
+        where = rng.choice(level.size, size=n, p=w / w.sum())
+        truth = np.bincount(where, minlength=level.size).astype(np.float64)
+        values = level[where]
+        t_p, _, reports = timed(lambda v=values: affine.perturb(v, np.random.default_rng(1)), 1)
+        assert isinstance(reports, Reports)
+        t_a, c_a, est = timed(lambda r=reports, c=level: affine.estimate(r, c))
+        var = affine.variance(n, level.size + 1, truth)
+        mse = float(np.mean((np.asarray(est) - truth) ** 2) / var.mean())
+        sub = olh.perturb(values[:olh_users], np.random.default_rng(2))
+        t_o, c_o, _ = timed(lambda r=sub, c=level: olh.support(r, c), 1)
+        scale = n / olh_users
+        name = f"{n_prefixes} × 2^{s} = {level.size:,}"
+        print(f"{name:<22}{'olh-affine':<12}{n:>12,}{t_a:>10.2f}{c_a:>8.2f}{t_p:>11.2f}", end="")
+        print(f"{mse:>9.3f}{t_o * scale / t_a:>9,.0f}×")
+        print(f"{'':<22}{'olh':<12}{olh_users:>12,}{t_o * scale:>10.1f}{c_o * scale:>8.1f}", end="")
+        print(f"{'':>11}{'':>9}{'(scaled to n)':>14}")
+
+
 def library_style_decode(seeds: np.ndarray, buckets: np.ndarray, d: int, g: int) -> np.ndarray:
     """How the Python LDP libraries decode OLH: loop over reports, then over candidates."""
     counts = np.zeros(d)
@@ -165,7 +224,14 @@ def main() -> None:
     ap.add_argument("--reference-users", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-wide", action="store_true", help="skip the wide candidate sets")
+    ap.add_argument("--levels-only", action="store_true", help="only the wide levels")
+    ap.add_argument("--level-users", type=int, default=1_000_000, help="users of a wide level")
+    ap.add_argument("--olh-users", type=int, default=2_000, help="users plain OLH is timed on")
     args = ap.parse_args()
+    if args.levels_only:
+        wide_levels(args.epsilon, args.level_users, args.seed, args.olh_users)
+        print("reproduce: .venv/bin/python experiments/bench_oracles.py --levels-only")
+        return
     n, d, eps = args.users, args.candidates, args.epsilon
 
     rng = np.random.default_rng(args.seed)
@@ -212,6 +278,7 @@ def main() -> None:
         wide_sets(OLH(eps), values, args.seed, args.bits)
     if active_kernel() == "numba":
         pool_blocks(eps, args.seed)
+        wide_levels(eps, args.level_users, args.seed, args.olh_users)
 
     m = args.reference_users
     g = OLH(eps).g

@@ -60,8 +60,9 @@ class MechanismParams:
     oracle: str = param(
         "auto",
         "frequency oracle (§2): auto picks per level the least-variance one for the level's "
-        "candidates (and a seed pool when cheaper to decode); grr, oue, olh or olh-pool use "
-        "that one at every level",
+        "candidates (and a seed pool when cheaper to decode); grr, oue, olh, olh-pool or "
+        "olh-affine (OLH with a linear hash whose wide levels decode by a Hadamard transform) "
+        "use that one at every level",
     )
     eta: int = param(
         4,

@@ -1,4 +1,4 @@
-"""Vectorised ε-LDP frequency oracles: GRR, OUE, OLH and seed-pool OLH.
+"""Vectorised ε-LDP frequency oracles: GRR, OUE, OLH, seed-pool OLH and affine-hash OLH.
 
 Every oracle is an immutable value object built from ε that follows :class:`FrequencyOracle`:
 ``perturb`` (user side, vectorised over users), ``support`` (mergeable server state), ``debias`` /
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from fedhh.errors import ParameterError
+from fedhh.oracles.affine import OLHAffine
 from fedhh.oracles.base import (
     FrequencyOracle,
     ReportField,
@@ -34,6 +35,7 @@ __all__ = [
     "ORACLES",
     "OUE",
     "FrequencyOracle",
+    "OLHAffine",
     "OLHPool",
     "PoolSketch",
     "ReportField",
@@ -56,6 +58,7 @@ ORACLES: dict[str, type[FrequencyOracle]] = {
     "oue": OUE,
     "olh": OLH,
     "olh-pool": OLHPool,
+    "olh-affine": OLHAffine,
 }
 
 
@@ -84,7 +87,8 @@ def oracle_class(name: str) -> type[FrequencyOracle]:
 
 
 def make_oracle(name: str, epsilon: float, **params: int) -> FrequencyOracle:
-    """Build an oracle by name ("grr", "oue", "olh", "olh-pool") with its parameters."""
+    """Build an oracle by name ("grr", "oue", "olh", "olh-pool", "olh-affine") with its
+    parameters."""
     return cast(Callable[..., FrequencyOracle], oracle_class(name))(epsilon, **params)
 
 

@@ -25,11 +25,14 @@ from fedhh.oracles import (
     ORACLES,
     OUE,
     FrequencyOracle,
+    OLHAffine,
     OLHPool,
     Reports,
     choose_oracle,
     make_oracle,
 )
+from fedhh.oracles.affine import hash_rows
+from fedhh.oracles.affine_decode import parity_hash
 from fedhh.oracles.hashing import HashKeys, bucket_of, hash32
 
 
@@ -131,6 +134,50 @@ class TestOLHPool(CandidateFreeContract):
             for c in CANDIDATES
         ]
         np.testing.assert_array_equal(o.support(rep, CANDIDATES).counts, direct)
+
+
+class TestOLHAffine(CandidateFreeContract):
+    make = staticmethod(OLHAffine)
+    SEEDS = 500
+
+    def output_space(self, o: FrequencyOracle, candidates: np.ndarray) -> tuple[Reports, float]:
+        """Every bucket for each of 500 sampled seeds, as for plain OLH (each seed has
+        probability 2⁻⁶⁴ whatever the value)."""
+        assert isinstance(o, OLHAffine)
+        seeds = np.random.default_rng(12).integers(0, 2**64, size=self.SEEDS, dtype=np.uint64)
+        arrays = {
+            "seed": np.repeat(seeds, o.g),
+            "bucket": np.tile(np.arange(o.g, dtype=np.uint32), self.SEEDS),
+        }
+        return Reports(o.name, o.g, arrays), self.SEEDS * 2.0**-64
+
+    @pytest.mark.parametrize("eps", [1.0, 3.0])
+    def test_sampler_draws_from_the_output_probability(self, eps: float) -> None:
+        """The bucket is the value's affine hash with probability p, each other one with
+        (1 − p)/(g − 1): the report's probabilities are those two, in those proportions."""
+        o = OLHAffine(eps)
+        values = np.full(100_000, 2**47 + 12345, dtype=np.uint64)
+        rep = o.perturb(values, np.random.default_rng(5))
+        p = o.keep_probability
+        probs = o.output_probability(rep, values[:1])[0] * 2.0**64
+        kept = np.isclose(probs, p, rtol=1e-12)
+        assert (kept | np.isclose(probs, (1 - p) / (o.g - 1), rtol=1e-12)).all()
+        rows, offsets = hash_rows(rep["seed"], o.rows)
+        true_bucket = parity_hash(rows, values) ^ offsets
+        assert (kept == (rep["bucket"] == true_bucket)).all()
+        shift = rep["bucket"].astype(np.int64) ^ true_bucket.astype(np.int64)
+        spread = np.array([p] + [(1 - p) / (o.g - 1)] * (o.g - 1))
+        assert_frequencies(np.bincount(shift, minlength=o.g), spread)
+
+    def test_g_is_the_least_variance_power_of_two(self) -> None:
+        for eps in (0.5, 1.0, 2.0, 4.0, 8.0):
+            o = OLHAffine(eps)
+            assert o.g & (o.g - 1) == 0 and o.g == 1 << o.rows
+            best = min(OLHAffine(eps, g=1 << t).variance(1, 2) for t in range(1, 20))
+            assert o.variance(1, 2) == best
+        assert OLHAffine(2.0).g == OLH(2.0).g == 8
+        with pytest.raises(ParameterError, match="power of two"):
+            OLHAffine(2.0, g=6)
 
 
 def _contracts(cls: type) -> list[type]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool
+from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHAffine, OLHPool
 
 N_USERS = 20_000
 K = 1024
@@ -67,8 +67,8 @@ def _exact_variance(oracle: FrequencyOracle) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("make", "pool"),
-    [(GRR, False), (OUE, False), (OLH, False), (None, True)],
-    ids=["grr", "oue", "olh", "olh-pool"],
+    [(GRR, False), (OUE, False), (OLH, False), (None, True), (OLHAffine, False)],
+    ids=["grr", "oue", "olh", "olh-pool", "olh-affine"],
 )
 def test_unbiased_and_mse_matches_variance(make: object, pool: bool) -> None:
     errors, oracle = _run(make, pool)
