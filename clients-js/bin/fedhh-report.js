@@ -24,6 +24,7 @@ import {
   CryptoRandom,
   ReporterClient,
   SeededRandom,
+  affineBucket,
   bucket,
   itemKey,
   loadService,
@@ -211,12 +212,13 @@ function keysOffline(opts) {
   const seeds = opts.seeds ? opts.seeds.split(",").map((s) => BigInt(s)) : [];
   const g = task.g >= 2 ? task.g : 0;
   const pool = task.oracle === "olh-pool" ? Math.min(task.poolSize, 16) : 0;
+  const hashOf = task.oracle === "olh-affine" ? affineBucket : bucket;
   for (const item of lines(opts.items)) {
     const key = itemKey(task, item);
     const row = {
       key: key.toString(),
       symbol: symbolOf(key, task),
-      buckets: g ? seeds.map((s) => bucket(s, key, g)) : [],
+      buckets: g ? seeds.map((s) => hashOf(s, key, g)) : [],
       pool_buckets: Array.from({ length: pool }, (_, i) => bucket(poolSeed(task.poolSeed, i), key, g)),
     };
     process.stdout.write(JSON.stringify(row) + "\n");

@@ -53,3 +53,27 @@ export function bucket(seed, x, g) {
 export function poolSeed(poolSeedValue, index) {
   return BigInt(index) ^ splitmix64(BigInt(poolSeedValue));
 }
+
+export const AFFINE_ROW_SALT = 0xa5f152c30b7de911n;
+export const AFFINE_OFFSET_SALT = 0x3c6ef372fe94f82bn;
+
+function parity(x) {
+  let v = x;
+  for (const shift of [32n, 16n, 8n, 4n, 2n, 1n]) v ^= v >> shift;
+  return v & 1n;
+}
+
+/** The bucket in [0, g) of key x under the affine hash of `seed` (g = 2^t): bit j is the parity
+ * of row_j AND x, row_j = splitmix64(seed XOR splitmix64(j + salt)), XOR the t-bit offset
+ * splitmix64(seed XOR offset salt) mod g. */
+export function affineBucket(seed, x, g) {
+  const s = BigInt.asUintN(64, seed);
+  const t = Math.log2(g);
+  let h = 0n;
+  for (let j = 0; j < t; j++) {
+    const row = splitmix64(s ^ splitmix64(BigInt.asUintN(64, BigInt(j) + AFFINE_ROW_SALT)));
+    h |= parity(row & x) << BigInt(j);
+  }
+  const offset = splitmix64(s ^ AFFINE_OFFSET_SALT) & BigInt(g - 1);
+  return Number(h ^ offset);
+}

@@ -1,6 +1,6 @@
 // The perturbation each oracle's device does (docs/device-wire.md §4), as plain objects for the
 // `oracle` case of the Report message (protos/fedhh/v1/report.proto).
-import { bucket, poolSeed } from "./hashing.js";
+import { affineBucket, bucket, poolSeed } from "./hashing.js";
 import { DeviceError } from "./errors.js";
 
 /** GRR over d symbols: the true one with probability p, else a uniform other one. */
@@ -45,13 +45,21 @@ function olh(task, key, rng) {
   return { olh: { seed: seed.toString(), bucket: localHashing(task, seed, key, rng) } };
 }
 
+function olhAffine(task, key, rng) {
+  const seed = rng.u64();
+  const g = task.g;
+  const e = Math.exp(task.epsilon);
+  const y = randomisedResponse(affineBucket(seed, key, g), g, e / (e + g - 1), rng);
+  return { olh_affine: { seed: seed.toString(), bucket: y } };
+}
+
 function olhPool(task, key, rng) {
   const index = rng.below(task.poolSize);
   const seed = poolSeed(task.poolSeed, index);
   return { olh_pool: { seed_index: index, bucket: localHashing(task, seed, key, rng) } };
 }
 
-export const ORACLES = { grr, oue, olh, "olh-pool": olhPool };
+export const ORACLES = { grr, oue, olh, "olh-pool": olhPool, "olh-affine": olhAffine };
 export const NEEDS_CANDIDATES = new Set(["grr", "oue"]);
 
 /** The Report message (as an object for proto-loader) of a user whose key is `key`. */

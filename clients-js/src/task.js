@@ -37,6 +37,9 @@ export function taskFromMessage(msg) {
   } else if (!(task.g >= 2 && task.g <= MAX_G)) {
     throw bad(`g = ${task.g}`);
   }
+  if (task.oracle === "olh-affine" && !Number.isInteger(Math.log2(task.g))) {
+    throw bad(`g = ${task.g} is not a power of two`);
+  }
   if (task.oracle === "olh-pool" && !(task.poolSize >= 1 && task.poolSize <= MAX_POOL)) {
     throw bad(`pool_size = ${task.poolSize}`);
   }

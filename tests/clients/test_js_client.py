@@ -34,6 +34,8 @@ from fedhh.mechanisms.local import estimate_reports
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.mechanisms.tasks import EstimateResult
 from fedhh.oracles import GRR, OLH, OUE, FrequencyOracle, OLHPool, Reports
+from fedhh.oracles.affine import OLHAffine, hash_rows
+from fedhh.oracles.affine_decode import parity_hash
 from fedhh.oracles.base import candidate_index
 from fedhh.oracles.hashing import HashKeys, bucket_of, hash32
 from fedhh.protocol.encoding import decode_reply, decode_request
@@ -43,7 +45,13 @@ ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "clients-js"
 CLI = JS / "bin" / "fedhh-report.js"
 NODE = shutil.which("node")
-ORACLES = [GRR(2.0), OUE(2.0), OLH(3.0), OLHPool(3.0, pool_size=64, pool_seed=2**63 + 5)]
+ORACLES = [
+    GRR(2.0),
+    OUE(2.0),
+    OLH(3.0),
+    OLHPool(3.0, pool_size=64, pool_seed=2**63 + 5),
+    OLHAffine(3.0),
+]
 
 pytestmark = pytest.mark.skipif(NODE is None, reason="node (20) is not installed")
 
@@ -104,6 +112,10 @@ def test_the_deterministic_steps_are_the_pythons(
     g = int(oracle.parameters()["g"])
     hashes = HashKeys.from_seeds(np.array(seeds, dtype=np.uint64))
     for key, row in zip(keys, rows, strict=True):
+        if isinstance(oracle, OLHAffine):  # the affine hash A·key ⊕ b of each seed
+            rows_, offsets = hash_rows(np.array(seeds, dtype=np.uint64), oracle.rows)
+            assert row["buckets"] == (parity_hash(rows_, np.uint64(key)) ^ offsets).tolist()
+            continue
         assert row["buckets"] == bucket_of(hash32(hashes, np.uint64(key)), g).tolist()
         if isinstance(oracle, OLHPool):
             pool = oracle.pool_keys.take(np.arange(16))

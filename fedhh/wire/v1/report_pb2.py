@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedhh.wire.v1 import protocol_pb2 as fedhh_dot_v1_dot_protocol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64hh/v1/report.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"7\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cwire_version\x18\x02 \x01(\r\"\xe8\x01\n\nReportTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\t\n\x01m\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x0e\n\x06oracle\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\t\n\x01g\x18\x08 \x01(\x03\x12\x11\n\tpool_size\x18\t \x01(\x03\x12\x11\n\tpool_seed\x18\n \x01(\x04\x12%\n\ncandidates\x18\x0b \x01(\x0b\x32\x11.fedhh.v1.NDArray\x12\x16\n\x0e\x63\x61ndidate_keys\x18\x0c \x03(\x06\"\xab\x01\n\x06Report\x12\"\n\x03grr\x18\x01 \x01(\x0b\x32\x13.fedhh.v1.GrrReportH\x00\x12\"\n\x03oue\x18\x02 \x01(\x0b\x32\x13.fedhh.v1.OueReportH\x00\x12\"\n\x03olh\x18\x03 \x01(\x0b\x32\x13.fedhh.v1.OlhReportH\x00\x12+\n\x08olh_pool\x18\x04 \x01(\x0b\x32\x17.fedhh.v1.OlhPoolReportH\x00\x42\x08\n\x06oracle\"+\n\tGrrReport\x12\x13\n\x06symbol\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\t\n\x07_symbol\"\'\n\tOueReport\x12\x11\n\x04\x62its\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\x07\n\x05_bits\"G\n\tOlhReport\x12\x11\n\x04seed\x18\x01 \x01(\x06H\x00\x88\x01\x01\x12\x13\n\x06\x62ucket\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x07\n\x05_seedB\t\n\x07_bucket\"W\n\rOlhPoolReport\x12\x17\n\nseed_index\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06\x62ucket\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\r\n\x0b_seed_indexB\t\n\x07_bucket\"}\n\x13SubmitReportRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x0e\n\x06report\x18\x04 \x01(\x0c\x12$\n\nldp_report\x18\x05 \x01(\x0b\x32\x10.fedhh.v1.Report\"A\n\x14SubmitReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0freports_in_task\x18\x02 \x01(\x03\"%\n\x13ReportStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"i\n\x0cReportStatus\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0copen_task_id\x18\x02 \x01(\x03\x12\x13\n\x0bopen_run_id\x18\x03 \x01(\t\x12\x1c\n\x14reports_in_open_task\x18\x04 \x01(\x03\"V\n\nUserReport\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12$\n\nldp_report\x18\x03 \x01(\x0b\x32\x10.fedhh.v1.Report\"U\n\x0bReportBatch\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12%\n\x07reports\x18\x03 \x03(\x0b\x32\x14.fedhh.v1.UserReport\"=\n\rReportRefusal\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"h\n\x11ReportBatchResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12(\n\x07refused\x18\x02 \x03(\x0b\x32\x17.fedhh.v1.ReportRefusal\x12\x17\n\x0freports_in_task\x18\x03 \x01(\x03\x32\xac\x02\n\rReportService\x12\x39\n\x07GetTask\x12\x18.fedhh.v1.GetTaskRequest\x1a\x14.fedhh.v1.ReportTask\x12M\n\x0cSubmitReport\x12\x1d.fedhh.v1.SubmitReportRequest\x1a\x1e.fedhh.v1.SubmitReportResponse\x12H\n\x0fGetReportStatus\x12\x1d.fedhh.v1.ReportStatusRequest\x1a\x16.fedhh.v1.ReportStatus\x12G\n\x11SubmitReportBatch\x12\x15.fedhh.v1.ReportBatch\x1a\x1b.fedhh.v1.ReportBatchResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64hh/v1/report.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"7\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cwire_version\x18\x02 \x01(\r\"\xe8\x01\n\nReportTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\t\n\x01m\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x0e\n\x06oracle\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\t\n\x01g\x18\x08 \x01(\x03\x12\x11\n\tpool_size\x18\t \x01(\x03\x12\x11\n\tpool_seed\x18\n \x01(\x04\x12%\n\ncandidates\x18\x0b \x01(\x0b\x32\x11.fedhh.v1.NDArray\x12\x16\n\x0e\x63\x61ndidate_keys\x18\x0c \x03(\x06\"\xdc\x01\n\x06Report\x12\"\n\x03grr\x18\x01 \x01(\x0b\x32\x13.fedhh.v1.GrrReportH\x00\x12\"\n\x03oue\x18\x02 \x01(\x0b\x32\x13.fedhh.v1.OueReportH\x00\x12\"\n\x03olh\x18\x03 \x01(\x0b\x32\x13.fedhh.v1.OlhReportH\x00\x12+\n\x08olh_pool\x18\x04 \x01(\x0b\x32\x17.fedhh.v1.OlhPoolReportH\x00\x12/\n\nolh_affine\x18\x05 \x01(\x0b\x32\x19.fedhh.v1.OlhAffineReportH\x00\x42\x08\n\x06oracle\"+\n\tGrrReport\x12\x13\n\x06symbol\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\t\n\x07_symbol\"\'\n\tOueReport\x12\x11\n\x04\x62its\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\x07\n\x05_bits\"G\n\tOlhReport\x12\x11\n\x04seed\x18\x01 \x01(\x06H\x00\x88\x01\x01\x12\x13\n\x06\x62ucket\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x07\n\x05_seedB\t\n\x07_bucket\"W\n\rOlhPoolReport\x12\x17\n\nseed_index\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06\x62ucket\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\r\n\x0b_seed_indexB\t\n\x07_bucket\"M\n\x0fOlhAffineReport\x12\x11\n\x04seed\x18\x01 \x01(\x06H\x00\x88\x01\x01\x12\x13\n\x06\x62ucket\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x07\n\x05_seedB\t\n\x07_bucket\"}\n\x13SubmitReportRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x0e\n\x06report\x18\x04 \x01(\x0c\x12$\n\nldp_report\x18\x05 \x01(\x0b\x32\x10.fedhh.v1.Report\"A\n\x14SubmitReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0freports_in_task\x18\x02 \x01(\x03\"%\n\x13ReportStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"i\n\x0cReportStatus\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0copen_task_id\x18\x02 \x01(\x03\x12\x13\n\x0bopen_run_id\x18\x03 \x01(\t\x12\x1c\n\x14reports_in_open_task\x18\x04 \x01(\x03\"V\n\nUserReport\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12$\n\nldp_report\x18\x03 \x01(\x0b\x32\x10.fedhh.v1.Report\"U\n\x0bReportBatch\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12%\n\x07reports\x18\x03 \x03(\x0b\x32\x14.fedhh.v1.UserReport\"=\n\rReportRefusal\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"h\n\x11ReportBatchResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12(\n\x07refused\x18\x02 \x03(\x0b\x32\x17.fedhh.v1.ReportRefusal\x12\x17\n\x0freports_in_task\x18\x03 \x01(\x03\x32\xac\x02\n\rReportService\x12\x39\n\x07GetTask\x12\x18.fedhh.v1.GetTaskRequest\x1a\x14.fedhh.v1.ReportTask\x12M\n\x0cSubmitReport\x12\x1d.fedhh.v1.SubmitReportRequest\x1a\x1e.fedhh.v1.SubmitReportResponse\x12H\n\x0fGetReportStatus\x12\x1d.fedhh.v1.ReportStatusRequest\x1a\x16.fedhh.v1.ReportStatus\x12G\n\x11SubmitReportBatch\x12\x15.fedhh.v1.ReportBatch\x1a\x1b.fedhh.v1.ReportBatchResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,31 +37,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTTASK']._serialized_start=118
   _globals['_REPORTTASK']._serialized_end=350
   _globals['_REPORT']._serialized_start=353
-  _globals['_REPORT']._serialized_end=524
-  _globals['_GRRREPORT']._serialized_start=526
-  _globals['_GRRREPORT']._serialized_end=569
-  _globals['_OUEREPORT']._serialized_start=571
-  _globals['_OUEREPORT']._serialized_end=610
-  _globals['_OLHREPORT']._serialized_start=612
-  _globals['_OLHREPORT']._serialized_end=683
-  _globals['_OLHPOOLREPORT']._serialized_start=685
-  _globals['_OLHPOOLREPORT']._serialized_end=772
-  _globals['_SUBMITREPORTREQUEST']._serialized_start=774
-  _globals['_SUBMITREPORTREQUEST']._serialized_end=899
-  _globals['_SUBMITREPORTRESPONSE']._serialized_start=901
-  _globals['_SUBMITREPORTRESPONSE']._serialized_end=966
-  _globals['_REPORTSTATUSREQUEST']._serialized_start=968
-  _globals['_REPORTSTATUSREQUEST']._serialized_end=1005
-  _globals['_REPORTSTATUS']._serialized_start=1007
-  _globals['_REPORTSTATUS']._serialized_end=1112
-  _globals['_USERREPORT']._serialized_start=1114
-  _globals['_USERREPORT']._serialized_end=1200
-  _globals['_REPORTBATCH']._serialized_start=1202
-  _globals['_REPORTBATCH']._serialized_end=1287
-  _globals['_REPORTREFUSAL']._serialized_start=1289
-  _globals['_REPORTREFUSAL']._serialized_end=1350
-  _globals['_REPORTBATCHRESULT']._serialized_start=1352
-  _globals['_REPORTBATCHRESULT']._serialized_end=1456
-  _globals['_REPORTSERVICE']._serialized_start=1459
-  _globals['_REPORTSERVICE']._serialized_end=1759
+  _globals['_REPORT']._serialized_end=573
+  _globals['_GRRREPORT']._serialized_start=575
+  _globals['_GRRREPORT']._serialized_end=618
+  _globals['_OUEREPORT']._serialized_start=620
+  _globals['_OUEREPORT']._serialized_end=659
+  _globals['_OLHREPORT']._serialized_start=661
+  _globals['_OLHREPORT']._serialized_end=732
+  _globals['_OLHPOOLREPORT']._serialized_start=734
+  _globals['_OLHPOOLREPORT']._serialized_end=821
+  _globals['_OLHAFFINEREPORT']._serialized_start=823
+  _globals['_OLHAFFINEREPORT']._serialized_end=900
+  _globals['_SUBMITREPORTREQUEST']._serialized_start=902
+  _globals['_SUBMITREPORTREQUEST']._serialized_end=1027
+  _globals['_SUBMITREPORTRESPONSE']._serialized_start=1029
+  _globals['_SUBMITREPORTRESPONSE']._serialized_end=1094
+  _globals['_REPORTSTATUSREQUEST']._serialized_start=1096
+  _globals['_REPORTSTATUSREQUEST']._serialized_end=1133
+  _globals['_REPORTSTATUS']._serialized_start=1135
+  _globals['_REPORTSTATUS']._serialized_end=1240
+  _globals['_USERREPORT']._serialized_start=1242
+  _globals['_USERREPORT']._serialized_end=1328
+  _globals['_REPORTBATCH']._serialized_start=1330
+  _globals['_REPORTBATCH']._serialized_end=1415
+  _globals['_REPORTREFUSAL']._serialized_start=1417
+  _globals['_REPORTREFUSAL']._serialized_end=1478
+  _globals['_REPORTBATCHRESULT']._serialized_start=1480
+  _globals['_REPORTBATCHRESULT']._serialized_end=1584
+  _globals['_REPORTSERVICE']._serialized_start=1587
+  _globals['_REPORTSERVICE']._serialized_end=1887
 # @@protoc_insertion_point(module_scope)

@@ -44,16 +44,18 @@ class ReportTask(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[int] = ..., m: _Optional[int] = ..., length: _Optional[int] = ..., codec: _Optional[str] = ..., oracle: _Optional[str] = ..., epsilon: _Optional[float] = ..., g: _Optional[int] = ..., pool_size: _Optional[int] = ..., pool_seed: _Optional[int] = ..., candidates: _Optional[_Union[_protocol_pb2.NDArray, _Mapping]] = ..., candidate_keys: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Report(_message.Message):
-    __slots__ = ("grr", "oue", "olh", "olh_pool")
+    __slots__ = ("grr", "oue", "olh", "olh_pool", "olh_affine")
     GRR_FIELD_NUMBER: _ClassVar[int]
     OUE_FIELD_NUMBER: _ClassVar[int]
     OLH_FIELD_NUMBER: _ClassVar[int]
     OLH_POOL_FIELD_NUMBER: _ClassVar[int]
+    OLH_AFFINE_FIELD_NUMBER: _ClassVar[int]
     grr: GrrReport
     oue: OueReport
     olh: OlhReport
     olh_pool: OlhPoolReport
-    def __init__(self, grr: _Optional[_Union[GrrReport, _Mapping]] = ..., oue: _Optional[_Union[OueReport, _Mapping]] = ..., olh: _Optional[_Union[OlhReport, _Mapping]] = ..., olh_pool: _Optional[_Union[OlhPoolReport, _Mapping]] = ...) -> None: ...
+    olh_affine: OlhAffineReport
+    def __init__(self, grr: _Optional[_Union[GrrReport, _Mapping]] = ..., oue: _Optional[_Union[OueReport, _Mapping]] = ..., olh: _Optional[_Union[OlhReport, _Mapping]] = ..., olh_pool: _Optional[_Union[OlhPoolReport, _Mapping]] = ..., olh_affine: _Optional[_Union[OlhAffineReport, _Mapping]] = ...) -> None: ...
 
 class GrrReport(_message.Message):
     __slots__ = ("symbol",)
@@ -82,6 +84,14 @@ class OlhPoolReport(_message.Message):
     seed_index: int
     bucket: int
     def __init__(self, seed_index: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
+
+class OlhAffineReport(_message.Message):
+    __slots__ = ("seed", "bucket")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    bucket: int
+    def __init__(self, seed: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class SubmitReportRequest(_message.Message):
     __slots__ = ("user_id", "run_id", "task_id", "report", "ldp_report")
