@@ -182,6 +182,27 @@ def choose_epsilon(
     return dataclasses.replace(params, epsilon=round(lo_k * EPSILON_STEP, 3))
 
 
+def budgets_after(
+    views: Mapping[str, BudgetView | None], epsilon: float, reports: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per party, its users' budget once a run of ``epsilon`` is settled (the parties with
+    ``reports`` spent it): the result document's ``privacy.budgets``, as ``query privacy``
+    shows it to an admin (what every user of the party has left at least)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pid, v in views.items():
+        if v is None:
+            out[pid] = {"keeps_ledger": False}
+            continue
+        spent = float(epsilon) if reports.get(pid, 0) > 0 else 0.0
+        out[pid] = {
+            "epsilon_budget": v.budget,
+            "max_epsilon": v.max_epsilon,
+            "epsilon_remaining": max(0.0, v.left() - spent),
+            "keeps_ledger": True,
+        }
+    return out
+
+
 def fresh_budget(
     budget: float = DEFAULT_BUDGET,
     max_epsilon: float = DEFAULT_MAX_EPSILON,

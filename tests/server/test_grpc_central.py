@@ -13,6 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from grpc_harness import M, party_data, running_cluster, wait_until
 
 from fedhh.mechanisms.params import MechanismParams
@@ -46,6 +47,20 @@ def test_central_target_and_cap_over_grpc(tmp_path: Path) -> None:
         assert privacy["epsilon"] == expected < 8.0  # what the agents perturbed at
         assert {g["epsilon"] for g in privacy["central"]["groups"]} == {expected}
         assert privacy["central"]["epsilon"] <= 0.8
+
+        # each user's remaining budget at each party: the admin sees it once the agents have
+        # settled the run (default budget 40), an analyst does not
+        def budgets() -> dict[str, dict]:
+            return json.loads(cluster.query("privacy", "target", admin=True).stdout)["budgets"]
+
+        wait_until(lambda: all(b["epsilon_remaining"] < 40 for b in budgets().values()),
+                   what="the agents to settle the run")  # fmt: skip
+        for b in budgets().values():
+            assert b["epsilon_budget"] == 40 and b["keeps_ledger"]
+            assert b["epsilon_remaining"] == pytest.approx(40 - expected)
+        assert privacy["budgets"] == {p: {"hidden": True} for p in PARTIES}
+        text = cluster.query("privacy", "target", admin=True, json_out=False).stdout
+        assert "each user's budget at each party" in text and "bound" in text
 
         # ε = 4 without a target: party-0's smallest group is over its cap of 1.0
         plain = MechanismParams("pem-global", k=4, m=M, epsilon=4.0, seed=2)
