@@ -258,6 +258,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         codec=codec_name(codec),
         ledger=ledger,
         limits=lim,
+        max_central=args.max_central_epsilon,
         devices=devices,
         ca_cert=args.ca_cert,
         insecure=args.insecure,

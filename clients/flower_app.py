@@ -84,7 +84,8 @@ def node_admission(context: Context, n_users: int, party_id: str) -> PartyAdmiss
     """The node operator's limits and privacy ledger (node config only)."""
     bounds = settings.from_config(Limits, context.node_config)
     ledger = _node_ledger(context, n_users, party_id)
-    return PartyAdmission(bounds, RunLedger(ledger, context.run_id))
+    cap = _number(context.node_config, "max-central-epsilon", 0.0)
+    return PartyAdmission(bounds, RunLedger(ledger, context.run_id), cap)
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:

@@ -375,6 +375,9 @@ def _cost_value(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+PRIVACY_BUDGET_COLS = ("epsilon_budget", "max_epsilon", "epsilon_remaining")  # admins only
+
+
 def _privacy_table(block: dict[str, Any]) -> str:
     """The privacy block as text: who sees what with which guarantee, then every group."""
     lines = [block.get("statement", ""), ""]
@@ -388,8 +391,14 @@ def _privacy_table(block: dict[str, Any]) -> str:
             {**g, "users": f"{g['users']:,}", "central_epsilon": f"{g['central_epsilon']:.4g}"}
             for g in central["groups"]
         ]
-        cols = ["party", "phase", "length", "oracle", "users", "central_epsilon"]
+        cols = ["party", "phase", "length", "oracle", "users", "central_epsilon", "bound"]
         lines.append(_table(rows, cols))
+    budgets = block.get("budgets", {})
+    if budgets:
+        lines += ["", "each user's budget at each party (what every user has left at least):"]
+        hidden = dict.fromkeys(PRIVACY_BUDGET_COLS, "hidden")
+        rows = [{"party": pid, **(hidden if b.get("hidden") else b)} for pid, b in budgets.items()]
+        lines.append(_table(rows, ["party", *PRIVACY_BUDGET_COLS]))
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ Run-config keys: every field of :class:`~fedhh.mechanisms.params.MechanismParams
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -222,7 +223,8 @@ class FlowerCoordinator:
             MechanismParams, settings.to_config(self.s.params), m=codec_from_name(codecs[0]).m
         )
         self.budgets = {info.party_id: budget_view(info) for info in self.infos}
-        admit_run(params, ids, sizes, self.s.limits, budgets=self.budgets)
+        chosen = admit_run(params, ids, sizes, self.s.limits, budgets=self.budgets).epsilon
+        params = dataclasses.replace(params, epsilon=chosen)  # a central target's ε₀
         return RunSpec(self.s.run.run_id, params, tuple(ids), sizes, codecs[0])
 
     def run(self, spec: RunSpec) -> RunResult:

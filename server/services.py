@@ -228,6 +228,27 @@ def party_statuses(
     return out
 
 
+def party_budgets(state: CoordinatorState, ident: Identity, row: RunRow) -> dict[str, Any]:
+    """Per party of the run, its users' privacy budget as its agent last reported it: the ε
+    each user may spend across runs, the most one run may ask, and what every one of its users
+    has left at least (the budget less the most any user has spent or has committed to admitted
+    runs), with the time of that report. Admins only, like ``query parties``; an analyst gets
+    ``hidden``."""
+    out: dict[str, Any] = {}
+    for p in state.party_status(list(row.party_ids)):
+        if not p.get("registered"):
+            out[p["party_id"]] = {"registered": False}
+        elif ident.role != "admin":
+            out[p["party_id"]] = {"hidden": True}
+        else:
+            out[p["party_id"]] = {
+                **{k: p[k] for k in BUDGET_FIELDS},
+                "keeps_ledger": p["epsilon_budget"] > 0,
+                "as_of": p["last_seen"],
+            }
+    return out
+
+
 def run_info(
     row: RunRow,
     driver: RunDriver | None,
@@ -449,10 +470,11 @@ class AnalystServicer:
     def GetCost(self, request: Any, context: Any, ident: Identity) -> Any:
         row = self._done(request.run_id, ident)
         assert row.result is not None
+        privacy = {**row.result["privacy"], "budgets": party_budgets(self.state, ident, row)}
         return analyst_pb2.CostResponse(
             run_id=row.run_id,
             cost_json=json.dumps(row.result["cost"]),
-            privacy_json=json.dumps(row.result["privacy"]),
+            privacy_json=json.dumps(privacy),
         )
 
     @_guard("CancelRun")

@@ -166,12 +166,13 @@ class CoordinatorState:
 
     def check_run(
         self, params: MechanismParams, party_ids: list[str], run_id: str, check_m: bool = True
-    ) -> None:
+    ) -> MechanismParams:
         """Admit the run (:func:`~fedhh.protocol.admission.admit_run`) as far as the parties
         registered so far allow (all of them at launch): the limits, feasibility and the
         budgets their agents last reported; raises ParameterError/ParameterLimit/BudgetExceeded
         if it cannot run. ``check_m``: the run's m must be the parties' codec's (off while an
-        inferred m is not known yet)."""
+        inferred m is not known yet). Returns the run's parameters with the ε₀ a central
+        target chose (once every party has registered; else as given)."""
         known = self.store.party_rows()
         rows = {p: known[p] for p in party_ids if p in known}
         self.party_bits(party_ids)  # one codec
@@ -182,7 +183,7 @@ class CoordinatorState:
                     f"the run asks m = {params.m} bits but party {pid}'s items have {bits} "
                     f"({r.codec})"
                 )
-        admit_run(
+        admitted = admit_run(
             params,
             party_ids,
             [rows[p].n_users if p in rows else None for p in party_ids],
@@ -190,6 +191,7 @@ class CoordinatorState:
             budgets={p: BudgetView.of(r.budget) for p, r in rows.items()},
             pending={p: self._pending(r, exclude=run_id) for p, r in rows.items()},
         )
+        return dataclasses.replace(params, epsilon=admitted.epsilon)
 
     def _pending(self, party: PartyRow, exclude: str = "") -> float:
         """The ε of the active runs with ``party`` that its agent has not admitted yet."""
@@ -218,7 +220,7 @@ class CoordinatorState:
                 bits = codec_from_name(parties[row.party_ids[0]][1]).m
                 params = dataclasses.replace(params, m=bits)
             sizes = tuple(parties[p][0] for p in row.party_ids)
-            self.check_run(params, row.party_ids, row.run_id)  # one codec, of the run's m
+            params = self.check_run(params, row.party_ids, row.run_id)  # one codec, its m
             codec = parties[row.party_ids[0]][1]
             spec = RunSpec(row.run_id, params, tuple(row.party_ids), sizes, codec)
             driver = RunDriver(spec, row.policy, row.deadline, bounds=self.limits)

@@ -171,13 +171,21 @@ def add_budget_args(g: Any, whose: str) -> None:
         metavar="EPS",
         help=f"largest ε one run may ask of {whose} (default %(default)g)",
     )
+    g.add_argument(
+        "--max-central-epsilon",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help=f"largest central ε_c one run may reach for {whose} at the smallest group the "
+        "plan makes (FMT's bound at the run's central_delta; docs/privacy.md); 0: no cap",
+    )
 
 
 def budgets_of(args: argparse.Namespace, party_ids: Sequence[str]) -> dict[str, Any]:
     """Each party's ledger as the budget flags set it, before any run (fresh users)."""
     from fedhh.protocol.admission import fresh_budget
 
-    view = fresh_budget(args.epsilon_budget, args.max_epsilon)
+    view = fresh_budget(args.epsilon_budget, args.max_epsilon, args.max_central_epsilon)
     return {pid: view for pid in party_ids}
 
 

@@ -111,7 +111,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     params = settings.from_flags(MechanismParams, args, m=ds.m)
     if args.reference_draws < 0:
         raise FedHHError("--reference-draws must be ≥ 0")
-    from fedhh.protocol.admission import admit_run
+    from fedhh.protocol.admission import admit_run, budgets_after
 
     ids = [f"party-{i}" for i in range(ds.n_parties)]
     bounds, budgets = limits_of(args), budgets_of(args, ids)
@@ -146,7 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         say(args, f"drawing the known-domain reference ({args.reference_draws} draws) ...")
     reference = (
         ds.reference(
-            params.epsilon,
+            float(result.params["epsilon"]),  # the run's ε₀ (a central target chose it)
             params.k,
             params.seed,
             repeats=args.reference_draws,
@@ -156,6 +156,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else None
     )
     doc = result_document(result, ds.codec, scores, dataset=ds.summary(), reference=reference)
+    doc["privacy"]["budgets"] = budgets_after(  # each user's budget at each party, after it
+        budgets, float(result.params["epsilon"]), result.cost["reports_per_party"]
+    )
     to_stdout = write_document(doc, args.output)
     if not args.quiet:
         codes = code_labels(ds.global_codes, ds.m)

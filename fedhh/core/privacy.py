@@ -30,16 +30,27 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from fedhh.core.variation import VariationRatio, variation_epsilon
 from fedhh.errors import ParameterError
 
 DEFAULT_DELTA = 1e-8  # δ of the central guarantee, unless a run asks otherwise
-BOUND = "numerical shuffling bound of Feldman, McMillan and Talwar (FOCS 2021)"
+FMT = "fmt"
+VARIATION = "variation-ratio"
+BOUNDS = {
+    FMT: "numerical shuffling bound of Feldman, McMillan and Talwar (FOCS 2021)",
+    VARIATION: "variation-ratio bound of Wang et al. (VLDB 2024), with the victim's common part "
+    "counted among the other users' samples of it (fedhh.core.variation)",
+}
+BOUND = (
+    "per group, the tighter of the " + BOUNDS[FMT] + " and the " + BOUNDS[VARIATION] + " (from "
+    "the oracle's own parameters, where it gives them); `groups[].bound` says which"
+)
 ASSUMPTIONS = (
     "each user's report is made with its own randomness, independent of the other users'",
     "the party forwards only sums over a group's reports, and does not collude with the recipient",
@@ -128,7 +139,8 @@ def shuffle_epsilon_closed_form(n: int, eps0: float, delta: float) -> float:
 
 @dataclass(frozen=True)
 class PrivacyEvent:
-    """One group's reports: its party, level (phase and prefix length), oracle, users and ε₀."""
+    """One group's reports: its party, level (phase and prefix length), oracle, users and ε₀,
+    and the oracle's variation-ratio profile over the level's domain (None: it claims none)."""
 
     party: str
     phase: str
@@ -136,14 +148,31 @@ class PrivacyEvent:
     oracle: str
     users: int
     epsilon: float
+    profile: VariationRatio | None = None
+
+    def bounds(self, delta: float) -> dict[str, float]:
+        """ε_c of this group by each bound that applies (FMT always, the variation-ratio bound
+        where the oracle gives its profile)."""
+        fmt = shuffle_epsilon(int(self.users), float(self.epsilon), float(delta))
+        out = {FMT: fmt}
+        if self.profile is not None:
+            out[VARIATION] = variation_epsilon(int(self.users), self.profile, float(delta), fmt)
+        return out
 
     def central(self, delta: float) -> float:
-        """ε_c of this group towards the recipients of the party's sums."""
-        return shuffle_epsilon(int(self.users), float(self.epsilon), float(delta))
+        """ε_c of this group towards the recipients of the party's sums: the tighter bound."""
+        return min(self.bounds(delta).values())
 
 
-def events_of(levels: Iterable[Mapping[str, Any]], epsilon: float) -> list[PrivacyEvent]:
-    """The run's privacy events from its per-level cost records (every group of reports)."""
+ProfileOf = Callable[[str, int], "VariationRatio | None"]
+"""(oracle name, domain size) -> the oracle's variation-ratio profile, or None."""
+
+
+def events_of(
+    levels: Iterable[Mapping[str, Any]], epsilon: float, profile_of: ProfileOf | None = None
+) -> list[PrivacyEvent]:
+    """The run's privacy events from its per-level cost records (every group of reports); a
+    level's domain is its candidates and ⊥."""
     return [
         PrivacyEvent(
             str(lv["party"]),
@@ -152,10 +181,25 @@ def events_of(levels: Iterable[Mapping[str, Any]], epsilon: float) -> list[Priva
             str(lv["oracle"]),
             int(lv["reports"]),
             float(epsilon),
+            None
+            if profile_of is None
+            else profile_of(str(lv["oracle"]), int(lv["candidates"]) + 1),
         )
         for lv in levels
         if int(lv["reports"]) > 0
     ]
+
+
+def _group(e: PrivacyEvent, delta: float) -> dict[str, Any]:
+    bounds = e.bounds(delta)
+    used = min(bounds, key=lambda k: (bounds[k], k != FMT))  # a tie: FMT, the older
+    row = {k: v for k, v in asdict(e).items() if k != "profile"}
+    return {
+        **row,
+        "central_epsilon": bounds[used],
+        "bound": used,
+        "central_epsilon_by_bound": bounds,
+    }
 
 
 def privacy_block(
@@ -163,7 +207,7 @@ def privacy_block(
 ) -> dict[str, Any]:
     """The result document's ``privacy`` block: the local guarantee, the central one per group
     and for the run (the worst group), per recipient, with the bound and its assumptions."""
-    groups = [{**asdict(e), "central_epsilon": e.central(delta)} for e in events]
+    groups = [_group(e, delta) for e in events]
     worst = max((g["central_epsilon"] for g in groups), default=0.0)
     smallest = min((e.users for e in events), default=0)
     local = (

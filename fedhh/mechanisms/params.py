@@ -187,6 +187,12 @@ class MechanismParams:
         "δ of the run's central guarantee: towards the coordinator, the other parties and the "
         "analyst each user is (ε_c, δ)-DP by shuffling (docs/privacy.md), in (0, 0.01]",
     )
+    central_epsilon: float | None = param(
+        None,
+        "a central target: the run takes the largest ε₀ (at most --epsilon and what the "
+        "parties allow) whose ε_c at the smallest group the plan can make, by FMT's bound at "
+        "central_delta, is at most this (docs/privacy.md), > 0; unset: ε₀ is --epsilon",
+    )
     pool_size: int = param(
         4096,
         "seed-pool OLH: the pool size S of oracle olh-pool, and with auto the least S (auto "
@@ -289,6 +295,16 @@ class MechanismParams:
             and not isinstance(self.central_delta, bool)
             and 0 < self.central_delta <= 0.01,
             f"central_delta must be in (0, 0.01], got {self.central_delta!r}",
+        )
+        need(
+            self.central_epsilon is None
+            or (
+                isinstance(self.central_epsilon, (int, float))
+                and not isinstance(self.central_epsilon, bool)
+                and math.isfinite(self.central_epsilon)
+                and self.central_epsilon > 0
+            ),
+            f"central_epsilon must be a finite number > 0, got {self.central_epsilon!r}",
         )
         need(
             self.phase1_keep in PHASE1_KEEP,

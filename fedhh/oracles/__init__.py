@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import cast
 
+from fedhh.core.variation import VariationRatio
 from fedhh.errors import ParameterError
 from fedhh.oracles.affine import OLHAffine
 from fedhh.oracles.base import (
@@ -51,6 +52,7 @@ __all__ = [
     "optimal_g",
     "oracle_class",
     "oracle_from",
+    "variation_profiles",
 ]
 
 ORACLES: dict[str, type[FrequencyOracle]] = {
@@ -98,3 +100,13 @@ def oracle_from(name: str, epsilon: float, offered: Mapping[str, int]) -> Freque
     or a report task's fields become an oracle without knowing which oracle takes which."""
     own = oracle_class(name).parameter_names
     return make_oracle(name, epsilon, **{k: int(v) for k, v in offered.items() if k in own})
+
+
+def variation_profiles(epsilon: float) -> Callable[[str, int], VariationRatio | None]:
+    """(oracle name, domain size) -> that oracle's variation-ratio profile at ε (its default
+    parameters: a run sets none that the profile depends on), for the privacy block."""
+
+    def profile(name: str, domain_size: int) -> VariationRatio | None:
+        return oracle_from(name, epsilon, {}).variation_ratio(domain_size)
+
+    return profile

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fedhh.core.framing import ArrayWriter, pack, read_array, unpack
+from fedhh.core.variation import VariationRatio
 from fedhh.errors import ParameterError, ReportError
 
 Codes = NDArray[np.uint64]
@@ -436,6 +437,15 @@ class FrequencyOracle(ABC):
                 f"{self.name} reports are over a domain of {reports.size} symbols, "
                 f"but the candidate set gives {domain_size} (|C| + 1)"
             )
+
+    def variation_ratio(self, domain_size: int) -> VariationRatio | None:
+        """The oracle's variation-ratio profile over ``domain_size`` symbols, for the
+        variation-ratio shuffling bound (fedhh.core.variation, docs/privacy.md): p and q its
+        ratio bounds, β the total variation between the reports of any two inputs, the
+        blanket the probability that any user's report is a sample of the common part of two
+        inputs' reports. ``None`` (here) claims nothing: the run's central guarantee then
+        rests on the generic bound alone."""
+        return None
 
     def describe(self) -> str:
         return f"{self.name}(ε={self.epsilon:g})"

@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.core.variation import VariationRatio
 from fedhh.oracles.base import (
     FrequencyOracle,
     ReportField,
@@ -48,6 +49,15 @@ class GRR(FrequencyOracle):
     def probabilities(self, domain_size: int) -> tuple[float, float]:
         e = math.exp(self.epsilon)
         return e / (e + domain_size - 1), 1.0 / (e + domain_size - 1)
+
+    def variation_ratio(self, domain_size: int) -> VariationRatio:
+        """Any two inputs' reports differ by β = (e^ε − 1)/(e^ε + d − 1) in total variation
+        (their own two symbols); every user, whatever its input, sends each symbol with
+        probability at least 1/(e^ε + d − 1), so its report is a sample of the two inputs'
+        common part (uniform over the other d − 2 symbols) with probability γ = (d − 2)/
+        (e^ε + d − 1), all of that part's weight, not only γ/e^ε."""
+        e, d = math.exp(self.epsilon), int(domain_size)
+        return VariationRatio(e, (e - 1) / (e + d - 1), e, (d - 2) / (e + d - 1))
 
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None

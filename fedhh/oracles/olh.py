@@ -24,6 +24,7 @@ from typing import ClassVar, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.core.variation import VariationRatio
 from fedhh.errors import ParameterError, ReportError
 from fedhh.oracles.base import (
     FrequencyOracle,
@@ -109,6 +110,15 @@ class OLH(_LocalHashing):
         h = bucket_of(hash32(HashKeys.from_seeds(seeds), vals), self.g)
         y = randomised_response(h, self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed": seeds, "bucket": y})
+
+    def variation_ratio(self, domain_size: int = 0) -> VariationRatio:
+        """Two inputs' reports are the same where the seed hashes them to one bucket
+        (probability π = Σ_y(|I_y|/2^32)², the same for every pair: the family is strongly
+        universal) and differ as GRR over g buckets elsewhere, so β = (1 − π)·(e^ε − 1)/
+        (e^ε + g − 1); the rest is the generic profile of an ε-LDP randomizer."""
+        e = math.exp(self.epsilon)
+        beta = (1 - collision_probability(self.g)) * (e - 1) / (e + self.g - 1)
+        return VariationRatio.generic(self.epsilon, beta)
 
     def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
         """n·|C| hash evaluations: every report's hash of every candidate."""

@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.core.variation import VariationRatio
 from fedhh.oracles.base import (
     FrequencyOracle,
     ReportField,
@@ -44,6 +45,12 @@ class OUE(FrequencyOracle):
 
     def probabilities(self, domain_size: int) -> tuple[float, float]:
         return 0.5, self.threshold / 2.0**32
+
+    def variation_ratio(self, domain_size: int) -> VariationRatio:
+        """Two inputs' reports differ only in their two bits: (1, 0) has probability
+        ½(1 − q̃) for one and ½q̃ for the other, so β = ½ − q̃ for every pair; the rest is
+        the generic profile of an ε-LDP randomizer."""
+        return VariationRatio.generic(self.epsilon, 0.5 - self.probabilities(domain_size)[1])
 
     def perturb(
         self, values: ArrayLike, rng: np.random.Generator, candidates: ArrayLike | None = None

@@ -40,7 +40,7 @@ from fedhh.mechanisms.tasks import (
     LevelCost,
     SearchResult,
 )
-from fedhh.oracles import ORACLES, FrequencyOracle
+from fedhh.oracles import ORACLES, FrequencyOracle, variation_profiles
 from fedhh.protocol.messages import PROTOCOL_VERSION, Reply, Request, RunResult, RunSpec
 
 POLICIES = ("continue", "fail")
@@ -286,7 +286,11 @@ class Coordinator:
                 "hash_evaluations": int(sum(lv["hash_evaluations"] for lv in levels)),
                 "levels": levels,
             },
-            privacy=privacy_block(events_of(levels, p.epsilon), p.epsilon, p.central_delta),
+            privacy=privacy_block(
+                events_of(levels, p.epsilon, variation_profiles(p.epsilon)),
+                p.epsilon,
+                p.central_delta,
+            ),
             notes=list(outcome.notes),
             failed_parties=sorted(self.failed),
         )

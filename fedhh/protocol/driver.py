@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from typing import Protocol
 
-from fedhh.errors import ProtocolError, RunFailed
+from fedhh.errors import ParameterError, ProtocolError, RunFailed
 from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.coordinator import Coordinator
 from fedhh.protocol.encoding import decode_reply, encode
@@ -69,9 +69,14 @@ class RunDriver:
     ) -> None:
         """Admit the run (``bounds``: the driving side's limits, default :class:`Limits`;
         ``budgets``: the parties' ledgers as that side knows them) and start its coordinator."""
-        admit_run(
+        admitted = admit_run(
             spec.params, spec.party_ids, spec.party_sizes, bounds or Limits(), budgets=budgets
         )
+        if admitted.epsilon != spec.params.epsilon:  # its ε₀ is chosen before the spec is made
+            raise ParameterError(
+                f"the run's ε = {spec.params.epsilon:g} does not meet its central target "
+                f"(ε₀ ≤ {admitted.epsilon:g} would)"
+            )
         self.spec = spec
         self.deadline = deadline
         self.coord = Coordinator(spec, policy)

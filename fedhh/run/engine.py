@@ -8,6 +8,7 @@ population) pools every party's users into one party: it is the non-federated re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from fedhh.errors import ParameterError
 from fedhh.mechanisms.layout import rounds_of
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol import Party, Progress, RunDriver, RunResult, RunSpec, Sent, codec_name
-from fedhh.protocol.admission import BudgetView
+from fedhh.protocol.admission import BudgetView, admit_run
 from fedhh.protocol.encoding import decode_request, encode
 from fedhh.protocol.limits import Limits
 
@@ -33,8 +34,13 @@ def build_run(
     params: MechanismParams,
     run_id: str = "run-1",
     party_ids: Sequence[str] | None = None,
+    *,
+    bounds: Limits | None = None,
+    budgets: Mapping[str, BudgetView | None] | None = None,
 ) -> tuple[RunSpec, dict[str, Party]]:
-    """The run spec and one :class:`Party` per party for an in-process run."""
+    """The run spec and one :class:`Party` per party for an in-process run (a run with a
+    central target gets its ε₀ from admission first: ``bounds`` and ``budgets`` as the
+    driver's)."""
     if params.m != codec.m:
         raise ParameterError(f"the items have {codec.m} bits but the run asks for m = {params.m}")
     arrays = [np.asarray(p, dtype=np.uint64) for p in parties]
@@ -49,6 +55,9 @@ def build_run(
         if cd.count(arr) == 0:
             raise ParameterError(f"party {pid} has no users")
     sizes = tuple(cd.count(a) for a in arrays)
+    if params.central_epsilon is not None:
+        chosen = admit_run(params, ids, sizes, bounds or Limits(), budgets=budgets).epsilon
+        params = dataclasses.replace(params, epsilon=chosen)
     spec = RunSpec(run_id, params, tuple(ids), sizes, codec_name(codec))
     return spec, {pid: Party(spec, pid, arr) for pid, arr in zip(ids, arrays, strict=True)}
 
@@ -93,7 +102,7 @@ def simulate(
 ) -> RunResult:
     """One in-process run over per-party code arrays (``run``: :func:`build_run`'s
     ``run_id`` and ``party_ids``; ``bounds`` and ``budgets``: :func:`run_in_process`'s)."""
-    spec, party_objs = build_run(parties, codec, params, **run)
+    spec, party_objs = build_run(parties, codec, params, **run, bounds=bounds, budgets=budgets)
     return run_in_process(spec, party_objs, progress, bounds=bounds, budgets=budgets)
 
 

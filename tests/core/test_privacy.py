@@ -98,8 +98,13 @@ def test_every_run_carries_the_guarantee_per_group_and_recipient() -> None:
     assert [(g["party"], g["users"]) for g in groups] == [
         (lv["party"], lv["reports"]) for lv in levels
     ]
-    for g in groups:
-        assert g["central_epsilon"] == shuffle_epsilon(g["users"], 2.0, 1e-6) < 2.0
+    for g in groups:  # the tighter bound of the two, named; never above FMT's
+        fmt = shuffle_epsilon(g["users"], 2.0, 1e-6)
+        by = g["central_epsilon_by_bound"]
+        assert by["fmt"] == fmt and g["central_epsilon"] == by[g["bound"]] == min(by.values())
+        assert g["central_epsilon"] <= fmt < 2.0
+    # TAPS chooses GRR, OUE or OLH per level: each gives its profile, and it wins here
+    assert {g["bound"] for g in groups} == {"variation-ratio"}
     worst = max(g["central_epsilon"] for g in groups)
     assert block["central"]["epsilon"] == worst and block["central"]["delta"] == 1e-6
     assert block["recipients"]["party"] == {"epsilon": 2.0, "delta": 0.0}

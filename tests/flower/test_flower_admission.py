@@ -13,6 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from test_flower import PARTIES, LocalGrid, _Node, _run_cfg
 
 from fedhh.errors import BudgetExceeded, ParameterError, ParameterLimit
+from fedhh.mechanisms.params import MechanismParams
 from fedhh.server.flower_app import run_flower
 
 
@@ -93,3 +94,25 @@ def test_the_client_app_admits_at_the_first_request(tmp_path: Path) -> None:
     reply = decode_reply(records.entry(make_client_app()(msg, ctx).content, "reply"))
     assert isinstance(reply.result, ErrorResult) and reply.result.code == "refused"
     assert "ε = 4 is over party party-0's maximum of 3 per run" in reply.result.message
+
+
+def test_a_central_target_and_a_nodes_central_cap(tmp_path: Path) -> None:
+    """The run config's central-epsilon: the ServerApp's admission picks ε₀ and the nodes
+    perturb at it; a SuperNode whose operator caps ε_c (node config) refuses an over-cap run
+    at its first request, like the gRPC agent, and the run goes on without it."""
+    from fedhh.protocol.admission import central_at_floor
+
+    cfg = _run_cfg(**{"run-id": "target", "epsilon": 8.0, "central-epsilon": 1.0})
+    result, _ = run_flower(LocalGrid(_nodes(tmp_path), cfg), cfg)
+    eps0 = result.params["epsilon"]
+    assert eps0 < 8.0 and result.privacy["epsilon"] == eps0 and result.failed_parties == []
+    assert {g["epsilon"] for g in result.privacy["central"]["groups"]} == {eps0}
+
+    cfg = _run_cfg(**{"run-id": "capped", "epsilon": 4.0})
+    (tmp_path / "capped").mkdir()
+    nodes = _nodes(tmp_path / "capped")
+    nodes[0].node_config["max-central-epsilon"] = 0.05
+    result, _ = run_flower(LocalGrid(nodes, cfg), cfg)
+    assert result.failed_parties == ["party-0"]
+    assert result.cost["reports_per_party"]["party-0"] == 0
+    assert central_at_floor(MechanismParams(**{"epsilon": 4.0}), 1000) > 0.05

@@ -87,6 +87,31 @@ def test_simulate_default_runs(tmp_path: Path) -> None:
         assert all(c <= 2 * plan["level_candidates"] for c in levels["candidates"])
 
 
+def test_simulate_with_a_central_target_and_a_central_cap(tmp_path: Path) -> None:
+    """--central-epsilon/--central-delta choose ε₀ (within --epsilon, the most allowed); the
+    result document states it, the groups' (ε_c, δ) and each party's budget after the run;
+    --max-central-epsilon refuses a run over it before any work (exit 2, one line)."""
+    from fedhh.core.privacy import shuffle_epsilon
+    from fedhh.mechanisms.params import MechanismParams
+    from fedhh.protocol.admission import smallest_group
+
+    out = tmp_path / "c.json"
+    argv = ["simulate", "--users", "20000", "--quiet", "--epsilon", "8"]
+    assert (
+        main([*argv, "--central-epsilon", "1.5", "--central-delta", "1e-7", "--output", str(out)])
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    eps0, privacy = doc["params"]["epsilon"], doc["privacy"]
+    assert eps0 < 8 and privacy["epsilon"] == eps0 and privacy["central"]["delta"] == 1e-7
+    p = MechanismParams.from_dict(doc["params"])
+    floor = min(smallest_group(p, n) for n in doc["dataset"]["party_sizes"])
+    assert shuffle_epsilon(floor, eps0, 1e-7) <= 1.5 < shuffle_epsilon(floor, eps0 + 0.001, 1e-7)
+    assert {b["epsilon_remaining"] for b in privacy["budgets"].values()} == {40 - eps0}
+    assert main([*argv, "--max-central-epsilon", "0.01", "--output", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_simulate_babynames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
     argv = ["simulate", "--dataset", "babynames", "--max-users", "60000", "--epsilon", "4"]

@@ -1,0 +1,75 @@
+"""Budgets in central terms over gRPC, with real processes on 127.0.0.1: a coordinator and two
+party agents, one of which caps the central ε_c per run (--max-central-epsilon).
+
+* a run with a central target gets its ε₀ at the coordinator's admission (the largest that meets
+  the target at the smallest planned group), the agents perturb at that ε₀ and the privacy block
+  shows it and meets the target;
+* a run whose ε_c at the capped party's smallest group is over its cap is refused by that party
+  before any report (its own admission), and with "continue" the run goes on without it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from grpc_harness import M, party_data, running_cluster, wait_until
+
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.protocol.admission import central_at_floor, choose_epsilon
+
+PARTIES = ["party-0", "party-1"]
+
+
+def test_central_target_and_cap_over_grpc(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, PARTIES) as cluster:
+        files = party_data(cluster.root, users=6000, parties=2)
+        cluster.start_coordinator("--heartbeat-seconds", "0.3")
+        cluster.start_party("party-0", files[0], "--max-central-epsilon", "1.0")
+        cluster.start_party("party-1", files[1])
+
+        def rows() -> dict[str, dict]:
+            return {
+                p["party_id"]: p for p in json.loads(cluster.query("parties", admin=True).stdout)
+            }
+
+        wait_until(lambda: len(rows()) == 2 and all(r.get("n_users") for r in rows().values()),
+                   what="both parties to register")  # fmt: skip
+        sizes = [rows()[p]["n_users"] for p in PARTIES]
+
+        target = MechanismParams("pem-global", k=4, m=M, epsilon=8.0, seed=2, central_epsilon=0.8)
+        done = cluster.start_run("target", PARTIES, target, "--wait", deadline_seconds=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["failed_parties"] == []
+        privacy = json.loads(cluster.query("privacy", "target").stdout)
+        expected = choose_epsilon(target, sizes).epsilon
+        assert privacy["epsilon"] == expected < 8.0  # what the agents perturbed at
+        assert {g["epsilon"] for g in privacy["central"]["groups"]} == {expected}
+        assert privacy["central"]["epsilon"] <= 0.8
+
+        # each user's remaining budget at each party: the admin sees it once the agents have
+        # settled the run (default budget 40), an analyst does not
+        def budgets() -> dict[str, dict]:
+            return json.loads(cluster.query("privacy", "target", admin=True).stdout)["budgets"]
+
+        wait_until(lambda: all(b["epsilon_remaining"] < 40 for b in budgets().values()),
+                   what="the agents to settle the run")  # fmt: skip
+        for b in budgets().values():
+            assert b["epsilon_budget"] == 40 and b["keeps_ledger"]
+            assert b["epsilon_remaining"] == pytest.approx(40 - expected)
+        assert privacy["budgets"] == {p: {"hidden": True} for p in PARTIES}
+        text = cluster.query("privacy", "target", admin=True, json_out=False).stdout
+        assert "each user's budget at each party" in text and "bound" in text
+
+        # ε = 4 without a target: party-0's smallest group is over its cap of 1.0
+        plain = MechanismParams("pem-global", k=4, m=M, epsilon=4.0, seed=2)
+        assert central_at_floor(plain, sizes[0]) > 1.0
+        out = cluster.start_run("over-cap", PARTIES, plain, "--wait", deadline_seconds=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["failed_parties"] == ["party-0"]
+        cost = json.loads(cluster.query("cost", "over-cap").stdout)["cost"]
+        assert cost["reports_per_party"]["party-0"] == 0
+        db = sqlite3.connect(cluster.root / "party-0.sqlite")
+        replies = [r[0] for r in db.execute("SELECT reply FROM handled WHERE run_id='over-cap'")]
+        assert len(replies) == 1 and b"over its maximum of 1 per run" in replies[0]
