@@ -1,10 +1,10 @@
 """The ``fedhh`` command line: ``fedhh simulate`` (:mod:`fedhh.cli.simulate`), the gRPC services
-(``fedhh coordinator``, ``fedhh party``, ``fedhh query``: ``fedhh.server.cli``,
-``fedhh.clients.cli``), ``fedhh deploy local`` and ``fedhh flower run``. A failure gives one
-clear error line, never a traceback; the exit status is 0 on success, 1 when the command ran and
-failed (a server refused, a run failed) or needs an extra that is not installed, 2 for bad
-input and 130 when interrupted. Every command module imports only :mod:`fedhh.cli.common` of
-this package, so nothing imports it back."""
+(``fedhh coordinator``, ``fedhh query``, ``fedhh party``: ``fedhh.server.cli``,
+``fedhh.server.query``, ``fedhh.clients.cli``), ``fedhh deploy local`` and ``fedhh flower run``.
+A failure gives one clear error line, never a traceback; the exit status is 0 on success, 1
+when the command ran and failed (a server refused, a run failed) or needs an extra that is not
+installed, 2 for bad input and 130 when interrupted. Every command module imports only
+:mod:`fedhh.cli.common` of this package, so nothing imports it back."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
     from fedhh.clients.cli import add_party_parser  # deployment over gRPC
-    from fedhh.server.cli import add_coordinator_parser, add_query_parser
+    from fedhh.server.cli import add_coordinator_parser
+    from fedhh.server.query import add_query_parser
 
     add_coordinator_parser(sub)
     add_party_parser(sub)

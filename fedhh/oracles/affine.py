@@ -36,6 +36,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedhh.core.variation import VariationRatio
 from fedhh.errors import ParameterError
 from fedhh.oracles.affine_decode import parity_hash, support_counts
 from fedhh.oracles.base import (
@@ -126,6 +127,14 @@ class OLHAffine(FrequencyOracle):
         seeds = rng.integers(0, 2**64, size=vals.size, dtype=np.uint64, endpoint=False)
         y = randomised_response(self._hash(seeds, vals), self.g, self.keep_probability, rng)
         return Reports(self.name, self.g, {"seed": seeds, "bucket": y})
+
+    def variation_ratio(self, domain_size: int = 0) -> VariationRatio:
+        """Two inputs' reports are the same where the seed hashes them to one bucket
+        (probability exactly 1/g: A·(v ⊕ v') is uniform) and differ as GRR over g buckets
+        elsewhere, so β = (1 − 1/g)·(e^ε − 1)/(e^ε + g − 1); the rest is the generic profile of
+        an ε-LDP randomizer."""
+        e = math.exp(self.epsilon)
+        return VariationRatio.generic(self.epsilon, (1 - 1 / self.g) * (e - 1) / (e + self.g - 1))
 
     def decode_evaluations(self, n_reports: int, n_candidates: int) -> int:
         """n·|C| hash evaluations: the bound of the direct route (every report's hash of every
