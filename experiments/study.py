@@ -54,6 +54,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -301,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--summarise-only", action="store_true", help="rebuild tables and plots from runs.csv"
     )
+    argv = list(sys.argv[1:] if argv is None else argv)  # for the reproduce line, flags and all
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.repeats is not None:
@@ -362,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr,
     )
-    print(f"reproduce: .venv/bin/python experiments/study.py {args.config}", file=sys.stderr)
+    print(f"reproduce: .venv/bin/python experiments/study.py {shlex.join(argv)}", file=sys.stderr)
     return 0
 
 

@@ -122,6 +122,8 @@ def test_study_runs_summarises_and_resumes(tmp_path: Path) -> None:
         w.writerows(rows[:-3])
     second = _study(cfg, out, "--jobs", "1")
     assert f"{EXPECTED_ROWS - 3} already in" in second.stderr and "3 to run" in second.stderr
+    reproduce = f"reproduce: .venv/bin/python experiments/study.py {cfg} --out {out} --jobs 1"
+    assert reproduce in second.stderr  # the flags given, not the config alone
     again = _rows(out / "runs.csv")
     assert again[:-3] == rows[:-3]
     key = ("dataset", "label", "epsilon", "k", "rep")
