@@ -15,6 +15,7 @@ from grpc_harness import wait_until
 from fedhh.clients import devices
 from fedhh.clients.credentials import Credentials, new_key
 from fedhh.clients.devices import DeviceSource
+from fedhh.clients.ingest import ReportChecker
 from fedhh.clients.store import AgentStore
 from fedhh.core import codes as cd
 from fedhh.errors import StorageError
@@ -142,3 +143,25 @@ def test_a_failed_fold_loses_nothing_and_counts_nothing_twice(
     finally:
         again.close()
         again.store.close()
+
+
+def test_stored_reports_parse_at_once_whatever_their_encoding() -> None:
+    """A block of stored reports is read in one numpy step when all are canonical, and report
+    by report where some came in another valid encoding (here: fields in another order): the
+    same batch either way, in the same order."""
+    group = _group("olh")
+    checker = ReportChecker(group.oracle, cd.oracle_keys(group.candidates, LENGTH))
+    blobs = _reports(group, seed=3)[:40]
+    canon = checker.parse(blobs)
+    other = Reports.from_bytes(blobs[7])
+    reordered = Reports(other.kind, other.size, dict(reversed(list(other.arrays.items()))))
+    mixed = [*blobs[:7], reordered.to_bytes(), *blobs[8:]]
+    assert mixed[7] != blobs[7]
+    for batch in (canon, checker.parse(mixed)):
+        want = _batch(blobs)
+        if batch is not canon:  # the odd one is appended after the canonical ones
+            order = [*range(7), *range(8, 40), 7]
+            want = want.take(np.array(order))
+        assert batch.n == 40 and set(batch.arrays) == set(want.arrays)
+        for k in want.arrays:
+            assert np.array_equal(batch[k], want[k])
