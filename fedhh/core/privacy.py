@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fedhh.core.variation import VariationRatio, variation_epsilon
+from fedhh.core.variation import VariationRatio, least_epsilon, variation_epsilon
 from fedhh.errors import ParameterError
 
 DEFAULT_DELTA = 1e-8  # δ of the central guarantee, unless a run asks otherwise
@@ -112,16 +112,7 @@ def shuffle_epsilon(n: int, eps0: float, delta: float = DEFAULT_DELTA, tol: floa
     """ε_c: the least ε with :func:`shuffle_delta` ≤ δ, to within ``tol`` (never above ε₀: the
     local guarantee holds towards everyone)."""
     _check(n, eps0, delta)
-    if shuffle_delta(n, eps0, 0.0) <= delta:
-        return 0.0
-    lo, hi = 0.0, float(eps0)
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if shuffle_delta(n, eps0, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return least_epsilon(lambda eps: shuffle_delta(n, eps0, eps), float(eps0), delta, tol)
 
 
 def shuffle_epsilon_closed_form(n: int, eps0: float, delta: float) -> float:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,12 +217,18 @@ def variation_epsilon(
     hi = math.log(profile.p) if below is None else min(below, math.log(profile.p))
     if variation_delta(n, profile, hi) > delta:
         return hi if below is None else below
-    if variation_delta(n, profile, 0.0) <= delta:
+    return least_epsilon(lambda eps: variation_delta(n, profile, eps), hi, delta, tol)
+
+
+def least_epsilon(delta_at: Callable[[float], float], hi: float, delta: float, tol: float) -> float:
+    """The least ε in [0, ``hi``] with ``delta_at(ε)`` ≤ δ, to within ``tol``, by bisection
+    (δ(ε) falls with ε; ``hi`` is taken to meet δ): the last step of every shuffling bound."""
+    if delta_at(0.0) <= delta:
         return 0.0
     lo = 0.0
     while hi - lo > tol:
         mid = (lo + hi) / 2
-        if variation_delta(n, profile, mid) <= delta:
+        if delta_at(mid) <= delta:
             hi = mid
         else:
             lo = mid
