@@ -24,14 +24,12 @@ core): over the blocks when there are enough of them, else over the reports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fedhh.errors import ParameterError
-from fedhh.oracles.hashing import KERNELS, _executor, active_kernel, default_threads
+from fedhh.oracles.hashing import _executor, compiled_kernels, default_threads, resolve_kernel
 
 U64 = NDArray[np.uint64]
 I64 = NDArray[np.int64]
@@ -43,28 +41,15 @@ _ONE = np.uint64(1)
 MAX_SIGN_TABLE = 64  # the compiled histograms look signs up in a g×g table up to this g
 
 
-@lru_cache(maxsize=1)
-def _compiled() -> ModuleType | str:
-    try:
-        from fedhh.oracles import affine_kernels
-    except ImportError as exc:  # numba missing or broken: the numpy paths serve
-        return f"{type(exc).__name__}: {exc}"
-    return affine_kernels
-
-
 def _kernel(kernel: str | None) -> str:
-    name = active_kernel() if kernel is None else kernel
-    if name not in KERNELS:
-        raise ParameterError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    if name == "numba" and isinstance(_compiled(), str):
-        raise ParameterError(f"the numba decode kernel is not available ({_compiled()})")
+    name = resolve_kernel(kernel)
+    if name == "numba":
+        _module()  # a clear error when numba was asked for and cannot run
     return name
 
 
 def _module() -> ModuleType:
-    mod = _compiled()
-    assert not isinstance(mod, str)
-    return mod
+    return compiled_kernels("affine_kernels")
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,11 +25,12 @@ and make no array larger than a block of reports × a block of candidates, so ca
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -127,19 +128,19 @@ def default_threads() -> int:
 # --- kernel selection -----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _compiled_module() -> ModuleType | str:
-    """The compiled kernels, or why they cannot be imported."""
+@cache
+def _compiled_module(name: str = "kernels") -> ModuleType | str:
+    """The compiled kernels of ``fedhh.oracles.<name>``, or why they cannot be imported."""
     try:
-        from fedhh.oracles import kernels
+        return importlib.import_module(f"fedhh.oracles.{name}")
     except ImportError as exc:  # numba missing or broken: the numpy kernel serves
         return f"{type(exc).__name__}: {exc}"
-    return kernels
 
 
-def compiled_kernels() -> ModuleType:
-    """The module of compiled kernels; :class:`ParameterError` if numba cannot be imported."""
-    mod = _compiled_module()
+def compiled_kernels(name: str = "kernels") -> ModuleType:
+    """The module of compiled kernels ``fedhh.oracles.<name>`` (OLH's by default);
+    :class:`ParameterError` if numba cannot be imported."""
+    mod = _compiled_module(name)
     if isinstance(mod, str):
         raise ParameterError(f"the numba decode kernel is not available ({mod})")
     return mod
@@ -158,7 +159,8 @@ def active_kernel() -> str:
     return env
 
 
-def _resolve_kernel(kernel: str | None) -> str:
+def resolve_kernel(kernel: str | None) -> str:
+    """``kernel`` checked, or the active one when None."""
     if kernel is None:
         return active_kernel()
     if kernel not in KERNELS:
@@ -326,7 +328,7 @@ def count_matches(
     offset = keys.b - lower  # wraps mod 2^64, as intended
     x_lo = cand & _LOW32
     hi = cand >> _S32
-    if _resolve_kernel(kernel) == "numba":
+    if resolve_kernel(kernel) == "numba":
         return _count_compiled(keys.a_lo, keys.a_hi, offset, width, x_lo, hi, threads)
     x_hi = hi if bool(hi.any()) else None
 
@@ -383,7 +385,7 @@ def pool_support(
     flat = np.ascontiguousarray(matrix, dtype=np.int64).reshape(-1)
     if cand.size == 0 or keys.a_lo.size == 0:
         return np.zeros(cand.size, dtype=np.int64)
-    if _resolve_kernel(kernel) == "numba":
+    if resolve_kernel(kernel) == "numba":
         return _pool_compiled(keys, flat, g, cand, threads)
 
     def by_candidates(i: int, j: int) -> NDArray[np.int64]:
