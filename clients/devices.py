@@ -221,13 +221,14 @@ class DeviceSource:
         loses nothing and counts nothing twice."""
         with self._folding:
             checker = checker or ReportChecker(oracle, candidates)
+            blob = self.store.tally(*key)  # only this lock's holder writes it
+            total = Tally.from_bytes(blob) if blob is not None else None
             while True:
                 rowids, blobs = self.store.unfolded_reports(*key, FOLD_ROWS)
                 if not rowids:
                     return
                 block = oracle.tally(checker.parse(blobs), candidates)
-                blob = self.store.tally(*key)
-                total = block if blob is None else Tally.from_bytes(blob) + block
+                total = block if total is None else total + block
                 self.store.fold(*key, total.to_bytes(), rowids[-1])
 
     def _fold_open(self) -> None:
