@@ -289,6 +289,8 @@ def local_search(
             if not cd.count(state.prefixes) and not cd.count(prior):
                 return SearchResult(cd.empty(m), np.zeros(0), np.zeros(0), tuple(levels), m)
             plan, verified = final_level(ctx), True
+        elif levels and not n_open and cd.count(prior):  # pruned to the consensus items alone
+            plan = final_level(ctx)
         else:
             plan = strategies.step.plan(ctx)
         s = plan.steps[0]

@@ -94,3 +94,32 @@ def test_which_prior_items_a_party_ranks_into_its_report(
     items = _prior_search(prior_by_rank, consensus_z)
     assert {0xA101, 0xA102, 0xA103} <= items
     assert (0x3C05 in items) is outside
+
+
+def test_a_search_pruned_to_the_prior_takes_one_last_level_with_every_user_left() -> None:
+    """Consensus pruning (docs/mechanisms.md §6) that leaves no open prefix of the party's own:
+    the prior's items are what is left to estimate, so the next level goes to m with every user
+    left instead of spreading them over levels that would estimate only the prior's prefixes."""
+    codes = _population(seed=4, m=48)
+    params = MechanismParams(
+        mechanism="taps", epsilon=2.0, k=4, m=48, prune_rule="consensus", prune_z=0.0
+    ).resolved()
+    ledger = UserLedger(codes.size, np.random.default_rng(1))
+    prior = np.unique(codes)[:6]
+    res = local_search(
+        codes,
+        ledger,
+        params,
+        build_strategies(params),
+        np.random.default_rng(2),
+        4,
+        np.arange(16, dtype=np.uint64),
+        prior_items=prior,
+        prune_bar=float(codes.size) * 2,  # no candidate of the party's own can reach it
+    )
+    assert [lv.length for lv in res.levels][-1] == 48
+    assert len(res.levels) == 2  # the first level, then straight to m
+    assert res.levels[1].candidates == prior.size  # the prior's items alone
+    assert res.levels[1].reports == codes.size - res.levels[0].reports  # every user left
+    assert ledger.remaining == 0
+    assert set(res.items.tolist()) <= set(prior.tolist())
