@@ -113,7 +113,8 @@ def _own_party(ident: Identity, party_id: str) -> None:
 
 def _budget(msg: Any) -> dict[str, Any]:
     """A party's PrivacyBudget, checked (finite, non-negative, a bounded list of run ids)."""
-    values = {k: float(getattr(msg, k)) for k in ("budget", "max_epsilon", "committed")}
+    names = ("budget", "max_epsilon", "committed", "max_central")
+    values = {k: float(getattr(msg, k)) for k in names}
     for k, v in values.items():
         if not (math.isfinite(v) and 0 <= v <= MAX_EPSILON_FIGURE):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"budget.{k} = {v} is out of range")
@@ -211,7 +212,7 @@ class PartyServicer:
         return party_pb2.HeartbeatResponse(server_time=time.time())
 
 
-BUDGET_FIELDS = ("epsilon_budget", "max_epsilon", "epsilon_remaining")
+BUDGET_FIELDS = ("epsilon_budget", "max_epsilon", "epsilon_remaining", "max_central_epsilon")
 
 
 def party_statuses(
