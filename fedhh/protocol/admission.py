@@ -36,6 +36,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fedhh.core.accounting import compose, party_guarantees
 from fedhh.core.privacy import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, shuffle_epsilon
 from fedhh.errors import BudgetExceeded, LimitError, ParameterError
 from fedhh.mechanisms.layout import layout_of
@@ -193,11 +194,17 @@ def choose_epsilon(
 
 
 def budgets_after(
-    views: Mapping[str, BudgetView | None], epsilon: float, reports: Mapping[str, int]
+    views: Mapping[str, BudgetView | None],
+    epsilon: float,
+    reports: Mapping[str, int],
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per party, its users' budget once a run of ``epsilon`` is settled (the parties with
     ``reports`` spent it): the result document's ``privacy.budgets``, as ``query privacy``
-    shows it to an admin (what every user of the party has left at least)."""
+    shows it to an admin (what every user of the party has left at least), and with the run's
+    ``privacy`` block what the run cost them towards the coordinator (``central_spent``: this
+    run's ε_c at the party, the only run this side has carried)."""
+    central = party_guarantees(privacy or {})
     out: dict[str, dict[str, Any]] = {}
     for pid, v in views.items():
         if v is None:
@@ -208,8 +215,12 @@ def budgets_after(
             "epsilon_budget": v.budget,
             "max_epsilon": v.max_epsilon,
             "epsilon_remaining": max(0.0, v.left() - spent),
+            "max_central_epsilon": v.max_central,
             "keeps_ledger": True,
         }
+        if privacy is not None:
+            runs = [central[pid]] if pid in central else []
+            out[pid]["central_spent"] = compose(runs).fields()
     return out
 
 

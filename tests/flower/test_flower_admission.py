@@ -110,10 +110,11 @@ def test_a_central_target_and_a_nodes_central_cap(tmp_path: Path) -> None:
     perturb at it. A SuperNode whose operator caps ε_c (node config) tells the ServerApp its
     cap with its ledger at discovery, so an over-cap run is refused before any request, with
     the message ``fedhh simulate`` gives for the same run and cap."""
+    from test_flower import DATA_SEED, ITEMS, USERS
+
     from fedhh.datasets import synthetic_zipf
     from fedhh.protocol.admission import fresh_budget
     from fedhh.run.engine import simulate
-    from test_flower import DATA_SEED, ITEMS, USERS
 
     cfg = _run_cfg(**{"run-id": "target", "epsilon": 8.0, "central-epsilon": 1.0})
     result, _ = run_flower(LocalGrid(_nodes(tmp_path), cfg), cfg)

@@ -4,6 +4,8 @@ party agents, one of which caps the central ε_c per run (--max-central-epsilon)
 * a run with a central target gets its ε₀ at the coordinator's admission (the largest that meets
   the target at the smallest planned group), the agents perturb at that ε₀ and the privacy block
   shows it and meets the target;
+* each user's budget at each party: the local one its agent reported, and the central one
+  composed over the coordinator's runs with the party;
 * the capped party's agent tells the coordinator its cap with its ledger (PrivacyBudget's
   max_central), so a run whose ε_c at that party's smallest group is over the cap is refused
   when it is started (INVALID_ARGUMENT), with the message ``fedhh simulate`` gives for the
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from grpc_harness import M, party_data, running_cluster, wait_until
 
+from fedhh.core.accounting import compose, party_guarantees
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
 from fedhh.protocol.admission import admit_run, central_at_floor, choose_epsilon, fresh_budget
@@ -86,3 +89,16 @@ def test_central_target_and_cap_over_grpc(tmp_path: Path) -> None:
         ok = cluster.start_run("under-cap", PARTIES, low, "--wait", deadline_seconds=60)
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["failed_parties"] == []
+
+        # towards the coordinator each party's users have spent both runs, composed: the
+        # coordinator's state file has the two privacy blocks (the refused run is not there)
+        second = json.loads(cluster.query("privacy", "under-cap").stdout)
+        shown = json.loads(cluster.query("privacy", "under-cap", admin=True).stdout)["budgets"]
+        for pid in PARTIES:
+            runs = [party_guarantees(block)[pid] for block in (privacy, second)]
+            spent = shown[pid]["central_spent"]
+            assert spent == compose(runs).fields() and spent["runs"] == 2
+            assert max(e for e, _ in runs) < spent["epsilon"] <= sum(e for e, _ in runs)
+        assert shown["party-0"]["max_central_epsilon"] == 1.0
+        text = cluster.query("privacy", "under-cap", admin=True, json_out=False).stdout
+        assert "over 2 runs" in text and "cost each user towards the coordinator" in text

@@ -1,0 +1,121 @@
+"""Composition of a user's runs (fedhh.core.accounting, docs/privacy.md): basic composition by
+hand, the optimal composition (dp_accounting's privacy loss distributions) against a figure
+computed by hand and against Kairouz, Oh and Viswanath's optimal homogeneous composition
+written out here, never above basic composition, and monotone in the runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import comb
+
+from fedhh.core import accounting
+from fedhh.core.accounting import BASIC, PLD, compose, party_guarantees
+from fedhh.errors import ParameterError
+
+
+def kov_delta(k: int, eps: float, delta: float, eps_total: float) -> float:
+    """δ at ``eps_total`` of k runs of (ε, δ) composed optimally (Kairouz, Oh and Viswanath,
+    ICML 2015, Theorem 3.3, as the hockey-stick divergence of k randomized-response pairs):
+    1 − (1 − δ)^k·(1 − Σ_j C(k, j)·(p^(k−j)·q^j − e^eps_total·q^(k−j)·p^j)) over the j with
+    (k − 2j)·ε > eps_total, p = e^ε/(1 + e^ε), q = 1 − p."""
+    p = math.exp(eps) / (1 + math.exp(eps))
+    q = 1 - p
+    d = sum(
+        comb(k, j) * (p ** (k - j) * q**j - math.exp(eps_total) * q ** (k - j) * p**j)
+        for j in range(k + 1)
+        if (k - 2 * j) * eps > eps_total
+    )
+    return 1 - (1 - delta) ** k * (1 - d)
+
+
+def kov_epsilon(k: int, eps: float, delta: float, target: float) -> float:
+    lo, hi = 0.0, k * eps
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if kov_delta(k, eps, delta, mid) <= target else (mid, hi)
+    return hi
+
+
+def test_basic_composition_by_hand() -> None:
+    got = compose([(0.5, 1e-8)] * 4, method=BASIC)
+    assert (got.epsilon, got.delta, got.runs, got.method) == (2.0, pytest.approx(4e-8), 4, BASIC)
+    got = compose([(0.25, 1e-8), (1.0, 1e-9), (0.5, 0.0)], method=BASIC)
+    assert got.epsilon == 1.75 and got.delta == pytest.approx(1.1e-8)
+    none = compose([], method=BASIC)
+    assert (none.epsilon, none.delta, none.runs) == (0.0, 0.0, 0)
+    with pytest.raises(ParameterError):
+        compose([(-1.0, 0.0)])
+    with pytest.raises(ParameterError):
+        compose([(1.0, 0.0)], method="rdp")
+
+
+def test_two_pure_runs_by_hand() -> None:
+    """Two runs of (1, 0): the privacy loss is 2 with probability p², 0 or −2 else, so for
+    ε' < 2, δ(ε') = p² − e^ε'·q² = (e² − e^ε')/(1 + e)², i.e. at δ = 0.1
+    ε' = ln(e² − 0.1·(1 + e)²) = 1.7928 (basic composition: 2)."""
+    by_hand = math.log(math.e**2 - 0.1 * (1 + math.e) ** 2)
+    assert by_hand == pytest.approx(1.7928, abs=1e-4)
+    assert kov_epsilon(2, 1.0, 0.0, 0.1) == pytest.approx(by_hand, abs=1e-9)
+    got = compose([(1.0, 0.0)] * 2, slack=0.1, method=PLD)
+    assert got.method == PLD and got.delta == pytest.approx(0.1)
+    assert by_hand - 1e-9 <= got.epsilon <= by_hand + 1e-3  # pessimistic rounding: above
+
+
+@pytest.mark.parametrize(("eps", "k"), [(0.1, 100), (0.3, 40), (1.0, 40)])
+def test_optimal_homogeneous_composition(eps: float, k: int) -> None:
+    """k runs of (ε, 10⁻⁸) at δ = k·10⁻⁸ + 10⁻⁶: the PLD gives KOV's optimum to its rounding,
+    below the advanced composition theorem and basic composition (ε = 0.1, k = 100: 4.775
+    against 5.756 and 10)."""
+    slack = 1e-6
+    got = compose([(eps, 1e-8)] * k, slack=slack, method=PLD)
+    optimum = kov_epsilon(k, eps, 1e-8, k * 1e-8 + slack)
+    assert optimum - 1e-9 <= got.epsilon <= optimum + 2e-3
+    advanced = math.sqrt(2 * k * math.log(1 / slack)) * eps + k * eps * math.tanh(eps / 2)
+    assert got.epsilon <= min(advanced, k * eps) + 1e-9
+    if (eps, k) == (0.1, 100):
+        assert got.epsilon == pytest.approx(4.775, abs=2e-3) and advanced == pytest.approx(
+            5.756, abs=1e-3
+        )
+
+
+def test_never_above_basic_and_monotone_in_the_runs() -> None:
+    rng = np.random.default_rng(7)
+    runs = [(float(e), 1e-8) for e in rng.uniform(0.05, 1.2, 12)]
+    for method in (PLD, BASIC):
+        figures = [compose(runs[:j], method=method) for j in range(len(runs) + 1)]
+        eps = [f.epsilon for f in figures]
+        assert eps == sorted(eps) and eps[0] == 0.0  # one more run never costs less
+        assert all(f.epsilon <= f.basic_epsilon + 1e-12 for f in figures)
+        assert [f.delta for f in figures] == sorted(f.delta for f in figures)
+    # the optimal composition gains on basic composition once runs are many and small
+    small = compose([(0.05, 1e-8)] * 200, method=PLD)
+    assert small.epsilon < 0.6 * small.basic_epsilon
+
+
+def test_basic_composition_without_the_extra_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accounting, "pld_available", lambda: False)
+    got = compose([(0.5, 1e-8)] * 3)
+    assert got.method == BASIC and got.epsilon == 1.5
+    assert "pip install 'fedhh[accounting]'" in accounting.METHODS[got.method]
+    assert compose([(0.5, 1e-8)] * 3, method=None).fields()["basic"] == {
+        "epsilon": 1.5,
+        "delta": pytest.approx(3e-8),
+    }
+
+
+def test_a_runs_guarantee_at_each_party_is_its_worst_group() -> None:
+    block = {
+        "central": {
+            "delta": 1e-7,
+            "groups": [
+                {"party": "a", "central_epsilon": 0.2},
+                {"party": "a", "central_epsilon": 0.5},
+                {"party": "b", "central_epsilon": 0.3},
+            ],
+        }
+    }
+    assert party_guarantees(block) == {"a": (0.5, 1e-7), "b": (0.3, 1e-7)}
+    assert party_guarantees({}) == {}
