@@ -28,7 +28,7 @@ import functools
 import importlib.util
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,35 @@ def _pld_epsilon(counted: tuple[tuple[tuple[float, float], int], ...], delta: fl
     return float(total.get_epsilon_for_delta(delta))
 
 
+def homogeneous_delta(k: int, eps: float, delta: float, eps_total: float) -> float:
+    """δ at ``eps_total`` of k runs of one (ε, δ), composed optimally: Kairouz, Oh and
+    Viswanath's closed form (ICML 2015, Theorem 3.3), the hockey-stick divergence of k
+    randomized-response pairs, 1 − (1 − δ)^k·(1 − Σ_j C(k, j)·(p^(k−j)·q^j −
+    e^eps_total·q^(k−j)·p^j)) over the j with (k − 2j)·ε > eps_total, p = e^ε/(1 + e^ε)."""
+    from scipy.special import comb
+
+    p = 1.0 / (1.0 + math.exp(-eps))
+    q = 1.0 - p
+    inner = math.fsum(
+        float(comb(k, j)) * (p ** (k - j) * q**j - math.exp(eps_total) * q ** (k - j) * p**j)
+        for j in range(k + 1)
+        if (k - 2 * j) * eps > eps_total
+    )
+    return 1.0 - (1.0 - delta) ** k * (1.0 - inner)
+
+
+def homogeneous_epsilon(k: int, eps: float, delta: float, delta_total: float) -> float:
+    """The least ε with :func:`homogeneous_delta` ≤ ``delta_total`` (bisection to 10⁻⁹; at
+    most k·ε, basic composition's figure): the closed form the PLD is checked against."""
+    if homogeneous_delta(k, eps, delta, 0.0) <= delta_total:
+        return 0.0
+    lo, hi = 0.0, k * eps
+    while hi - lo > 1e-9:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if homogeneous_delta(k, eps, delta, mid) <= delta_total else (mid, hi)
+    return hi
+
+
 def party_guarantees(block: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     """Per party, (ε_c, δ) of a run towards the coordinator for the party's users: its worst
     group's ε_c (a user is in one group of one party), from the run's ``privacy`` block.
@@ -136,10 +165,3 @@ def party_guarantees(block: Mapping[str, Any]) -> dict[str, tuple[float, float]]
         eps = float(g["central_epsilon"])
         out[pid] = (max(eps, out.get(pid, (0.0, 0.0))[0]), delta)
     return out
-
-
-def spent_fields(
-    guarantees: Sequence[tuple[float, float]], slack: float = DEFAULT_DELTA
-) -> dict[str, Any]:
-    """``privacy.budgets[party].central``: the composed (ε, δ) of ``guarantees``."""
-    return compose(guarantees, slack).fields()

@@ -5,38 +5,35 @@ written out here, never above basic composition, and monotone in the runs."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from scipy.special import comb
 
 from fedhh.core import accounting
-from fedhh.core.accounting import BASIC, PLD, compose, party_guarantees
+from fedhh.core.accounting import (
+    BASIC,
+    PLD,
+    compose,
+    homogeneous_delta,
+    homogeneous_epsilon,
+    party_guarantees,
+)
 from fedhh.errors import ParameterError
 
 
-def kov_delta(k: int, eps: float, delta: float, eps_total: float) -> float:
-    """δ at ``eps_total`` of k runs of (ε, δ) composed optimally (Kairouz, Oh and Viswanath,
-    ICML 2015, Theorem 3.3, as the hockey-stick divergence of k randomized-response pairs):
-    1 − (1 − δ)^k·(1 − Σ_j C(k, j)·(p^(k−j)·q^j − e^eps_total·q^(k−j)·p^j)) over the j with
-    (k − 2j)·ε > eps_total, p = e^ε/(1 + e^ε), q = 1 − p."""
-    p = math.exp(eps) / (1 + math.exp(eps))
-    q = 1 - p
-    d = sum(
-        comb(k, j) * (p ** (k - j) * q**j - math.exp(eps_total) * q ** (k - j) * p**j)
-        for j in range(k + 1)
-        if (k - 2 * j) * eps > eps_total
-    )
-    return 1 - (1 - delta) ** k * (1 - d)
-
-
-def kov_epsilon(k: int, eps: float, delta: float, target: float) -> float:
-    lo, hi = 0.0, k * eps
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if kov_delta(k, eps, delta, mid) <= target else (mid, hi)
-    return hi
+def brute_force_delta(eps: tuple[float, ...], delta: float, eps_total: float) -> float:
+    """δ at ``eps_total`` of runs of (εᵢ, δ) composed, summed over every outcome: each run is
+    the worst (εᵢ, δ) mechanism (an outcome that gives the input away with probability δ,
+    else randomized response with p = e^εᵢ/(1 + e^εᵢ))."""
+    total = 0.0
+    for signs in itertools.product((1, -1), repeat=len(eps)):
+        loss = [s * e for e, s in zip(eps, signs, strict=True)]  # each run's privacy loss
+        p_x = math.prod(1 / (1 + math.exp(-x)) for x in loss)
+        p_y = math.prod(1 / (1 + math.exp(x)) for x in loss)
+        total += max(0.0, p_x - math.exp(eps_total) * p_y)
+    return 1 - (1 - delta) ** len(eps) * (1 - total)
 
 
 def test_basic_composition_by_hand() -> None:
@@ -58,7 +55,7 @@ def test_two_pure_runs_by_hand() -> None:
     ε' = ln(e² − 0.1·(1 + e)²) = 1.7928 (basic composition: 2)."""
     by_hand = math.log(math.e**2 - 0.1 * (1 + math.e) ** 2)
     assert by_hand == pytest.approx(1.7928, abs=1e-4)
-    assert kov_epsilon(2, 1.0, 0.0, 0.1) == pytest.approx(by_hand, abs=1e-9)
+    assert homogeneous_epsilon(2, 1.0, 0.0, 0.1) == pytest.approx(by_hand, abs=1e-8)
     got = compose([(1.0, 0.0)] * 2, slack=0.1, method=PLD)
     assert got.method == PLD and got.delta == pytest.approx(0.1)
     assert by_hand - 1e-9 <= got.epsilon <= by_hand + 1e-3  # pessimistic rounding: above
@@ -71,7 +68,7 @@ def test_optimal_homogeneous_composition(eps: float, k: int) -> None:
     against 5.756 and 10)."""
     slack = 1e-6
     got = compose([(eps, 1e-8)] * k, slack=slack, method=PLD)
-    optimum = kov_epsilon(k, eps, 1e-8, k * 1e-8 + slack)
+    optimum = homogeneous_epsilon(k, eps, 1e-8, k * 1e-8 + slack)
     assert optimum - 1e-9 <= got.epsilon <= optimum + 2e-3
     advanced = math.sqrt(2 * k * math.log(1 / slack)) * eps + k * eps * math.tanh(eps / 2)
     assert got.epsilon <= min(advanced, k * eps) + 1e-9
@@ -79,6 +76,23 @@ def test_optimal_homogeneous_composition(eps: float, k: int) -> None:
         assert got.epsilon == pytest.approx(4.775, abs=2e-3) and advanced == pytest.approx(
             5.756, abs=1e-3
         )
+
+
+def test_the_closed_form_and_the_pld_against_every_outcome() -> None:
+    """Kairouz, Oh and Viswanath's closed form is the sum over every outcome of 6 runs of one
+    (ε, δ); the PLD of 6 different runs is at least the exact ε of their sum (an upper bound)
+    and within its rounding of it."""
+    for eps_total in (0.0, 0.5, 1.3, 2.9):
+        want = brute_force_delta((0.6,) * 6, 1e-6, eps_total)
+        assert homogeneous_delta(6, 0.6, 1e-6, eps_total) == pytest.approx(want, rel=1e-9)
+    runs = (0.2, 0.35, 0.5, 0.6, 0.8, 1.1)
+    target = 6 * 1e-6 + 1e-3
+    lo, hi = 0.0, sum(runs)
+    for _ in range(60):  # the exact ε of the composition at the target, by bisection
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if brute_force_delta(runs, 1e-6, mid) <= target else (mid, hi)
+    got = compose([(e, 1e-6) for e in runs], slack=1e-3, method=PLD)
+    assert hi - 1e-9 <= got.epsilon <= hi + 1e-3 and got.epsilon < sum(runs)
 
 
 def test_never_above_basic_and_monotone_in_the_runs() -> None:
