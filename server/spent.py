@@ -9,7 +9,8 @@
   party's users, composed (:func:`fedhh.core.accounting.compose`). A finished run counts with
   its ε_c at the party (its worst group there) and the run's δ; a run not finished (running,
   failed, cancelled) in which the party's reply was accepted counts with its ε₀ and δ = 0, the
-  local guarantee, which holds towards everyone (its groups are never summed up). Runs this
+  local guarantee, which holds towards everyone (its groups are never summed up), and so does a
+  finished run stored before results stated their central guarantee. Runs this
   coordinator did not carry are not in its file: the party's own ledger is the account of
   those.
 """
@@ -47,9 +48,16 @@ def central_runs(
         if not mine:
             continue
         if row.state == "done" and row.result is not None:
-            for pid, (eps, delta) in party_guarantees(row.result["privacy"]).items():
-                if pid in out:
-                    out[pid].append((row.run_id, eps, delta))
+            privacy = row.result.get("privacy") or {}
+            if "central" in privacy:
+                for pid, (eps, delta) in party_guarantees(privacy).items():
+                    if pid in out:
+                        out[pid].append((row.run_id, eps, delta))
+            else:  # a result stored before runs stated their central guarantee: ε₀
+                reports = row.result.get("cost", {}).get("reports_per_party", {})
+                for pid in mine:
+                    if reports.get(pid, 0) > 0:
+                        out[pid].append((row.run_id, float(privacy.get("epsilon", 0.0)), 0.0))
             continue
         answered = set()
         for payload in store.replies(row.run_id).values():

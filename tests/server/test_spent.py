@@ -1,7 +1,8 @@
 """The coordinator's account of each party (in this process, no gRPC): a party's central cap,
 reported with its ledger, refuses an over-cap run when it is started (nothing stored); a run
 that did not finish but took a party's reply counts towards the coordinator at its ε₀ (δ = 0),
-a party that answered nothing of it is not charged."""
+a party that answered nothing of it is not charged, and so does a finished run stored before
+results stated their central guarantee."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def test_a_cap_refuses_at_start_and_unfinished_runs_count_at_their_eps0(tmp_path
         state.submit("party-0", reply, encode(reply))
         state.cancel("alice", "r")
         assert central_runs(store, PARTIES) == {"party-0": [("r", 2.0, 0.0)], "party-1": []}
+        state.close()
+        # a finished run stored before results stated their central guarantee counts at its ε₀
+        store.insert_run("old", params.to_dict(), PARTIES, "continue", 60.0, "alice")
+        cost = {"reports_per_party": {"party-0": 0, "party-1": 500}}
+        with store.transaction() as db:
+            Store.update_run(
+                db, "old", state="done", result={"privacy": {"epsilon": 3.0}, "cost": cost}
+            )
+        assert central_runs(store, PARTIES) == {
+            "party-0": [("r", 2.0, 0.0)],
+            "party-1": [("old", 3.0, 0.0)],
+        }
     finally:
         state.close()
         store.close()
