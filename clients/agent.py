@@ -136,7 +136,6 @@ class PartyAgent:
     codec: str
     ledger: PrivacyLedger
     limits: limits.Limits = field(default_factory=limits.Limits)
-    max_central: float = 0.0  # the most ε_c a run may reach at this party (0: no cap)
     devices: DeviceSource | None = None
     ca_cert: Path | None = None
     insecure: bool = False
@@ -152,7 +151,7 @@ class PartyAgent:
 
     def __post_init__(self) -> None:
         if self.host.admission is None:  # the agent's limits and ledger admit its runs
-            self.host.admission = PartyAdmission(self.limits, self.ledger, self.max_central)
+            self.host.admission = PartyAdmission(self.limits, self.ledger, self.ledger.max_central)
 
     def run(self) -> int:
         """Serve until stopped (0), or until a failure no retry can fix (1: the coordinator

@@ -3,6 +3,9 @@
 * A run is *admitted* when its first request arrives: refused (before any report is made) if it
   asks more than ``max_epsilon`` or if any user could go over ``budget``, i.e. if the most any
   user has spent, plus the ε of every admitted run not settled yet, plus this run's ε exceeds it.
+  The ledger also holds the party's cap on a run's central ε_c (``max_central``), which the
+  party's admission checks (:class:`~fedhh.protocol.admission.PartyAdmission`) and which the
+  ledger's state tells the coordinator, so it refuses an over-cap run when it is started.
 * A run is *settled* when the coordinator says it is over for this party: its ε is added to the
   users who reported in it (every user of a data party, which answers with all of them; the
   users whose report the agent stored, for a device party) and it no longer counts as open.
@@ -20,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from fedhh.clients.store import AgentStore
-from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, BudgetView, fresh_budget
+from fedhh.core.privacy import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
+from fedhh.protocol.admission import BudgetView, fresh_budget
 
 
 class PrivacyLedger:
@@ -32,11 +36,13 @@ class PrivacyLedger:
         n_users: int,
         budget: float = DEFAULT_BUDGET,
         max_epsilon: float = DEFAULT_MAX_EPSILON,
+        max_central: float = 0.0,
     ) -> None:
-        fresh_budget(budget, max_epsilon)  # the same checks as every other party's
+        fresh_budget(budget, max_epsilon, max_central)  # the same checks as every other party's
         self.store = store
         self.budget = float(budget)
         self.max_epsilon = float(max_epsilon)
+        self.max_central = float(max_central)  # the most ε_c one run may reach (0: no cap)
         self.lock = threading.Lock()
         blob = store.meta("spent")
         stored = np.frombuffer(blob, dtype="<f8").astype(np.float64) if blob else np.zeros(0)
@@ -94,7 +100,11 @@ class PrivacyLedger:
 
     def _view(self) -> BudgetView:
         return BudgetView(
-            self.budget, self.max_epsilon, self._committed(), tuple(sorted(self._open()))
+            self.budget,
+            self.max_epsilon,
+            self._committed(),
+            tuple(sorted(self._open())),
+            self.max_central,
         )
 
     def state(self) -> dict[str, Any]:

@@ -247,7 +247,9 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         creds = credentials_for(store, args.party_id, args.devices)
         devices, server = _report_endpoint(args, store, creds, codec_name(codec))
         users, n_users, kind = devices, args.devices, "devices"
-    ledger = PrivacyLedger(store, n_users, args.epsilon_budget, args.max_epsilon)
+    ledger = PrivacyLedger(
+        store, n_users, args.epsilon_budget, args.max_epsilon, args.max_central_epsilon
+    )
     agent = PartyAgent(
         party_id=args.party_id,
         coordinator=args.coordinator,
@@ -258,7 +260,6 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
         codec=codec_name(codec),
         ledger=ledger,
         limits=lim,
-        max_central=args.max_central_epsilon,
         devices=devices,
         ca_cert=args.ca_cert,
         insecure=args.insecure,

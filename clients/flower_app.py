@@ -26,10 +26,11 @@ from flwr.clientapp import ClientApp
 from fedhh.clients.budget import PrivacyLedger
 from fedhh.clients.flower_data import PartyData, party_data
 from fedhh.clients.store import AgentStore
+from fedhh.core.privacy import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
 from fedhh.errors import FedHHError, ParameterError, ProtocolError
 from fedhh.flower import records
 from fedhh.protocol import Party
-from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, PartyAdmission
+from fedhh.protocol.admission import PartyAdmission
 from fedhh.protocol.encoding import decode_request, encode
 from fedhh.protocol.host import PartyHost, error_reply
 from fedhh.protocol.limits import Limits
@@ -77,6 +78,7 @@ def _node_ledger(context: Context, n_users: int, party_id: str) -> PrivacyLedger
         n_users,
         _number(node, "epsilon-budget", DEFAULT_BUDGET),
         _number(node, "max-epsilon", DEFAULT_MAX_EPSILON),
+        _number(node, "max-central-epsilon", 0.0),
     )
 
 
@@ -84,8 +86,7 @@ def node_admission(context: Context, n_users: int, party_id: str) -> PartyAdmiss
     """The node operator's limits and privacy ledger (node config only)."""
     bounds = settings.from_config(Limits, context.node_config)
     ledger = _node_ledger(context, n_users, party_id)
-    cap = _number(context.node_config, "max-central-epsilon", 0.0)
-    return PartyAdmission(bounds, RunLedger(ledger, context.run_id), cap)
+    return PartyAdmission(bounds, RunLedger(ledger, context.run_id), ledger.max_central)
 
 
 def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
@@ -96,7 +97,7 @@ def _load_party(context: Context, overrides: Mapping[str, Any]) -> PartyData:
         return PartyData(state.array_records[_DATA]["codes"].numpy(), info)
     data = party_data(context.node_config, {**context.run_config, **overrides})
     ledger = _node_ledger(context, int(data.info.users), data.info.party_id)
-    try:  # the ServerApp checks a run against it before the run starts
+    try:  # the ServerApp checks a run against it (and the node's ε_c cap) before it starts
         data.info.budget.CopyFrom(protocol_pb2.PrivacyBudget(**ledger.state()))
     finally:
         ledger.store.close()

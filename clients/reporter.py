@@ -31,9 +31,9 @@ import numpy as np
 
 from fedhh.clients.device_wire import WIRE_VERSION, report_to_pb
 from fedhh.core import codes as cd
+from fedhh.core.privacy import DEFAULT_MAX_EPSILON
 from fedhh.errors import ConnectionProblem, ParameterError, TransportError
 from fedhh.oracles import FrequencyOracle, oracle_from
-from fedhh.protocol.admission import DEFAULT_MAX_EPSILON
 from fedhh.protocol.encoding import array_from_pb, array_to_pb
 from fedhh.protocol.messages import codec_from_name
 from fedhh.wire.security import ServiceClient

@@ -130,6 +130,27 @@ def _resolved(params_json: str) -> str:
     return json.dumps(fields, sort_keys=True, default=str)
 
 
+def reference_epsilon(cfg: dict[str, Any], ds: Any, epsilon: float) -> tuple[float, float]:
+    """The reference's ε₀ and its ε_c (FMT's bound at the smallest party: a party sums all its
+    users at once). With a central target in ``[params]`` (``central_epsilon``), ε₀ is the
+    largest up to ``epsilon`` that meets it, as admission chooses a mechanism's; else
+    ``epsilon``."""
+    from fedhh.core.privacy import DEFAULT_DELTA, shuffle_epsilon
+    from fedhh.protocol.admission import largest_epsilon
+
+    over = cfg.get("params", {})
+    delta = float(over.get("central_delta", DEFAULT_DELTA))
+    floor = int(min(ds.party_sizes))
+    eps0 = float(epsilon)
+    if over.get("central_epsilon") is not None:
+        target = float(over["central_epsilon"])
+        chosen = largest_epsilon(floor, target, delta, eps0)
+        if chosen is None:
+            raise ValueError(f"no ε₀ meets ε_c ≤ {target:g} at a party of {floor:,} users")
+        eps0 = chosen
+    return eps0, shuffle_epsilon(floor, eps0, delta)
+
+
 def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     """Run every run of a group on one dataset instance; emit one message per run."""
     from fedhh.mechanisms import MechanismParams
@@ -159,9 +180,11 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
         try:
             if run.label == REFERENCE:
                 seed = [group.rep, round(run.epsilon * 1000), run.k]
+                eps0, eps_c = reference_epsilon(cfg, ds, run.epsilon)
+                row.update(epsilon0=eps0, central_epsilon=eps_c)
                 for answer_alpha, names in ((alpha, METRICS), (0.0, TOPK_METRICS)):
                     ref = ds.reference(
-                        run.epsilon,
+                        eps0,
                         run.k,
                         np.random.default_rng(seed),  # the same draws for both answers
                         repeats=draws,
@@ -194,6 +217,8 @@ def run_group(group: Group, cfg: dict[str, Any], emit: Callable[[dict[str, Any]]
                             {n: getattr(sc, m) for n, m in zip(names, METRICS, strict=True)}
                         )
                     result.update({c: res.cost[c] for c in COSTS})
+                    result["epsilon0"] = res.params["epsilon"]  # a central target's choice
+                    result["central_epsilon"] = res.privacy["central"]["epsilon"]
                     result["wall_seconds"] = time.perf_counter() - t0
                     result["eta"] = params.eta
                     shared[same] = result

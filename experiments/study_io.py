@@ -38,7 +38,10 @@ FIELDS = (
     "wall_seconds",
     "params",
     "finished",
+    "epsilon0",  # the ε₀ the run perturbed at (a central target chooses it; else ε)
+    "central_epsilon",  # the run's ε_c towards the coordinator (its privacy block)
 )
+OLD_FIELDS = FIELDS[:-2]  # runs files written before ε₀ and ε_c were recorded
 REFERENCE = "reference"  # the label of the known-domain reference rows
 DEFAULT_ETA = MechanismParams().eta  # what a baseline run without "eta" uses
 
@@ -57,7 +60,7 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(row)
-    for key in ("epsilon", *METRICS, *TOPK_METRICS, *COSTS, "wall_seconds"):
+    for key in ("epsilon", *METRICS, *TOPK_METRICS, *COSTS, "wall_seconds", *FIELDS[-2:]):
         v = row.get(key, "")
         out[key] = float(v) if v not in ("", "nan", None) else math.nan
     for key in ("k", "rep"):
@@ -86,12 +89,13 @@ class RunsFile:
         if not new:
             with path.open(newline="") as fh:
                 header = next(csv.reader(fh), [])
-            if tuple(header) != FIELDS:
+            if tuple(header) not in (FIELDS, OLD_FIELDS):
                 raise SystemExit(
                     f"{path} has other columns than this runner writes; move it away or use --out"
                 )
+        columns = FIELDS if new else tuple(header)  # an old file keeps its columns
         self.fh = path.open("a", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=FIELDS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
         if new:
             self.writer.writeheader()
             self.fh.flush()

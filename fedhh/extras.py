@@ -8,6 +8,9 @@ extra (``pip install 'fedhh[server]'``):
   metrics, JSON logs), ``fedhh deploy local`` (its throwaway certificates) and process control;
 * ``flower``: the Flower ServerApp and ClientApp and ``fedhh flower run`` (flwr 1.42);
 * ``simulation``: ``fedhh simulate --engine flower`` (flwr with Ray);
+* ``accounting``: Google's ``dp_accounting``, for the optimal composition of a user's runs
+  towards the coordinator (:mod:`fedhh.core.accounting`); without it the figure is basic
+  composition, and says so;
 * ``plots``, ``torch``, ``integrations`` (TRL, verl): see pyproject.toml.
 
 A command checks its extra before it does anything (:func:`require`), so a missing one is one
@@ -34,6 +37,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "simulation": ("flwr", "ray", "psutil"),
     "plots": ("matplotlib",),
     "torch": ("torch",),
+    "accounting": ("dp_accounting",),
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhh.cli.common import add_connect_args
+from fedhh.core.accounting import METHODS
 from fedhh.core.progress import StatusLine
 from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
@@ -175,7 +176,20 @@ def _cost_value(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-PRIVACY_BUDGET_COLS = ("epsilon_budget", "max_epsilon", "epsilon_remaining")  # admins only
+PRIVACY_BUDGET_COLS = (  # admins only
+    "epsilon_budget",
+    "max_epsilon",
+    "epsilon_remaining",
+    "max_central_epsilon",
+    "central_spent",
+)
+
+
+def _spent(c: dict[str, Any] | None) -> str:
+    """A party's composed central guarantee as text: ``(ε, δ) over N runs``."""
+    if not c:
+        return "-"
+    return f"({c['epsilon']:.4g}, {c['delta']:.3g}) over {c['runs']} runs"
 
 
 def _privacy_table(block: dict[str, Any]) -> str:
@@ -197,8 +211,17 @@ def _privacy_table(block: dict[str, Any]) -> str:
     if budgets:
         lines += ["", "each user's budget at each party (what every user has left at least):"]
         hidden = dict.fromkeys(PRIVACY_BUDGET_COLS, "hidden")
-        rows = [{"party": pid, **(hidden if b.get("hidden") else b)} for pid, b in budgets.items()]
+        rows = [
+            {"party": pid, **b, "central_spent": _spent(b.get("central_spent"))}
+            if not b.get("hidden")
+            else {"party": pid, **hidden}
+            for pid, b in budgets.items()
+        ]
         lines.append(_table(rows, ["party", *PRIVACY_BUDGET_COLS]))
+        methods = {b["central_spent"]["method"] for b in budgets.values() if "central_spent" in b}
+        for m in sorted(methods):  # how the runs' central guarantees were composed
+            said = "what the party's runs cost each user towards the coordinator"
+            lines.append(f"central_spent: {said}, by {METHODS[m]}")
     return "\n".join(lines)
 
 

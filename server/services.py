@@ -30,6 +30,7 @@ from fedhh.errors import StorageError
 from fedhh.protocol import RunDriver, codec_from_name, encoding
 from fedhh.protocol.coordinator import POLICIES
 from fedhh.run.result import code_hex, code_labels
+from fedhh.server.spent import BUDGET_FIELDS, party_budgets
 from fedhh.server.state import CoordinatorState, failed_in
 from fedhh.server.store import FINAL_STATES, RunRow
 from fedhh.wire.rpc import Refused, refused
@@ -113,7 +114,8 @@ def _own_party(ident: Identity, party_id: str) -> None:
 
 def _budget(msg: Any) -> dict[str, Any]:
     """A party's PrivacyBudget, checked (finite, non-negative, a bounded list of run ids)."""
-    values = {k: float(getattr(msg, k)) for k in ("budget", "max_epsilon", "committed")}
+    names = ("budget", "max_epsilon", "committed", "max_central")
+    values = {k: float(getattr(msg, k)) for k in names}
     for k, v in values.items():
         if not (math.isfinite(v) and 0 <= v <= MAX_EPSILON_FIGURE):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"budget.{k} = {v} is out of range")
@@ -211,9 +213,6 @@ class PartyServicer:
         return party_pb2.HeartbeatResponse(server_time=time.time())
 
 
-BUDGET_FIELDS = ("epsilon_budget", "max_epsilon", "epsilon_remaining")
-
-
 def party_statuses(
     state: CoordinatorState, ident: Identity, party_ids: list[str] | None = None, **extra: Any
 ) -> list[Any]:
@@ -225,27 +224,6 @@ def party_statuses(
         if hide and p.get("registered"):
             p = {**{k: v for k, v in p.items() if k not in BUDGET_FIELDS}, "budget_hidden": True}
         out.append(analyst_pb2.PartyStatus(**p, **extra.get(p["party_id"], {})))
-    return out
-
-
-def party_budgets(state: CoordinatorState, ident: Identity, row: RunRow) -> dict[str, Any]:
-    """Per party of the run, its users' privacy budget as its agent last reported it: the ε
-    each user may spend across runs, the most one run may ask, and what every one of its users
-    has left at least (the budget less the most any user has spent or has committed to admitted
-    runs), with the time of that report. Admins only, like ``query parties``; an analyst gets
-    ``hidden``."""
-    out: dict[str, Any] = {}
-    for p in state.party_status(list(row.party_ids)):
-        if not p.get("registered"):
-            out[p["party_id"]] = {"registered": False}
-        elif ident.role != "admin":
-            out[p["party_id"]] = {"hidden": True}
-        else:
-            out[p["party_id"]] = {
-                **{k: p[k] for k in BUDGET_FIELDS},
-                "keeps_ledger": p["epsilon_budget"] > 0,
-                "as_of": p["last_seen"],
-            }
     return out
 
 

@@ -368,6 +368,7 @@ class CoordinatorState:
                     "seconds_since_seen": max(0.0, now - seen),
                     "epsilon_budget": float(r.budget.get("budget", 0.0)),
                     "max_epsilon": float(r.budget.get("max_epsilon", 0.0)),
+                    "max_central_epsilon": float(r.budget.get("max_central", 0.0)),
                     "epsilon_remaining": remaining if remaining != float("inf") else 0.0,
                 }
             )

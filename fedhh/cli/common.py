@@ -155,7 +155,7 @@ def add_limit_args(g: Any, who: str) -> None:
 def add_budget_args(g: Any, whose: str) -> None:
     """The privacy budget of a party's users (fedhh.protocol.admission); ``whose`` names whose
     it is in the help texts."""
-    from fedhh.protocol.admission import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
+    from fedhh.core.privacy import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON
 
     g.add_argument(
         "--epsilon-budget",

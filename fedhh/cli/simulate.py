@@ -157,7 +157,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     doc = result_document(result, ds.codec, scores, dataset=ds.summary(), reference=reference)
     doc["privacy"]["budgets"] = budgets_after(  # each user's budget at each party, after it
-        budgets, float(result.params["epsilon"]), result.cost["reports_per_party"]
+        budgets, float(result.params["epsilon"]), result.cost["reports_per_party"], doc["privacy"]
     )
     to_stdout = write_document(doc, args.output)
     if not args.quiet:

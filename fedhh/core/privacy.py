@@ -40,6 +40,11 @@ from fedhh.core.variation import VariationRatio, least_epsilon, variation_epsilo
 from fedhh.errors import ParameterError
 
 DEFAULT_DELTA = 1e-8  # δ of the central guarantee, unless a run asks otherwise
+# A party's ledger, unless its operator says otherwise (the one place for these defaults: the
+# party agent, the Flower ClientApp, fedhh simulate and the device SDK's own cap take them here,
+# a module the device SDK imports cheaply)
+DEFAULT_BUDGET = 40.0  # ε each user of a party may spend across runs
+DEFAULT_MAX_EPSILON = 10.0  # ε one run may ask of a party's users (and a device's own cap)
 FMT = "fmt"
 VARIATION = "variation-ratio"
 BOUNDS = {

@@ -36,7 +36,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fedhh.core.privacy import shuffle_epsilon
+from fedhh.core.accounting import compose, party_guarantees
+from fedhh.core.privacy import DEFAULT_BUDGET, DEFAULT_MAX_EPSILON, shuffle_epsilon
 from fedhh.errors import BudgetExceeded, LimitError, ParameterError
 from fedhh.mechanisms.layout import layout_of
 from fedhh.mechanisms.levels import LENGTH_SHARE, split_users
@@ -46,8 +47,6 @@ from fedhh.protocol import limits
 from fedhh.protocol.messages import Request, RunSpec, check_feasible
 
 SLACK = 1e-9  # ε sums are floats: a run that lands exactly on the budget is admitted
-DEFAULT_BUDGET = 40.0  # ε each user of a party may spend across runs, unless its operator says
-DEFAULT_MAX_EPSILON = 10.0  # ε one run may ask of a party's users, likewise
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,7 @@ class BudgetView:
             "max_epsilon": self.max_epsilon,
             "committed": self.committed,
             "admitted_runs": list(self.admitted_runs),
+            "max_central": self.max_central,
         }
 
     def left(self, pending: float = 0.0) -> float:
@@ -147,6 +147,29 @@ def check_central(params: MechanismParams, party_id: str, users: int, cap: float
         )
 
 
+def largest_epsilon(floor: int, target: float, delta: float, most: float) -> float | None:
+    """The largest ε₀ ≤ ``most``, a multiple of 0.001 and at least 0.01, whose ε_c (FMT's
+    bound, which holds for every oracle) at a group of ``floor`` users is at most ``target``
+    at ``delta``; None if even ε₀ = 0.01 misses it (ε_c grows with ε₀: a bisection)."""
+
+    def meets(eps0: float) -> bool:
+        return shuffle_epsilon(floor, eps0, delta) <= target + SLACK
+
+    hi = math.floor(most / EPSILON_STEP + SLACK) * EPSILON_STEP
+    if hi >= MIN_EPSILON and meets(hi):
+        return round(hi, 3)
+    if hi < MIN_EPSILON or not meets(MIN_EPSILON):
+        return None
+    lo_k, hi_k = round(MIN_EPSILON / EPSILON_STEP), round(hi / EPSILON_STEP)  # lo meets, hi not
+    while hi_k - lo_k > 1:
+        mid = (lo_k + hi_k) // 2
+        if meets(mid * EPSILON_STEP):
+            lo_k = mid
+        else:
+            hi_k = mid
+    return round(lo_k * EPSILON_STEP, 3)
+
+
 def choose_epsilon(
     params: MechanismParams,
     sizes: Sequence[int],
@@ -160,34 +183,28 @@ def choose_epsilon(
         return params
     floor = min(smallest_group(params, n) for n in sizes)
     delta = float(params.resolved().central_delta)
-
-    def meets(eps0: float) -> bool:
-        return shuffle_epsilon(floor, eps0, delta) <= target + SLACK
-
-    hi = math.floor(min(params.epsilon, allowed) / EPSILON_STEP + SLACK) * EPSILON_STEP
-    if hi >= MIN_EPSILON and meets(hi):
-        return dataclasses.replace(params, epsilon=round(hi, 3))
-    if hi < MIN_EPSILON or not meets(MIN_EPSILON):
+    most = min(params.epsilon, allowed)
+    eps0 = largest_epsilon(floor, target, delta, most)
+    if eps0 is None:
         raise ParameterError(
-            f"no ε₀ from {MIN_EPSILON:g} to {max(hi, MIN_EPSILON):g} meets the central target "
-            f"ε_c ≤ {target:g} (δ = {delta:g}) at the smallest group of {floor:,} users"
+            f"no ε₀ from {MIN_EPSILON:g} to {max(most, MIN_EPSILON):g} meets the central "
+            f"target ε_c ≤ {target:g} (δ = {delta:g}) at the smallest group of {floor:,} users"
         )
-    lo_k, hi_k = round(MIN_EPSILON / EPSILON_STEP), round(hi / EPSILON_STEP)  # lo meets, hi not
-    while hi_k - lo_k > 1:
-        mid = (lo_k + hi_k) // 2
-        if meets(mid * EPSILON_STEP):
-            lo_k = mid
-        else:
-            hi_k = mid
-    return dataclasses.replace(params, epsilon=round(lo_k * EPSILON_STEP, 3))
+    return dataclasses.replace(params, epsilon=eps0)
 
 
 def budgets_after(
-    views: Mapping[str, BudgetView | None], epsilon: float, reports: Mapping[str, int]
+    views: Mapping[str, BudgetView | None],
+    epsilon: float,
+    reports: Mapping[str, int],
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per party, its users' budget once a run of ``epsilon`` is settled (the parties with
     ``reports`` spent it): the result document's ``privacy.budgets``, as ``query privacy``
-    shows it to an admin (what every user of the party has left at least)."""
+    shows it to an admin (what every user of the party has left at least), and with the run's
+    ``privacy`` block what the run cost them towards the coordinator (``central_spent``: this
+    run's ε_c at the party, the only run this side has carried)."""
+    central = party_guarantees(privacy or {})
     out: dict[str, dict[str, Any]] = {}
     for pid, v in views.items():
         if v is None:
@@ -198,8 +215,12 @@ def budgets_after(
             "epsilon_budget": v.budget,
             "max_epsilon": v.max_epsilon,
             "epsilon_remaining": max(0.0, v.left() - spent),
+            "max_central_epsilon": v.max_central,
             "keeps_ledger": True,
         }
+        if privacy is not None:
+            runs = [central[pid]] if pid in central else []
+            out[pid]["central_spent"] = compose(runs).fields()
     return out
 
 

@@ -263,5 +263,10 @@ def budget_view(info: Any) -> BudgetView | None:
     if not info.HasField("budget"):
         return None
     b = info.budget
-    figures = {"budget": b.budget, "max_epsilon": b.max_epsilon, "committed": b.committed}
+    figures = {
+        "budget": b.budget,
+        "max_epsilon": b.max_epsilon,
+        "committed": b.committed,
+        "max_central": b.max_central,
+    }
     return BudgetView.of({**figures, "admitted_runs": list(b.admitted_runs)})

@@ -294,3 +294,40 @@ def test_the_study_takes_party_files_and_every_dataset_kind(tmp_path: Path) -> N
         timeout=60,
     )
     assert proc.returncode != 0 and "files = [...] goes with kind = 'files'" in proc.stderr
+
+
+def test_a_study_at_a_central_target_records_each_runs_eps0(tmp_path: Path) -> None:
+    """``[params] central_epsilon``: every run gets the largest ε₀ up to the grid's ε that meets
+    the target (the reference at its smallest party); runs.csv records ε₀ and the run's ε_c, and
+    a runs file written before those columns is appended to with its own."""
+    from study_io import OLD_FIELDS
+
+    from fedhh.core.privacy import shuffle_epsilon
+
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(
+        '[study]\nname = "c"\nrepeats = 1\nusers = 20000\n[grid]\nepsilon = [10.0]\nk = [4]\n'
+        "[params]\ncentral_epsilon = 1.0\ncentral_delta = 1e-8\n"
+        '[mechanisms]\n"TAPS" = { mechanism = "taps" }\n[reference]\ndraws = 2\n'
+        '[datasets.iid]\nkind = "zipf"\nitems = 200\nm = 16\nsplit = "iid"\n'
+    )
+    out = tmp_path / "out"
+    _study(cfg, out, "--jobs", "1")
+    rows = {r["label"]: r for r in _rows(out / "runs.csv")}
+    taps, ref = rows["TAPS"], rows[REFERENCE]
+    assert 0.01 < float(taps["epsilon0"]) < 10.0 and float(taps["central_epsilon"]) <= 1.0
+    eps0 = float(ref["epsilon0"])  # 8 iid parties of 2,500 users each
+    assert shuffle_epsilon(2500, eps0, 1e-8) <= 1.0 < shuffle_epsilon(2500, eps0 + 0.001, 1e-8)
+    assert float(ref["central_epsilon"]) == pytest.approx(shuffle_epsilon(2500, eps0, 1e-8))
+
+    old = tmp_path / "old"
+    old.mkdir()
+    with (old / "runs.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=OLD_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerow(taps)
+    again = _study(cfg, old, "--jobs", "1")
+    assert "1 already in" in again.stderr
+    with (old / "runs.csv").open(newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == OLD_FIELDS
+    assert len(_rows(old / "runs.csv")) == 2

@@ -60,9 +60,18 @@ def test_over_a_nodes_maximum_or_the_run_configs_bounds(tmp_path: Path) -> None:
         run_flower(LocalGrid(_nodes(tmp_path), cfg), cfg)
 
 
-def test_the_client_app_admits_at_the_first_request(tmp_path: Path) -> None:
-    """A request reaching a SuperNode whose operator allows less than the run asks (whatever
-    the ServerApp checked) gets an error reply before any user reports; nothing is charged."""
+@pytest.mark.parametrize(
+    ("node", "said"),
+    [
+        ({"max-epsilon": 3}, "ε = 4 is over party party-0's maximum of 3 per run"),
+        ({"max-central-epsilon": 0.05}, "users, over its maximum of 0.05 per run"),
+    ],
+)
+def test_the_client_app_admits_at_the_first_request(
+    tmp_path: Path, node: dict[str, float], said: str
+) -> None:
+    """A request reaching a SuperNode whose operator allows less than the run asks, in ε₀ or
+    in ε_c (whatever the ServerApp checked), gets an error reply before any user reports."""
     from uuid import uuid4
 
     from flwr.app import Context, Message
@@ -82,7 +91,7 @@ def test_the_client_app_admits_at_the_first_request(tmp_path: Path) -> None:
         USERS, PARTIES, m=32, n_items=ITEMS, s=1.1, split="dirichlet", seed=DATA_SEED
     )
     spec, _ = build_run(ds.parties, ds.codec, MechanismParams(k=4, m=32, seed=11, epsilon=4.0))
-    node = _nodes(tmp_path, **{"max-epsilon": 3})[0]
+    node = _nodes(tmp_path, **node)[0]
     req = next(r for r in Coordinator(spec).start() if r.party_id == "party-0")
     msg = Message(
         records.content(spec=encode(spec), request=encode(req)),
@@ -93,14 +102,19 @@ def test_the_client_app_admits_at_the_first_request(tmp_path: Path) -> None:
     ctx = Context(1, node.node_id, node.node_config, node.state, _run_cfg())
     reply = decode_reply(records.entry(make_client_app()(msg, ctx).content, "reply"))
     assert isinstance(reply.result, ErrorResult) and reply.result.code == "refused"
-    assert "ε = 4 is over party party-0's maximum of 3 per run" in reply.result.message
+    assert said in reply.result.message
 
 
 def test_a_central_target_and_a_nodes_central_cap(tmp_path: Path) -> None:
     """The run config's central-epsilon: the ServerApp's admission picks ε₀ and the nodes
-    perturb at it; a SuperNode whose operator caps ε_c (node config) refuses an over-cap run
-    at its first request, like the gRPC agent, and the run goes on without it."""
-    from fedhh.protocol.admission import central_at_floor
+    perturb at it. A SuperNode whose operator caps ε_c (node config) tells the ServerApp its
+    cap with its ledger at discovery, so an over-cap run is refused before any request, with
+    the message ``fedhh simulate`` gives for the same run and cap."""
+    from test_flower import DATA_SEED, ITEMS, USERS
+
+    from fedhh.datasets import synthetic_zipf
+    from fedhh.protocol.admission import fresh_budget
+    from fedhh.run.engine import simulate
 
     cfg = _run_cfg(**{"run-id": "target", "epsilon": 8.0, "central-epsilon": 1.0})
     result, _ = run_flower(LocalGrid(_nodes(tmp_path), cfg), cfg)
@@ -112,7 +126,16 @@ def test_a_central_target_and_a_nodes_central_cap(tmp_path: Path) -> None:
     (tmp_path / "capped").mkdir()
     nodes = _nodes(tmp_path / "capped")
     nodes[0].node_config["max-central-epsilon"] = 0.05
-    result, _ = run_flower(LocalGrid(nodes, cfg), cfg)
-    assert result.failed_parties == ["party-0"]
-    assert result.cost["reports_per_party"]["party-0"] == 0
-    assert central_at_floor(MechanismParams(**{"epsilon": 4.0}), 1000) > 0.05
+    grid = LocalGrid(nodes, cfg)
+    with pytest.raises(ParameterError) as refused:
+        run_flower(grid, cfg)
+    assert {t for _, t in grid.delivered} == {"query.discover"}  # refused before any request
+    ds = synthetic_zipf(
+        USERS, PARTIES, m=32, n_items=ITEMS, s=1.1, split="dirichlet", seed=DATA_SEED
+    )
+    params = MechanismParams(k=4, m=32, seed=11, epsilon=4.0)
+    with pytest.raises(ParameterError) as in_process:
+        simulate(ds.parties, ds.codec, params, budgets={"party-0": fresh_budget(max_central=0.05)})
+    assert str(refused.value) == str(in_process.value)
+    assert "at party party-0's smallest group of" in str(refused.value)
+    assert "over its maximum of 0.05 per run" in str(refused.value)

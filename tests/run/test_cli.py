@@ -108,6 +108,12 @@ def test_simulate_with_a_central_target_and_a_central_cap(tmp_path: Path) -> Non
     floor = min(smallest_group(p, n) for n in doc["dataset"]["party_sizes"])
     assert shuffle_epsilon(floor, eps0, 1e-7) <= 1.5 < shuffle_epsilon(floor, eps0 + 0.001, 1e-7)
     assert {b["epsilon_remaining"] for b in privacy["budgets"].values()} == {40 - eps0}
+    # towards the coordinator the run cost each party's users its worst group's ε_c there
+    for pid, b in privacy["budgets"].items():
+        worst = max(g["central_epsilon"] for g in privacy["central"]["groups"] if g["party"] == pid)
+        spent = b["central_spent"]
+        assert spent["runs"] == 1 and spent["basic"] == {"epsilon": worst, "delta": 1e-7}
+        assert worst - 1e-3 <= spent["epsilon"] <= worst
     assert main([*argv, "--max-central-epsilon", "0.01", "--output", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
 

@@ -77,6 +77,21 @@ def test_simulate_and_help_run_on_the_core(bare: dict[str, str]) -> None:
     assert "F1" in r.stdout
 
 
+def test_without_the_accounting_extra_runs_compose_by_basic_composition(
+    bare: dict[str, str],
+) -> None:
+    """The core install states what a run cost each user towards the coordinator by basic
+    composition, and names the extra that gives the optimal one."""
+    import json
+
+    argv = ["-m", "fedhh", "simulate", "--users", "5000", "--parties", "2", "-k", "4"]
+    r = _run(bare, *argv, "--quiet", "--output", "-")
+    assert r.returncode == 0, r.stderr
+    spent = [b["central_spent"] for b in json.loads(r.stdout)["privacy"]["budgets"].values()]
+    assert {s["method"] for s in spent} == {"basic"}
+    assert all(s["epsilon"] == s["basic"]["epsilon"] > 0 for s in spent)
+
+
 def test_the_device_sdk_imports_no_optional_or_heavy_module(bare: dict[str, str]) -> None:
     code = (
         "import sys, fedhh.clients.reporter; "

@@ -4,20 +4,26 @@ party agents, one of which caps the central ε_c per run (--max-central-epsilon)
 * a run with a central target gets its ε₀ at the coordinator's admission (the largest that meets
   the target at the smallest planned group), the agents perturb at that ε₀ and the privacy block
   shows it and meets the target;
-* a run whose ε_c at the capped party's smallest group is over its cap is refused by that party
-  before any report (its own admission), and with "continue" the run goes on without it."""
+* each user's budget at each party: the local one its agent reported, and the central one
+  composed over the coordinator's runs with the party;
+* the capped party's agent tells the coordinator its cap with its ledger (PrivacyBudget's
+  max_central), so a run whose ε_c at that party's smallest group is over the cap is refused
+  when it is started (INVALID_ARGUMENT), with the message ``fedhh simulate`` gives for the
+  same run and cap (:func:`~fedhh.protocol.admission.admit_run`), before any party works."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from grpc_harness import M, party_data, running_cluster, wait_until
 
+from fedhh.core.accounting import compose, party_guarantees
+from fedhh.errors import ParameterError
 from fedhh.mechanisms.params import MechanismParams
-from fedhh.protocol.admission import central_at_floor, choose_epsilon
+from fedhh.protocol.admission import admit_run, central_at_floor, choose_epsilon, fresh_budget
+from fedhh.protocol.limits import Limits
 
 PARTIES = ["party-0", "party-1"]
 
@@ -62,14 +68,37 @@ def test_central_target_and_cap_over_grpc(tmp_path: Path) -> None:
         text = cluster.query("privacy", "target", admin=True, json_out=False).stdout
         assert "each user's budget at each party" in text and "bound" in text
 
-        # ε = 4 without a target: party-0's smallest group is over its cap of 1.0
+        # ε = 4 without a target: party-0's smallest group is over its cap of 1.0, which its
+        # agent reported with its ledger: the coordinator refuses the run when it is started
+        assert {r["max_central_epsilon"] for r in rows().values()} == {1.0, 0.0}
         plain = MechanismParams("pem-global", k=4, m=M, epsilon=4.0, seed=2)
         assert central_at_floor(plain, sizes[0]) > 1.0
+        with pytest.raises(ParameterError) as in_process:  # what fedhh simulate says
+            admit_run(
+                plain, PARTIES, sizes, Limits(), budgets={"party-0": fresh_budget(40, 10, 1.0)}
+            )
         out = cluster.start_run("over-cap", PARTIES, plain, "--wait", deadline_seconds=60)
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["failed_parties"] == ["party-0"]
-        cost = json.loads(cluster.query("cost", "over-cap").stdout)["cost"]
-        assert cost["reports_per_party"]["party-0"] == 0
-        db = sqlite3.connect(cluster.root / "party-0.sqlite")
-        replies = [r[0] for r in db.execute("SELECT reply FROM handled WHERE run_id='over-cap'")]
-        assert len(replies) == 1 and b"over its maximum of 1 per run" in replies[0]
+        assert out.returncode == 1, out.stdout
+        assert out.stderr.strip() == f"fedhh: error: INVALID_ARGUMENT: {in_process.value}"
+        assert "at party party-0's smallest group" in out.stderr
+        assert cluster.query("status", "over-cap").returncode != 0  # nothing stored
+        assert [r for r, _ in cluster.handled("party-0") if r == "over-cap"] == []
+        # a run whose ε₀ meets the cap is admitted by both sides
+        low = MechanismParams("pem-global", k=4, m=M, epsilon=1.0, seed=2)
+        assert central_at_floor(low, sizes[0]) <= 1.0
+        ok = cluster.start_run("under-cap", PARTIES, low, "--wait", deadline_seconds=60)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["failed_parties"] == []
+
+        # towards the coordinator each party's users have spent both runs, composed: the
+        # coordinator's state file has the two privacy blocks (the refused run is not there)
+        second = json.loads(cluster.query("privacy", "under-cap").stdout)
+        shown = json.loads(cluster.query("privacy", "under-cap", admin=True).stdout)["budgets"]
+        for pid in PARTIES:
+            runs = [party_guarantees(block)[pid] for block in (privacy, second)]
+            spent = shown[pid]["central_spent"]
+            assert spent == compose(runs).fields() and spent["runs"] == 2
+            assert max(e for e, _ in runs) < spent["epsilon"] <= sum(e for e, _ in runs)
+        assert shown["party-0"]["max_central_epsilon"] == 1.0
+        text = cluster.query("privacy", "under-cap", admin=True, json_out=False).stdout
+        assert "over 2 runs" in text and "cost each user towards the coordinator" in text

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedhh.wire.v1 import protocol_pb2 as fedhh_dot_v1_dot_protocol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64hh/v1/analyst.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"\x89\x01\n\x0fStartRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12)\n\x06params\x18\x02 \x01(\x0b\x32\x19.fedhh.v1.MechanismParams\x12\x11\n\tparty_ids\x18\x03 \x03(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\x01\"\x11\n\x0fListRunsRequest\"\x18\n\x06RunRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xab\x02\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tmechanism\x18\x03 \x01(\t\x12\x11\n\tparty_ids\x18\x04 \x03(\t\x12\r\n\x05round\x18\x05 \x01(\x03\x12\r\n\x05phase\x18\x06 \x01(\t\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61iled_parties\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\x01\x12\x0f\n\x07updated\x18\x0b \x01(\x01\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\r \x01(\x01\x12\r\n\x05owner\x18\x0e \x01(\t\x12&\n\x07parties\x18\x0f \x03(\x0b\x32\x15.fedhh.v1.PartyStatus\"\x87\x02\n\x0bPartyStatus\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x12\n\nregistered\x18\x02 \x01(\x08\x12\x0f\n\x07n_users\x18\x03 \x01(\x03\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\x12\x1a\n\x12seconds_since_seen\x18\x06 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x07 \x01(\x01\x12\x13\n\x0bmax_epsilon\x18\x08 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\t \x01(\x01\x12\x13\n\x0boutstanding\x18\n \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x08\x12\x15\n\rbudget_hidden\x18\x0c \x01(\x08\"\x14\n\x12ListPartiesRequest\"=\n\x13ListPartiesResponse\x12&\n\x07parties\x18\x01 \x03(\x0b\x32\x15.fedhh.v1.PartyStatus\"3\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.fedhh.v1.RunInfo\"\'\n\nTopRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x03\"\x8b\x01\n\x06TopRow\x12\x0c\n\x04rank\x18\x01 \x01(\x03\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x04\x12\x10\n\x08\x65stimate\x18\x04 \x01(\x01\x12\x0e\n\x06stderr\x18\x05 \x01(\x01\x12\x0f\n\x07parties\x18\x06 \x01(\x03\x12\x10\n\x08\x63ode_hex\x18\x07 \x01(\t\x12\x12\n\nitem_bytes\x18\x08 \x01(\x0c\"T\n\x0bTopResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x1e\n\x04rows\x18\x02 \x03(\x0b\x32\x10.fedhh.v1.TopRow\x12\x15\n\rdocument_json\x18\x03 \x01(\t\"E\n\x10\x46requencyRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12\x12\n\nitem_bytes\x18\x03 \x03(\x0c\"\x8f\x01\n\x0c\x46requencyRow\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x04\x12\x10\n\x08\x63ode_hex\x18\x07 \x01(\t\x12\x12\n\nitem_bytes\x18\x08 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\x10\n\x08\x65stimate\x18\x04 \x01(\x01\x12\x0e\n\x06stderr\x18\x05 \x01(\x01\x12\x0c\n\x04rank\x18\x06 \x01(\x03\"I\n\x11\x46requencyResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.fedhh.v1.FrequencyRow\"G\n\x0c\x43ostResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tcost_json\x18\x02 \x01(\t\x12\x14\n\x0cprivacy_json\x18\x03 \x01(\t2\xa5\x04\n\x0e\x41nalystService\x12\x38\n\x08StartRun\x12\x19.fedhh.v1.StartRunRequest\x1a\x11.fedhh.v1.RunInfo\x12\x41\n\x08ListRuns\x12\x19.fedhh.v1.ListRunsRequest\x1a\x1a.fedhh.v1.ListRunsResponse\x12\x30\n\tGetStatus\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo\x12\x31\n\x08WatchRun\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo0\x01\x12\x35\n\x06GetTop\x12\x14.fedhh.v1.TopRequest\x1a\x15.fedhh.v1.TopResponse\x12G\n\x0cGetFrequency\x12\x1a.fedhh.v1.FrequencyRequest\x1a\x1b.fedhh.v1.FrequencyResponse\x12\x33\n\x07GetCost\x12\x10.fedhh.v1.RunRef\x1a\x16.fedhh.v1.CostResponse\x12\x30\n\tCancelRun\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo\x12J\n\x0bListParties\x12\x1c.fedhh.v1.ListPartiesRequest\x1a\x1d.fedhh.v1.ListPartiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64hh/v1/analyst.proto\x12\x08\x66\x65\x64hh.v1\x1a\x17\x66\x65\x64hh/v1/protocol.proto\"\x89\x01\n\x0fStartRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12)\n\x06params\x18\x02 \x01(\x0b\x32\x19.fedhh.v1.MechanismParams\x12\x11\n\tparty_ids\x18\x03 \x03(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\x01\"\x11\n\x0fListRunsRequest\"\x18\n\x06RunRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xab\x02\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tmechanism\x18\x03 \x01(\t\x12\x11\n\tparty_ids\x18\x04 \x03(\t\x12\r\n\x05round\x18\x05 \x01(\x03\x12\r\n\x05phase\x18\x06 \x01(\t\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61iled_parties\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\x01\x12\x0f\n\x07updated\x18\x0b \x01(\x01\x12\x0e\n\x06policy\x18\x0c \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\r \x01(\x01\x12\r\n\x05owner\x18\x0e \x01(\t\x12&\n\x07parties\x18\x0f \x03(\x0b\x32\x15.fedhh.v1.PartyStatus\"\xa4\x02\n\x0bPartyStatus\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x12\n\nregistered\x18\x02 \x01(\x08\x12\x0f\n\x07n_users\x18\x03 \x01(\x03\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\x12\x1a\n\x12seconds_since_seen\x18\x06 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x07 \x01(\x01\x12\x13\n\x0bmax_epsilon\x18\x08 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\t \x01(\x01\x12\x13\n\x0boutstanding\x18\n \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x08\x12\x15\n\rbudget_hidden\x18\x0c \x01(\x08\x12\x1b\n\x13max_central_epsilon\x18\r \x01(\x01\"\x14\n\x12ListPartiesRequest\"=\n\x13ListPartiesResponse\x12&\n\x07parties\x18\x01 \x03(\x0b\x32\x15.fedhh.v1.PartyStatus\"3\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.fedhh.v1.RunInfo\"\'\n\nTopRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x03\"\x8b\x01\n\x06TopRow\x12\x0c\n\x04rank\x18\x01 \x01(\x03\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x04\x12\x10\n\x08\x65stimate\x18\x04 \x01(\x01\x12\x0e\n\x06stderr\x18\x05 \x01(\x01\x12\x0f\n\x07parties\x18\x06 \x01(\x03\x12\x10\n\x08\x63ode_hex\x18\x07 \x01(\t\x12\x12\n\nitem_bytes\x18\x08 \x01(\x0c\"T\n\x0bTopResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x1e\n\x04rows\x18\x02 \x03(\x0b\x32\x10.fedhh.v1.TopRow\x12\x15\n\rdocument_json\x18\x03 \x01(\t\"E\n\x10\x46requencyRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12\x12\n\nitem_bytes\x18\x03 \x03(\x0c\"\x8f\x01\n\x0c\x46requencyRow\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x04\x12\x10\n\x08\x63ode_hex\x18\x07 \x01(\t\x12\x12\n\nitem_bytes\x18\x08 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\x10\n\x08\x65stimate\x18\x04 \x01(\x01\x12\x0e\n\x06stderr\x18\x05 \x01(\x01\x12\x0c\n\x04rank\x18\x06 \x01(\x03\"I\n\x11\x46requencyResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.fedhh.v1.FrequencyRow\"G\n\x0c\x43ostResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tcost_json\x18\x02 \x01(\t\x12\x14\n\x0cprivacy_json\x18\x03 \x01(\t2\xa5\x04\n\x0e\x41nalystService\x12\x38\n\x08StartRun\x12\x19.fedhh.v1.StartRunRequest\x1a\x11.fedhh.v1.RunInfo\x12\x41\n\x08ListRuns\x12\x19.fedhh.v1.ListRunsRequest\x1a\x1a.fedhh.v1.ListRunsResponse\x12\x30\n\tGetStatus\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo\x12\x31\n\x08WatchRun\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo0\x01\x12\x35\n\x06GetTop\x12\x14.fedhh.v1.TopRequest\x1a\x15.fedhh.v1.TopResponse\x12G\n\x0cGetFrequency\x12\x1a.fedhh.v1.FrequencyRequest\x1a\x1b.fedhh.v1.FrequencyResponse\x12\x33\n\x07GetCost\x12\x10.fedhh.v1.RunRef\x1a\x16.fedhh.v1.CostResponse\x12\x30\n\tCancelRun\x12\x10.fedhh.v1.RunRef\x1a\x11.fedhh.v1.RunInfo\x12J\n\x0bListParties\x12\x1c.fedhh.v1.ListPartiesRequest\x1a\x1d.fedhh.v1.ListPartiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,27 +41,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNINFO']._serialized_start=247
   _globals['_RUNINFO']._serialized_end=546
   _globals['_PARTYSTATUS']._serialized_start=549
-  _globals['_PARTYSTATUS']._serialized_end=812
-  _globals['_LISTPARTIESREQUEST']._serialized_start=814
-  _globals['_LISTPARTIESREQUEST']._serialized_end=834
-  _globals['_LISTPARTIESRESPONSE']._serialized_start=836
-  _globals['_LISTPARTIESRESPONSE']._serialized_end=897
-  _globals['_LISTRUNSRESPONSE']._serialized_start=899
-  _globals['_LISTRUNSRESPONSE']._serialized_end=950
-  _globals['_TOPREQUEST']._serialized_start=952
-  _globals['_TOPREQUEST']._serialized_end=991
-  _globals['_TOPROW']._serialized_start=994
-  _globals['_TOPROW']._serialized_end=1133
-  _globals['_TOPRESPONSE']._serialized_start=1135
-  _globals['_TOPRESPONSE']._serialized_end=1219
-  _globals['_FREQUENCYREQUEST']._serialized_start=1221
-  _globals['_FREQUENCYREQUEST']._serialized_end=1290
-  _globals['_FREQUENCYROW']._serialized_start=1293
-  _globals['_FREQUENCYROW']._serialized_end=1436
-  _globals['_FREQUENCYRESPONSE']._serialized_start=1438
-  _globals['_FREQUENCYRESPONSE']._serialized_end=1511
-  _globals['_COSTRESPONSE']._serialized_start=1513
-  _globals['_COSTRESPONSE']._serialized_end=1584
-  _globals['_ANALYSTSERVICE']._serialized_start=1587
-  _globals['_ANALYSTSERVICE']._serialized_end=2136
+  _globals['_PARTYSTATUS']._serialized_end=841
+  _globals['_LISTPARTIESREQUEST']._serialized_start=843
+  _globals['_LISTPARTIESREQUEST']._serialized_end=863
+  _globals['_LISTPARTIESRESPONSE']._serialized_start=865
+  _globals['_LISTPARTIESRESPONSE']._serialized_end=926
+  _globals['_LISTRUNSRESPONSE']._serialized_start=928
+  _globals['_LISTRUNSRESPONSE']._serialized_end=979
+  _globals['_TOPREQUEST']._serialized_start=981
+  _globals['_TOPREQUEST']._serialized_end=1020
+  _globals['_TOPROW']._serialized_start=1023
+  _globals['_TOPROW']._serialized_end=1162
+  _globals['_TOPRESPONSE']._serialized_start=1164
+  _globals['_TOPRESPONSE']._serialized_end=1248
+  _globals['_FREQUENCYREQUEST']._serialized_start=1250
+  _globals['_FREQUENCYREQUEST']._serialized_end=1319
+  _globals['_FREQUENCYROW']._serialized_start=1322
+  _globals['_FREQUENCYROW']._serialized_end=1465
+  _globals['_FREQUENCYRESPONSE']._serialized_start=1467
+  _globals['_FREQUENCYRESPONSE']._serialized_end=1540
+  _globals['_COSTRESPONSE']._serialized_start=1542
+  _globals['_COSTRESPONSE']._serialized_end=1613
+  _globals['_ANALYSTSERVICE']._serialized_start=1616
+  _globals['_ANALYSTSERVICE']._serialized_end=2165
 # @@protoc_insertion_point(module_scope)

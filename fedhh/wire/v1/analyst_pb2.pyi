@@ -66,7 +66,7 @@ class RunInfo(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., mechanism: _Optional[str] = ..., party_ids: _Optional[_Iterable[str]] = ..., round: _Optional[int] = ..., phase: _Optional[str] = ..., outstanding: _Optional[int] = ..., failed_parties: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., policy: _Optional[str] = ..., deadline_seconds: _Optional[float] = ..., owner: _Optional[str] = ..., parties: _Optional[_Iterable[_Union[PartyStatus, _Mapping]]] = ...) -> None: ...
 
 class PartyStatus(_message.Message):
-    __slots__ = ("party_id", "registered", "n_users", "source", "last_seen", "seconds_since_seen", "epsilon_budget", "max_epsilon", "epsilon_remaining", "outstanding", "failed", "budget_hidden")
+    __slots__ = ("party_id", "registered", "n_users", "source", "last_seen", "seconds_since_seen", "epsilon_budget", "max_epsilon", "epsilon_remaining", "outstanding", "failed", "budget_hidden", "max_central_epsilon")
     PARTY_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     N_USERS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class PartyStatus(_message.Message):
     OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_CENTRAL_EPSILON_FIELD_NUMBER: _ClassVar[int]
     party_id: str
     registered: bool
     n_users: int
@@ -91,7 +92,8 @@ class PartyStatus(_message.Message):
     outstanding: bool
     failed: bool
     budget_hidden: bool
-    def __init__(self, party_id: _Optional[str] = ..., registered: _Optional[bool] = ..., n_users: _Optional[int] = ..., source: _Optional[str] = ..., last_seen: _Optional[float] = ..., seconds_since_seen: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., epsilon_remaining: _Optional[float] = ..., outstanding: _Optional[bool] = ..., failed: _Optional[bool] = ..., budget_hidden: _Optional[bool] = ...) -> None: ...
+    max_central_epsilon: float
+    def __init__(self, party_id: _Optional[str] = ..., registered: _Optional[bool] = ..., n_users: _Optional[int] = ..., source: _Optional[str] = ..., last_seen: _Optional[float] = ..., seconds_since_seen: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., epsilon_remaining: _Optional[float] = ..., outstanding: _Optional[bool] = ..., failed: _Optional[bool] = ..., budget_hidden: _Optional[bool] = ..., max_central_epsilon: _Optional[float] = ...) -> None: ...
 
 class ListPartiesRequest(_message.Message):
     __slots__ = ()

@@ -187,13 +187,15 @@ class PartyInfo(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., users: _Optional[int] = ..., codec: _Optional[str] = ..., order: _Optional[int] = ..., data: _Optional[str] = ..., budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
 
 class PrivacyBudget(_message.Message):
-    __slots__ = ("budget", "max_epsilon", "committed", "admitted_runs")
+    __slots__ = ("budget", "max_epsilon", "committed", "admitted_runs", "max_central")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CENTRAL_FIELD_NUMBER: _ClassVar[int]
     budget: float
     max_epsilon: float
     committed: float
     admitted_runs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., committed: _Optional[float] = ..., admitted_runs: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_central: float
+    def __init__(self, budget: _Optional[float] = ..., max_epsilon: _Optional[float] = ..., committed: _Optional[float] = ..., admitted_runs: _Optional[_Iterable[str]] = ..., max_central: _Optional[float] = ...) -> None: ...
