@@ -11,32 +11,35 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import pytest
-from grpc_harness import FEDHH, wait_until
+from grpc_harness import FEDHH, running_cluster, wait_until
 from test_device_tally import USERS, _all_at_once, _group, _reports, _source, _submit
 
 from fedhh.clients import gate as gt
 from fedhh.clients.cli import _check_layout
 from fedhh.clients.credentials import Credentials
-from fedhh.clients.reporter import ReporterClient
+from fedhh.clients.reporter import NoOpenTask, ReporterClient, ReportTask, make_report
 from fedhh.clients.shard import ShardConfig, ledger_path
 from fedhh.clients.shards import ShardedSource, start_sharded
 from fedhh.clients.store import AgentStore
 from fedhh.core import codes as cd
 from fedhh.errors import ParameterError
 from fedhh.mechanisms.local import estimate_reports
+from fedhh.mechanisms.params import MechanismParams
+from fedhh.ops import procs
 from fedhh.protocol.party import Group
+from fedhh.wire.tokens import add_token
 from fedhh.wire.v1 import report_pb2
 
 LENGTH = 16
@@ -256,11 +259,13 @@ def test_a_shard_killed_while_devices_report_loses_nothing(tmp_path: Path) -> No
         _stop(source)
 
 
-def test_ray_actor_shards_answer_as_one_process(tmp_path: Path) -> None:
+def test_ray_actor_shards_answer_as_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same reports through two shards in Ray actors (Ray on 127.0.0.1 only): exactly the
     tally one process gives."""
     ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     group, blobs = _group("oue"), _reports(_group("oue"), seed=3)
     source = None
@@ -288,3 +293,122 @@ def test_ray_actor_shards_answer_as_one_process(tmp_path: Path) -> None:
         if source is not None:
             _stop(source)
         ray.shutdown()
+
+
+def _level(target: str, ca: Path, creds: dict[str, str], users: range, items) -> ReportTask:  # type: ignore[no-untyped-def]
+    """The users report (in batches of 4, each batch on a connection of its own) to the open
+    task; returns the task."""
+    probe = ReporterClient(target, credential=creds[str(users[0])], ca_cert=ca)
+    task = wait_until(lambda: _open_task(probe), what="a report task")
+    probe.close()
+    tls = grpc.ssl_channel_credentials(ca.read_bytes())
+    for start in range(users.start, users.stop, 4):
+        chunk = range(start, min(start + 4, users.stop))
+        entries = [
+            report_pb2.UserReport(
+                credential=creds[str(u)],
+                ldp_report=make_report(task, int(items[u]), np.random.default_rng(1000 + u)),
+            )
+            for u in chunk
+        ]
+        msg = report_pb2.ReportBatch(run_id=task.run_id, task_id=task.task_id, reports=entries)
+        chan = grpc.secure_channel(target, tls, options=[("grpc.use_local_subchannel_pool", 1)])
+        stub = chan.unary_unary(
+            "/fedhh.v1.ReportService/SubmitReportBatch",
+            request_serializer=report_pb2.ReportBatch.SerializeToString,
+            response_deserializer=report_pb2.ReportBatchResult.FromString,
+        )
+        auth = (("authorization", f"Bearer {creds[str(chunk[0])]}"),)
+        res = stub(msg, metadata=auth, timeout=60)
+        chan.close()
+        assert res.accepted == len(chunk), res.refused
+    return task
+
+
+def _open_task(client: ReporterClient) -> ReportTask | None:
+    try:
+        return client.fetch_task()
+    except NoOpenTask:
+        return None
+
+
+def test_a_party_of_three_ingestion_processes_answers_as_one(tmp_path: Path) -> None:
+    """``fedhh party serve --ingest-processes 3`` (TLS, one port) and a single-process agent,
+    each under its own coordinator, get the same device reports for the same run: the runs'
+    answers are equal. The shards die with their agent, killed alone (SIGKILL)."""
+    params = MechanismParams(mechanism="pem-global", k=4, m=8, epsilon=4.0, seed=1, answer_alpha=0)
+    items = np.where(
+        np.random.default_rng(11).random(200) < 0.5,
+        77,
+        np.random.default_rng(12).integers(0, 256, 200),
+    )
+    answers: list[tuple[object, ...]] = []
+    for name, extra in (("sharded", ["--ingest-processes", "3"]), ("single", [])):
+        with running_cluster(tmp_path / name, ["party-0"]) as cluster:
+            cluster.start_coordinator()
+            creds = cluster.enroll("party-0", 200)
+            agent, target = cluster.start_device_party("party-0", 200, *extra)
+            done = cluster.start_run("dev", ["party-0"], params)
+            assert done.returncode == 0, done.stderr
+            first = _level(target, cluster.certs.ca, creds, range(0, 100), items)
+            second = _level(target, cluster.certs.ca, creds, range(100, 200), items)
+            assert (first.task_id, second.task_id) != (first.task_id, first.task_id)
+            info = wait_until(
+                lambda c=cluster: _state(c) != "running" and _state(c), what="the run to end"
+            )
+            assert info == "done", agent.output()
+            top = cluster.query("result", "dev")
+            assert top.returncode == 0, top.stderr
+            doc = json.loads(top.stdout)
+            levels = [(lv["length"], lv["reports"]) for lv in doc["cost"]["levels"]]
+            answers.append((doc["top_k"], levels))
+            if name == "sharded":
+                kids = psutil.Process(agent.popen.pid).children()
+                shard_pids = [k.pid for k in kids]
+                assert len(shard_pids) == 3
+                counts = [
+                    sqlite3.connect(ledger_path(cluster.root / "party-0.sqlite", i))
+                    .execute("SELECT COUNT(*) FROM reports")
+                    .fetchone()[0]
+                    for i in range(3)
+                ]
+                assert sum(counts) == 200 and all(counts), counts  # every shard took reports
+                os.kill(agent.popen.pid, signal.SIGKILL)  # the agent alone
+                agent.popen.wait(timeout=20)
+                wait_until(lambda p=shard_pids: not any(map(procs.running, p)), timeout=30)
+    assert answers[0] == answers[1] and len(answers[0][0]) == 4  # type: ignore[arg-type]
+
+
+def _state(cluster) -> str:  # type: ignore[no-untyped-def]
+    out = cluster.query("status", "dev")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["state"])
+
+
+def test_ingest_processes_bad_input(tmp_path: Path) -> None:
+    """A number of ingestion processes out of range, one for a data party, or another than a
+    state file was first served with: one precise error, nothing started."""
+    token = tmp_path / "p.token"
+    add_token(tmp_path / "tokens.json", "party", "party-0", token)
+    base = [*FEDHH, "party", "serve", "--party-id", "party-0", "--coordinator", "127.0.0.1:1"]
+    base += ["--token-file", str(token), "--insecure", "--db", str(tmp_path / "a.sqlite")]
+    dev = ["--devices", "10", "--item-bits", "8", "--listen", "127.0.0.1:0"]
+    data = tmp_path / "d.txt"
+    data.write_text("1\n2\n")
+    for extra, why in (
+        ([*dev, "--ingest-processes", "0"], "--ingest-processes must be in 1..256, got 0"),
+        (
+            ["--data", str(data), "--item-bits", "8", "--ingest-processes", "2"],
+            "--ingest-processes/--ingest-engine ray are for a device party (--devices N)",
+        ),
+    ):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and f"fedhh: error: {why}" in done.stderr, done.stderr
+    store = AgentStore.of_party(tmp_path / "b.sqlite", "party-0")
+    try:
+        _check_layout(store, 3, tmp_path / "b.sqlite")
+        _check_layout(store, 3, tmp_path / "b.sqlite")
+        with pytest.raises(ParameterError, match="serve it with --ingest-processes 3"):
+            _check_layout(store, 1, tmp_path / "b.sqlite")
+    finally:
+        store.close()
