@@ -294,7 +294,8 @@ class DeviceSource:
             if type(cur.oracle) not in self._warm:  # the decode's compiled code, loaded once
                 self._warm.add(type(cur.oracle))
                 one = cur.oracle.tally(cur.checker.template, cur.candidates)
-                cur.oracle.tally_support(one, cur.candidates)
+                if self.gate is None:  # (a shard folds; its agent decodes)
+                    cur.oracle.tally_support(one, cur.candidates)
             if not fold:
                 continue
             try:

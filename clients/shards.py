@@ -151,6 +151,12 @@ class ProcessShard:
         conn.close()
 
 
+def _warm(oracle: FrequencyOracle, cand: np.ndarray) -> None:
+    from fedhh.clients.ingest import report_template
+
+    oracle.tally_support(oracle.tally(report_template(oracle, cand), cand), cand)
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         try:
@@ -274,6 +280,7 @@ class ShardedSource:
         self.closed: set[str] = set()
         self.metrics: Any = None  # (each shard counts its own reports in its log)
         self._loaded = ""  # the run every shard has marked its users of
+        self._warm: set[type] = set()  # oracles whose decode this process has run
         shards.rejoin = self._rejoin
 
     def reports(self, group: Group, rng: np.random.Generator) -> Tally | None:
@@ -315,6 +322,9 @@ class ShardedSource:
         self.shards.call_all("open", *spec)
         self.gate.set_open(True)
         self.cur = _Task(key, group.oracle, group.length, cand, quota, time.monotonic())
+        if type(group.oracle) not in self._warm:  # the decode's compiled code, while they come
+            self._warm.add(type(group.oracle))
+            threading.Thread(target=_warm, args=(group.oracle, cand), daemon=True).start()
         log.info(
             "run %s: report task %d open on %d shards (length %d, %s, %d candidates, quota %d)",
             *key,
