@@ -151,10 +151,12 @@ class ShardGate:
         return (self.bits[u >> 2] >> ((u & 3) << 1).astype(np.uint8)) & 3
 
     def _mark(self, users: np.ndarray, value: int) -> None:
-        for u in users.tolist():  # one at a time: two users may share a byte
-            shift = (u & 3) << 1
-            b = int(self.bits[u >> 2])
-            self.bits[u >> 2] = (b & ~(3 << shift)) | (value << shift)
+        u = np.asarray(users, dtype=np.int64)
+        for lane in range(4):  # the users of one lane are in distinct bytes
+            at = u[(u & 3) == lane] >> 2
+            if at.size:
+                keep = np.uint8(0xFF ^ (3 << (2 * lane)))
+                self.bits[at] = (self.bits[at] & keep) | np.uint8(value << (2 * lane))
 
     def load(self, shard: int, users: Sequence[int], task_count: int, run_count: int) -> None:
         """Shard ``shard``'s share at a task's open: its ledger's users of the run (done) and

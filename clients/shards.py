@@ -219,7 +219,7 @@ class ShardSet:
         try:
             shard.spawn()
             self.rejoin(shard)
-        except FedHHError as exc:
+        except Exception as exc:  # never let this thread end: its children die with it
             log.error("ingestion shard %d did not restart (%s); trying again", shard.cfg.index, exc)
             shard.stop()
             self._stopping.wait(1.0)
