@@ -15,8 +15,7 @@ import os
 import threading
 from typing import Any
 
-from fedhh.clients.shard import ShardConfig, ShardNode
-from fedhh.clients.shards import START_WAIT, ShardDown
+from fedhh.clients.shard import START_WAIT, ShardConfig, ShardDown, ShardNode, reraise
 from fedhh.errors import FedHHError, StorageError
 
 
@@ -105,8 +104,6 @@ class RayShard:
             raise StorageError(f"ingestion shard {self.cfg.index} did not start: {exc}") from None
         if error is not None:
             ray.kill(actor)
-            from fedhh.clients.shards import reraise
-
             reraise(*error)
         with self.lock:
             self.actor, self._watch = actor, actor.watch.remote()

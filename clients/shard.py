@@ -25,16 +25,28 @@ from typing import Any
 
 import numpy as np
 
+from fedhh import errors
 from fedhh.clients.credentials import Credentials, RevocationList
 from fedhh.clients.devices import MAX_BATCH, DeviceSource
 from fedhh.clients.endpoint import WORKERS, report_server
 from fedhh.clients.gate import ShardGate
 from fedhh.clients.store import AgentStore, GroupCommit
-from fedhh.errors import FedHHError
+from fedhh.errors import FedHHError, StorageError
 from fedhh.oracles import FrequencyOracle
 
 log = logging.getLogger("fedhh.party.shard")
 PR_SET_PDEATHSIG = 1  # prctl(2)
+START_WAIT = 60.0  # seconds a shard may take to start
+
+
+class ShardDown(StorageError):
+    """An ingestion shard stopped answering (its agent restarts it)."""
+
+
+def reraise(kind: str, message: str) -> None:
+    """A shard's refusal raised again in the agent, as its own type of fedhh error."""
+    cls = getattr(errors, kind, FedHHError)
+    raise (cls if isinstance(cls, type) and issubclass(cls, FedHHError) else FedHHError)(message)
 
 
 @dataclass(frozen=True)

@@ -37,23 +37,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedhh import errors
 from fedhh.clients.gate import ShardGate
-from fedhh.clients.shard import ShardConfig
+from fedhh.clients.shard import START_WAIT, ShardConfig, ShardDown, reraise
 from fedhh.clients.store import AgentStore
 from fedhh.core import codes as cd
-from fedhh.errors import FedHHError, ParameterError, StorageError
+from fedhh.errors import ParameterError, StorageError
 from fedhh.oracles import FrequencyOracle, Tally
 from fedhh.protocol.party import Group
 
 log = logging.getLogger("fedhh.party.shards")
 RESTART_WAIT = 60.0  # seconds a command waits for a shard that is down
-START_WAIT = 60.0  # seconds a shard may take to start
 MAX_SHARDS = 256
-
-
-class ShardDown(StorageError):
-    """An ingestion shard stopped answering (it is restarted)."""
 
 
 class Shard(Protocol):
@@ -66,12 +60,6 @@ class Shard(Protocol):
     def alive(self) -> bool: ...
     def call(self, name: str, *args: Any) -> Any: ...
     def stop(self) -> None: ...
-
-
-def reraise(kind: str, message: str) -> None:
-    """A shard's refusal raised again in the agent, as its own type of fedhh error."""
-    cls = getattr(errors, kind, FedHHError)
-    raise (cls if isinstance(cls, type) and issubclass(cls, FedHHError) else FedHHError)(message)
 
 
 class ProcessShard:
