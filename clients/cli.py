@@ -75,6 +75,22 @@ def add_party_parser(sub: Any) -> None:
         help="close a report task after this long if it has reports but not its quota",
     )
     v.add_argument("--port-file", type=Path, help="write the report endpoint's port here")
+    v.add_argument(
+        "--ingest-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the report endpoint as N ingestion processes on the one --listen address "
+        "(SO_REUSEPORT), each with its own ledger beside --db; the party's answers are those "
+        "of one process. A state file keeps the N it was first served with (default 1)",
+    )
+    v.add_argument(
+        "--ingest-engine",
+        choices=("processes", "ray"),
+        default="processes",
+        help="what carries the ingestion processes: child processes of the agent, or Ray "
+        "actors on this machine (RAY_ADDRESS, else a Ray started here on 127.0.0.1)",
+    )
     b = s.add_argument_group("privacy budget and resource limits (checked before any work)")
     add_budget_args(b, "this party's users")
     add_limit_args(b, "this party accepts")
@@ -231,6 +247,7 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
             raise ParameterError("a device party needs --listen (its report endpoint)")
         if not args.collect_seconds > 0:
             raise ParameterError("--collect-seconds must be > 0")
+    _check_ingest_args(args)
     store = AgentStore.of_party(args.db, args.party_id)
     server = devices = None
     users: Any
@@ -245,7 +262,11 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
                 "credentials (fedhh party enroll)"
             )
         creds = credentials_for(store, args.party_id, args.devices)
-        devices, server = _report_endpoint(args, store, creds, codec_name(codec))
+        _check_layout(store, args.ingest_processes, args.db)
+        if _sharded(args):
+            devices = _sharded_endpoint(args, store, creds, codec_name(codec))
+        else:
+            devices, server = _report_endpoint(args, store, creds, codec_name(codec))
         users, n_users, kind = devices, args.devices, "devices"
     ledger = PrivacyLedger(
         store, n_users, args.epsilon_budget, args.max_epsilon, args.max_central_epsilon
@@ -314,40 +335,90 @@ def _agent_metrics(args: argparse.Namespace, agent: Any, devices: Any) -> Any:
     return metrics
 
 
+def _sharded(args: argparse.Namespace) -> bool:
+    return bool(args.ingest_processes > 1 or args.ingest_engine == "ray")
+
+
+def _check_ingest_args(args: argparse.Namespace) -> None:
+    from fedhh.clients.shards import MAX_SHARDS
+
+    n = args.ingest_processes
+    if not 1 <= n <= MAX_SHARDS:
+        raise ParameterError(f"--ingest-processes must be in 1..{MAX_SHARDS}, got {n}")
+    if _sharded(args) and args.devices is None:
+        raise ParameterError(
+            "--ingest-processes/--ingest-engine ray are for a device party (--devices N)"
+        )
+
+
+def _check_layout(store: Any, n: int, db: Path) -> None:
+    """The state file's reports are in the ledgers of the N it was first served with."""
+    had = store.meta("ingest-processes")
+    if had is None and store.count_reports() > 0:
+        had = b"1"  # served before the option existed: its reports are in the state file
+    if had is None:
+        had = store.meta_default("ingest-processes", str(n).encode())
+    if int(had) != n:
+        raise ParameterError(
+            f"--ingest-processes {n}: the reports of {db} are in {int(had)} ingestion "
+            f"ledger(s); serve it with --ingest-processes {int(had)}"
+        )
+
+
+def _sharded_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: str) -> Any:
+    from fedhh.clients.shard import ShardConfig
+    from fedhh.clients.shards import start_sharded
+
+    n = args.ingest_processes
+    if args.ingest_engine == "ray":
+        require("simulation", "--ingest-engine ray")
+        from fedhh.clients.ray_shards import ensure_ray
+
+        ensure_ray(n)
+    base = ShardConfig(
+        index=0,
+        shards=n,
+        party_id=args.party_id,
+        ledger=args.db,
+        agent_db=args.db,
+        gate=args.db,
+        key=creds.key,
+        n_users=creds.n_users,
+        codec=codec,
+        collect_seconds=args.collect_seconds,
+        listen=args.listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        shared=n > 1,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    source, port = start_sharded(processes=n, engine=args.ingest_engine, store=store, base=base)
+    if args.port_file is not None:
+        args.port_file.write_text(f"{port}\n")
+    log.info(
+        "report endpoint on %s (port %d, %s): %d ingestion %s, %d enrolled users",
+        args.listen,
+        port,
+        "plaintext" if args.insecure else "TLS",
+        n,
+        "Ray actors" if args.ingest_engine == "ray" else "processes",
+        creds.n_users,
+    )
+    return source
+
+
 def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: str) -> Any:
-    from concurrent import futures
-
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-    from fedhh.clients.devices import MAX_BATCH, DeviceSource
-    from fedhh.clients.endpoint import ReportServicer
-    from fedhh.clients.ingest import MAX_REPORT_BYTES
+    from fedhh.clients.devices import DeviceSource
+    from fedhh.clients.endpoint import WORKERS, report_server
     from fedhh.clients.store import GroupCommit
-    from fedhh.wire.rpc import SERVER_OPTIONS, add_servicer, health_follows
-    from fedhh.wire.security import bind_port
-    from fedhh.wire.v1 import report_pb2
 
-    # Each call is authenticated by the user credential it carries (ReportServicer). 32 workers:
-    # more only add thread switches; a commit waits (up to 2 ms) until all of them wait on it.
-    workers = 32
-    commit = GroupCommit(store, min_rows=workers)
+    commit = GroupCommit(store, min_rows=WORKERS)
     source = DeviceSource(creds, codec, store, args.collect_seconds, commit)
-    batch_bytes = MAX_BATCH * (MAX_REPORT_BYTES // 64 + 256)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report"),
-        options=[*SERVER_OPTIONS, ("grpc.max_receive_message_length", batch_bytes)],
+    server, port = report_server(
+        source, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
     )
-    add_servicer(server, report_pb2, "ReportService", ReportServicer(source))
-    hs = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
-    hs.set("", health_pb2.HealthCheckResponse.SERVING)
-    hs.set("fedhh.v1.ReportService", health_pb2.HealthCheckResponse.SERVING)
-    health_follows(store, hs, ("", "fedhh.v1.ReportService"), "report endpoint")
-    port = bind_port(
-        server, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
-    )
-    server.start()
     if args.port_file is not None:
         args.port_file.write_text(f"{port}\n")
     log.info(

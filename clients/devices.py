@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
+from fedhh.clients import gate as gt
 from fedhh.clients.credentials import Credentials
 from fedhh.clients.ingest import ReportChecker, check_single_report
 from fedhh.clients.reporter import ReportTask
@@ -95,6 +96,8 @@ class DeviceSource:
         collect_seconds: float,
         commit: GroupCommit | None = None,
         fold_every: int | None = FOLD_ROWS,
+        gate: gt.ShardGate | None = None,
+        shard: int = 0,
     ) -> None:
         self.credentials = credentials
         self.n_users = credentials.n_users
@@ -104,6 +107,7 @@ class DeviceSource:
         self.commit = commit or GroupCommit(store)
         self.collect_seconds = collect_seconds
         self.fold_every = fold_every
+        self.gate, self.shard = gate, shard  # one of several ingestion shards (clients/shards.py)
         lock = threading.Lock()
         self.cond = threading.Condition(lock)  # a submission's reports are written
         self.ready = threading.Condition(lock)  # the open task may close: wakes the agent
@@ -146,8 +150,42 @@ class DeviceSource:
                 raise ParameterError(f"run {key[0]} has ended for this party")
             if cur is not None:
                 self._close(cur)
-            self._open(key, group)
+            cand = cd.oracle_keys(group.candidates, group.length)  # what devices index and hash
+            self._open(key, group.oracle, group.length, cand, max(int(group.users.size), 1))
             return None
+
+    def open_task(
+        self,
+        key: tuple[str, int],
+        oracle: FrequencyOracle,
+        length: int,
+        cand: np.ndarray,
+        quota: int,
+    ) -> None:
+        """Collect for ``key`` (a shard, told by its agent; the gate says when it may take
+        reports). Opening the open task again changes nothing."""
+        with self.cond:
+            if key[0] in self.closed:
+                raise ParameterError(f"run {key[0]} has ended for this party")
+            cur = self.open
+            if cur is not None and cur.key == key:
+                return
+            if cur is not None:
+                self._close(cur)
+            self._open(key, oracle, length, cand, quota)
+
+    def task_tally(
+        self, key: tuple[str, int], oracle: FrequencyOracle, cand: np.ndarray
+    ) -> Tally | None:
+        """Stop collecting for ``key`` if it is open, and the tally of all its stored reports
+        (None: none); asked again, the same tally."""
+        with self.cond:
+            cur = self.open
+            checker = None
+            if cur is not None and cur.key == key:
+                self._close(cur)
+                checker = cur.checker
+        return self._stored(key, oracle, cand, checker)
 
     def wait(self, timeout: float) -> None:
         """Until the open task may close (its quota reached), at most ``timeout`` seconds."""
@@ -163,6 +201,8 @@ class DeviceSource:
             if cur is not None and cur.key[0] == run_id:
                 self._close(cur)
                 log.info("run %s: report task %d closed (the run ended)", *cur.key)
+            if self.gate is not None:  # this shard's users: the agent joins the shards'
+                return self.store.reported_ids(run_id)
             users = np.flatnonzero(self._bitmap(run_id))
             self._reported.pop(run_id, None)
             return users
@@ -180,10 +220,15 @@ class DeviceSource:
             self.open = None
         self.ready.notify_all()
 
-    def _open(self, key: tuple[str, int], group: Group) -> None:
-        oracle, quota = group.oracle, max(int(group.users.size), 1)
-        cand = cd.oracle_keys(group.candidates, group.length)  # what devices index and hash
-        task = ReportTask.for_oracle(*key, self.m, group.length, self.codec, oracle, cand)
+    def _open(
+        self,
+        key: tuple[str, int],
+        oracle: FrequencyOracle,
+        length: int,
+        cand: np.ndarray,
+        quota: int,
+    ) -> None:
+        task = ReportTask.for_oracle(*key, self.m, length, self.codec, oracle, cand)
         count = self.store.count_reports(*key)
         checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)
         self.open = OpenTask(key, task, oracle, cand, quota, time.monotonic(), count, checker)
@@ -191,7 +236,7 @@ class DeviceSource:
         log.info(
             "run %s: report task %d open (length %d, %s, %d candidates, quota %d)",
             *key,
-            group.length,
+            length,
             oracle.name,
             cand.size,
             quota,
@@ -249,7 +294,8 @@ class DeviceSource:
             if type(cur.oracle) not in self._warm:  # the decode's compiled code, loaded once
                 self._warm.add(type(cur.oracle))
                 one = cur.oracle.tally(cur.checker.template, cur.candidates)
-                cur.oracle.tally_support(one, cur.candidates)
+                if self.gate is None:  # (a shard folds; its agent decodes)
+                    cur.oracle.tally_support(one, cur.candidates)
             if not fold:
                 continue
             try:
@@ -268,7 +314,19 @@ class DeviceSource:
             self._reported[run_id] = bits
         return bits
 
+    def _count(self, cur: OpenTask) -> int:
+        """The task's accepted reports (of every shard, with a gate)."""
+        return self.gate.count() if self.gate is not None else cur.count
+
+    def _taking(self, cur: OpenTask) -> bool:
+        """The task takes reports (not closing, not full, and open in the gate)."""
+        if cur.closing or self._count(cur) >= cur.quota:
+            return False
+        return self.gate is None or self.gate.task() == (*cur.key, cur.quota, True)
+
     def _has_reported(self, run_id: str, user: int) -> bool:
+        if self.gate is not None and self.gate.run_count(run_id) is not None:
+            return bool(self.gate.state(np.array([user]))[0] == gt.DONE)
         bits = self._reported.get(run_id)
         if bits is not None:
             return bool(bits[user])
@@ -291,9 +349,13 @@ class DeviceSource:
     def current_task(self, user: int) -> ReportTask:
         with self.cond:
             cur = self.open
-            if cur is None or cur.closing or cur.count >= cur.quota:
+            if cur is None or not self._taking(cur):
                 raise Refused(Code.NOT_FOUND, "no report task is open")
-            if self._bitmap(cur.key[0])[user]:
+            if self.gate is not None:
+                reported = self._has_reported(cur.key[0], user)
+            else:
+                reported = bool(self._bitmap(cur.key[0])[user])
+            if reported:
                 raise Refused(
                     Code.ALREADY_EXISTS, f"user {user} has already reported in run {cur.key[0]}"
                 )
@@ -331,43 +393,38 @@ class DeviceSource:
                     raise Refused(Code.ALREADY_EXISTS, why) from None
                 raise
         frames, problems = cur.checker.frames([r for _, r in entries])
-        out: list[tuple[int, Refused]] = []
-        rows = []
+        slot = -1
         with self.cond:
             if self.open is not cur or cur.closing:
                 raise Refused(Code.FAILED_PRECONDITION, f"task {task_id} closed; fetch the next")
-            bits = self._bitmap(run_id)
-            for i, ((user, _), data, problem) in enumerate(
-                zip(entries, frames, problems, strict=True)
-            ):
-                if problem is not None:
-                    out.append((i, Refused(Code.INVALID_ARGUMENT, problem)))
-                elif bits[user]:
-                    why = f"user {user} has already reported in run {run_id}"
-                    out.append((i, Refused(Code.ALREADY_EXISTS, why)))
-                elif cur.count >= cur.quota:
-                    why = f"task {task_id} is full; fetch the next task"
-                    out.append((i, Refused(Code.FAILED_PRECONDITION, why)))
-                else:
-                    bits[user] = True
-                    cur.count += 1
-                    rows.append((run_id, str(user), task_id, data))
+            if self.gate is not None:
+                out, rows, slot = self.gate.admit_entries(
+                    self.shard, *cur.key, entries, frames, problems
+                )
+            else:
+                out, rows = self._admit(cur, entries, frames, problems)
             if not rows:
-                return out, cur.count
+                return out, self._count(cur)
             cur.writing += 1
         try:
             self.commit.write(rows)
         except StorageError as exc:
             with self.cond:
-                for row in rows:
-                    bits[int(row[1])] = False
-                cur.count -= len(rows)
+                if self.gate is not None:
+                    self.gate.settle(self.shard, slot, stored=False)
+                else:
+                    bits = self._bitmap(run_id)
+                    for row in rows:
+                        bits[int(row[1])] = False
+                    cur.count -= len(rows)
                 cur.writing -= 1
                 self.cond.notify_all()
             raise Refused(Code.UNAVAILABLE, str(exc)) from None
+        if self.gate is not None:  # durable: done for every shard (before the task can close)
+            self.gate.settle(self.shard, slot, stored=True)
         with self.cond:
             cur.writing -= 1
-            count = cur.count
+            count = self._count(cur)
             cur.unfolded += len(rows)
             if self.fold_every and cur.unfolded >= self.fold_every:
                 self._fold_wanted.set()
@@ -376,6 +433,49 @@ class DeviceSource:
             if count >= cur.quota:
                 self.ready.notify_all()
         return out, count
+
+    def _admit(
+        self,
+        cur: OpenTask,
+        entries: Sequence[tuple[int, bytes | Any]],
+        frames: list[bytes],
+        problems: list[str | None],
+    ) -> tuple[list[tuple[int, Refused]], list[tuple[str, str, int, bytes]]]:
+        """The refused entries and the rows to write of those taken (one process; lock held)."""
+        run_id, task_id = cur.key
+        out: list[tuple[int, Refused]] = []
+        rows = []
+        bits = self._bitmap(run_id)
+        for i, ((user, _), data, problem) in enumerate(zip(entries, frames, problems, strict=True)):
+            if problem is not None:
+                out.append((i, Refused(Code.INVALID_ARGUMENT, problem)))
+            elif bits[user]:
+                why = f"user {user} has already reported in run {run_id}"
+                out.append((i, Refused(Code.ALREADY_EXISTS, why)))
+            elif cur.count >= cur.quota:
+                why = f"task {task_id} is full; fetch the next task"
+                out.append((i, Refused(Code.FAILED_PRECONDITION, why)))
+            else:
+                bits[user] = True
+                cur.count += 1
+                rows.append((run_id, str(user), task_id, data))
+        return out, rows
+
+    def status(self, run_id: str, user: int) -> tuple[int, str, int, int]:
+        """(open task, its run, its reports, reports in ``run_id`` or the open run) for
+        ``user``'s device, which may ask only of the open run or of one it reported in."""
+        with self.cond:
+            cur = self.open
+            info = (cur.key[1], cur.key[0], self._count(cur)) if cur else (-1, "", 0)
+            run = run_id or info[1]
+            if run and run != info[1] and not self._has_reported(run, user):
+                raise Refused(
+                    Code.PERMISSION_DENIED,
+                    f"user {user} has no report in run {run[:64]!r} and it is not open",
+                )
+        shared = self.gate.run_count(run) if self.gate is not None and run else None
+        accepted = shared if shared is not None else (self.store.count_reports(run) if run else 0)
+        return (*info, accepted)
 
 
 __all__ = ["DeviceSource", "check_single_report"]

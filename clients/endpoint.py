@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from fedhh.clients.devices import MAX_BATCH, DeviceSource
 from fedhh.clients.ingest import MAX_REPORT_BYTES
-from fedhh.wire.rpc import Refused, refused
-from fedhh.wire.security import bearer_token
+from fedhh.wire.rpc import SERVER_OPTIONS, Refused, add_servicer, health_follows, refused
+from fedhh.wire.security import bearer_token, bind_port
 from fedhh.wire.v1 import report_pb2
 
 log = logging.getLogger("fedhh.party.devices")
@@ -138,21 +140,54 @@ class ReportServicer:
 
         def go() -> Any:
             user = self._user(context, "")
-            s = self.source
-            with s.cond:
-                cur = s.open
-                info = (cur.key[1], cur.key[0], cur.count) if cur else (-1, "", 0)
-                run = request.run_id or info[1]
-                if run and run != info[1] and not s._has_reported(run, user):
-                    raise Refused(
-                        Code.PERMISSION_DENIED,
-                        f"user {user} has no report in run {run[:64]!r} and it is not open",
-                    )
+            task_id, run_id, in_task, accepted = self.source.status(request.run_id, user)
             return report_pb2.ReportStatus(
-                accepted=s.store.count_reports(run) if run else 0,
-                open_task_id=info[0],
-                open_run_id=info[1],
-                reports_in_open_task=info[2],
+                accepted=accepted,
+                open_task_id=task_id,
+                open_run_id=run_id,
+                reports_in_open_task=in_task,
             )
 
         return self._serve("GetReportStatus", context, go)
+
+
+WORKERS = 32  # report threads: more only add switches; a commit waits (≤ 2 ms) for all of them
+
+
+def report_server(
+    source: DeviceSource,
+    listen: str,
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    shared: bool = False,
+    check_free: bool = True,
+) -> tuple[grpc.Server, int]:
+    """The report endpoint of ``source`` on ``listen``, started, with its health service
+    (NOT_SERVING while the source's state file refuses writes); returns it and its port.
+    ``shared``: several ingestion shards listen on this one port (SO_REUSEPORT; the kernel
+    spreads the devices' connections over them; ``check_free`` False: the others already
+    listen)."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    batch_bytes = MAX_BATCH * (MAX_REPORT_BYTES // 64 + 256)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="report"),
+        options=[
+            *(o for o in SERVER_OPTIONS if not (shared and o[0] == "grpc.so_reuseport")),
+            *([("grpc.so_reuseport", 1)] if shared else []),
+            ("grpc.max_receive_message_length", batch_bytes),
+        ],
+    )
+    add_servicer(server, report_pb2, "ReportService", ReportServicer(source))
+    hs = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    hs.set("", health_pb2.HealthCheckResponse.SERVING)
+    hs.set("fedhh.v1.ReportService", health_pb2.HealthCheckResponse.SERVING)
+    health_follows(source.store, hs, ("", "fedhh.v1.ReportService"), "report endpoint")
+    port = bind_port(
+        server, listen, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, check_free=check_free
+    )
+    server.start()
+    return server, port

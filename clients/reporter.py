@@ -348,15 +348,22 @@ class ReporterClient(ServiceClient):
     ) -> SubmitOutcome:
         """Fetch the open task, make the report on this device and submit it once. While no
         task is open (or the fetched one closes before the submit) retry for up to ``wait``
-        seconds. A task over this device's ε limit is not answered ("epsilon-too-high"); a
+        seconds, and so while the endpoint is unavailable (a shard of it restarting, a report
+        of this user still being stored). A task asked again gets the report already made for
+        it, never a new perturbation (if it was stored meanwhile, it is refused as already
+        reported). A task over this device's ε limit is not answered ("epsilon-too-high"); a
         credential the endpoint refuses gives "bad-credential"; any other refusal raises its
         :class:`DeviceRefusal`."""
         end = time.monotonic() + wait
         delay = 0.05
+        made: dict[tuple[str, int], Report] = {}
         while True:
             try:
                 task = self.fetch_task()
-                self.submit(task, make_report(task, item, rng))
+                key = (task.run_id, task.task_id)
+                if key not in made:
+                    made[key] = make_report(task, item, rng)
+                self.submit(task, made[key])
                 return SubmitOutcome(True, "accepted", task.run_id, task.task_id)
             except EpsilonTooHigh as exc:
                 return SubmitOutcome(False, "epsilon-too-high", exc.task.run_id, exc.task.task_id)
@@ -366,6 +373,9 @@ class ReporterClient(ServiceClient):
                 return SubmitOutcome(False, "bad-credential")
             except (NoOpenTask, TaskClosed):
                 pass
+            except EndpointUnavailable as exc:  # down, restarting or busy: ask again
+                if time.monotonic() + delay > end:
+                    raise exc from None
             if time.monotonic() + delay > end:
                 return SubmitOutcome(False, "no-task")
             time.sleep(delay)

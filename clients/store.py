@@ -134,6 +134,25 @@ class AgentStore(Database):
             str(r[0]) for r in self._query("SELECT user_id FROM reports WHERE run_id=?", (run_id,))
         ]
 
+    def reported_ids(self, run_id: str) -> np.ndarray:
+        """The (numeric) user ids that reported in the run."""
+        ids = [int(u) for u in self.reported_users(run_id) if u.isdigit()]
+        return np.asarray(ids, dtype=np.int64)
+
+    def stored_among(self, run_id: str, users: np.ndarray) -> np.ndarray:
+        """Which of ``users`` have a report stored in the run (a mask)."""
+        found: set[int] = set()
+        ids = [str(int(u)) for u in users]
+        for i in range(0, len(ids), 500):  # (SQLite's limit on an IN list's parameters)
+            part = ids[i : i + 500]
+            rows = self._query(
+                f"SELECT user_id FROM reports WHERE run_id=? AND user_id IN "
+                f"({','.join('?' * len(part))})",
+                (run_id, *part),
+            )
+            found.update(int(r[0]) for r in rows)
+        return np.array([int(u) in found for u in users], dtype=bool)
+
     def unfolded_reports(
         self, run_id: str, task_id: int, limit: int
     ) -> tuple[list[int], list[bytes]]:

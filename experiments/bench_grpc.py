@@ -20,7 +20,11 @@
 Everything listens on 127.0.0.1; plaintext (``--insecure``) unless ``--tls`` is given.
 
 Reproduce:  .venv/bin/python experiments/bench_grpc.py  [--devices 256] [--batch 100] [--tls]
-            [--no-rounds] [--wire 1|2]
+            [--no-rounds] [--wire 1|2] [--ingest-processes N]
+
+``--ingest-processes N``: the agent runs N ingestion processes on its one port; each device
+channel is its own connection, so the kernel spreads them over the processes; the agent CPU
+counts its processes' too, and part 2 kills one of them (not the agent).
 """
 
 from __future__ import annotations
@@ -127,9 +131,17 @@ class Ingest:
     """A device party agent with ``users`` enrolled users and the first report task open."""
 
     def __init__(
-        self, root: Path, procs: Procs, users: int, tls: bool, channels: int, wire: int = 2
+        self,
+        root: Path,
+        procs: Procs,
+        users: int,
+        tls: bool,
+        channels: int,
+        wire: int = 2,
+        shards: int = 1,
     ) -> None:
         self.root, self.procs, self.users, self.tls = root, procs, users, tls
+        self.shards = shards
         sec = security(root, tls)
         tokens = root / "tokens.json"
         add_token(tokens, "analyst", "a", root / "a.token")
@@ -147,6 +159,7 @@ class Ingest:
             *("--token-file", str(root / "p.token"), "--db", str(self.db)),
             *("--devices", str(users), "--item-bits", "8", "--listen", "127.0.0.1:0"),
             *("--port-file", str(port_file), "--log-level", "warning"),
+            *("--ingest-processes", str(shards)),
             *(["--ca-cert", str(root / "certs" / "ca.pem")] if tls else []),
             *sec,
         )
@@ -187,10 +200,7 @@ class Ingest:
         make the calls (method, request, credential); returns the seconds taken."""
 
         async def run() -> float:
-            chans = [grpc.aio.insecure_channel(self.target) for _ in range(len(self.channels))]
-            if self.tls:
-                creds = grpc.ssl_channel_credentials((self.root / "certs" / "ca.pem").read_bytes())
-                chans = [grpc.aio.secure_channel(self.target, creds) for _ in self.channels]
+            chans = self._aio_channels()
             stubs = {
                 name: [c.unary_unary(f"/fedhh.v1.ReportService/{name}") for c in chans]
                 for name in ("SubmitReport", "SubmitReportBatch")
@@ -211,6 +221,21 @@ class Ingest:
             return dt
 
         return asyncio.run(run())
+
+    def _aio_channels(self) -> list[grpc.aio.Channel]:
+        """The devices' channels, each its own connection (the kernel spreads connections, not
+        calls, over the agent's ingestion processes)."""
+        opts = [("grpc.use_local_subchannel_pool", 1)]
+        if self.tls:
+            creds = grpc.ssl_channel_credentials((self.root / "certs" / "ca.pem").read_bytes())
+            return [grpc.aio.secure_channel(self.target, creds, opts) for _ in self.channels]
+        return [grpc.aio.insecure_channel(self.target, opts) for _ in self.channels]
+
+    def ledgers(self) -> list[Path]:
+        """The files the agent stores reports in (its own, or its shards')."""
+        if self.shards == 1:
+            return [self.db]
+        return [self.db.with_name(f"party.shard-{i}.sqlite") for i in range(self.shards)]
 
     def singles(self, users: range, threads: int) -> float:
         t = self.task
@@ -243,16 +268,13 @@ class Ingest:
         return "SubmitReportBatch", msg.SerializeToString()
 
     def kill_during(self, users: range, threads: int, size: int, after: float) -> tuple[int, int]:
-        """Batches keep coming; the agent is killed after ``after`` s. Returns (acknowledged
-        reports, of those found in the agent's file)."""
+        """Batches keep coming; the agent (with shards: one of them) is killed after ``after``
+        s. Returns (acknowledged reports, of those found in the agent's files)."""
         acked: list[int] = []
         chunks = [users[i : i + size] for i in range(0, len(users), size)]
 
         async def run() -> None:
-            chans = [grpc.aio.insecure_channel(self.target) for _ in self.channels]
-            if self.tls:
-                creds = grpc.ssl_channel_credentials((self.root / "certs" / "ca.pem").read_bytes())
-                chans = [grpc.aio.secure_channel(self.target, creds) for _ in self.channels]
+            chans = self._aio_channels()
             stubs = [
                 c.unary_unary(
                     "/fedhh.v1.ReportService/SubmitReportBatch",
@@ -276,16 +298,23 @@ class Ingest:
                     acked.extend(u for j, u in enumerate(chunk) if j not in bad)
 
             loop = asyncio.get_running_loop()
-            loop.call_later(after, os.killpg, self.agent.pid, signal.SIGKILL)
+            if self.shards == 1:
+                loop.call_later(after, os.killpg, self.agent.pid, signal.SIGKILL)
+            else:
+                victim = psutil.Process(self.agent.pid).children()[-1].pid
+                loop.call_later(after, os.kill, victim, signal.SIGKILL)
             await asyncio.gather(*(device() for _ in range(threads)))
             for c in chans:
                 await c.close()
 
         asyncio.run(run())
-        self.agent.wait()
-        db = sqlite3.connect(self.db)  # opening recovers the WAL, as a restarted agent would
-        stored = {int(r[0]) for r in db.execute("SELECT user_id FROM reports")}
-        db.close()
+        if self.shards == 1:
+            self.agent.wait()
+        stored: set[int] = set()
+        for path in self.ledgers():  # opening recovers the WAL, as a restarted agent would
+            db = sqlite3.connect(path)
+            stored |= {int(r[0]) for r in db.execute("SELECT user_id FROM reports")}
+            db.close()
         return len(acked), len(set(acked) & stored)
 
     def close(self) -> None:
@@ -299,29 +328,33 @@ def bench_reports(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         procs = Procs(Path(tmp))
         try:
-            ing = Ingest(Path(tmp), procs, users, args.tls, args.channels, args.wire)
+            ing = Ingest(
+                Path(tmp), procs, users, args.tls, args.channels, args.wire, args.ingest_processes
+            )
             agent = psutil.Process(ing.agent.pid)
             cpu = _cpu(agent)
             single = ing.singles(range(n_single), args.devices)
             cpu, used = _cpu(agent), _cpu(agent) - cpu
+            who = f"one party agent of {args.ingest_processes} ingestion process(es)"
             print(
-                f"report endpoint, single reports: {single:,.0f} reports/s accepted by one party "
-                f"agent ({n_single:,} reports, {args.devices} concurrent devices; agent CPU "
-                f"{used / n_single * 1e6:,.0f} µs a report)"
+                f"report endpoint, single reports: {single:,.0f} reports/s accepted by {who} "
+                f"({n_single:,} reports, {args.devices} concurrent devices on {args.channels} "
+                f"connections; agent CPU {used / n_single * 1e6:,.0f} µs a report)"
             )
             batch = ing.batches(range(n_single, n_single + n_batch), args.devices, args.batch)
             used = _cpu(agent) - cpu
             print(
                 f"report endpoint, batches of {args.batch}: {batch:,.0f} reports/s accepted by "
-                f"one party agent ({n_batch:,} reports, {args.devices} concurrent devices; agent "
+                f"{who} ({n_batch:,} reports, {args.devices} concurrent devices; agent "
                 f"CPU {used / n_batch * 1e6:,.1f} µs a report)"
             )
             after = 0.5 * n_kill / batch  # about half-way through a burst like the last one
             kill = range(n_single + n_batch, users)
             acked, kept = ing.kill_during(kill, args.devices, args.batch, after)
+            what = "agent" if args.ingest_processes == 1 else "one ingestion process"
             print(
-                f"agent killed (SIGKILL) {after:.2f} s into {n_kill:,} more reports in batches: "
-                f"{acked:,} acknowledged before, {kept:,} of them in its SQLite file afterwards "
+                f"{what} killed (SIGKILL) {after:.2f} s into {n_kill:,} more reports in batches: "
+                f"{acked:,} acknowledged before, {kept:,} of them in the SQLite files afterwards "
                 f"({acked - kept} lost)"
             )
             ing.close()
@@ -386,8 +419,12 @@ def bench_rounds(n_parties: int, tls: bool, repeat: int) -> tuple[float, int, fl
 
 
 def _cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+    """CPU seconds of the process and its children (an agent's ingestion processes)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -407,6 +444,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="reports per batch")
     ap.add_argument("--channels", type=int, default=8, help="client channels the devices share")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--ingest-processes", type=int, default=1, help="the agent's ingestion processes"
+    )
     ap.add_argument("--no-rounds", action="store_true", help="skip the round-trip figures")
     ap.add_argument("--tls", action="store_true", help="TLS instead of plaintext on loopback")
     ap.add_argument(
@@ -427,7 +467,10 @@ def main() -> None:
                 f"ms, {rounds} rounds -> coordinator round-trip overhead "
                 f"{per_round * 1000:6.1f} ms/round"
             )
-    print("reproduce: .venv/bin/python experiments/bench_grpc.py" + (" --tls" if args.tls else ""))
+    more = (" --tls" if args.tls else "") + (
+        f" --ingest-processes {args.ingest_processes}" if args.ingest_processes > 1 else ""
+    )
+    print(f"reproduce: .venv/bin/python experiments/bench_grpc.py{more}")
 
 
 if __name__ == "__main__":

@@ -147,13 +147,16 @@ def bind_port(
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure: bool,
+    check_free: bool = True,
 ) -> int:
     """Listen on ``address`` with TLS (cert + key) or, only with ``insecure``, in plaintext.
     Everything that can go wrong (a malformed address, a port out of range or in use, an address
     not on this machine, unreadable or mismatched certificate and key) is a ParameterError with
-    one clear line, checked before grpcio tries (and logs its own error lines)."""
+    one clear line, checked before grpcio tries (and logs its own error lines). ``check_free``
+    False: a port other processes of this service listen on too (SO_REUSEPORT)."""
     host, port = split_address(address)
-    check_bindable(host, port)
+    if check_free or not port:
+        check_bindable(host, port)
     if insecure:
         if tls_cert or tls_key:
             raise ParameterError("--insecure and --tls-cert/--tls-key exclude each other")
