@@ -67,6 +67,13 @@ FOLD_ROWS = 16384  # reports folded into a task's tally at a time (the memory re
 Code = grpc.StatusCode
 
 
+def may_close(count: int, quota: int, opened: float, collect_seconds: float) -> bool:
+    """Whether a report task that opened at ``opened`` (monotonic) with ``count`` of its
+    ``quota`` reports may close: its quota is reached, or it has at least one report and has
+    collected for ``collect_seconds``."""
+    return count >= quota or bool(count and time.monotonic() - opened >= collect_seconds)
+
+
 @dataclass(eq=False)
 class OpenTask:
     key: tuple[str, int]  # (run, request)
@@ -137,20 +144,14 @@ class DeviceSource:
         with self.cond:
             cur = self.open
             if cur is not None and cur.key == key:
-                elapsed = time.monotonic() - cur.opened
-                if cur.count < cur.quota and not (cur.count and elapsed >= self.collect_seconds):
+                if not may_close(cur.count, cur.quota, cur.opened, self.collect_seconds):
                     return None
                 self._close(cur)
                 log.info("run %s: report task %d closed with %d reports", *key, cur.count)
                 return self._stored(key, cur.oracle, cur.candidates, cur.checker)
-            if self.store.reply_for(*key) is not None:  # answered before: a replay
-                cand = cd.oracle_keys(group.candidates, group.length)
-                return self._stored(key, group.oracle, cand)
-            if key[0] in self.closed:
-                raise ParameterError(f"run {key[0]} has ended for this party")
-            if cur is not None:
-                self._close(cur)
             cand = cd.oracle_keys(group.candidates, group.length)  # what devices index and hash
+            if self.store.reply_for(*key) is not None:  # answered before: a replay
+                return self._stored(key, group.oracle, cand)
             self._open(key, group.oracle, group.length, cand, max(int(group.users.size), 1))
             return None
 
@@ -165,13 +166,8 @@ class DeviceSource:
         """Collect for ``key`` (a shard, told by its agent; the gate says when it may take
         reports). Opening the open task again changes nothing."""
         with self.cond:
-            if key[0] in self.closed:
-                raise ParameterError(f"run {key[0]} has ended for this party")
-            cur = self.open
-            if cur is not None and cur.key == key:
+            if self.open is not None and self.open.key == key:  # (close_run closes a run's task)
                 return
-            if cur is not None:
-                self._close(cur)
             self._open(key, oracle, length, cand, quota)
 
     def task_tally(
@@ -228,6 +224,12 @@ class DeviceSource:
         cand: np.ndarray,
         quota: int,
     ) -> None:
+        """Collect for ``key`` from now on, after closing the open task (lock held); a run that
+        has ended for this party opens nothing."""
+        if key[0] in self.closed:
+            raise ParameterError(f"run {key[0]} has ended for this party")
+        if self.open is not None:
+            self._close(self.open)
         task = ReportTask.for_oracle(*key, self.m, length, self.codec, oracle, cand)
         count = self.store.count_reports(*key)
         checker = ReportChecker(oracle, task.candidates if task.candidates.size else cand)

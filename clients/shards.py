@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fedhh.clients.devices import may_close
 from fedhh.clients.gate import ShardGate
 from fedhh.clients.shard import START_WAIT, ShardConfig, ShardDown, reraise
 from fedhh.clients.store import AgentStore
@@ -280,8 +281,7 @@ class ShardedSource:
             if cur is not None and cur.key == key:
                 if not cur.closing:
                     n = self.gate.count()
-                    late = n and time.monotonic() - cur.opened >= self.collect_seconds
-                    if n < cur.quota and not late:
+                    if not may_close(n, cur.quota, cur.opened, self.collect_seconds):
                         return None
                     self._stop(cur)
                     log.info("run %s: report task %d closed with %d reports", *key, n)
