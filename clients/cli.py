@@ -395,17 +395,8 @@ def _sharded_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: s
         log_format=args.log_format,
     )
     source, port = start_sharded(processes=n, engine=args.ingest_engine, store=store, base=base)
-    if args.port_file is not None:
-        args.port_file.write_text(f"{port}\n")
-    log.info(
-        "report endpoint on %s (port %d, %s): %d ingestion %s, %d enrolled users",
-        args.listen,
-        port,
-        "plaintext" if args.insecure else "TLS",
-        n,
-        "Ray actors" if args.ingest_engine == "ray" else "processes",
-        creds.n_users,
-    )
+    how = "Ray actors" if args.ingest_engine == "ray" else "processes"
+    _endpoint_up(args, port, creds.n_users, f"{n} ingestion {how}")
     return source
 
 
@@ -419,13 +410,20 @@ def _report_endpoint(args: argparse.Namespace, store: Any, creds: Any, codec: st
     server, port = report_server(
         source, args.listen, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure
     )
+    _endpoint_up(args, port, creds.n_users, "one process")
+    return source, server
+
+
+def _endpoint_up(args: argparse.Namespace, port: int, n_users: int, processes: str) -> None:
+    """The report endpoint listens on ``port``: its port file and its line in the log."""
     if args.port_file is not None:
         args.port_file.write_text(f"{port}\n")
+    mode = "plaintext" if args.insecure else "TLS"
     log.info(
-        "report endpoint on %s (port %d, %s), %d enrolled users",
+        "report endpoint on %s (port %d, %s): %s, %d enrolled users",
         args.listen,
         port,
-        "plaintext" if args.insecure else "TLS",
-        creds.n_users,
+        mode,
+        processes,
+        n_users,
     )
-    return source, server
