@@ -17,6 +17,8 @@ from fedhh.core.progress import StatusLine
 from fedhh.core.table import text_table
 from fedhh.errors import ParameterError
 
+RUN_ID_HELP = "the run's id (fedhh query runs lists them)"
+
 
 def add_query_parser(sub: Any) -> None:
     q = sub.add_parser(
@@ -31,7 +33,7 @@ def add_query_parser(sub: Any) -> None:
     _json_after(qs)
     qs.add_parser("runs", help="list runs")
     st = qs.add_parser("status", help="a run's state and progress")
-    st.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    st.add_argument("run_id", help=RUN_ID_HELP)
     wa = qs.add_parser(
         "watch",
         help="follow a run until it ends: a line at each change (streamed by the coordinator)",
@@ -39,7 +41,7 @@ def add_query_parser(sub: Any) -> None:
         "(with --json, one JSON object per line), until the run ends; exit status 0 if it is "
         "done, 1 if it failed, was cancelled or --timeout passed (the run goes on).",
     )
-    wa.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    wa.add_argument("run_id", help=RUN_ID_HELP)
     wa.add_argument(
         "--timeout",
         type=float,
@@ -52,15 +54,15 @@ def add_query_parser(sub: Any) -> None:
         description="The document fedhh simulate --output writes: the answer with estimates "
         "and standard errors, the run's parameters, cost and privacy block (docs/result.md).",
     )
-    re_.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    re_.add_argument("run_id", help=RUN_ID_HELP)
     top = qs.add_parser("top", help="a finished run's top-k with estimates and standard errors")
-    top.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    top.add_argument("run_id", help=RUN_ID_HELP)
     top.add_argument("-k", type=int, default=0, help="only the first K (default: all)")
     fr = qs.add_parser("freq", help="estimates of given items")
-    fr.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    fr.add_argument("run_id", help=RUN_ID_HELP)
     fr.add_argument("items", nargs="+", help="the items to look up, as text")
     co = qs.add_parser("cost", help="cost and privacy figures of a finished run")
-    co.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    co.add_argument("run_id", help=RUN_ID_HELP)
     pv = qs.add_parser(
         "privacy",
         help="what a finished run guaranteed, per recipient and per group of users",
@@ -68,7 +70,7 @@ def add_query_parser(sub: Any) -> None:
         "and the central (ε_c, δ) towards the coordinator, the other parties and the analyst, for "
         "every group of users and for the run.",
     )
-    pv.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    pv.add_argument("run_id", help=RUN_ID_HELP)
     sp = qs.add_parser("start", help="start a run from a run spec file (TOML)")
     sp.add_argument(
         "spec",
@@ -90,7 +92,7 @@ def add_query_parser(sub: Any) -> None:
         "on (default %(default)s)",
     )
     ca = qs.add_parser("cancel", help="cancel a run")
-    ca.add_argument("run_id", help="the run's id (fedhh query runs lists them)")
+    ca.add_argument("run_id", help=RUN_ID_HELP)
     qs.add_parser("parties", help="registered parties: last heartbeat, users, privacy budget")
     q.set_defaults(func=cmd_query)
 
