@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import grpc
 import numpy as np
 import psutil
+from bench_ingest import canonical_reports  # experiments/ is the script's directory
 
 from fedhh.clients.credentials import Credentials, new_key
 from fedhh.clients.ingest import ReportChecker
@@ -42,15 +43,6 @@ from fedhh.protocol.party import Group
 from fedhh.wire.v1 import report_pb2
 
 M = 32
-
-
-def frames(checker: ReportChecker, batch: object, n: int) -> list[bytes]:
-    """The canonical frames of a perturbed batch (what a version-1 device sends)."""
-    values = np.zeros(n, dtype=checker.layout)
-    for name in checker.layout.names:
-        values[name] = batch.arrays[name].reshape(values[name].shape)  # type: ignore[attr-defined]
-    body, size, head = values.tobytes(), checker.layout.itemsize, checker.head
-    return [head + body[i * size : (i + 1) * size] for i in range(n)]
 
 
 class Load:
@@ -68,7 +60,7 @@ class Load:
         rep = oracle.perturb(held, self.rng, keys)  # type: ignore[attr-defined]
         if self.args.check:
             self.kept.append(rep)
-        blobs = frames(self.checker, rep, size)
+        blobs = canonical_reports(self.checker, rep, size)
         users = range(start, start + size)
         cred = [self.creds.issue(u, 0) for u in users]
         if size == 1:
