@@ -41,7 +41,6 @@ from fedhh.errors import ParameterError
 from fedhh.oracles.affine_decode import parity_hash, support_counts
 from fedhh.oracles.base import (
     FrequencyOracle,
-    ReportField,
     ReportLayout,
     Reports,
     Support,
@@ -51,6 +50,7 @@ from fedhh.oracles.base import (
 )
 from fedhh.oracles.grr import randomised_response
 from fedhh.oracles.hashing import splitmix64
+from fedhh.oracles.olh import seed_bucket_layout
 
 MAX_ROWS = 31  # g ≤ 2^31, as plain OLH's MAX_G
 _ROW_SALTS = splitmix64(np.arange(MAX_ROWS, dtype=np.uint64) + np.uint64(0xA5F1_52C3_0B7D_E911))
@@ -151,8 +151,7 @@ class OLHAffine(FrequencyOracle):
 
     def report_layout(self, n_candidates: int) -> ReportLayout:
         """A uint64 seed (any) and a uint32 bucket below g, whatever the candidates."""
-        fields = {"seed": ReportField("uint64"), "bucket": ReportField("uint32", (), self.g)}
-        return ReportLayout(self.name, self.g, fields)
+        return seed_bucket_layout(self.name, self.g)
 
     def output_probability(
         self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None

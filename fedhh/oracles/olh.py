@@ -89,6 +89,13 @@ class _LocalHashing(FrequencyOracle):
         return np.where(h == buckets[None, :].astype(np.uint64), p, (1.0 - p) / (self.g - 1))
 
 
+def seed_bucket_layout(name: str, g: int) -> ReportLayout:
+    """The report of a hash with a fresh 64-bit seed per user (OLH, olh-affine): the seed
+    (uint64, any value) and the perturbed bucket (uint32, below g)."""
+    fields = {"seed": ReportField("uint64"), "bucket": ReportField("uint32", (), g)}
+    return ReportLayout(name, g, fields)
+
+
 @dataclass(frozen=True)
 class OLH(_LocalHashing):
     """Optimised local hashing with a fresh 64-bit seed per user; reports are (seed, bucket).
@@ -133,8 +140,7 @@ class OLH(_LocalHashing):
 
     def report_layout(self, n_candidates: int) -> ReportLayout:
         """A uint64 seed (any) and a uint32 bucket below g, whatever the candidates."""
-        fields = {"seed": ReportField("uint64"), "bucket": ReportField("uint32", (), self.g)}
-        return ReportLayout(self.name, self.g, fields)
+        return seed_bucket_layout(self.name, self.g)
 
     def output_probability(
         self, reports: Reports, values: ArrayLike, candidates: ArrayLike | None = None
